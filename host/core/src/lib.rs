@@ -1,0 +1,13 @@
+//! Tasker core: templates, the DAG, state machines, backoff and event names.
+//!
+//! This crate does no I/O. Storage (`tasker-store`), the sandbox (`tasker-sandbox`) and the
+//! binary build on it.
+
+pub mod backoff;
+pub mod clock;
+pub mod dag;
+pub mod error_kind;
+pub mod events;
+pub mod fixtures;
+pub mod state;
+pub mod template;

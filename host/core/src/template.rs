@@ -1,0 +1,731 @@
+//! Task templates: YAML in, a validated [`Template`] out.
+//!
+//! Parsing is two stages. The YAML is read into `Raw*` structs that reject unknown fields and
+//! keep every setting optional; then the settings are resolved (step, then `defaults:`, then
+//! built-in defaults) and every problem is collected with its location. A template that has
+//! any problem is refused whole, so nothing is ever registered half-way.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::backoff::{Backoff, DEFAULT_MAX_RETRY_AFTER_MS};
+use crate::dag::{Dag, DagError};
+use crate::error_kind::ErrorKind;
+
+/// Default attempts per step (first run plus retries).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+const MAX_NAME_LEN: usize = 64;
+
+/// A validated task template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    pub namespace: String,
+    pub name: String,
+    pub version: semver::Version,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema that a task's context must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_schema: Option<Value>,
+    pub steps: Vec<StepTemplate>,
+}
+
+/// One step, with every setting resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepTemplate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub handler: HandlerRef,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Which plugin a retry runs: the hash of the first attempt, or the newest one.
+    #[serde(default)]
+    pub pin: Pin,
+    pub retry: RetryPolicy,
+    pub limits: Limits,
+    #[serde(default)]
+    pub grants: Grants,
+    /// Passed to the handler as its `config` JSON.
+    #[serde(default)]
+    pub config: Value,
+}
+
+/// Which plugin a step runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HandlerRef {
+    /// `name@version`, resolved by the plugin registry.
+    Named { name: String, version: String },
+    /// `blake3:<64 hex>`: exactly this component.
+    Hash(String),
+}
+
+/// Retry behaviour of one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included. At least 1.
+    pub max_attempts: u32,
+    /// Whether failures retry when nothing more specific decides.
+    pub retryable: bool,
+    pub backoff: Backoff,
+    /// Upper bound for a handler's `retry-after-ms`.
+    pub max_retry_after_ms: u64,
+    /// Per error kind overrides of the retry decision (see [`ErrorKind::default_retryable`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_kind: BTreeMap<ErrorKind, bool>,
+}
+
+impl RetryPolicy {
+    /// Does a failure of this kind retry? `handler_says` is the handler's own verdict, for
+    /// `handler_error`. Whether attempts are left is checked separately.
+    pub fn should_retry(&self, kind: ErrorKind, handler_says: Option<bool>) -> bool {
+        if !self.retryable {
+            return false;
+        }
+        if let Some(v) = self.by_kind.get(&kind) {
+            return *v;
+        }
+        kind.default_retryable().or(handler_says).unwrap_or(true)
+    }
+}
+
+/// Resource limits of one attempt. `None` means the host's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
+}
+
+/// Capabilities granted to a step. Everything not listed is denied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<DirGrant>,
+    /// Names of host environment variables the guest may read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Outbound `host:port` pairs the guest may connect to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net: Vec<String>,
+}
+
+/// A host directory preopened for the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    /// Host path; relative paths are relative to the template file.
+    pub host: String,
+    /// Absolute path the guest sees.
+    pub guest: String,
+    #[serde(default)]
+    pub mode: DirMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirMode {
+    #[default]
+    #[serde(rename = "ro")]
+    ReadOnly,
+    #[serde(rename = "rw")]
+    ReadWrite,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pin {
+    /// Retries run the plugin hash that the first attempt ran.
+    #[default]
+    Sticky,
+    /// Every attempt resolves `name@version` afresh.
+    Latest,
+}
+
+/// One thing wrong with a template, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// A path such as `steps[2] (ship).depends_on[0]`, with the YAML line when known.
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// A template that was refused, with every problem found.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub struct TemplateError {
+    /// What was being read: a file path, or `template` when unknown.
+    pub source_name: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid template {}:", self.source_name)?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl TemplateError {
+    /// Is some problem's message or location containing `needle`? For tests and callers.
+    pub fn mentions(&self, needle: &str) -> bool {
+        self.problems
+            .iter()
+            .any(|p| p.message.contains(needle) || p.location.contains(needle))
+    }
+}
+
+/// A task context that does not satisfy the template's schema.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("task context does not match the schema of {template}:{}", .errors.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
+pub struct ContextError {
+    pub template: String,
+    pub errors: Vec<String>,
+}
+
+impl Template {
+    /// Parses and validates YAML. `source_name` (a file path) prefixes every message.
+    pub fn from_yaml_named(yaml: &str, source_name: &str) -> Result<Template, TemplateError> {
+        let fail = |problems| TemplateError {
+            source_name: source_name.to_owned(),
+            problems,
+        };
+        let raw = parse_raw(yaml).map_err(|p| fail(vec![p]))?;
+        raw.resolve().map_err(fail)
+    }
+
+    pub fn from_yaml(yaml: &str) -> Result<Template, TemplateError> {
+        Self::from_yaml_named(yaml, "template")
+    }
+
+    /// `namespace/name@version`.
+    pub fn key(&self) -> String {
+        format!("{}/{}@{}", self.namespace, self.name, self.version)
+    }
+
+    /// The step graph. Infallible for a template built by [`Template::from_yaml`].
+    pub fn dag(&self) -> Result<Dag, DagError> {
+        Dag::build(
+            self.steps
+                .iter()
+                .map(|s| (s.name.as_str(), s.depends_on.iter().map(String::as_str))),
+        )
+    }
+
+    pub fn step(&self, name: &str) -> Option<&StepTemplate> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// Checks a task context against `context_schema` (anything goes without one).
+    pub fn validate_context(&self, context: &Value) -> Result<(), ContextError> {
+        let Some(schema) = &self.context_schema else {
+            return Ok(());
+        };
+        let fail = |errors| ContextError {
+            template: self.key(),
+            errors,
+        };
+        let validator =
+            jsonschema::validator_for(schema).map_err(|e| fail(vec![format!("schema: {e}")]))?;
+        let errors: Vec<String> = validator
+            .iter_errors(context)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                let at = if at.is_empty() { "/".to_owned() } else { at };
+                format!("{at}: {e}")
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(fail(errors))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handler references
+
+impl fmt::Display for HandlerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandlerRef::Named { name, version } => write!(f, "{name}@{version}"),
+            HandlerRef::Hash(h) => write!(f, "blake3:{h}"),
+        }
+    }
+}
+
+impl FromStr for HandlerRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(hex) = s.strip_prefix("blake3:") {
+            if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(HandlerRef::Hash(hex.to_ascii_lowercase()));
+            }
+            return Err(format!(
+                "'{s}' is not a blake3 hash: expected 'blake3:' and 64 hex digits"
+            ));
+        }
+        let Some((name, version)) = s.rsplit_once('@') else {
+            return Err(format!(
+                "'{s}' is not a handler reference: expected 'name@version' or 'blake3:<hash>'"
+            ));
+        };
+        check_name(name).map_err(|m| format!("handler name in '{s}' {m}"))?;
+        semver::Version::parse(version)
+            .map_err(|e| format!("handler version in '{s}' is not semver: {e}"))?;
+        Ok(HandlerRef::Named {
+            name: name.to_owned(),
+            version: version.to_owned(),
+        })
+    }
+}
+
+impl Serialize for HandlerRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HandlerRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("is longer than {MAX_NAME_LEN} characters"));
+    }
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let rest_ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if first_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' may only hold letters, digits, '_', '-' and '.', and must start with a letter, digit or '_'"
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw YAML shape
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTemplate {
+    namespace: String,
+    name: String,
+    version: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    context_schema: Option<Value>,
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    steps: Vec<RawStep>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    handler: String,
+    #[serde(default)]
+    depends_on: OneOrMany,
+    #[serde(default)]
+    pin: Pin,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    grants: Grants,
+    #[serde(default)]
+    config: Option<Value>,
+}
+
+/// `depends_on: a` or `depends_on: [a, b]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<u32>,
+    retryable: Option<bool>,
+    #[serde(default)]
+    backoff: RawBackoff,
+    max_retry_after_ms: Option<u64>,
+    #[serde(default)]
+    by_kind: BTreeMap<String, bool>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackoff {
+    base_ms: Option<u64>,
+    multiplier: Option<f64>,
+    cap_ms: Option<u64>,
+    jitter: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    timeout_ms: Option<u64>,
+    fuel: Option<u64>,
+    memory_mb: Option<u64>,
+    max_output_bytes: Option<u64>,
+}
+
+fn parse_raw(yaml: &str) -> Result<RawTemplate, Problem> {
+    let blank = yaml
+        .lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#') || l == "---");
+    if blank {
+        return Err(Problem {
+            location: "(document)".into(),
+            message: "the template is empty".into(),
+        });
+    }
+    let de = serde_yaml_ng::Deserializer::from_str(yaml);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner
+            .location()
+            .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+            .unwrap_or_default();
+        // serde_yaml_ng appends its own "at line X column Y"; we print the location ourselves.
+        let msg = inner.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+        Problem {
+            location: if path == "." {
+                format!("(document){line}")
+            } else {
+                format!("{path}{line}")
+            },
+            message: msg,
+        }
+    })
+}
+
+struct Collector(Vec<Problem>);
+
+impl Collector {
+    fn push(&mut self, location: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            location: location.into(),
+            message: message.into(),
+        });
+    }
+}
+
+impl RawTemplate {
+    fn resolve(self) -> Result<Template, Vec<Problem>> {
+        let mut c = Collector(Vec::new());
+        for (field, value) in [("namespace", &self.namespace), ("name", &self.name)] {
+            if let Err(m) = check_name(value) {
+                c.push(field, m);
+            }
+        }
+        let version = match semver::Version::parse(&self.version) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                c.push(
+                    "version",
+                    format!(
+                        "'{}' is not a semantic version (like 1.2.0): {e}",
+                        self.version
+                    ),
+                );
+                None
+            }
+        };
+        if let Some(schema) = &self.context_schema
+            && let Err(e) = jsonschema::validator_for(schema)
+        {
+            c.push("context_schema", format!("not a valid JSON Schema: {e}"));
+        }
+        if self.steps.is_empty() {
+            c.push("steps", "the template has no steps");
+        }
+
+        let defaults = self.defaults;
+        check_retry(&mut c, "defaults.retry", &defaults.retry);
+        let mut steps = Vec::with_capacity(self.steps.len());
+        let mut seen = HashSet::new();
+        for (i, raw) in self.steps.into_iter().enumerate() {
+            let at = format!("steps[{i}] ({})", raw.name);
+            if let Err(m) = check_name(&raw.name) {
+                c.push(format!("{at}.name"), format!("step name {m}"));
+            }
+            if !seen.insert(raw.name.clone()) {
+                c.push(
+                    format!("{at}.name"),
+                    format!("step '{}' is defined more than once", raw.name),
+                );
+            }
+            if let Some(step) = resolve_step(&mut c, &at, raw, &defaults) {
+                steps.push(step);
+            }
+        }
+
+        // Graph problems only make sense once names are unique and known.
+        if !steps.is_empty() && c.0.is_empty() {
+            let dag = Dag::build(
+                steps
+                    .iter()
+                    .map(|s| (s.name.as_str(), s.depends_on.iter().map(String::as_str))),
+            );
+            if let Err(e) = dag {
+                let location = match &e {
+                    DagError::UnknownDependency { step, .. }
+                    | DagError::DuplicateDependency { step, .. } => {
+                        let i = steps.iter().position(|s| &s.name == step).unwrap_or(0);
+                        format!("steps[{i}] ({step}).depends_on")
+                    }
+                    _ => "steps".to_owned(),
+                };
+                c.push(location, e.to_string());
+            }
+        }
+
+        match (c.0.is_empty(), version) {
+            (true, Some(version)) => Ok(Template {
+                namespace: self.namespace,
+                name: self.name,
+                version,
+                description: self.description,
+                context_schema: self.context_schema,
+                steps,
+            }),
+            _ => Err(c.0),
+        }
+    }
+}
+
+fn check_retry(c: &mut Collector, at: &str, r: &RawRetry) {
+    if r.max_attempts == Some(0) {
+        c.push(
+            format!("{at}.max_attempts"),
+            "must be at least 1 (it counts the first attempt)",
+        );
+    }
+    for kind in r.by_kind.keys() {
+        if let Err(m) = kind.parse::<ErrorKind>() {
+            c.push(format!("{at}.by_kind"), m);
+        }
+    }
+}
+
+fn resolve_step(
+    c: &mut Collector,
+    at: &str,
+    raw: RawStep,
+    defaults: &RawDefaults,
+) -> Option<StepTemplate> {
+    let handler = match raw.handler.parse::<HandlerRef>() {
+        Ok(h) => Some(h),
+        Err(m) => {
+            c.push(format!("{at}.handler"), m);
+            None
+        }
+    };
+
+    check_retry(c, &format!("{at}.retry"), &raw.retry);
+    let (r, d) = (&raw.retry, &defaults.retry);
+    let builtin = Backoff::default();
+    let backoff = Backoff {
+        base_ms: r
+            .backoff
+            .base_ms
+            .or(d.backoff.base_ms)
+            .unwrap_or(builtin.base_ms),
+        multiplier: r
+            .backoff
+            .multiplier
+            .or(d.backoff.multiplier)
+            .unwrap_or(builtin.multiplier),
+        cap_ms: r
+            .backoff
+            .cap_ms
+            .or(d.backoff.cap_ms)
+            .unwrap_or(builtin.cap_ms),
+        jitter: r
+            .backoff
+            .jitter
+            .or(d.backoff.jitter)
+            .unwrap_or(builtin.jitter),
+    };
+    for (field, m) in backoff.problems() {
+        c.push(format!("{at}.retry.backoff.{field}"), m);
+    }
+    let mut by_kind: BTreeMap<ErrorKind, bool> = BTreeMap::new();
+    for (k, v) in d.by_kind.iter().chain(r.by_kind.iter()) {
+        if let Ok(kind) = k.parse() {
+            by_kind.insert(kind, *v);
+        }
+    }
+    let retry = RetryPolicy {
+        max_attempts: r
+            .max_attempts
+            .or(d.max_attempts)
+            .unwrap_or(DEFAULT_MAX_ATTEMPTS)
+            .max(1),
+        retryable: r.retryable.or(d.retryable).unwrap_or(true),
+        backoff,
+        max_retry_after_ms: r
+            .max_retry_after_ms
+            .or(d.max_retry_after_ms)
+            .unwrap_or(DEFAULT_MAX_RETRY_AFTER_MS),
+        by_kind,
+    };
+
+    let (l, dl) = (&raw.limits, &defaults.limits);
+    let limits = Limits {
+        timeout_ms: l.timeout_ms.or(dl.timeout_ms),
+        fuel: l.fuel.or(dl.fuel),
+        memory_mb: l.memory_mb.or(dl.memory_mb),
+        max_output_bytes: l.max_output_bytes.or(dl.max_output_bytes),
+    };
+    for (field, v) in [
+        ("timeout_ms", limits.timeout_ms),
+        ("fuel", limits.fuel),
+        ("memory_mb", limits.memory_mb),
+        ("max_output_bytes", limits.max_output_bytes),
+    ] {
+        if v == Some(0) {
+            c.push(format!("{at}.limits.{field}"), "must be greater than 0");
+        }
+    }
+
+    check_grants(c, at, &raw.grants);
+
+    let depends_on = raw.depends_on.into_vec();
+    Some(StepTemplate {
+        name: raw.name,
+        description: raw.description,
+        handler: handler?,
+        depends_on,
+        pin: raw.pin,
+        retry,
+        limits,
+        grants: raw.grants,
+        config: raw.config.unwrap_or(Value::Object(Default::default())),
+    })
+}
+
+fn check_grants(c: &mut Collector, at: &str, g: &Grants) {
+    let mut guests = HashSet::new();
+    for (i, d) in g.dirs.iter().enumerate() {
+        let loc = format!("{at}.grants.dirs[{i}]");
+        if d.host.trim().is_empty() {
+            c.push(format!("{loc}.host"), "is empty");
+        }
+        if !d.guest.starts_with('/') {
+            c.push(
+                format!("{loc}.guest"),
+                format!("'{}' must be an absolute path such as /data", d.guest),
+            );
+        }
+        if d.guest.split('/').any(|seg| seg == "..") {
+            c.push(
+                format!("{loc}.guest"),
+                format!("'{}' may not contain '..'", d.guest),
+            );
+        }
+        if !guests.insert(d.guest.trim_end_matches('/')) {
+            c.push(
+                format!("{loc}.guest"),
+                format!("'{}' is granted more than once", d.guest),
+            );
+        }
+    }
+    for (i, e) in g.env.iter().enumerate() {
+        let ok = !e.is_empty()
+            && !e.starts_with(|ch: char| ch.is_ascii_digit())
+            && e.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !ok {
+            c.push(
+                format!("{at}.grants.env[{i}]"),
+                format!("'{e}' is not an environment variable name"),
+            );
+        }
+    }
+    for (i, n) in g.net.iter().enumerate() {
+        let ok = n
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            c.push(
+                format!("{at}.grants.net[{i}]"),
+                format!("'{n}' must be host:port, such as api.example.com:443"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+use super::*;
+
+const ORDER: &str = r#"
+namespace: shop
+name: order_fulfilment
+version: 1.2.0
+description: Validate, reserve and charge, ship, notify.
+context_schema:
+  type: object
+  required: [order_id]
+  properties:
+    order_id: { type: integer }
+defaults:
+  retry:
+    max_attempts: 4
+    backoff: { base_ms: 500, cap_ms: 5000 }
+  limits:
+    timeout_ms: 2000
+steps:
+  - name: validate
+    handler: order-validate@1.0.0
+  - name: reserve
+    handler: order-reserve@1.0.0
+    depends_on: validate
+  - name: charge
+    handler: order-charge@1.0.0
+    depends_on: [validate]
+    retry:
+      max_attempts: 5
+      by_kind: { timeout: false }
+    limits: { fuel: 1000000, memory_mb: 32 }
+    config: { fail_times: 2, retry_after_ms: 50 }
+  - name: ship
+    handler: blake3:00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff
+    depends_on: [reserve, charge]
+    pin: latest
+    grants:
+      dirs: [{ host: ./out, guest: /out, mode: rw }]
+      env: [SHIP_REGION]
+      net: ["api.example.com:443"]
+  - name: notify
+    handler: notify@0.1.0
+    depends_on: ship
+    retry: { retryable: false }
+"#;
+
+fn err(yaml: &str) -> TemplateError {
+    Template::from_yaml(yaml).expect_err("template should be refused")
+}
+
+fn minimal(steps: &str) -> String {
+    format!("namespace: ns\nname: t\nversion: 1.0.0\nsteps:\n{steps}")
+}
+
+#[test]
+fn parses_and_resolves_defaults() {
+    let t = Template::from_yaml(ORDER).unwrap();
+    assert_eq!(t.key(), "shop/order_fulfilment@1.2.0");
+    assert_eq!(t.steps.len(), 5);
+    let charge = t.step("charge").unwrap();
+    assert_eq!(charge.retry.max_attempts, 5);
+    assert_eq!(charge.retry.backoff.base_ms, 500);
+    assert_eq!(charge.retry.backoff.cap_ms, 5000);
+    assert_eq!(charge.retry.backoff.multiplier, 2.0);
+    assert_eq!(charge.limits.timeout_ms, Some(2000));
+    assert_eq!(charge.limits.fuel, Some(1_000_000));
+    assert_eq!(charge.config["fail_times"], 2);
+    assert!(!charge.retry.should_retry(ErrorKind::Timeout, None));
+    assert!(charge.retry.should_retry(ErrorKind::Trap, None));
+    assert!(!charge.retry.should_retry(ErrorKind::OutOfFuel, None));
+    assert!(
+        !charge
+            .retry
+            .should_retry(ErrorKind::HandlerError, Some(false))
+    );
+    assert!(
+        charge
+            .retry
+            .should_retry(ErrorKind::HandlerError, Some(true))
+    );
+
+    let validate = t.step("validate").unwrap();
+    assert_eq!(validate.retry.max_attempts, 4);
+    assert_eq!(validate.config, serde_json::json!({}));
+    assert_eq!(t.step("reserve").unwrap().depends_on, vec!["validate"]);
+
+    let ship = t.step("ship").unwrap();
+    assert!(
+        matches!(&ship.handler, HandlerRef::Hash(h) if h.starts_with("00112233") && h.contains("aabbcc"))
+    );
+    assert_eq!(ship.pin, Pin::Latest);
+    assert_eq!(ship.grants.dirs[0].mode, DirMode::ReadWrite);
+
+    let notify = t.step("notify").unwrap();
+    assert!(!notify.retry.should_retry(ErrorKind::Timeout, Some(true)));
+
+    let levels = t.dag().unwrap().levels();
+    assert_eq!(levels, vec![0, 1, 1, 2, 3]);
+}
+
+#[test]
+fn resolved_template_round_trips_through_json() {
+    let t = Template::from_yaml(ORDER).unwrap();
+    let json = serde_json::to_value(&t).unwrap();
+    let back: Template = serde_json::from_value(json).unwrap();
+    assert_eq!(back, t);
+}
+
+#[test]
+fn context_is_checked_against_the_schema() {
+    let t = Template::from_yaml(ORDER).unwrap();
+    t.validate_context(&serde_json::json!({"order_id": 7}))
+        .unwrap();
+    let e = t
+        .validate_context(&serde_json::json!({"order_id": "seven"}))
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("/order_id"), "{msg}");
+    assert!(msg.contains("shop/order_fulfilment@1.2.0"), "{msg}");
+    let e = t.validate_context(&serde_json::json!({})).unwrap_err();
+    assert!(e.errors[0].contains("order_id"), "{e}");
+}
+
+#[test]
+fn cycle_is_refused_and_printed() {
+    let e = err(&minimal(
+        "  - {name: a, handler: h@1.0.0, depends_on: c}\n  - {name: b, handler: h@1.0.0, depends_on: a}\n  - {name: c, handler: h@1.0.0, depends_on: b}\n",
+    ));
+    let msg = e.to_string();
+    assert!(msg.contains("dependency cycle: "), "{msg}");
+    assert!(
+        msg.contains("a -> b -> c -> a")
+            || msg.contains("b -> c -> a -> b")
+            || msg.contains("c -> a -> b -> c"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_dependency_names_step_and_dependency() {
+    let e = err(&minimal(
+        "  - {name: a, handler: h@1.0.0}\n  - {name: b, handler: h@1.0.0, depends_on: [a, pack]}\n",
+    ));
+    assert_eq!(e.problems.len(), 1, "{e}");
+    assert_eq!(e.problems[0].location, "steps[1] (b).depends_on");
+    assert_eq!(
+        e.problems[0].message,
+        "step 'b' depends on unknown step 'pack'"
+    );
+}
+
+#[test]
+fn duplicate_step_is_refused() {
+    let e = err(&minimal(
+        "  - {name: a, handler: h@1.0.0}\n  - {name: a, handler: h@1.0.0}\n",
+    ));
+    assert_eq!(e.problems[0].location, "steps[1] (a).name");
+    assert!(e.mentions("defined more than once"), "{e}");
+}
+
+#[test]
+fn empty_templates_are_refused() {
+    assert!(err("").mentions("the template is empty"));
+    assert!(err("   \n# only a comment\n").mentions("empty"));
+    let e = err("namespace: ns\nname: t\nversion: 1.0.0\nsteps: []\n");
+    assert_eq!(e.problems[0].location, "steps");
+    assert!(e.mentions("no steps"));
+}
+
+#[test]
+fn bad_versions_are_refused() {
+    let e = err("namespace: ns\nname: t\nversion: one\nsteps:\n  - {name: a, handler: h@1.0.0}\n");
+    assert_eq!(e.problems[0].location, "version");
+    assert!(e.mentions("not a semantic version"), "{e}");
+    let e = err(&minimal("  - {name: a, handler: h@latest}\n"));
+    assert_eq!(e.problems[0].location, "steps[0] (a).handler");
+    assert!(e.mentions("not semver"), "{e}");
+    let e = err(&minimal("  - {name: a, handler: just-a-name}\n"));
+    assert!(
+        e.mentions("expected 'name@version' or 'blake3:<hash>'"),
+        "{e}"
+    );
+    let e = err(&minimal("  - {name: a, handler: 'blake3:abc'}\n"));
+    assert!(e.mentions("64 hex digits"), "{e}");
+}
+
+#[test]
+fn unknown_fields_are_refused_with_their_path_and_line() {
+    let e = err(&minimal(
+        "  - name: a\n    handler: h@1.0.0\n    retry:\n      max_atempts: 3\n",
+    ));
+    let p = &e.problems[0];
+    assert!(p.location.starts_with("steps[0].retry"), "{e}");
+    assert!(p.location.contains("line 8"), "{e}");
+    assert!(p.message.contains("unknown field `max_atempts`"), "{e}");
+    assert!(
+        p.message.contains("max_attempts"),
+        "suggests the known fields: {e}"
+    );
+
+    let e = err("namespace: ns\nname: t\nversion: 1.0.0\nstepz: []\n");
+    assert!(e.mentions("unknown field `stepz`"), "{e}");
+}
+
+#[test]
+fn wrong_types_are_refused_with_their_path() {
+    let e = err(&minimal(
+        "  - {name: a, handler: h@1.0.0, limits: {fuel: lots}}\n",
+    ));
+    assert!(
+        e.problems[0].location.starts_with("steps[0].limits.fuel"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let e = err(&minimal(
+        "  - name: 'bad name'\n    handler: h@1.0.0\n    retry: {max_attempts: 0, backoff: {multiplier: 0.5, jitter: 3}, by_kind: {sometimes: true}}\n    limits: {timeout_ms: 0}\n    grants:\n      dirs: [{host: ./x, guest: data}, {host: ./y, guest: /d/../etc}]\n      env: ['1X']\n      net: ['example.com']\n",
+    ));
+    let locations: Vec<&str> = e.problems.iter().map(|p| p.location.as_str()).collect();
+    for want in [
+        "steps[0] (bad name).name",
+        "steps[0] (bad name).retry.max_attempts",
+        "steps[0] (bad name).retry.by_kind",
+        "steps[0] (bad name).retry.backoff.multiplier",
+        "steps[0] (bad name).retry.backoff.jitter",
+        "steps[0] (bad name).limits.timeout_ms",
+        "steps[0] (bad name).grants.dirs[0].guest",
+        "steps[0] (bad name).grants.dirs[1].guest",
+        "steps[0] (bad name).grants.env[0]",
+        "steps[0] (bad name).grants.net[0]",
+    ] {
+        assert!(locations.contains(&want), "missing {want} in {e}");
+    }
+    let text = e.to_string();
+    assert!(
+        text.starts_with("invalid template template:\n  - "),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_context_schema_is_refused() {
+    let e = err(
+        "namespace: ns\nname: t\nversion: 1.0.0\ncontext_schema: {type: 12}\nsteps:\n  - {name: a, handler: h@1.0.0}\n",
+    );
+    assert_eq!(e.problems[0].location, "context_schema");
+}
+
+#[test]
+fn source_name_prefixes_the_message() {
+    let e = Template::from_yaml_named("", "examples/x.yaml").unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("invalid template examples/x.yaml:")
+    );
+}
