@@ -1,0 +1,168 @@
+//! Turning an [`Execution`] into a store outcome, and recorded outcomes into events.
+//!
+//! Shared by the worker and the test coordinator so both take the same decisions.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tasker_core::events;
+use tasker_core::state::TaskState;
+use tasker_core::template::Template;
+
+use tasker_store::{
+    ClaimedStep, CompletionOutcome, ExpiredLease, FailureOutcome, RetryDecision, StepCompletion,
+    StepFailure,
+};
+
+use crate::event::{Event, EventBus};
+use crate::executor::{Execution, Outcome};
+
+/// An outcome ready for the store.
+#[derive(Debug, Clone)]
+pub enum Record {
+    Done(StepCompletion),
+    Failed(StepFailure),
+}
+
+/// Decides whether a failure retries, from the step's policy in its template.
+pub fn to_record(job: &ClaimedStep, exec: &Execution, template: Option<&Template>) -> Record {
+    match &exec.outcome {
+        Outcome::Success { result } => Record::Done(StepCompletion {
+            step_id: job.step_id,
+            token: job.token,
+            result: result.clone(),
+            accounting: exec.accounting.clone(),
+        }),
+        Outcome::Failure {
+            kind,
+            message,
+            handler_retryable,
+            retry_after_ms,
+        } => {
+            let retryable = match template.and_then(|t| t.step(&job.step_name)) {
+                Some(step) => step.retry.should_retry(*kind, *handler_retryable),
+                // Without its template (deleted?), fall back to the kind's default.
+                None => kind
+                    .default_retryable()
+                    .or(*handler_retryable)
+                    .unwrap_or(true),
+            };
+            Record::Failed(StepFailure {
+                step_id: job.step_id,
+                token: job.token,
+                error_kind: *kind,
+                message: message.clone(),
+                retryable,
+                retry_after_ms: *retry_after_ms,
+                accounting: exec.accounting.clone(),
+            })
+        }
+    }
+}
+
+fn step_event(name: &str, now: DateTime<Utc>, job: &ClaimedStep) -> Event {
+    Event::step(
+        name,
+        now,
+        job.task_id,
+        job.step_id,
+        &job.step_name,
+        job.attempt as i32,
+    )
+}
+
+fn publish_refusal(bus: &EventBus, now: DateTime<Utc>, job: &ClaimedStep, refusal: &str) {
+    metrics::counter!("tasker_lease_lost_total").increment(1);
+    bus.publish(
+        step_event(events::STEP_LEASE_LOST, now, job).with_payload(json!({
+            "refusal": refusal,
+            "token": job.token,
+        })),
+    );
+}
+
+/// Publishes what the store recorded for a successful attempt.
+pub fn publish_completed(
+    bus: &EventBus,
+    now: DateTime<Utc>,
+    job: &ClaimedStep,
+    rec: &CompletionOutcome,
+) {
+    if let Some(refusal) = &rec.refusal {
+        return publish_refusal(bus, now, job, &format!("{refusal:?}"));
+    }
+    metrics::counter!("tasker_steps_completed_total").increment(1);
+    bus.publish(step_event(events::STEP_COMPLETED, now, job));
+    publish_task_end(bus, now, job.task_id, rec.task_finalized);
+}
+
+/// Publishes what the store recorded for a failed attempt.
+pub fn publish_failed(
+    bus: &EventBus,
+    now: DateTime<Utc>,
+    job: &ClaimedStep,
+    failure: &StepFailure,
+    rec: &FailureOutcome,
+) {
+    if let Some(refusal) = &rec.refusal {
+        return publish_refusal(bus, now, job, &format!("{refusal:?}"));
+    }
+    let kind = failure.error_kind.as_str();
+    metrics::counter!("tasker_steps_failed_total", "kind" => kind).increment(1);
+    bus.publish(
+        step_event(events::STEP_FAILED, now, job).with_payload(json!({
+            "kind": kind,
+            "message": failure.message,
+            "retryable": failure.retryable,
+        })),
+    );
+    match rec.decision {
+        Some(RetryDecision::Retry) => bus.publish(
+            step_event(events::STEP_RETRY_SCHEDULED, now, job).with_payload(json!({
+                "next_ready_at": rec.next_ready_at,
+                "retry_after_ms": failure.retry_after_ms,
+            })),
+        ),
+        Some(RetryDecision::Exhausted) => bus.publish(step_event(events::STEP_EXHAUSTED, now, job)),
+        _ => {}
+    }
+    publish_task_end(bus, now, job.task_id, rec.task_finalized);
+}
+
+/// Publishes a lease the sweeper took back.
+pub fn publish_expired(bus: &EventBus, now: DateTime<Utc>, x: &ExpiredLease) {
+    metrics::counter!("tasker_leases_expired_total").increment(1);
+    let mut ev = Event::task(events::STEP_LEASE_LOST, now, x.task_id).with_payload(json!({
+        "worker": x.worker,
+        "token": x.token,
+        "state": x.state.as_str(),
+        "lease_losses": x.lease_losses,
+    }));
+    ev.step_id = Some(x.step_id);
+    bus.publish(ev);
+    publish_task_end(bus, now, x.task_id, x.task_finalized);
+}
+
+/// `task.completed` / `task.failed` when a call finished the task.
+pub fn publish_task_end(
+    bus: &EventBus,
+    now: DateTime<Utc>,
+    task_id: i64,
+    state: Option<TaskState>,
+) {
+    let name = match state {
+        Some(TaskState::Complete) => events::TASK_COMPLETED,
+        Some(TaskState::Error) => events::TASK_FAILED,
+        Some(TaskState::Cancelled) => events::TASK_CANCELLED,
+        _ => return,
+    };
+    metrics::counter!("tasker_tasks_finished_total", "state" => name).increment(1);
+    bus.publish(Event::task(name, now, task_id));
+}
+
+/// Handler-emitted events go onto the bus as `custom.<name>`.
+pub fn publish_custom(bus: &EventBus, now: DateTime<Utc>, job: &ClaimedStep, exec: &Execution) {
+    for ev in &exec.events {
+        let name = format!("{}{}", events::CUSTOM_PREFIX, ev.name);
+        bus.publish(step_event(&name, now, job).with_payload(ev.payload.clone()));
+    }
+}

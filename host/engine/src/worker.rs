@@ -1,0 +1,524 @@
+//! A worker: claims ready steps in batches, runs them concurrently, records outcomes in
+//! batches, heartbeats its leases and sweeps expired ones.
+//!
+//! Throughput never depends on the poll interval: while work exists the claim loop claims again
+//! at once, and a completion that releases children wakes it locally. Other processes wake it
+//! through [`Worker::wake_handle`] (fed by PostgreSQL LISTEN); the poll interval is only a
+//! fallback. No transaction is held
+//! while a step runs: claim and record are separate, short calls.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tasker_core::clock::{Clock, SystemClock};
+use tasker_core::events;
+use tasker_core::template::Template;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use tasker_store::{ClaimedStep, Lease, StepCompletion, StepFailure, Store, StoreError};
+
+use crate::event::{Event, EventBus};
+use crate::executor::{Execution, Executor};
+use crate::record::{self, Record};
+
+/// How a worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Unique per process; recorded on attempts and leases.
+    pub id: String,
+    /// Steps running at once.
+    pub concurrency: usize,
+    /// Most steps per claim call.
+    pub claim_batch: usize,
+    /// Most outcomes per complete / fail call.
+    pub record_batch: usize,
+    /// How long a claim is ours without a heartbeat.
+    pub lease: Duration,
+    pub heartbeat_every: Duration,
+    /// How often expired leases (of any worker) are taken back.
+    pub sweep_every: Duration,
+    /// Fallback wake-up when no notification arrives.
+    pub poll_every: Duration,
+    /// On shutdown, how long running steps may take before their leases are released.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            id: format!("worker-{}", std::process::id()),
+            concurrency: 64,
+            claim_batch: 64,
+            record_batch: 256,
+            lease: Duration::from_secs(30),
+            heartbeat_every: Duration::from_secs(10),
+            sweep_every: Duration::from_secs(5),
+            poll_every: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters of one worker's run.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub claimed: AtomicU64,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    /// Outcomes refused because the lease was lost (counted apart from handler errors).
+    pub lease_lost: AtomicU64,
+    /// Expired leases of any worker that this worker's sweeper took back.
+    pub swept: AtomicU64,
+}
+
+/// A snapshot of [`WorkerStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerTotals {
+    pub claimed: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub lease_lost: u64,
+    pub swept: u64,
+}
+
+impl WorkerStats {
+    pub fn totals(&self) -> WorkerTotals {
+        WorkerTotals {
+            claimed: self.claimed.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            lease_lost: self.lease_lost.load(Ordering::Relaxed),
+            swept: self.swept.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Templates by key: a claimed step's retry policy without a query per step.
+#[derive(Debug, Default)]
+pub(crate) struct TemplateCache(Mutex<HashMap<String, Arc<Template>>>);
+
+impl TemplateCache {
+    pub(crate) async fn get<S: Store>(&self, store: &S, key: &str) -> Option<Arc<Template>> {
+        if let Some(t) = self.0.lock().expect("template cache").get(key) {
+            return Some(t.clone());
+        }
+        match store.template(key).await {
+            Ok(Some(t)) => {
+                let t = Arc::new(t);
+                self.0
+                    .lock()
+                    .expect("template cache")
+                    .insert(key.to_owned(), t.clone());
+                Some(t)
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    template = key,
+                    "template not found; using default retry rules"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(template = key, error = %e, "cannot load template; using default retry rules");
+                None
+            }
+        }
+    }
+}
+
+/// One worker. Build it, then [`Worker::run`] until the token is cancelled.
+pub struct Worker<S: Store, E: Executor> {
+    store: Arc<S>,
+    executor: Arc<E>,
+    bus: EventBus,
+    clock: Arc<dyn Clock>,
+    cfg: WorkerConfig,
+    stats: Arc<WorkerStats>,
+    templates: TemplateCache,
+    /// Leases held: step id -> token.
+    held: Mutex<HashMap<i64, i64>>,
+    /// Pokes the claim loop when work may be ready.
+    wake: Arc<Notify>,
+    /// Earliest retry instant this worker has scheduled, to wake for it without polling.
+    next_due: Mutex<Option<DateTime<Utc>>>,
+}
+
+struct Finished {
+    job: ClaimedStep,
+    exec: Execution,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<S: Store + 'static, E: Executor> Worker<S, E> {
+    pub fn new(store: Arc<S>, executor: Arc<E>, bus: EventBus, cfg: WorkerConfig) -> Arc<Self> {
+        Self::with_clock(store, executor, bus, cfg, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(
+        store: Arc<S>,
+        executor: Arc<E>,
+        bus: EventBus,
+        cfg: WorkerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        Arc::new(Worker {
+            store,
+            executor,
+            bus,
+            clock,
+            cfg,
+            stats: Arc::new(WorkerStats::default()),
+            templates: TemplateCache::default(),
+            held: Mutex::new(HashMap::new()),
+            wake: Arc::new(Notify::new()),
+            next_due: Mutex::new(None),
+        })
+    }
+
+    /// Notify this to make the worker claim at once (e.g. on a NOTIFY from another process).
+    pub fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    pub fn config(&self) -> &WorkerConfig {
+        &self.cfg
+    }
+
+    /// Runs until `stop` is cancelled, then finishes or releases what it holds.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) -> WorkerTotals {
+        let sem = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        let (tx, rx) = mpsc::unbounded_channel::<Finished>();
+        // Background loops stop with `bg`, after the claim loop and the recorder are done.
+        let bg = CancellationToken::new();
+        let heartbeat = tokio::spawn(self.clone().heartbeat_loop(bg.clone()));
+        let sweeper = tokio::spawn(self.clone().sweep_loop(bg.clone()));
+        let recorder = tokio::spawn(self.clone().record_loop(rx));
+
+        self.claim_loop(&sem, &tx, &stop).await;
+        drop(tx);
+
+        // Let running steps finish within the grace period; the recorder ends once every
+        // step's sender is gone.
+        let max = u32::try_from(self.cfg.concurrency.max(1)).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(self.cfg.shutdown_grace, sem.acquire_many(max)).await;
+        if drained.is_err() {
+            let leases = self.held_leases();
+            tracing::warn!(
+                steps = leases.len(),
+                "shutdown grace expired; releasing leases of running steps"
+            );
+            if let Err(e) = self
+                .store
+                .release(&self.cfg.id, &leases, self.clock.now())
+                .await
+            {
+                tracing::error!(error = %e, "could not release leases; they will expire");
+            }
+        } else {
+            let _ = recorder.await;
+        }
+        bg.cancel();
+        let _ = tokio::join!(heartbeat, sweeper);
+        self.stats.totals()
+    }
+
+    async fn claim_loop(
+        self: &Arc<Self>,
+        sem: &Arc<Semaphore>,
+        tx: &mpsc::UnboundedSender<Finished>,
+        stop: &CancellationToken,
+    ) {
+        let mut failures = 0u32;
+        while !stop.is_cancelled() {
+            // Wait for a free slot, then take as many as are free (up to a batch).
+            let first = tokio::select! {
+                p = sem.clone().acquire_owned() => p.expect("semaphore open"),
+                _ = stop.cancelled() => break,
+            };
+            let extra = sem
+                .available_permits()
+                .min(self.cfg.claim_batch.saturating_sub(1));
+            let mut permits = first;
+            if extra > 0
+                && let Ok(more) = sem.clone().try_acquire_many_owned(extra as u32)
+            {
+                permits.merge(more);
+            }
+            let want = permits.num_permits();
+            let now = self.clock.now();
+            let limit = u32::try_from(want).unwrap_or(u32::MAX);
+            let jobs = match self
+                .store
+                .claim(&self.cfg.id, limit, self.cfg.lease, now)
+                .await
+            {
+                Ok(jobs) => {
+                    failures = 0;
+                    jobs
+                }
+                Err(e) => {
+                    drop(permits);
+                    failures += 1;
+                    let pause = Duration::from_millis(50 * 2u64.pow(failures.min(6)));
+                    tracing::warn!(error = %e, retry_in = ?pause, "claim failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+            let got = jobs.len();
+            self.stats.claimed.fetch_add(got as u64, Ordering::Relaxed);
+            for job in jobs {
+                let permit = permits.split(1).expect("one permit per claimed step");
+                self.held
+                    .lock()
+                    .expect("held leases")
+                    .insert(job.step_id, job.token);
+                self.bus.publish(Event::step(
+                    events::STEP_CLAIMED,
+                    now,
+                    job.task_id,
+                    job.step_id,
+                    &job.step_name,
+                    job.attempt as i32,
+                ));
+                tokio::spawn(self.clone().run_step(job, permit, tx.clone()));
+            }
+            drop(permits);
+            if got < want {
+                // The queue looked empty: sleep until woken, a retry falls due, or the poll.
+                let wait = self.idle_wait();
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+        }
+    }
+
+    fn idle_wait(&self) -> Duration {
+        let mut due = self.next_due.lock().expect("next due");
+        let now = self.clock.now();
+        match *due {
+            Some(t) if t <= now => {
+                *due = None;
+                Duration::ZERO
+            }
+            Some(t) => (t - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(self.cfg.poll_every),
+            None => self.cfg.poll_every,
+        }
+    }
+
+    async fn run_step(
+        self: Arc<Self>,
+        job: ClaimedStep,
+        permit: OwnedSemaphorePermit,
+        tx: mpsc::UnboundedSender<Finished>,
+    ) {
+        let span = tracing::info_span!(
+            "step",
+            task_id = job.task_id,
+            step_id = job.step_id,
+            step = %job.step_name,
+            attempt = job.attempt,
+            handler = %job.handler,
+        );
+        self.bus.publish(Event::step(
+            events::STEP_STARTED,
+            self.clock.now(),
+            job.task_id,
+            job.step_id,
+            &job.step_name,
+            job.attempt as i32,
+        ));
+        let started = std::time::Instant::now();
+        let exec = self.executor.execute(&job).instrument(span).await;
+        metrics::histogram!("tasker_step_duration_seconds").record(started.elapsed().as_secs_f64());
+        let _ = tx.send(Finished {
+            job,
+            exec,
+            _permit: permit,
+        });
+    }
+
+    async fn record_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Finished>) {
+        let mut buf = Vec::with_capacity(self.cfg.record_batch);
+        while rx.recv_many(&mut buf, self.cfg.record_batch).await > 0 {
+            let batch = std::mem::take(&mut buf);
+            self.record_batch(batch).await;
+        }
+    }
+
+    async fn record_batch(&self, batch: Vec<Finished>) {
+        let mut done: Vec<(usize, StepCompletion)> = Vec::new();
+        let mut failed: Vec<(usize, StepFailure)> = Vec::new();
+        for (i, f) in batch.iter().enumerate() {
+            let template = self.templates.get(&*self.store, &f.job.template_key).await;
+            match record::to_record(&f.job, &f.exec, template.as_deref()) {
+                Record::Done(d) => done.push((i, d)),
+                Record::Failed(x) => failed.push((i, x)),
+            }
+        }
+        let now = self.clock.now();
+        let mut released_children = false;
+        if !done.is_empty() {
+            let items: Vec<StepCompletion> = done.iter().map(|(_, d)| d.clone()).collect();
+            if let Some(recs) = self
+                .retrying("complete", || self.store.complete(&items, now))
+                .await
+            {
+                for ((i, _), rec) in done.iter().zip(&recs) {
+                    let f = &batch[*i];
+                    record::publish_custom(&self.bus, now, &f.job, &f.exec);
+                    record::publish_completed(&self.bus, now, &f.job, rec);
+                    if rec.refusal.is_some() {
+                        self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.stats.completed.fetch_add(1, Ordering::Relaxed);
+                        released_children = true;
+                    }
+                }
+            }
+        }
+        if !failed.is_empty() {
+            let items: Vec<StepFailure> = failed.iter().map(|(_, x)| x.clone()).collect();
+            if let Some(recs) = self.retrying("fail", || self.store.fail(&items, now)).await {
+                for ((i, x), rec) in failed.iter().zip(&recs) {
+                    let f = &batch[*i];
+                    record::publish_custom(&self.bus, now, &f.job, &f.exec);
+                    record::publish_failed(&self.bus, now, &f.job, x, rec);
+                    if rec.refusal.is_some() {
+                        self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some(t) = rec.next_ready_at {
+                        let mut due = self.next_due.lock().expect("next due");
+                        if due.is_none_or(|d| t < d) {
+                            *due = Some(t);
+                        }
+                    }
+                }
+            }
+        }
+        {
+            let mut held = self.held.lock().expect("held leases");
+            for f in &batch {
+                held.remove(&f.job.step_id);
+            }
+        }
+        if released_children {
+            self.wake.notify_one();
+        }
+        // Dropping `batch` frees the concurrency permits.
+    }
+
+    /// Retries a store call that failed retryably until the lease would be gone anyway; the
+    /// steps are then recovered by the lease sweeper.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.cfg.lease;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match call().await {
+                Ok(v) => return Some(v),
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::warn!(error = %e, call = what, "store call failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, call = what, "store call failed; leases will expire and the steps rerun");
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn held_leases(&self) -> Vec<Lease> {
+        self.held
+            .lock()
+            .expect("held leases")
+            .iter()
+            .map(|(s, t)| Lease {
+                step_id: *s,
+                token: *t,
+            })
+            .collect()
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, bg: CancellationToken) {
+        let mut tick = tokio::time::interval(self.cfg.heartbeat_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = bg.cancelled() => return,
+            }
+            let leases = self.held_leases();
+            if leases.is_empty() {
+                continue;
+            }
+            match self
+                .store
+                .heartbeat(&self.cfg.id, &leases, self.cfg.lease, self.clock.now())
+                .await
+            {
+                Ok(outcomes) => {
+                    let lost: Vec<i64> = outcomes
+                        .iter()
+                        .filter(|o| o.lease_expires_at.is_none())
+                        .map(|o| o.step_id)
+                        .collect();
+                    if !lost.is_empty() {
+                        tracing::warn!(steps = ?lost, "heartbeat refused: these leases were lost");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+
+    async fn sweep_loop(self: Arc<Self>, bg: CancellationToken) {
+        let mut tick = tokio::time::interval(self.cfg.sweep_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = bg.cancelled() => return,
+            }
+            let now = self.clock.now();
+            match self.store.expire_leases(now, 1000).await {
+                Ok(expired) if !expired.is_empty() => {
+                    self.stats
+                        .swept
+                        .fetch_add(expired.len() as u64, Ordering::Relaxed);
+                    for x in &expired {
+                        record::publish_expired(&self.bus, now, x);
+                    }
+                    self.wake.notify_one();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Workers on PostgreSQL with the real clock: concurrency, leases, shutdown.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tasker_core::fixtures::{self, NOOP};
+use tasker_core::state::TaskState;
+use tasker_engine::executor::{Execution, Executor};
+use tasker_engine::testing::InProcessExecutor;
+use tasker_engine::{EventBus, Worker, WorkerConfig};
+use tasker_store::{ClaimedStep, NewTask, PgStore, Store};
+use tokio_util::sync::CancellationToken;
+
+/// A second pool on the same test database: each worker gets its own connections.
+async fn own_pool(pool: &PgPool) -> PgStore {
+    let opts = pool.connect_options();
+    let p = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with((*opts).clone())
+        .await
+        .unwrap();
+    PgStore::new(p)
+}
+
+fn config(id: &str) -> WorkerConfig {
+    WorkerConfig {
+        id: id.to_owned(),
+        concurrency: 64,
+        claim_batch: 64,
+        record_batch: 128,
+        lease: Duration::from_secs(30),
+        heartbeat_every: Duration::from_secs(5),
+        sweep_every: Duration::from_millis(200),
+        poll_every: Duration::from_millis(50),
+        shutdown_grace: Duration::from_secs(10),
+    }
+}
+
+async fn wait_until_done(store: &PgStore, tasks: &[i64], limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tasks WHERE id = ANY($1) AND state NOT IN ('complete','error','cancelled')",
+        )
+        .bind(tasks)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if open == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{open} tasks still open after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn four_workers_run_20000_steps_exactly_once(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    let template = fixtures::mixed_20(NOOP);
+    store.register_template(&template).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..1_000 {
+        let t = store
+            .create_task(&NewTask::new(template.key(), json!({"i": i})), Utc::now())
+            .await
+            .unwrap();
+        tasks.push(t.task_id);
+    }
+
+    let stop = CancellationToken::new();
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let s = Arc::new(own_pool(&pool).await);
+        let worker = Worker::new(
+            s,
+            Arc::new(InProcessExecutor::new()),
+            EventBus::default(),
+            config(&format!("w{w}")),
+        );
+        handles.push(tokio::spawn(worker.run(stop.clone())));
+    }
+    wait_until_done(&store, &tasks, Duration::from_secs(240)).await;
+    stop.cancel();
+    let mut claimed = 0;
+    for h in handles {
+        let totals = h.await.unwrap();
+        assert!(totals.completed > 0, "every worker took part: {totals:?}");
+        assert_eq!(totals.lease_lost, 0);
+        claimed += totals.claimed;
+    }
+    assert_eq!(claimed, 20_000);
+
+    // Every step completed exactly once, by one attempt.
+    let rows: Vec<(i64, i64, String)> =
+        sqlx::query_as("SELECT step_id, count(*), min(outcome) FROM attempts GROUP BY step_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 20_000);
+    assert!(rows.iter().all(|(_, n, o)| *n == 1 && o == "completed"));
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, count(*) FROM tasks GROUP BY state")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(states, vec![("complete".to_owned(), 1_000)]);
+
+    // No step was claimed twice: exactly one pending->in_progress transition each, and one
+    // in_progress->complete, in that order.
+    let bad: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+           SELECT step_id,
+                  count(*) FILTER (WHERE to_state = 'in_progress') AS claims,
+                  count(*) FILTER (WHERE to_state = 'complete') AS completes,
+                  bool_and(sort_key <= 2) AS short
+           FROM step_transitions GROUP BY step_id) x
+         WHERE claims <> 1 OR completes <> 1 OR NOT short",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(bad, 0);
+}
+
+/// Blocks until released, counting the attempts it saw.
+#[derive(Clone, Default)]
+struct Gate {
+    started: Arc<AtomicUsize>,
+    open: Arc<tokio::sync::Notify>,
+}
+
+impl Executor for Gate {
+    async fn execute(&self, step: &ClaimedStep) -> Execution {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        self.open.notified().await;
+        Execution::success(json!({"by": "gate", "step": step.step_name}))
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_silent_worker_loses_its_leases_and_its_late_completion_is_refused(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    let template = fixtures::parallel_merge(NOOP);
+    store.register_template(&template).await.unwrap();
+    let task = store
+        .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
+        .await
+        .unwrap()
+        .task_id;
+
+    // Worker A: short lease, never heartbeats, its handler blocks.
+    let gate = Gate::default();
+    let stop_a = CancellationToken::new();
+    let cfg_a = WorkerConfig {
+        lease: Duration::from_millis(500),
+        heartbeat_every: Duration::from_secs(3600),
+        sweep_every: Duration::from_secs(3600),
+        ..config("silent")
+    };
+    let a = Worker::new(
+        Arc::new(own_pool(&pool).await),
+        Arc::new(gate.clone()),
+        EventBus::default(),
+        cfg_a,
+    );
+    let a_stats = a.stats();
+    let a_run = tokio::spawn(a.run(stop_a.clone()));
+    while gate.started.load(Ordering::SeqCst) < 3 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Worker B sweeps expired leases and runs everything.
+    let bus = EventBus::default();
+    let mut lost = bus.subscribe(&["step.lease_lost"]);
+    let stop_b = CancellationToken::new();
+    let b = Worker::new(
+        Arc::new(own_pool(&pool).await),
+        Arc::new(InProcessExecutor::new()),
+        bus,
+        config("healthy"),
+    );
+    let b_run = tokio::spawn(b.run(stop_b.clone()));
+    wait_until_done(&store, &[task], Duration::from_secs(30)).await;
+    assert_eq!(
+        store.task(task).await.unwrap().unwrap().state,
+        TaskState::Complete
+    );
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(5), lost.recv())
+            .await
+            .expect("lease_lost events")
+            .unwrap();
+    }
+
+    // A wakes up late: its three completions are refused and change nothing.
+    gate.open.notify_waiters();
+    stop_a.cancel();
+    let a_totals = a_run.await.unwrap();
+    assert_eq!(a_stats.totals().lease_lost, 3);
+    assert_eq!(a_totals.completed, 0);
+    stop_b.cancel();
+    b_run.await.unwrap();
+
+    let attempts: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT s.name, a.outcome, a.worker FROM attempts a JOIN steps s ON s.id = a.step_id
+         WHERE s.task_id = $1 ORDER BY s.name, a.attempt_no",
+    )
+    .bind(task)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut by_step: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
+    for (name, outcome, worker) in attempts {
+        by_step.entry(name).or_default().push((outcome, worker));
+    }
+    for root in ["fetch_a", "fetch_b", "fetch_c"] {
+        assert_eq!(
+            by_step[root],
+            vec![
+                ("lease_lost".to_owned(), Some("silent".to_owned())),
+                ("completed".to_owned(), Some("healthy".to_owned())),
+            ],
+            "{root}"
+        );
+    }
+    // No result of the silent worker was stored.
+    for s in store.steps_of_task(task).await.unwrap() {
+        assert_ne!(
+            s.result.as_ref().and_then(|r| r.get("by")),
+            Some(&json!("gate"))
+        );
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn graceful_shutdown_finishes_running_steps(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    let template = fixtures::tree(NOOP);
+    store.register_template(&template).await.unwrap();
+    let task = store
+        .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
+        .await
+        .unwrap()
+        .task_id;
+    let gate = Gate::default();
+    let stop = CancellationToken::new();
+    let w = Worker::new(
+        Arc::new(own_pool(&pool).await),
+        Arc::new(gate.clone()),
+        EventBus::default(),
+        config("graceful"),
+    );
+    let run = tokio::spawn(w.run(stop.clone()));
+    while gate.started.load(Ordering::SeqCst) < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Stop while the root is running, then let it finish: it is recorded, nothing new starts.
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gate.open.notify_waiters();
+    let totals = run.await.unwrap();
+    assert_eq!(totals.claimed, 1);
+    assert_eq!(totals.completed, 1);
+    let steps = store.steps_of_task(task).await.unwrap();
+    let states: HashSet<String> = steps
+        .iter()
+        .map(|s| format!("{}={}", s.name, s.state))
+        .collect();
+    assert!(states.contains("root=complete"), "{states:?}");
+    assert!(states.contains("left=pending"), "{states:?}");
+    // Nothing is left claimed.
+    assert!(steps.iter().all(|s| s.lease_expires_at.is_none()));
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn shutdown_after_the_grace_period_releases_leases(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    let template = fixtures::linear(2, NOOP);
+    store.register_template(&template).await.unwrap();
+    let task = store
+        .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
+        .await
+        .unwrap()
+        .task_id;
+    let gate = Gate::default();
+    let stop = CancellationToken::new();
+    let w = Worker::new(
+        Arc::new(own_pool(&pool).await),
+        Arc::new(gate.clone()),
+        EventBus::default(),
+        WorkerConfig {
+            shutdown_grace: Duration::from_millis(200),
+            ..config("impatient")
+        },
+    );
+    let run = tokio::spawn(w.run(stop.clone()));
+    while gate.started.load(Ordering::SeqCst) < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    run.await.unwrap();
+    // The step went back to the queue at once, without counting as an attempt.
+    let steps = store.steps_of_task(task).await.unwrap();
+    let first = steps.iter().find(|s| s.name == "step_1").unwrap();
+    assert!(first.ready_at.is_some(), "{first:?}");
+    assert_eq!(first.attempts, 0);
+    let outcomes: Vec<String> =
+        sqlx::query_scalar("SELECT outcome FROM attempts WHERE step_id = $1")
+            .bind(first.id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(outcomes, vec!["released"]);
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_idle_worker_wakes_on_notify_not_on_its_poll(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    let template = fixtures::linear(4, NOOP);
+    store.register_template(&template).await.unwrap();
+    let worker_store = own_pool(&pool).await;
+    let listen_pool = worker_store.pool().clone();
+    let stop = CancellationToken::new();
+    let w = Worker::new(
+        Arc::new(worker_store),
+        Arc::new(InProcessExecutor::new()),
+        EventBus::default(),
+        WorkerConfig {
+            // Only a notification can wake it in time.
+            poll_every: Duration::from_secs(3600),
+            sweep_every: Duration::from_secs(3600),
+            ..config("listener")
+        },
+    );
+    let listener =
+        tasker_engine::pg::spawn_ready_listener(listen_pool, w.wake_handle(), stop.clone());
+    let run = tokio::spawn(w.run(stop.clone()));
+    // Let the worker find the queue empty and go to sleep.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let task = store
+        .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
+        .await
+        .unwrap()
+        .task_id;
+    wait_until_done(&store, &[task], Duration::from_secs(20)).await;
+    assert_eq!(
+        store.task(task).await.unwrap().unwrap().state,
+        TaskState::Complete
+    );
+    stop.cancel();
+    run.await.unwrap();
+    listener.await.unwrap();
+}
