@@ -1,0 +1,509 @@
+//! The commands of the `tasker` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use serde_json::Value;
+use tasker_core::state::TaskState;
+use tasker_core::template::Template;
+use tasker_engine::{EventBus, Worker, WorkerConfig};
+use tasker_sandbox::{PluginRef, Sandbox, SandboxConfig};
+use tasker_store::{NewTask, PgStore, Store, TaskId};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::progress::Progress;
+use crate::report;
+use crate::wasm::WasmExecutor;
+
+/// Logs go to stderr; `RUST_LOG` filters them (default: warnings).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Graph {
+    Mermaid,
+    Dot,
+}
+
+pub struct App {
+    settings: Settings,
+}
+
+/// Reads JSON given as text or as `@file`.
+pub fn read_json_arg(arg: &str, what: &str) -> Result<Value> {
+    let (text, source) = match arg.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {what} file {path}"))?,
+            path.to_owned(),
+        ),
+        None => (arg.to_owned(), format!("the {what} argument")),
+    };
+    serde_json::from_str(&text).with_context(|| format!("{source} is not valid JSON"))
+}
+
+/// Loads a template file. Relative `grants.dirs[].host` paths become absolute, relative to
+/// the file, so a worker elsewhere finds them.
+pub fn load_template(path: &Path) -> Result<Template> {
+    let yaml = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read template {}", path.display()))?;
+    let mut t = Template::from_yaml_named(&yaml, &path.display().to_string())?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for step in &mut t.steps {
+        for dir in &mut step.grants.dirs {
+            let host = PathBuf::from(&dir.host);
+            let full = if host.is_absolute() {
+                host
+            } else {
+                base.join(host)
+            };
+            let full = full.canonicalize().with_context(|| {
+                format!(
+                    "step '{}': granted directory {} does not exist",
+                    step.name,
+                    full.display()
+                )
+            })?;
+            dir.host = full.display().to_string();
+        }
+    }
+    Ok(t)
+}
+
+impl App {
+    pub fn new(settings: Settings) -> Self {
+        App { settings }
+    }
+
+    async fn store(&self, pool_size: u32) -> Result<PgStore> {
+        let url = self.settings.require_database()?;
+        let store = PgStore::connect(url, pool_size).await.with_context(|| {
+            format!(
+                "cannot connect to the database at {}: is PostgreSQL running?",
+                redact(url)
+            )
+        })?;
+        store
+            .migrate()
+            .await
+            .context("cannot apply the database migrations")?;
+        Ok(store)
+    }
+
+    async fn sandbox(&self, watch: bool) -> Result<Sandbox> {
+        let dir = self.settings.require_plugin_dir()?.to_path_buf();
+        std::fs::create_dir_all(&self.settings.cache_dir).with_context(|| {
+            format!(
+                "cannot create the cache directory {}",
+                self.settings.cache_dir.display()
+            )
+        })?;
+        let mut cfg = SandboxConfig::new(dir);
+        cfg.cache_dir = Some(self.settings.cache_dir.clone());
+        cfg.watch = watch;
+        let (sandbox, scan) = Sandbox::new(cfg).await.context("cannot start the sandbox")?;
+        for (path, err) in &scan.rejected {
+            eprintln!("warning: plugin {} was not loaded: {err}", path.display());
+        }
+        Ok(sandbox)
+    }
+
+    fn worker_config(&self, concurrency: Option<usize>, id: Option<String>) -> WorkerConfig {
+        let w = &self.settings.worker;
+        let mut cfg = WorkerConfig::default();
+        cfg.id = id.unwrap_or_else(default_worker_id);
+        if let Some(c) = concurrency.or(w.concurrency) {
+            cfg.concurrency = c.max(1);
+        }
+        if let Some(b) = w.claim_batch {
+            cfg.claim_batch = b.max(1);
+        }
+        if let Some(l) = w.lease_secs {
+            cfg.lease = Duration::from_secs(l.max(1));
+            cfg.heartbeat_every = cfg.lease / 3;
+        }
+        cfg
+    }
+
+    async fn template_for(&self, store: &PgStore, arg: &str) -> Result<Template> {
+        let path = Path::new(arg);
+        if path.is_file() {
+            let t = load_template(path)?;
+            store.register_template(&t).await?;
+            return Ok(t);
+        }
+        match store.template(arg).await? {
+            Some(t) => Ok(t),
+            None => bail!(
+                "{arg} is neither a template file nor a registered template key (namespace/name@version)"
+            ),
+        }
+    }
+
+    async fn create(
+        &self,
+        store: &PgStore,
+        template: &Template,
+        context: &str,
+        identity_key: Option<String>,
+    ) -> Result<TaskId> {
+        let context = read_json_arg(context, "context")?;
+        template.validate_context(&context)?;
+        let mut req = NewTask::new(template.key(), context);
+        req.identity_key = identity_key;
+        let created = store.create_task(&req, Utc::now()).await?;
+        if !created.created {
+            eprintln!(
+                "task {} already exists for this identity key",
+                created.task_id
+            );
+        }
+        Ok(created.task_id)
+    }
+
+    /// `tasker run`.
+    pub async fn run(
+        &self,
+        template_path: &Path,
+        context: &str,
+        concurrency: usize,
+        plain: bool,
+    ) -> Result<ExitCode> {
+        let template = load_template(template_path)?;
+        let store = Arc::new(self.store(8).await?);
+        let sandbox = self.sandbox(false).await?;
+        store.register_template(&template).await?;
+        let task_id = self.create(&store, &template, context, None).await?;
+        eprintln!("task {task_id}: {} ({} steps)", template.key(), template.steps.len());
+
+        let bus = EventBus::default();
+        let progress = Progress::start(&bus, task_id, &template, plain);
+        let stop = CancellationToken::new();
+        let cfg = WorkerConfig {
+            concurrency: concurrency.max(1),
+            poll_every: Duration::from_millis(100),
+            ..self.worker_config(None, None)
+        };
+        let worker = Worker::new(
+            store.clone(),
+            Arc::new(WasmExecutor::new(sandbox)),
+            bus.clone(),
+            cfg,
+        );
+        let listener = tasker_engine::pg::spawn_ready_listener(
+            store.pool().clone(),
+            worker.wake_handle(),
+            stop.clone(),
+        );
+        let run = tokio::spawn(worker.run(stop.clone()));
+        let state = wait_for_end(&store, &bus, task_id).await?;
+        stop.cancel();
+        let _ = run.await;
+        let _ = listener.await;
+        progress.finish().await;
+
+        report::summary(&*store, task_id).await?;
+        Ok(exit_for(state))
+    }
+
+    /// `tasker worker`.
+    pub async fn worker(&self, concurrency: Option<usize>, id: Option<String>) -> Result<ExitCode> {
+        let cfg = self.worker_config(concurrency, id);
+        let store = Arc::new(self.store(cfg.concurrency.clamp(2, 16) as u32).await?);
+        let sandbox = self.sandbox(true).await?;
+        eprintln!(
+            "worker {} started: {} concurrent steps, plugins from {}",
+            cfg.id,
+            cfg.concurrency,
+            self.settings.plugin_dir.display()
+        );
+        let stop = CancellationToken::new();
+        let worker = Worker::new(
+            store.clone(),
+            Arc::new(WasmExecutor::new(sandbox)),
+            EventBus::default(),
+            cfg,
+        );
+        let listener = tasker_engine::pg::spawn_ready_listener(
+            store.pool().clone(),
+            worker.wake_handle(),
+            stop.clone(),
+        );
+        let signals = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown_signal().await;
+                eprintln!("shutting down: finishing running steps");
+                stop.cancel();
+            }
+        });
+        let totals = worker.run(stop.clone()).await;
+        signals.abort();
+        let _ = listener.await;
+        eprintln!(
+            "worker stopped: {} claimed, {} completed, {} failed, {} lease losses",
+            totals.claimed, totals.completed, totals.failed, totals.lease_lost
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// `tasker submit`.
+    pub async fn submit(
+        &self,
+        template: &str,
+        context: &str,
+        identity_key: Option<String>,
+        wait: bool,
+    ) -> Result<ExitCode> {
+        let store = self.store(2).await?;
+        let t = self.template_for(&store, template).await?;
+        let task_id = self.create(&store, &t, context, identity_key).await?;
+        println!("{task_id}");
+        if !wait {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let state = poll_for_end(&store, task_id).await?;
+        report::summary(&store, task_id).await?;
+        Ok(exit_for(state))
+    }
+
+    /// `tasker status`.
+    pub async fn status(&self, task: TaskId) -> Result<ExitCode> {
+        let store = self.store(2).await?;
+        report::status(&store, task).await?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn cancel(&self, task: TaskId) -> Result<ExitCode> {
+        let store = self.store(2).await?;
+        let out = store.cancel_task(task, Utc::now()).await?;
+        if out.cancelled {
+            println!("task {task} cancelled ({} steps)", out.steps_cancelled);
+        } else {
+            println!("task {task} was already cancelled");
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn retry(&self, task: TaskId) -> Result<ExitCode> {
+        let store = self.store(2).await?;
+        let out = store.retry_task(task, Utc::now()).await?;
+        println!("task {task}: {} failed steps will run again", out.steps_reset);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn resolve(&self, step: i64, result: Option<&str>) -> Result<ExitCode> {
+        let result = result.map(|r| read_json_arg(r, "result")).transpose()?;
+        let store = self.store(2).await?;
+        let out = store.resolve_step(step, result, Utc::now()).await?;
+        println!(
+            "step {step} resolved; {} children are ready; task {} is {}",
+            out.ready_children, out.task_id, out.task_state
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn register(&self, file: &Path) -> Result<ExitCode> {
+        let t = load_template(file)?;
+        let store = self.store(2).await?;
+        let reg = store.register_template(&t).await?;
+        println!(
+            "{} {} ({} steps)",
+            if reg.created {
+                "registered"
+            } else {
+                "already registered"
+            },
+            reg.key,
+            t.steps.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn templates_list(&self) -> Result<ExitCode> {
+        let store = self.store(2).await?;
+        report::templates(&store).await?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn templates_show(&self, template: &str, graph: Option<Graph>) -> Result<ExitCode> {
+        let t = if Path::new(template).is_file() {
+            load_template(Path::new(template))?
+        } else {
+            let store = self.store(2).await?;
+            store
+                .template(template)
+                .await?
+                .with_context(|| format!("no registered template {template}"))?
+        };
+        let dag = t.dag()?;
+        match graph {
+            Some(Graph::Mermaid) => print!("{}", dag.to_mermaid()),
+            Some(Graph::Dot) => print!("{}", dag.to_dot()),
+            None => print!("{}", serde_yaml_ng::to_string(&t)?),
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn plugins_list(&self) -> Result<ExitCode> {
+        let sandbox = self.sandbox(false).await?;
+        report::plugins(&sandbox, &self.settings.cache_dir);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn plugins_inspect(&self, plugin: &str) -> Result<ExitCode> {
+        let r: PluginRef = plugin.parse().map_err(anyhow::Error::msg)?;
+        let sandbox = self.sandbox(false).await?;
+        let p = sandbox.registry().resolve(&r)?;
+        report::plugin(&p, &self.settings.cache_dir);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn migrate(&self) -> Result<ExitCode> {
+        self.store(1).await?;
+        println!("database is up to date");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn exit_for(state: TaskState) -> ExitCode {
+    if state == TaskState::Complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Hides the password of a URL in messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Waits for the task's end event; a periodic check covers events missed by a slow reader.
+async fn wait_for_end(store: &PgStore, bus: &EventBus, task: TaskId) -> Result<TaskState> {
+    let mut sub = bus.subscribe(&["task.*"]);
+    loop {
+        if let Some(row) = store.task(task).await?
+            && matches!(
+                row.state,
+                TaskState::Complete | TaskState::Error | TaskState::Cancelled
+            )
+        {
+            return Ok(row.state);
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Some(ev) = sub.recv().await {
+                if ev.task_id == Some(task) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+async fn poll_for_end(store: &PgStore, task: TaskId) -> Result<TaskState> {
+    loop {
+        let row = store
+            .task(task)
+            .await?
+            .with_context(|| format!("task {task} disappeared"))?;
+        if matches!(
+            row.state,
+            TaskState::Complete | TaskState::Error | TaskState::Cancelled
+        ) {
+            return Ok(row.state);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn json_args_name_their_source() {
+        let e = read_json_arg("{nope", "context").unwrap_err();
+        assert!(format!("{e:#}").contains("the context argument is not valid JSON"));
+        let e = read_json_arg("@/nonexistent/ctx.json", "context").unwrap_err();
+        assert!(format!("{e:#}").contains("cannot read context file /nonexistent/ctx.json"));
+        assert_eq!(read_json_arg("{\"a\":1}", "context").unwrap()["a"], 1);
+    }
+
+    #[test]
+    fn relative_grants_become_absolute_and_missing_ones_are_named() {
+        let dir = std::env::temp_dir().join(format!("tasker-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let yaml = "namespace: t\nname: g\nversion: 1.0.0\nsteps:\n  - name: a\n    handler: h@1.0.0\n    grants: {dirs: [{host: data, guest: /data}]}\n";
+        std::fs::write(dir.join("t.yaml"), yaml).unwrap();
+        let t = load_template(&dir.join("t.yaml")).unwrap();
+        let host = &t.steps[0].grants.dirs[0].host;
+        assert!(Path::new(host).is_absolute() && host.ends_with("/data"), "{host}");
+        std::fs::write(dir.join("bad.yaml"), yaml.replace("host: data", "host: missing"))
+            .unwrap();
+        let e = load_template(&dir.join("bad.yaml")).unwrap_err().to_string();
+        assert!(e.contains("step 'a': granted directory") && e.contains("missing"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

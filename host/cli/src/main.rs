@@ -1,0 +1,189 @@
+//! `tasker`: run DAG workflows whose steps are sandboxed WebAssembly components.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tasker_cli::app::{self, App};
+use tasker_cli::config::{FileConfig, Settings};
+
+/// Tasker runs multi-step workflows (DAGs of steps) whose handlers are sandboxed WebAssembly
+/// components, with state in PostgreSQL.
+///
+/// Quick start: build the example plugins (scripts/build-plugins.sh), then
+/// `tasker run examples/order/order.yaml --context @examples/order/context.json`.
+#[derive(Debug, Parser)]
+#[command(name = "tasker", version, about, long_about)]
+struct Cli {
+    /// PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/postgres.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// Directory of plugin components (*.wasm), watched for new versions.
+    #[arg(long, env = "TASKER_PLUGIN_DIR", global = true)]
+    plugin_dir: Option<PathBuf>,
+
+    /// Directory for precompiled plugins (native code: keep it private).
+    #[arg(long, env = "TASKER_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+
+    /// Config file (TOML with database_url, plugin_dir, cache_dir, [worker]); defaults to
+    /// ./tasker.toml when present.
+    #[arg(long, env = "TASKER_CONFIG", global = true)]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Register a template, submit a task and run it to its end in this process, with live
+    /// progress and a summary. Exits non-zero when the task fails.
+    Run {
+        /// The template (YAML).
+        template: PathBuf,
+        /// The task context: JSON text, or @file to read it from a file.
+        #[arg(long, short, default_value = "{}")]
+        context: String,
+        /// Steps running at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Print one line per event instead of progress bars.
+        #[arg(long)]
+        plain: bool,
+    },
+    /// Run a long-lived worker. Several may share one database; SIGINT or SIGTERM stops it
+    /// gracefully (running steps finish or are released).
+    Worker {
+        /// Steps running at once.
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Worker name, recorded on leases and attempts (default: host name and pid).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Enqueue a task and print its id.
+    Submit {
+        /// A template file (registered first) or a registered key namespace/name@version.
+        template: String,
+        /// The task context: JSON text, or @file.
+        #[arg(long, short, default_value = "{}")]
+        context: String,
+        /// Idempotency key: submitting again with it returns the same task.
+        #[arg(long)]
+        identity_key: Option<String>,
+        /// Follow the task to its end, then print its steps; exit non-zero if it fails.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a task's steps and, for each step not yet run, why it is not ready.
+    Status { task: i64 },
+    /// Cancel a task: unfinished steps are cancelled, late results refused.
+    Cancel { task: i64 },
+    /// Retry a task in error: its failed steps get a fresh attempt budget.
+    Retry { task: i64 },
+    /// Mark a step as done by hand (it counts as complete for its children).
+    Resolve {
+        step: i64,
+        /// The step's result, as JSON text or @file.
+        #[arg(long)]
+        result: Option<String>,
+    },
+    /// Manage templates.
+    #[command(subcommand)]
+    Templates(TemplatesCmd),
+    /// Inspect the plugin directory.
+    #[command(subcommand)]
+    Plugins(PluginsCmd),
+    /// Apply the database migrations.
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+enum TemplatesCmd {
+    /// Validate and register a template file.
+    Register { file: PathBuf },
+    /// List registered templates.
+    List,
+    /// Show a registered template (key) or a template file.
+    Show {
+        template: String,
+        /// Print the DAG instead, as Mermaid or DOT.
+        #[arg(long, value_enum)]
+        graph: Option<GraphFormat>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsCmd {
+    /// List the plugins: hash, name@version, size, whether precompiled.
+    List,
+    /// Show one plugin by name, name@version or blake3:<hash>.
+    Inspect { plugin: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    app::init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let file = FileConfig::load(cli.config.as_deref())?;
+    let settings = Settings::resolve(file, cli.database_url, cli.plugin_dir, cli.cache_dir);
+    let app = App::new(settings);
+    match cli.command {
+        Command::Run {
+            template,
+            context,
+            concurrency,
+            plain,
+        } => app.run(&template, &context, concurrency, plain).await,
+        Command::Worker { concurrency, id } => app.worker(concurrency, id).await,
+        Command::Submit {
+            template,
+            context,
+            identity_key,
+            wait,
+        } => app.submit(&template, &context, identity_key, wait).await,
+        Command::Status { task } => app.status(task).await,
+        Command::Cancel { task } => app.cancel(task).await,
+        Command::Retry { task } => app.retry(task).await,
+        Command::Resolve { step, result } => app.resolve(step, result.as_deref()).await,
+        Command::Templates(TemplatesCmd::Register { file }) => app.register(&file).await,
+        Command::Templates(TemplatesCmd::List) => app.templates_list().await,
+        Command::Templates(TemplatesCmd::Show { template, graph }) => {
+            let graph = graph.map(|g| match g {
+                GraphFormat::Mermaid => app::Graph::Mermaid,
+                GraphFormat::Dot => app::Graph::Dot,
+            });
+            app.templates_show(&template, graph).await
+        }
+        Command::Plugins(PluginsCmd::List) => app.plugins_list().await,
+        Command::Plugins(PluginsCmd::Inspect { plugin }) => app.plugins_inspect(&plugin).await,
+        Command::Migrate => app.migrate().await,
+    }
+}

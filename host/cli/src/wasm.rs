@@ -1,0 +1,179 @@
+//! The production executor: each attempt runs in the WASM sandbox with the step's limits and
+//! grants from its template.
+//!
+//! Sandbox errors map onto [`ErrorKind`]s; whether a kind retries is decided by the engine
+//! from the template (`retry.by_kind`) and [`ErrorKind::default_retryable`].
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use tasker_core::error_kind::ErrorKind;
+use tasker_core::template::{self, HandlerRef};
+use tasker_engine::executor::{CustomEvent, Execution, Executor, Outcome};
+use tasker_sandbox::{
+    AttemptReport, DirGrant, Grants, Limits, PluginHash, PluginRef, Sandbox, SandboxError,
+    StepContext,
+};
+use tasker_store::{Accounting, ClaimedStep};
+
+/// Runs steps as WASM components.
+#[derive(Clone)]
+pub struct WasmExecutor {
+    sandbox: Sandbox,
+}
+
+impl WasmExecutor {
+    pub fn new(sandbox: Sandbox) -> Self {
+        WasmExecutor { sandbox }
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
+fn pinned_hash(_step: &ClaimedStep) -> Option<&str> {
+    None
+}
+
+/// Which plugin to run: a pinned hash from an earlier attempt wins over the name.
+pub fn plugin_ref(step: &ClaimedStep) -> Result<PluginRef, String> {
+    if let Some(hash) = pinned_hash(step) {
+        return hash
+            .parse::<PluginHash>()
+            .map(PluginRef::Hash)
+            .map_err(|e| format!("pinned hash {hash}: {e}"));
+    }
+    match &step.handler {
+        HandlerRef::Named { name, version } => Ok(PluginRef::Name {
+            name: name.clone(),
+            version: Some(version.clone()),
+        }),
+        HandlerRef::Hash(hex) => hex
+            .parse::<PluginHash>()
+            .map(PluginRef::Hash)
+            .map_err(|e| format!("handler hash {hex}: {e}")),
+    }
+}
+
+/// The template's limits in the sandbox's terms (unset values take the host defaults).
+pub fn limits(l: &template::Limits) -> Limits {
+    Limits {
+        fuel: l.fuel,
+        timeout_ms: l.timeout_ms,
+        memory_bytes: l.memory_mb.map(|mb| mb.saturating_mul(1 << 20)),
+        output_bytes: l.max_output_bytes,
+        ..Limits::default()
+    }
+}
+
+/// The template's grants in the sandbox's terms. Host paths were made absolute when the
+/// template was loaded.
+pub fn grants(g: &template::Grants) -> Grants {
+    Grants {
+        dirs: g
+            .dirs
+            .iter()
+            .map(|d| DirGrant {
+                host: d.host.clone().into(),
+                guest: d.guest.clone(),
+                writable: d.mode == template::DirMode::ReadWrite,
+            })
+            .collect(),
+        env: g.env.clone(),
+        net: g.net.clone(),
+        ..Grants::default()
+    }
+}
+
+fn kind_of(e: &SandboxError) -> ErrorKind {
+    match e {
+        SandboxError::Timeout { .. } => ErrorKind::Timeout,
+        SandboxError::OutOfFuel { .. } => ErrorKind::OutOfFuel,
+        SandboxError::OutOfMemory { .. } => ErrorKind::OutOfMemory,
+        SandboxError::Trap { .. } => ErrorKind::Trap,
+        SandboxError::CapabilityDenied { .. } => ErrorKind::CapabilityDenied,
+        SandboxError::BadOutput { .. } => ErrorKind::BadOutput,
+        SandboxError::HandlerError { .. } => ErrorKind::HandlerError,
+        // A plugin that cannot be found or read may be deployed later.
+        SandboxError::Load { .. } | SandboxError::Internal { .. } => ErrorKind::Load,
+        // A step whose grants cannot be honoured will not improve by retrying.
+        SandboxError::Incompatible { .. } | SandboxError::Config { .. } => {
+            ErrorKind::Incompatible
+        }
+    }
+}
+
+fn accounting(report: &AttemptReport) -> Accounting {
+    let a = &report.accounting;
+    Accounting {
+        fuel: Some(a.fuel_consumed),
+        peak_memory_bytes: Some(a.peak_memory_bytes),
+        wall_ms: Some(a.wall_time_us / 1000),
+        plugin_hash: a.plugin.as_ref().map(|p| p.hash.to_hex()),
+    }
+}
+
+fn custom_events(report: &AttemptReport) -> Vec<CustomEvent> {
+    report
+        .events
+        .iter()
+        .map(|e| CustomEvent {
+            name: e.name.clone(),
+            payload: e.payload.clone(),
+        })
+        .collect()
+}
+
+fn parent_results(v: &Value) -> BTreeMap<String, Value> {
+    match v {
+        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+impl Executor for WasmExecutor {
+    async fn execute(&self, step: &ClaimedStep) -> Execution {
+        let plugin = match plugin_ref(step) {
+            Ok(p) => p,
+            Err(message) => return Execution::failure(ErrorKind::Incompatible, message),
+        };
+        let req = tasker_sandbox::AttemptRequest {
+            plugin,
+            ctx: StepContext {
+                task_id: step.task_id.to_string(),
+                step_name: step.step_name.clone(),
+                attempt: step.attempt,
+                context: step.context.clone(),
+                parent_results: parent_results(&step.parent_results),
+                config: step.config.clone(),
+            },
+            limits: limits(&step.limits),
+            grants: grants(&step.grants),
+        };
+        match self.sandbox.run(req).await {
+            Ok(out) => Execution {
+                outcome: Outcome::Success { result: out.output },
+                accounting: accounting(&out.report),
+                events: custom_events(&out.report),
+            },
+            Err(failure) => {
+                let e = &failure.error;
+                let handler_retryable = match e {
+                    SandboxError::HandlerError { retryable, .. } => Some(*retryable),
+                    _ => None,
+                };
+                Execution {
+                    outcome: Outcome::Failure {
+                        kind: kind_of(e),
+                        message: e.to_string(),
+                        handler_retryable,
+                        retry_after_ms: e.retry_after_ms(),
+                    },
+                    accounting: accounting(&failure.report),
+                    events: custom_events(&failure.report),
+                }
+            }
+        }
+    }
+}
