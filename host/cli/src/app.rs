@@ -44,7 +44,8 @@ pub struct App {
 pub fn read_json_arg(arg: &str, what: &str) -> Result<Value> {
     let (text, source) = match arg.strip_prefix('@') {
         Some(path) => (
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {what} file {path}"))?,
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {what} file {path}"))?,
             path.to_owned(),
         ),
         None => (arg.to_owned(), format!("the {what} argument")),
@@ -114,7 +115,9 @@ impl App {
         let mut cfg = SandboxConfig::new(dir);
         cfg.cache_dir = Some(self.settings.cache_dir.clone());
         cfg.watch = watch;
-        let (sandbox, scan) = Sandbox::new(cfg).await.context("cannot start the sandbox")?;
+        let (sandbox, scan) = Sandbox::new(cfg)
+            .await
+            .context("cannot start the sandbox")?;
         for (path, err) in &scan.rejected {
             eprintln!("warning: plugin {} was not loaded: {err}", path.display());
         }
@@ -187,7 +190,11 @@ impl App {
         let sandbox = self.sandbox(false).await?;
         store.register_template(&template).await?;
         let task_id = self.create(&store, &template, context, None).await?;
-        eprintln!("task {task_id}: {} ({} steps)", template.key(), template.steps.len());
+        eprintln!(
+            "task {task_id}: {} ({} steps)",
+            template.key(),
+            template.steps.len()
+        );
 
         let bus = EventBus::default();
         let progress = Progress::start(&bus, task_id, &template, plain);
@@ -301,7 +308,10 @@ impl App {
     pub async fn retry(&self, task: TaskId) -> Result<ExitCode> {
         let store = self.store(2).await?;
         let out = store.retry_task(task, Utc::now()).await?;
-        println!("task {task}: {} failed steps will run again", out.steps_reset);
+        println!(
+            "task {task}: {} failed steps will run again",
+            out.steps_reset
+        );
         Ok(ExitCode::SUCCESS)
     }
 
@@ -499,11 +509,22 @@ mod tests {
         std::fs::write(dir.join("t.yaml"), yaml).unwrap();
         let t = load_template(&dir.join("t.yaml")).unwrap();
         let host = &t.steps[0].grants.dirs[0].host;
-        assert!(Path::new(host).is_absolute() && host.ends_with("/data"), "{host}");
-        std::fs::write(dir.join("bad.yaml"), yaml.replace("host: data", "host: missing"))
-            .unwrap();
-        let e = load_template(&dir.join("bad.yaml")).unwrap_err().to_string();
-        assert!(e.contains("step 'a': granted directory") && e.contains("missing"), "{e}");
+        assert!(
+            Path::new(host).is_absolute() && host.ends_with("/data"),
+            "{host}"
+        );
+        std::fs::write(
+            dir.join("bad.yaml"),
+            yaml.replace("host: data", "host: missing"),
+        )
+        .unwrap();
+        let e = load_template(&dir.join("bad.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("step 'a': granted directory") && e.contains("missing"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

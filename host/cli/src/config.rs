@@ -116,7 +116,10 @@ mod tests {
         let s = Settings::resolve(FileConfig::default(), None, None, None);
         assert_eq!(s.plugin_dir, PathBuf::from(DEFAULT_PLUGIN_DIR));
         let err = s.require_database().unwrap_err().to_string();
-        assert!(err.starts_with("no database configured: set DATABASE_URL"), "{err}");
+        assert!(
+            err.starts_with("no database configured: set DATABASE_URL"),
+            "{err}"
+        );
     }
 
     #[test]

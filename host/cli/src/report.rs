@@ -50,7 +50,10 @@ pub fn readiness_reason(r: &ReadinessRow) -> String {
     }
     if !r.retry_eligible {
         return if r.state == StepState::Error {
-            format!("failed ({} of {} attempts used)", r.attempts, r.max_attempts)
+            format!(
+                "failed ({} of {} attempts used)",
+                r.attempts, r.max_attempts
+            )
         } else {
             format!("not retryable ({} attempts)", r.attempts)
         };
@@ -84,7 +87,14 @@ pub async fn summary(store: &PgStore, task: TaskId) -> Result<()> {
         .await?
         .with_context(|| format!("no task {task}"))?;
     let mut t = table(&[
-        "step", "state", "attempts", "wall ms", "fuel", "peak memory", "plugin", "last error",
+        "step",
+        "state",
+        "attempts",
+        "wall ms",
+        "fuel",
+        "peak memory",
+        "plugin",
+        "last error",
     ]);
     for s in store.steps_of_task(task).await? {
         let attempts = store.attempts_of_step(s.id).await?;
@@ -122,7 +132,14 @@ pub async fn status(store: &PgStore, task: TaskId) -> Result<()> {
     let now = Utc::now();
     let readiness = store.readiness(task, None, now).await?;
     let ctx = store.execution_context(task, now).await?;
-    let mut t = table(&["id", "step", "state", "attempts", "why not run", "last error"]);
+    let mut t = table(&[
+        "id",
+        "step",
+        "state",
+        "attempts",
+        "why not run",
+        "last error",
+    ]);
     for s in store.steps_of_task(task).await? {
         let attempts = store.attempts_of_step(s.id).await?;
         let why = readiness

@@ -98,9 +98,7 @@ fn kind_of(e: &SandboxError) -> ErrorKind {
         // A plugin that cannot be found or read may be deployed later.
         SandboxError::Load { .. } | SandboxError::Internal { .. } => ErrorKind::Load,
         // A step whose grants cannot be honoured will not improve by retrying.
-        SandboxError::Incompatible { .. } | SandboxError::Config { .. } => {
-            ErrorKind::Incompatible
-        }
+        SandboxError::Incompatible { .. } | SandboxError::Config { .. } => ErrorKind::Incompatible,
     }
 }
 

@@ -1,0 +1,153 @@
+//! `kill -9` of a `tasker worker` in the middle of a 2,000-step run: a new worker finishes
+//! every task, each step has exactly one successful attempt, and the killed worker's claims
+//! are recorded as lease losses.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use common::*;
+use serde_json::json;
+use sqlx::PgPool;
+use tasker_core::fixtures;
+use tasker_store::{NewTask, PgStore, Store};
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+fn spawn_worker(pool: &PgPool, config: &std::path::Path, id: &str) -> Child {
+    let mut c = tasker(pool, &plugin_dir());
+    c.arg("--config")
+        .arg(config)
+        .args(["worker", "--id", id, "--concurrency", "32"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    c.spawn().expect("worker starts")
+}
+
+async fn wait_for(pool: &PgPool, sql: &str, at_least: i64, limit: Duration) {
+    let t = Instant::now();
+    loop {
+        let n = count(pool, sql).await;
+        if n >= at_least {
+            return;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "{sql}: {n} < {at_least} after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_killed_worker_loses_its_leases_and_a_new_worker_finishes_everything(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    let mut template = fixtures::mixed_20("slow@0.1.0");
+    for step in &mut template.steps {
+        step.config = json!({"ms": 15});
+    }
+    store.register_template(&template).await.unwrap();
+    for i in 0..100 {
+        store
+            .create_task(&NewTask::new(template.key(), json!({"i": i})), Utc::now())
+            .await
+            .unwrap();
+    }
+    assert_eq!(count(&pool, "SELECT count(*) FROM steps").await, 2_000);
+
+    let dir = scratch("crash");
+    let config = dir.join("tasker.toml");
+    std::fs::write(&config, "[worker]\nlease_secs = 2\n").unwrap();
+
+    let mut first = spawn_worker(&pool, &config, "doomed");
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM steps WHERE state = 'complete'",
+        400,
+        Duration::from_secs(60),
+    )
+    .await;
+    // Make sure it holds claims right now, then kill it without warning.
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM steps WHERE state = 'in_progress' AND worker = 'doomed'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    first.kill().expect("SIGKILL");
+    first.wait().unwrap();
+    let held: i64 = count(
+        &pool,
+        "SELECT count(*) FROM steps WHERE state = 'in_progress' AND worker = 'doomed'",
+    )
+    .await;
+    let done_before = count(&pool, "SELECT count(*) FROM steps WHERE state = 'complete'").await;
+    assert!(done_before < 2_000, "the kill came before the end");
+
+    let mut second = spawn_worker(&pool, &config, "rescuer");
+    wait_for(
+        &pool,
+        "SELECT count(*) FROM tasks WHERE state = 'complete'",
+        100,
+        Duration::from_secs(120),
+    )
+    .await;
+    // A graceful stop of the rescuer.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(second.wait().unwrap().success(), "SIGTERM stops it cleanly");
+
+    // Every step has exactly one successful attempt.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM (SELECT step_id FROM attempts WHERE outcome = 'completed'
+             GROUP BY step_id HAVING count(*) = 1) x"
+        )
+        .await,
+        2_000
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM attempts WHERE outcome = 'completed'"
+        )
+        .await,
+        2_000
+    );
+    // The steps the killed worker held were taken back as lease losses, all of them its own.
+    let lost = count(
+        &pool,
+        "SELECT count(*) FROM attempts WHERE outcome = 'lease_lost'",
+    )
+    .await;
+    assert_eq!(
+        lost, held,
+        "every claim held at the kill is a recorded lease loss"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM attempts WHERE outcome = 'lease_lost' AND worker <> 'doomed'"
+        )
+        .await,
+        0
+    );
+    // Lease losses did not use up retry budget: no step failed.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM steps WHERE state <> 'complete'"
+        )
+        .await,
+        0
+    );
+}

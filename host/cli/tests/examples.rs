@@ -1,0 +1,297 @@
+//! The examples, run through the real `tasker` binary against PostgreSQL.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use serde_json::Value;
+use sqlx::PgPool;
+use tasker_core::state::{StepState, TaskState};
+use tasker_store::{AttemptOutcome, PgStore, RetryDecision, Store};
+
+async fn only_task(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT id FROM tasks")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn order_fulfilment_runs_with_two_rate_limited_payment_attempts(pool: PgPool) {
+    let mut c = tasker(&pool, &plugin_dir());
+    c.args([
+        "run",
+        "examples/order/order.yaml",
+        "--context",
+        "@examples/order/context.json",
+        "--plain",
+    ]);
+    let out = run(c);
+    assert!(out.status.success(), "tasker run failed");
+    assert!(stdout(&out).contains("complete"));
+    assert!(stderr(&out).contains("custom.payment_charged"));
+
+    let store = PgStore::new(pool.clone());
+    let task = only_task(&pool).await;
+    assert_eq!(
+        store.task(task).await.unwrap().unwrap().state,
+        TaskState::Complete
+    );
+    let steps = store.steps_of_task(task).await.unwrap();
+    for s in &steps {
+        assert_eq!(s.state, StepState::Complete, "{}", s.name);
+        let attempts = store.attempts_of_step(s.id).await.unwrap();
+        let want = if s.name == "charge_payment" { 3 } else { 1 };
+        assert_eq!(attempts.len(), want, "{}", s.name);
+        // Every attempt records the plugin it ran, and a retry ran the same code.
+        let hashes: Vec<_> = attempts.iter().map(|a| a.plugin_hash.clone()).collect();
+        assert!(
+            hashes.iter().all(|h| h.is_some() && *h == hashes[0]),
+            "{hashes:?}"
+        );
+        assert!(attempts.iter().all(|a| a.fuel.unwrap_or(0) > 0));
+    }
+    let charge = steps.iter().find(|s| s.name == "charge_payment").unwrap();
+    let attempts = store.attempts_of_step(charge.id).await.unwrap();
+    for a in &attempts[..2] {
+        assert_eq!(a.outcome, AttemptOutcome::Failed);
+        assert_eq!(a.error_kind.as_deref(), Some("handler_error"));
+        assert_eq!(a.decision, Some(RetryDecision::Retry));
+        // The gateway's retry-after (300 ms) became the next retry time.
+        let wait = (a.next_ready_at.unwrap() - a.finished_at).num_milliseconds();
+        assert_eq!(wait, 300, "{a:?}");
+        assert!(a.message.as_deref().unwrap().contains("429"));
+    }
+    assert_eq!(attempts[2].outcome, AttemptOutcome::Completed);
+    let later = attempts[1].next_ready_at.unwrap();
+    assert!(attempts[2].started_at >= later);
+
+    let notify = steps.iter().find(|s| s.name == "notify").unwrap();
+    let notice = notify.result.clone().unwrap();
+    assert_eq!(notice["to"], "ada@example.com");
+    assert!(notice["body"].as_str().unwrap().contains("TRK-ORD-1001"));
+    let ship = steps.iter().find(|s| s.name == "ship").unwrap();
+    assert_eq!(ship.result.as_ref().unwrap()["charge_id"], "ch-ord-1001-3");
+}
+
+/// The report the pipeline must produce, computed here from the CSVs independently.
+fn expected_totals(data: &std::path::Path) -> (u64, u64, u64, BTreeMap<String, u64>) {
+    let (mut rows, mut rejected, mut revenue) = (0u64, 0u64, 0u64);
+    let mut by_region = BTreeMap::new();
+    let mut files: Vec<_> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files {
+        for line in std::fs::read_to_string(f).unwrap().lines().skip(1) {
+            let c: Vec<&str> = line.split(',').collect();
+            let region = ["North", "South", "East", "West"]
+                .into_iter()
+                .find(|r| r.eq_ignore_ascii_case(c[1].trim()));
+            let date_ok = c[0].len() == 10
+                && c[0][5..7]
+                    .parse::<u32>()
+                    .is_ok_and(|m| (1..=12).contains(&m))
+                && c[0][8..10]
+                    .parse::<u32>()
+                    .is_ok_and(|d| (1..=31).contains(&d));
+            let units = c[3].trim().parse::<u64>().ok().filter(|u| *u > 0);
+            let price = c[4].trim().parse::<f64>().ok();
+            match (region, date_ok, !c[2].trim().is_empty(), units, price) {
+                (Some(r), true, true, Some(u), Some(p)) => {
+                    let cents = (p * 100.0).round() as u64 * u;
+                    rows += 1;
+                    revenue += cents;
+                    *by_region.entry(r.to_owned()).or_insert(0) += cents;
+                }
+                _ => rejected += 1,
+            }
+        }
+    }
+    (rows, rejected, revenue, by_region)
+}
+
+#[sqlx::test(migrations = false)]
+async fn data_pipeline_reads_a_read_only_grant_and_writes_its_report(pool: PgPool) {
+    let dir = scratch("pipeline");
+    let data = root().join("examples/pipeline/data");
+    let out_dir = dir.join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let yaml = std::fs::read_to_string(root().join("examples/pipeline/pipeline.yaml"))
+        .unwrap()
+        .replace("host: data", &format!("host: {}", data.display()))
+        .replace("host: out", &format!("host: {}", out_dir.display()));
+    std::fs::write(dir.join("pipeline.yaml"), yaml).unwrap();
+
+    let mut c = tasker(&pool, &plugin_dir());
+    c.arg("run").arg(dir.join("pipeline.yaml")).arg("--plain");
+    let out = run(c);
+    assert!(out.status.success());
+
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    let (rows, rejected, revenue, by_region) = expected_totals(&data);
+    assert_eq!(report["total"]["orders"], rows);
+    assert_eq!(report["rejected_rows"], rejected);
+    assert_eq!(report["total"]["revenue_cents"], revenue);
+    for (region, cents) in by_region {
+        assert_eq!(
+            report["by_region"][&region]["revenue_cents"], cents,
+            "{region}"
+        );
+    }
+    let md = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(md.starts_with("# Sales report"));
+    // The data directory was granted read-only and is untouched.
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 3);
+
+    let store = PgStore::new(pool.clone());
+    let task = only_task(&pool).await;
+    for s in store.steps_of_task(task).await.unwrap() {
+        let attempts = store.attempts_of_step(s.id).await.unwrap();
+        assert_eq!(attempts.len(), 1, "{}", s.name);
+        assert_eq!(attempts[0].outcome, AttemptOutcome::Completed);
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_hostile_plugin_fails_its_step_with_its_kind_and_status_shows_why(pool: PgPool) {
+    let dir = scratch("hostile");
+    std::fs::write(
+        dir.join("hostile.yaml"),
+        "namespace: tests\nname: hostile\nversion: 1.0.0\nsteps:\n  - name: spin\n    handler: hostile_loop@0.1.0\n    retry: { max_attempts: 2, backoff: { base_ms: 10 } }\n    limits: { timeout_ms: 300, fuel: 1000000000000 }\n",
+    )
+    .unwrap();
+    let mut c = tasker(&pool, &hostile_plugin_dir());
+    c.arg("run").arg(dir.join("hostile.yaml")).arg("--plain");
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1), "a failed task exits 1");
+    let task = only_task(&pool).await;
+    let store = PgStore::new(pool.clone());
+    assert_eq!(
+        store.task(task).await.unwrap().unwrap().state,
+        TaskState::Error
+    );
+    let step = &store.steps_of_task(task).await.unwrap()[0];
+    let attempts = store.attempts_of_step(step.id).await.unwrap();
+    // A timeout is retryable by default, so both attempts ran and timed out.
+    assert_eq!(attempts.len(), 2);
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.error_kind.as_deref() == Some("timeout"))
+    );
+    assert_eq!(attempts[1].decision, Some(RetryDecision::Exhausted));
+
+    let mut c = tasker(&pool, &hostile_plugin_dir());
+    c.args(["status", &task.to_string()]);
+    let out = run(c);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("error"), "{text}");
+    assert!(text.contains("timeout: timed out"), "{text}");
+    assert!(text.contains("failed (2 of 2 attempts used)"), "{text}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_bad_template_is_refused_before_anything_is_written(pool: PgPool) {
+    let dir = scratch("bad-template");
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "namespace: tests\nname: bad\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop@0.1.0, depends_on: b}\n  - {name: b, handler: noop@0.1.0, depends_on: a}\n",
+    )
+    .unwrap();
+    let mut c = tasker(&pool, &plugin_dir());
+    c.arg("run").arg(dir.join("bad.yaml"));
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("bad.yaml"), "{err}");
+    assert!(err.contains("dependency cycle: "), "{err}");
+    // The binary never connected: the test database has no schema at all.
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0);
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_invalid_context_is_refused_with_its_path(pool: PgPool) {
+    let mut c = tasker(&pool, &plugin_dir());
+    c.args([
+        "run",
+        "examples/order/order.yaml",
+        "--context",
+        r#"{"order_id": "x", "customer": {"email": "a@b"}, "items": [], "address": "here"}"#,
+    ]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("/items"), "{err}");
+    let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(tasks, 0);
+}
+
+#[sqlx::test(migrations = false)]
+async fn missing_database_and_plugin_dir_each_get_one_clear_sentence(pool: PgPool) {
+    let mut c = tasker(&pool, &plugin_dir());
+    c.env_remove("DATABASE_URL")
+        .args(["run", "examples/order/order.yaml"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no database configured: set DATABASE_URL"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut c = tasker(&pool, std::path::Path::new("/nonexistent/plugins"));
+    c.args(["plugins", "list"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("plugin directory /nonexistent/plugins does not exist: build the plugins with scripts/build-plugins.sh"),
+        "{err}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn templates_show_prints_the_dag(pool: PgPool) {
+    let mut c = tasker(&pool, &plugin_dir());
+    c.args([
+        "templates",
+        "show",
+        "examples/order/order.yaml",
+        "--graph",
+        "mermaid",
+    ]);
+    let out = run(c);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.starts_with("flowchart TD"));
+    assert_eq!(text.matches("-->").count(), 5, "{text}");
+
+    let mut c = tasker(&pool, &plugin_dir());
+    c.args(["templates", "register", "examples/order/order.yaml"]);
+    assert!(run(c).status.success());
+    let mut c = tasker(&pool, &plugin_dir());
+    c.args([
+        "templates",
+        "show",
+        "shop/order_fulfilment@1.0.0",
+        "--graph",
+        "dot",
+    ]);
+    let out = run(c);
+    assert!(stdout(&out).contains("\"charge_payment\" -> \"ship\";"));
+}
