@@ -126,8 +126,10 @@ impl App {
 
     fn worker_config(&self, concurrency: Option<usize>, id: Option<String>) -> WorkerConfig {
         let w = &self.settings.worker;
-        let mut cfg = WorkerConfig::default();
-        cfg.id = id.unwrap_or_else(default_worker_id);
+        let mut cfg = WorkerConfig {
+            id: id.unwrap_or_else(default_worker_id),
+            ..WorkerConfig::default()
+        };
         if let Some(c) = concurrency.or(w.concurrency) {
             cfg.concurrency = c.max(1);
         }
@@ -222,7 +224,7 @@ impl App {
         let _ = listener.await;
         progress.finish().await;
 
-        report::summary(&*store, task_id).await?;
+        report::summary(&store, task_id).await?;
         Ok(exit_for(state))
     }
 
