@@ -91,6 +91,7 @@ impl App {
 
     async fn store(&self, pool_size: u32) -> Result<PgStore> {
         let url = self.settings.require_database()?;
+        create_database_if_missing(url).await?;
         let store = PgStore::connect(url, pool_size).await.with_context(|| {
             format!(
                 "cannot connect to the database at {}: is PostgreSQL running?",
@@ -389,6 +390,26 @@ impl App {
         println!("database is up to date");
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// A first run on a fresh server creates its database, as `sqlx database create` would.
+async fn create_database_if_missing(url: &str) -> Result<()> {
+    use sqlx::migrate::MigrateDatabase;
+    let exists = sqlx::Postgres::database_exists(url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to the database server at {}: is PostgreSQL running?",
+                redact(url)
+            )
+        })?;
+    if !exists {
+        sqlx::Postgres::create_database(url)
+            .await
+            .with_context(|| format!("cannot create the database {}", redact(url)))?;
+        eprintln!("created database {}", redact(url));
+    }
+    Ok(())
 }
 
 fn exit_for(state: TaskState) -> ExitCode {

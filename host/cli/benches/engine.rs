@@ -1,6 +1,10 @@
 //! Engine benchmark on PostgreSQL (a bench binary, not a timed test).
 //!
-//! `cargo bench -p tasker-engine --bench engine` (add `-- --quick` for smaller sizes).
+//! `cargo bench -p tasker-cli --bench engine` (add `-- --quick` for smaller sizes).
+//! Throughput and latency are measured twice in the same run: with the in-process no-op
+//! executor (the baseline) and with the real WASM `noop` plugin through the sandbox, and the
+//! WASM figures are reported as a ratio of the baseline. Build the plugins first
+//! (`scripts/build-plugins.sh`).
 //! It creates and drops its own database, `tasker_bench`, on the server of `DATABASE_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/postgres`), and prints:
 //!  (a) no-op step throughput with 2 worker pools on a 20k and a 200k ready backlog;
@@ -16,22 +20,97 @@ use chrono::Utc;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
+use tasker_cli::wasm::WasmExecutor;
 use tasker_core::events;
 use tasker_core::fixtures;
 use tasker_core::template::Template;
+use tasker_engine::executor::Executor;
 use tasker_engine::testing::InProcessExecutor;
 use tasker_engine::{EventBus, Worker, WorkerConfig};
+use tasker_sandbox::{Sandbox, SandboxConfig};
 use tasker_store::{NewTask, PgStore, Store};
 use tokio_util::sync::CancellationToken;
 
 const BENCH_DB: &str = "tasker_bench";
 
+/// The WASM no-op plugin, as staged by scripts/build-plugins.sh.
+const WASM_NOOP: &str = "noop@0.1.0";
+
 fn fan(width: usize) -> Template {
     let mut yaml = format!("namespace: bench\nname: fan_{width}\nversion: 1.0.0\nsteps:\n");
     for i in 0..width {
-        yaml.push_str(&format!("  - {{name: s{i:03}, handler: noop@1.0.0}}\n"));
+        yaml.push_str(&format!("  - {{name: s{i:03}, handler: {WASM_NOOP}}}\n"));
     }
     Template::from_yaml(&yaml).expect("valid")
+}
+
+/// Which executor a measurement uses.
+#[derive(Clone)]
+enum Exec {
+    InProcess,
+    Wasm(Sandbox),
+}
+
+impl Exec {
+    fn label(&self) -> &'static str {
+        match self {
+            Exec::InProcess => "in-process",
+            Exec::Wasm(_) => "wasm",
+        }
+    }
+}
+
+async fn wasm_sandbox() -> Result<Sandbox> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = root.join("plugins/dist");
+    anyhow::ensure!(
+        dir.join(format!("{}.wasm", WASM_NOOP)).is_file(),
+        "no {WASM_NOOP} in {}: run scripts/build-plugins.sh first",
+        dir.display()
+    );
+    let mut cfg = SandboxConfig::new(dir);
+    let cache = root.join("target/tmp/bench-cache");
+    std::fs::create_dir_all(&cache)?;
+    cfg.cache_dir = Some(cache);
+    let (sandbox, _) = Sandbox::new(cfg).await?;
+    Ok(sandbox)
+}
+
+fn spawn_worker<E: Executor>(
+    store: Arc<PgStore>,
+    exec: E,
+    bus: EventBus,
+    cfg: WorkerConfig,
+    stop: CancellationToken,
+) -> (
+    Arc<tasker_engine::worker::WorkerStats>,
+    Arc<tokio::sync::Notify>,
+    tokio::task::JoinHandle<()>,
+) {
+    let w = Worker::new(store, Arc::new(exec), bus, cfg);
+    let stats = w.stats();
+    let wake = w.wake_handle();
+    let h = tokio::spawn(async move {
+        w.run(stop).await;
+    });
+    (stats, wake, h)
+}
+
+fn start_worker(
+    exec: &Exec,
+    store: Arc<PgStore>,
+    bus: EventBus,
+    cfg: WorkerConfig,
+    stop: CancellationToken,
+) -> (
+    Arc<tasker_engine::worker::WorkerStats>,
+    Arc<tokio::sync::Notify>,
+    tokio::task::JoinHandle<()>,
+) {
+    match exec {
+        Exec::InProcess => spawn_worker(store, InProcessExecutor::new(), bus, cfg, stop),
+        Exec::Wasm(sb) => spawn_worker(store, WasmExecutor::new(sb.clone()), bus, cfg, stop),
+    }
 }
 
 struct Bench {
@@ -115,8 +194,8 @@ fn worker_config(id: &str) -> WorkerConfig {
     }
 }
 
-/// (a) + (b): two worker pools drain a ready backlog.
-async fn throughput(b: &Bench, steps: usize) -> Result<()> {
+/// (a) + (b): two worker pools drain a ready backlog. Returns steps/s.
+async fn throughput(b: &Bench, steps: usize, exec: &Exec) -> Result<f64> {
     let width = 50;
     let pool = b.fresh_db().await?;
     backlog(&pool, &fan(width), steps / width).await?;
@@ -130,14 +209,15 @@ async fn throughput(b: &Bench, steps: usize) -> Result<()> {
     let started = Instant::now();
     for i in 0..2 {
         let store = Arc::new(PgStore::new(b.pool(4).await?));
-        let w = Worker::new(
+        let (st, _, h) = start_worker(
+            exec,
             store,
-            Arc::new(InProcessExecutor::new()),
             EventBus::default(),
             worker_config(&format!("bench-{i}")),
+            stop.clone(),
         );
-        stats.push(w.stats());
-        runs.push(tokio::spawn(w.run(stop.clone())));
+        stats.push(st);
+        runs.push(h);
     }
     loop {
         let done: u64 = stats.iter().map(|s| s.totals().completed).sum();
@@ -156,7 +236,8 @@ async fn throughput(b: &Bench, steps: usize) -> Result<()> {
     pool.close().await;
     let per_s = steps as f64 / elapsed.as_secs_f64();
     println!(
-        "(a) throughput, {steps:>7} ready steps, 2 workers: {per_s:>9.0} steps/s ({:.2} s)",
+        "(a) throughput, {:<10} {steps:>7} ready steps, 2 workers: {per_s:>9.0} steps/s ({:.2} s)",
+        exec.label(),
         elapsed.as_secs_f64()
     );
     println!(
@@ -164,7 +245,7 @@ async fn throughput(b: &Bench, steps: usize) -> Result<()> {
         (x1 - x0 - 1) as f64 / steps as f64,
         (w1 - w0) as f64 / steps as f64
     );
-    Ok(())
+    Ok(per_s)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -173,9 +254,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// (c): submit a linear 4-step task and wait for its completion event, one at a time.
-async fn latency(b: &Bench, runs: usize) -> Result<()> {
+/// Returns the P50 in ms.
+async fn latency(b: &Bench, runs: usize, exec: &Exec) -> Result<f64> {
     let pool = b.fresh_db().await?;
-    let template = fixtures::linear(4, fixtures::NOOP);
+    let template = fixtures::linear(4, WASM_NOOP);
     let store = PgStore::new(pool.clone());
     store.register_template(&template).await?;
     let bus = EventBus::new(1 << 16);
@@ -184,23 +266,19 @@ async fn latency(b: &Bench, runs: usize) -> Result<()> {
     for i in 0..2 {
         let worker_store = PgStore::new(b.pool(4).await?);
         let listen = worker_store.pool().clone();
-        let w = Worker::new(
+        let (_, wake, h) = start_worker(
+            exec,
             Arc::new(worker_store),
-            Arc::new(InProcessExecutor::new()),
             bus.clone(),
             worker_config(&format!("lat-{i}")),
+            stop.clone(),
         );
         handles.push(tasker_engine::pg::spawn_ready_listener(
             listen,
-            w.wake_handle(),
+            wake,
             stop.clone(),
         ));
-        handles.push(tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                w.run(stop).await;
-            }
-        }));
+        handles.push(h);
     }
     let mut done = bus.subscribe(&[events::TASK_COMPLETED]);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -224,13 +302,14 @@ async fn latency(b: &Bench, runs: usize) -> Result<()> {
         h.await?;
     }
     samples.sort();
+    let p50 = percentile(&samples, 0.5).as_secs_f64() * 1e3;
     println!(
-        "(c) submit-to-complete, linear 4 steps, idle: P50 {:.2} ms  P99 {:.2} ms  ({runs} runs)",
-        percentile(&samples, 0.5).as_secs_f64() * 1e3,
+        "(c) submit-to-complete, {:<10} linear 4 steps, idle: P50 {p50:.2} ms  P99 {:.2} ms  ({runs} runs)",
+        exec.label(),
         percentile(&samples, 0.99).as_secs_f64() * 1e3
     );
     pool.close().await;
-    Ok(())
+    Ok(p50)
 }
 
 /// Server-side time of one `get_step_readiness_status` call, median of `n`.
@@ -327,7 +406,7 @@ fn main() -> Result<()> {
             .await
             .with_context(|| format!("connecting to {url}"))?;
         println!(
-            "tasker engine benchmark ({} mode), 2 tokio threads, in-process no-op handler",
+            "tasker engine benchmark ({} mode), 2 tokio threads, no-op handlers",
             if quick { "quick" } else { "full" }
         );
         print_settings(&admin).await?;
@@ -337,9 +416,24 @@ fn main() -> Result<()> {
         } else {
             (20_000, 200_000, 500, 1_000_000)
         };
-        throughput(&b, small).await?;
-        throughput(&b, large).await?;
-        latency(&b, lat_runs).await?;
+        let wasm = Exec::Wasm(wasm_sandbox().await?);
+        let base_small = throughput(&b, small, &Exec::InProcess).await?;
+        let base_large = throughput(&b, large, &Exec::InProcess).await?;
+        println!(
+            "    flatness: {large} vs {small} backlog = {:.2}x",
+            base_large / base_small
+        );
+        let wasm_small = throughput(&b, small, &wasm).await?;
+        println!(
+            "    wasm / in-process throughput at {small}: {:.0}%",
+            100.0 * wasm_small / base_small
+        );
+        let base_lat = latency(&b, lat_runs, &Exec::InProcess).await?;
+        let wasm_lat = latency(&b, lat_runs, &wasm).await?;
+        println!(
+            "    wasm / in-process P50 latency: {:.2}x",
+            wasm_lat / base_lat
+        );
         readiness(&b, big).await?;
         b.drop_db().await?;
         Ok(())

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs an example workflow end to end on a fresh machine: adds the wasm target, starts
+# PostgreSQL, builds the plugins and the tasker binary, then runs the example.
+#   scripts/example.sh            # order fulfilment (default)
+#   scripts/example.sh pipeline   # CSV data pipeline; the report lands in examples/pipeline/out
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+example=${1:-order}
+ensure_wasm_target
+ensure_postgres
+export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/tasker}
+scripts/build-plugins.sh
+echo "==> building tasker"
+cargo build --release -p tasker-cli --bin tasker
+
+tasker=target/release/tasker
+case "$example" in
+    order)
+        exec "$tasker" run examples/order/order.yaml --context @examples/order/context.json ;;
+    pipeline)
+        "$tasker" run examples/pipeline/pipeline.yaml
+        echo "==> report: examples/pipeline/out/report.md"
+        cat examples/pipeline/out/report.md ;;
+    *)
+        echo "unknown example '$example': use order or pipeline" >&2
+        exit 2 ;;
+esac
