@@ -109,10 +109,7 @@ impl Handler for CleanStep {
                 .from_reader(file.text.as_bytes());
             for rec in reader.records() {
                 let (line, result) = match rec {
-                    Ok(rec) => (
-                        rec.position().map_or(0, |p| p.line()),
-                        clean_row(&rec),
-                    ),
+                    Ok(rec) => (rec.position().map_or(0, |p| p.line()), clean_row(&rec)),
                     Err(e) => (
                         e.position().map_or(0, |p| p.line()),
                         Err(format!("unreadable row: {e}")),

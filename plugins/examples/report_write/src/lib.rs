@@ -27,23 +27,36 @@ fn markdown(s: &Value) -> String {
     let _ = writeln!(
         md,
         "{} orders, {} units, {} revenue; {} rows rejected.\n",
-        t["orders"], t["units"], dollars(&t["revenue_cents"]), s["rejected_rows"]
+        t["orders"],
+        t["units"],
+        dollars(&t["revenue_cents"]),
+        s["rejected_rows"]
     );
     for (title, key) in [("Region", "by_region"), ("Month", "by_month")] {
-        let _ = writeln!(md, "| {title} | Orders | Units | Revenue |\n|---|---:|---:|---:|");
+        let _ = writeln!(
+            md,
+            "| {title} | Orders | Units | Revenue |\n|---|---:|---:|---:|"
+        );
         if let Some(map) = s[key].as_object() {
             for (k, v) in map {
                 let _ = writeln!(
                     md,
                     "| {k} | {} | {} | {} |",
-                    v["orders"], v["units"], dollars(&v["revenue_cents"])
+                    v["orders"],
+                    v["units"],
+                    dollars(&v["revenue_cents"])
                 );
             }
         }
         md.push('\n');
     }
     md.push_str("## Top products\n\n");
-    for (i, p) in s["top_products"].as_array().into_iter().flatten().enumerate() {
+    for (i, p) in s["top_products"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let _ = writeln!(
             md,
             "{}. {} ({})",

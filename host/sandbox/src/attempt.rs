@@ -1,0 +1,399 @@
+//! One attempt: a fresh `Store` with its limits and grants, instantiate from the
+//! `InstancePre`, call `handle`, classify the outcome, account for it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::tasker::plugin::types as wit;
+use crate::caps::{self, Denial, Grants};
+use crate::error::SandboxError;
+use crate::host::{EmittedEvent, Journal, LogRecord};
+use crate::limits::{Limits, MemoryLimiter, ResolvedLimits};
+use crate::registry::{Plugin, PluginHash, PluginRef};
+use crate::stdio::CappedPipe;
+
+/// What the handler sees. JSON fields are values here and text on the wire.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StepContext {
+    pub task_id: String,
+    pub step_name: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub context: serde_json::Value,
+    pub parent_results: BTreeMap<String, serde_json::Value>,
+    pub config: serde_json::Value,
+}
+
+/// One attempt, as the engine asks for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRequest {
+    pub plugin: PluginRef,
+    pub ctx: StepContext,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub grants: Grants,
+}
+
+/// Identity of the code that ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginId {
+    pub hash: PluginHash,
+    pub name: String,
+    pub version: String,
+}
+
+/// What the attempt cost. Present on success and on failure.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accounting {
+    /// `None` when the plugin could not be resolved.
+    pub plugin: Option<PluginId>,
+    pub fuel_budget: u64,
+    pub fuel_consumed: u64,
+    /// Peak size of the largest linear memory, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Instantiate + call, in microseconds.
+    pub wall_time_us: u64,
+    /// Time spent waiting for a free instance slot, in microseconds.
+    pub queue_wait_us: u64,
+    pub limits: Option<ResolvedLimits>,
+}
+
+/// Everything an attempt produced besides its result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttemptReport {
+    pub accounting: Accounting,
+    pub logs: Vec<LogRecord>,
+    pub events: Vec<EmittedEvent>,
+    pub stdout: String,
+    pub stderr: String,
+    pub dropped: Dropped,
+    /// Capability refusals seen during the attempt (also on success: a guest may
+    /// survive a refusal).
+    pub denials: Vec<Denial>,
+}
+
+/// Output the host threw away because of the attempt's caps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub logs: u32,
+    pub events: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptOutput {
+    pub output: serde_json::Value,
+    pub report: AttemptReport,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{error}")]
+pub struct AttemptFailure {
+    pub error: SandboxError,
+    pub report: AttemptReport,
+}
+
+impl AttemptFailure {
+    pub fn kind(&self) -> &'static str {
+        self.error.kind()
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.error.is_retryable()
+    }
+}
+
+/// Store data of one attempt.
+pub(crate) struct AttemptState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) journal: Journal,
+    deadline: Instant,
+}
+
+impl WasiView for AttemptState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn to_wit(ctx: &StepContext) -> wit::StepContext {
+    wit::StepContext {
+        task_id: ctx.task_id.clone(),
+        step_name: ctx.step_name.clone(),
+        attempt: ctx.attempt,
+        context: ctx.context.to_string(),
+        parent_results: ctx
+            .parent_results
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+        config: ctx.config.to_string(),
+    }
+}
+
+/// About a millisecond of guest work between yields to the runtime.
+const FUEL_YIELD: u64 = 1_000_000;
+
+enum Outcome {
+    Returned(Result<String, wit::StepError>),
+    InstantiateFailed(wasmtime::Error),
+    CallFailed(wasmtime::Error),
+    TimedOut,
+}
+
+/// Run one attempt of `plugin`. `queue_wait` is the time spent waiting for a slot.
+pub(crate) async fn run(
+    engine: &wasmtime::Engine,
+    plugin: &Plugin,
+    req: &AttemptRequest,
+    limits: ResolvedLimits,
+    queue_wait: Duration,
+) -> Result<AttemptOutput, AttemptFailure> {
+    let started = Instant::now();
+    let mut report = AttemptReport {
+        accounting: Accounting {
+            plugin: Some(PluginId {
+                hash: plugin.hash,
+                name: plugin.name.clone(),
+                version: plugin.version.clone(),
+            }),
+            fuel_budget: limits.fuel,
+            queue_wait_us: queue_wait.as_micros() as u64,
+            limits: Some(limits.clone()),
+            ..Accounting::default()
+        },
+        ..AttemptReport::default()
+    };
+
+    let stdout = CappedPipe::new(limits.stdio_bytes);
+    let stderr = CappedPipe::new(limits.stdio_bytes);
+    let mut b = WasiCtxBuilder::new();
+    b.stdout(stdout.clone()).stderr(stderr.clone());
+    let denials = match caps::apply(&req.grants, &mut b).await {
+        Ok(d) => d,
+        Err(error) => return Err(AttemptFailure { error, report }),
+    };
+
+    let timeout = Duration::from_millis(limits.timeout_ms);
+    let state = AttemptState {
+        wasi: b.build(),
+        table: ResourceTable::new(),
+        limiter: MemoryLimiter::new(limits.memory_bytes),
+        journal: Journal {
+            max_logs: limits.max_logs,
+            max_events: limits.max_events,
+            max_message_bytes: usize::try_from(limits.max_message_bytes).unwrap_or(usize::MAX),
+            ..Journal::default()
+        },
+        deadline: started + timeout,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    // Fuel yields also write the guest's fuel counter back to the store: without them a
+    // spinning guest stopped by the deadline would report almost no fuel used.
+    if let Err(e) = store
+        .set_fuel(limits.fuel)
+        .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD)))
+    {
+        return Err(AttemptFailure {
+            error: SandboxError::internal(format!("set_fuel: {e:#}")),
+            report,
+        });
+    }
+    // Check every tick: yield to the runtime (so a spinning guest cannot hold a worker)
+    // until the wall deadline, then interrupt.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| {
+        Ok(if Instant::now() >= ctx.data().deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+
+    let wit_ctx = to_wit(&req.ctx);
+    let outcome = {
+        let call = async {
+            let handler = match plugin.compiled.pre.instantiate_async(&mut store).await {
+                Ok(h) => h,
+                Err(e) => return Outcome::InstantiateFailed(e),
+            };
+            match handler.call_handle(&mut store, &wit_ctx).await {
+                Ok(r) => Outcome::Returned(r),
+                Err(e) => Outcome::CallFailed(e),
+            }
+        };
+        // Backstop for a guest blocked in a host call, where epochs do not reach. It fires
+        // a little after the epoch deadline so a spinning guest is interrupted by the epoch
+        // (which keeps its fuel accounting) rather than dropped.
+        let backstop = timeout + Duration::from_millis(50) + timeout / 20;
+        match tokio::time::timeout(backstop, call).await {
+            Ok(o) => o,
+            Err(_) => Outcome::TimedOut,
+        }
+    };
+
+    let fuel_left = store.get_fuel().unwrap_or(0);
+    let state = store.into_data();
+    let acc = &mut report.accounting;
+    acc.fuel_consumed = limits.fuel.saturating_sub(fuel_left);
+    acc.peak_memory_bytes = state.limiter.peak;
+    acc.wall_time_us = started.elapsed().as_micros() as u64;
+    let stderr_text = stderr.peek();
+    let (out_text, out_dropped) = stdout.take();
+    let (_, err_dropped) = stderr.take();
+    report.stdout = out_text;
+    report.stderr = stderr_text;
+    report.dropped = Dropped {
+        stdout_bytes: out_dropped,
+        stderr_bytes: err_dropped,
+        logs: state.journal.logs_dropped,
+        events: state.journal.events_dropped,
+    };
+    report.logs = state.journal.logs;
+    report.events = state.journal.events;
+    report.denials = denials.snapshot();
+
+    let result = classify(outcome, &limits, state.limiter.denied, &report, &req.grants);
+    match result {
+        Ok(output) => Ok(AttemptOutput { output, report }),
+        Err(error) => Err(AttemptFailure { error, report }),
+    }
+}
+
+fn classify(
+    outcome: Outcome,
+    limits: &ResolvedLimits,
+    memory_denied: Option<u64>,
+    report: &AttemptReport,
+    grants: &Grants,
+) -> Result<serde_json::Value, SandboxError> {
+    let failure = match outcome {
+        Outcome::Returned(Ok(text)) => {
+            if text.len() as u64 > limits.output_bytes {
+                return Err(SandboxError::BadOutput {
+                    reason: format!(
+                        "output is {} bytes, over the {} byte cap",
+                        text.len(),
+                        limits.output_bytes
+                    ),
+                });
+            }
+            return serde_json::from_str(&text).map_err(|e| {
+                let head: String = text.chars().take(80).collect();
+                SandboxError::BadOutput {
+                    reason: format!("output is not valid JSON ({e}); it starts with {head:?}"),
+                }
+            });
+        }
+        Outcome::Returned(Err(wit::StepError::Retryable(r))) => SandboxError::HandlerError {
+            message: r.message,
+            retryable: true,
+            retry_after_ms: r.retry_after_ms,
+        },
+        Outcome::Returned(Err(wit::StepError::Permanent(message))) => SandboxError::HandlerError {
+            message,
+            retryable: false,
+            retry_after_ms: None,
+        },
+        Outcome::TimedOut => SandboxError::Timeout {
+            limit_ms: limits.timeout_ms,
+        },
+        // A denied growth is the cause, whatever trap the guest's allocator turned it into.
+        Outcome::InstantiateFailed(_) | Outcome::CallFailed(_) if memory_denied.is_some() => {
+            SandboxError::OutOfMemory {
+                requested_bytes: memory_denied.unwrap_or(0),
+                limit_bytes: limits.memory_bytes,
+            }
+        }
+        Outcome::InstantiateFailed(e) if e.downcast_ref::<Trap>().is_none() => {
+            SandboxError::internal(format!("cannot instantiate: {e:#}"))
+        }
+        Outcome::InstantiateFailed(e) | Outcome::CallFailed(e) => {
+            trap_error(e, limits, &report.stderr)
+        }
+    };
+    Err(reclassify_denial(failure, report, grants))
+}
+
+fn trap_error(e: wasmtime::Error, limits: &ResolvedLimits, stderr: &str) -> SandboxError {
+    let backtrace = e.downcast_ref::<WasmBacktrace>().map(|bt| {
+        let mut s = bt.to_string();
+        s.truncate(4096);
+        s
+    });
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => SandboxError::OutOfFuel {
+            budget: limits.fuel,
+        },
+        Some(Trap::Interrupt) => SandboxError::Timeout {
+            limit_ms: limits.timeout_ms,
+        },
+        trap => {
+            let code = trap.map(|t| format!("{t:?}"));
+            let message = match panic_message(stderr) {
+                Some(panic) => panic,
+                None => match trap {
+                    Some(t) => t.to_string(),
+                    None => format!("{e:#}"),
+                },
+            };
+            SandboxError::Trap {
+                message,
+                trap_code: code,
+                backtrace,
+            }
+        }
+    }
+}
+
+/// The guest's panic message from stderr ("panicked at src/lib.rs:9:13:\nboom").
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.find("panicked at")?;
+    let msg: String = stderr[start..]
+        .lines()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(msg.chars().take(2000).collect())
+}
+
+/// A failure with a recorded or evidenced capability refusal is reported as
+/// `CapabilityDenied`: that is the cause, whatever the guest did after it.
+fn reclassify_denial(
+    failure: SandboxError,
+    report: &AttemptReport,
+    grants: &Grants,
+) -> SandboxError {
+    if !matches!(
+        failure,
+        SandboxError::Trap { .. } | SandboxError::HandlerError { .. }
+    ) {
+        return failure;
+    }
+    let denial = report.denials.first().cloned().or_else(|| {
+        let msg = failure.to_string();
+        caps::guest_evidence(&[&msg, &report.stderr], grants)
+    });
+    match denial {
+        Some(d) => SandboxError::CapabilityDenied {
+            what: format!("{}: {}", d.capability, d.detail),
+            detected_by: d.detected_by,
+            guest_error: failure.to_string(),
+        },
+        None => failure,
+    }
+}

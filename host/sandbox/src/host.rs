@@ -1,0 +1,89 @@
+//! The `tasker:plugin/host` interface: logging and custom events, kept on the attempt
+//! with bounds so a chatty guest cannot grow host memory.
+
+use serde::{Deserialize, Serialize};
+
+use crate::attempt::AttemptState;
+use crate::bindings::tasker::plugin::{host, types};
+
+/// One `log` call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// "trace", "debug", "info", "warn" or "error".
+    pub level: String,
+    pub message: String,
+}
+
+/// One `emit-event` call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmittedEvent {
+    pub name: String,
+    pub payload: serde_json::Value,
+}
+
+/// What the guest sent through the host interface, bounded.
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    pub logs: Vec<LogRecord>,
+    pub events: Vec<EmittedEvent>,
+    pub logs_dropped: u32,
+    pub events_dropped: u32,
+    pub max_logs: u32,
+    pub max_events: u32,
+    pub max_message_bytes: usize,
+}
+
+fn level_name(level: types::LogLevel) -> &'static str {
+    match level {
+        types::LogLevel::Trace => "trace",
+        types::LogLevel::Debug => "debug",
+        types::LogLevel::Info => "info",
+        types::LogLevel::Warn => "warn",
+        types::LogLevel::Error => "error",
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("…[truncated]");
+    }
+    s
+}
+
+impl types::Host for AttemptState {}
+
+impl host::Host for AttemptState {
+    fn log(&mut self, level: types::LogLevel, message: String) {
+        let j = &mut self.journal;
+        if j.logs.len() >= j.max_logs as usize {
+            j.logs_dropped += 1;
+            return;
+        }
+        let message = truncate(message, j.max_message_bytes);
+        j.logs.push(LogRecord {
+            level: level_name(level).to_string(),
+            message,
+        });
+    }
+
+    fn emit_event(&mut self, name: String, payload: String) {
+        let j = &mut self.journal;
+        // Oversized or invalid events are dropped (counted), never half-kept.
+        if j.events.len() >= j.max_events as usize
+            || payload.len() > j.max_message_bytes
+            || name.len() > 256
+        {
+            j.events_dropped += 1;
+            return;
+        }
+        match serde_json::from_str(&payload) {
+            Ok(payload) => j.events.push(EmittedEvent { name, payload }),
+            Err(_) => j.events_dropped += 1,
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Tasker's sandboxed step runtime.
+//!
+//! [`Sandbox::run`] runs one attempt of a step handler (a `tasker:plugin/step-handler`
+//! component) in a fresh store with the attempt's [`Limits`] and [`Grants`], and returns
+//! its JSON output or a typed [`SandboxError`], both with an [`AttemptReport`] (accounting,
+//! logs, events, captured stdio). Plugins come from a directory watched by the
+//! [`Registry`]. See `docs/sandbox.md`.
+
+mod attempt;
+mod bindings;
+mod caps;
+mod engine;
+mod error;
+mod host;
+mod limits;
+mod registry;
+mod stdio;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use wasmtime::component::{HasSelf, Linker};
+
+pub use attempt::{
+    Accounting, AttemptFailure, AttemptOutput, AttemptReport, AttemptRequest, Dropped, PluginId,
+    StepContext,
+};
+pub use caps::{Denial, DirGrant, Grants};
+pub use engine::{AllocatorChoice, AllocatorInUse, EngineConfig, SandboxEngine};
+pub use error::SandboxError;
+pub use host::{EmittedEvent, LogRecord};
+pub use limits::{Limits, ResolvedLimits};
+pub use registry::{
+    Plugin, PluginHash, PluginRef, Registry, RegistryEvent, RegistryStats, ScanReport,
+};
+
+/// Host-wide sandbox settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Directory of `*.wasm` plugins.
+    pub plugin_dir: PathBuf,
+    /// Precompiled cache; `None` compiles every load.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Hot-reload the plugin directory (needs a tokio runtime when created).
+    #[serde(default)]
+    pub watch: bool,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Defaults for limits an attempt leaves unset.
+    #[serde(default)]
+    pub defaults: ResolvedLimits,
+}
+
+impl SandboxConfig {
+    pub fn new(plugin_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            plugin_dir: plugin_dir.into(),
+            cache_dir: None,
+            watch: false,
+            engine: EngineConfig::default(),
+            defaults: ResolvedLimits::default(),
+        }
+    }
+}
+
+/// The sandbox. Cheap to clone; `run` is `Send` and may be called concurrently.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Arc<SandboxEngine>,
+    registry: Arc<Registry>,
+    defaults: ResolvedLimits,
+    slots: Semaphore,
+}
+
+impl Sandbox {
+    /// Build the engine, load the plugin directory once and, if configured, watch it.
+    /// Plugins that fail to load are listed in the returned report, not fatal.
+    pub async fn new(config: SandboxConfig) -> Result<(Self, ScanReport), SandboxError> {
+        let engine = SandboxEngine::new(config.engine.clone())?;
+        let mut linker = Linker::new(engine.engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::internal(format!("cannot link WASI: {e:#}")))?;
+        bindings::StepHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| {
+            SandboxError::internal(format!("cannot link the host interface: {e:#}"))
+        })?;
+        let registry = Arc::new(Registry::new(
+            engine.clone(),
+            Arc::new(linker),
+            config.plugin_dir,
+            config.cache_dir,
+        ));
+        let report = registry.rescan().await?;
+        if config.watch {
+            registry.watch()?;
+        }
+        let slots = Semaphore::new(config.engine.max_concurrent_attempts.max(1) as usize);
+        Ok((
+            Self {
+                inner: Arc::new(Inner {
+                    engine,
+                    registry,
+                    defaults: config.defaults,
+                    slots,
+                }),
+            },
+            report,
+        ))
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    pub fn engine(&self) -> &Arc<SandboxEngine> {
+        &self.inner.engine
+    }
+
+    /// The limits an attempt with `limits` would run under.
+    pub fn resolve_limits(&self, limits: &Limits) -> ResolvedLimits {
+        limits.resolve(
+            &self.inner.defaults,
+            self.inner.engine.config().max_memory_bytes,
+        )
+    }
+
+    /// Run one attempt. Never panics on guest behaviour; every failure is typed.
+    pub async fn run(&self, req: AttemptRequest) -> Result<AttemptOutput, AttemptFailure> {
+        let limits = self.resolve_limits(&req.limits);
+        let queued = Instant::now();
+        let _slot = self
+            .inner
+            .slots
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
+        // Resolve once the attempt has a slot: a queued attempt runs the newest version,
+        // a started one keeps the version it resolved.
+        let plugin = match self.inner.registry.resolve(&req.plugin) {
+            Ok(p) => p,
+            Err(error) => {
+                let report = AttemptReport {
+                    accounting: Accounting {
+                        fuel_budget: limits.fuel,
+                        limits: Some(limits),
+                        ..Accounting::default()
+                    },
+                    ..AttemptReport::default()
+                };
+                return Err(AttemptFailure { error, report });
+            }
+        };
+        attempt::run(
+            self.inner.engine.engine(),
+            &plugin,
+            &req,
+            limits,
+            queued.elapsed(),
+        )
+        .await
+    }
+}

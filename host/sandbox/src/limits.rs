@@ -1,0 +1,159 @@
+//! Per-attempt limits: what the step may use, with host defaults, and the
+//! `ResourceLimiter` that enforces the memory cap and records denials.
+
+use serde::{Deserialize, Serialize};
+
+/// Limits for one attempt as the engine passes them: `None` means "host default".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Fuel budget (roughly one unit per WebAssembly instruction).
+    pub fuel: Option<u64>,
+    /// Wall-clock deadline for instantiate + call, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Cap on each linear memory, in bytes. Clamped to the engine's `max_memory_bytes`.
+    pub memory_bytes: Option<u64>,
+    /// Cap on the handler's JSON result, in bytes.
+    pub output_bytes: Option<u64>,
+    /// Cap on captured stdout and on captured stderr (each), in bytes. Excess is dropped.
+    pub stdio_bytes: Option<u64>,
+    /// Cap on log records kept for the attempt; excess is dropped and counted.
+    pub max_logs: Option<u32>,
+    /// Cap on custom events kept for the attempt; excess is dropped and counted.
+    pub max_events: Option<u32>,
+    /// Cap on one event payload or log message, in bytes.
+    pub max_message_bytes: Option<u64>,
+}
+
+/// Limits with every value decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedLimits {
+    pub fuel: u64,
+    pub timeout_ms: u64,
+    pub memory_bytes: u64,
+    pub output_bytes: u64,
+    pub stdio_bytes: u64,
+    pub max_logs: u32,
+    pub max_events: u32,
+    pub max_message_bytes: u64,
+}
+
+impl Default for ResolvedLimits {
+    /// Built-in host defaults: generous for real handlers, small enough that a hostile
+    /// one costs little.
+    fn default() -> Self {
+        Self {
+            fuel: 2_000_000_000,
+            timeout_ms: 10_000,
+            memory_bytes: 64 << 20,
+            output_bytes: 1 << 20,
+            stdio_bytes: 64 << 10,
+            max_logs: 256,
+            max_events: 64,
+            max_message_bytes: 16 << 10,
+        }
+    }
+}
+
+impl Limits {
+    /// Fill unset values from `defaults`; clamp memory to what the engine can give.
+    pub fn resolve(&self, defaults: &ResolvedLimits, engine_max_memory: u64) -> ResolvedLimits {
+        ResolvedLimits {
+            fuel: self.fuel.unwrap_or(defaults.fuel),
+            timeout_ms: self.timeout_ms.unwrap_or(defaults.timeout_ms),
+            memory_bytes: self
+                .memory_bytes
+                .unwrap_or(defaults.memory_bytes)
+                .min(engine_max_memory),
+            output_bytes: self.output_bytes.unwrap_or(defaults.output_bytes),
+            stdio_bytes: self.stdio_bytes.unwrap_or(defaults.stdio_bytes),
+            max_logs: self.max_logs.unwrap_or(defaults.max_logs),
+            max_events: self.max_events.unwrap_or(defaults.max_events),
+            max_message_bytes: self.max_message_bytes.unwrap_or(defaults.max_message_bytes),
+        }
+    }
+}
+
+/// Enforces the memory cap itself (instead of `StoreLimits`) so that a denied growth is
+/// recorded: a guest whose allocator fails usually aborts with a bare `unreachable` trap,
+/// and only this record tells it apart from a panic.
+pub(crate) struct MemoryLimiter {
+    pub cap: u64,
+    pub peak: u64,
+    /// The first denied request, in bytes.
+    pub denied: Option<u64>,
+    table_elements_cap: usize,
+}
+
+impl MemoryLimiter {
+    pub fn new(cap: u64) -> Self {
+        Self {
+            cap,
+            peak: 0,
+            denied: None,
+            table_elements_cap: 1 << 20,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let desired = desired as u64;
+        if desired > self.cap {
+            self.denied.get_or_insert(desired);
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements_cap {
+            // Tables hold 8-byte references: report the denial as memory.
+            self.denied.get_or_insert(desired as u64 * 8);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn unset_limits_take_defaults_and_memory_is_clamped() {
+        let d = ResolvedLimits::default();
+        let r = Limits {
+            fuel: Some(5),
+            memory_bytes: Some(1 << 40),
+            ..Limits::default()
+        }
+        .resolve(&d, 256 << 20);
+        assert_eq!(r.fuel, 5);
+        assert_eq!(r.memory_bytes, 256 << 20);
+        assert_eq!(r.timeout_ms, d.timeout_ms);
+        let err = serde_json::from_str::<Limits>(r#"{"fuel": 1, "memory": 2}"#).unwrap_err();
+        assert!(err.to_string().contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn limiter_records_peak_and_first_denial() {
+        let mut l = MemoryLimiter::new(100);
+        assert!(l.memory_growing(0, 60, None).unwrap());
+        assert!(!l.memory_growing(60, 200, None).unwrap());
+        assert!(!l.memory_growing(60, 300, None).unwrap());
+        assert_eq!((l.peak, l.denied), (60, Some(200)));
+    }
+}
