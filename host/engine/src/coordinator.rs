@@ -227,6 +227,13 @@ impl<S: Store + 'static, E: Executor> Coordinator<S, E> {
         now: DateTime<Utc>,
         round: usize,
     ) -> Result<Vec<AttemptRecord>, CoordinatorError> {
+        for job in claimed.iter().filter(|j| j.task_started) {
+            self.bus.publish(crate::event::Event::task(
+                tasker_core::events::TASK_STARTED,
+                now,
+                job.task_id,
+            ));
+        }
         let execs: Vec<Execution> =
             join_all(claimed.iter().map(|c| self.executor.execute(c))).await;
         let mut done: Vec<(usize, StepCompletion)> = Vec::new();

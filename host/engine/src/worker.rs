@@ -285,6 +285,10 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                     .lock()
                     .expect("held leases")
                     .insert(job.step_id, job.token);
+                if job.task_started {
+                    self.bus
+                        .publish(Event::task(events::TASK_STARTED, now, job.task_id));
+                }
                 self.bus.publish(Event::step(
                     events::STEP_CLAIMED,
                     now,
