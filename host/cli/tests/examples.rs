@@ -295,3 +295,114 @@ async fn templates_show_prints_the_dag(pool: PgPool) {
     let out = run(c);
     assert!(stdout(&out).contains("\"charge_payment\" -> \"ship\";"));
 }
+
+fn write_template(dir: &std::path::Path, name: &str, yaml: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, yaml).unwrap();
+    p
+}
+
+#[sqlx::test(migrations = false)]
+async fn operations_resolve_cancel_and_retry_through_the_cli(pool: PgPool) {
+    let dir = scratch("operations");
+    let failing = write_template(
+        &dir,
+        "failing.yaml",
+        "namespace: tests\nname: ops\nversion: 1.0.0\nsteps:\n  - {name: charge, handler: fail@0.1.0, config: {mode: permanent}}\n  - {name: after, handler: noop@0.1.0, depends_on: charge}\n",
+    );
+    let mut c = tasker(&pool, &plugin_dir());
+    c.arg("run").arg(&failing).arg("--plain");
+    assert_eq!(run(c).status.code(), Some(1));
+    let store = PgStore::new(pool.clone());
+    let task = only_task(&pool).await;
+    let steps = store.steps_of_task(task).await.unwrap();
+    let charge = steps.iter().find(|s| s.name == "charge").unwrap();
+    assert_eq!(charge.state, StepState::Error);
+
+    // An operator resolves the failed step by hand; its child becomes ready.
+    let mut c = tasker(&pool, &plugin_dir());
+    c.args([
+        "resolve",
+        &charge.id.to_string(),
+        "--result",
+        r#"{"manual": true}"#,
+    ]);
+    let out = run(c);
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains("1 children are ready"),
+        "{}",
+        stdout(&out)
+    );
+    let charge_now = store.step(charge.id).await.unwrap().unwrap();
+    assert_eq!(charge_now.state, StepState::ResolvedManually);
+    assert_eq!(charge_now.result, Some(serde_json::json!({"manual": true})));
+
+    // Submit without a worker, then cancel: the task is cancelled with its steps.
+    let mut c = tasker(&pool, &plugin_dir());
+    c.arg("submit").arg(&failing);
+    let out = run(c);
+    assert!(out.status.success());
+    let second: i64 = stdout(&out)
+        .trim()
+        .parse()
+        .expect("submit prints the task id");
+    let mut c = tasker(&pool, &plugin_dir());
+    c.args(["cancel", &second.to_string()]);
+    assert!(stdout(&run(c)).contains("cancelled (2 steps)"));
+    assert_eq!(
+        store.task(second).await.unwrap().unwrap().state,
+        TaskState::Cancelled
+    );
+
+    // Retrying a task that is not in error is refused with a clear message.
+    let mut c = tasker(&pool, &plugin_dir());
+    c.args(["retry", &second.to_string()]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&second.to_string()),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn submit_wait_follows_a_task_run_by_a_separate_worker(pool: PgPool) {
+    let mut worker = tasker(&pool, &plugin_dir());
+    worker
+        .args(["worker", "--id", "submit-test"])
+        .stdout(std::process::Stdio::null());
+    let mut worker = worker.spawn().unwrap();
+    let mut c = tasker(&pool, &plugin_dir());
+    c.args([
+        "submit",
+        "examples/order/order.yaml",
+        "--context",
+        "@examples/order/context.json",
+        "--identity-key",
+        "order-1001",
+        "--wait",
+    ]);
+    let out = run(c);
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("charge_payment"), "{text}");
+    assert!(text.contains(": complete"), "{text}");
+    // The same identity key returns the same task instead of a new one.
+    let mut c = tasker(&pool, &plugin_dir());
+    c.args([
+        "submit",
+        "shop/order_fulfilment@1.0.0",
+        "--context",
+        "@examples/order/context.json",
+        "--identity-key",
+        "order-1001",
+    ]);
+    let again = run(c);
+    let first_id = text.lines().next().unwrap().trim().to_owned();
+    assert_eq!(stdout(&again).trim(), first_id);
+    assert!(stderr(&again).contains("already exists for this identity key"));
+}
