@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde_json::Value;
 use tasker_core::state::TaskState;
 use tasker_core::template::Template;
-use tasker_engine::{EventBus, Worker, WorkerConfig};
+use tasker_engine::{EventBus, Worker, WorkerConfig, ops};
 use tasker_sandbox::{PluginRef, Sandbox, SandboxConfig};
 use tasker_store::{NewTask, PgStore, Store, TaskId};
 use tokio_util::sync::CancellationToken;
@@ -162,15 +162,15 @@ impl App {
     async fn create(
         &self,
         store: &PgStore,
+        bus: &EventBus,
         template: &Template,
         context: &str,
         identity_key: Option<String>,
     ) -> Result<TaskId> {
         let context = read_json_arg(context, "context")?;
-        template.validate_context(&context)?;
         let mut req = NewTask::new(template.key(), context);
         req.identity_key = identity_key;
-        let created = store.create_task(&req, Utc::now()).await?;
+        let created = ops::create_task(store, bus, template, &req, Utc::now()).await?;
         if !created.created {
             eprintln!(
                 "task {} already exists for this identity key",
@@ -192,14 +192,14 @@ impl App {
         let store = Arc::new(self.store(8).await?);
         let sandbox = self.sandbox(false).await?;
         store.register_template(&template).await?;
-        let task_id = self.create(&store, &template, context, None).await?;
+        let bus = EventBus::default();
+        let task_id = self.create(&store, &bus, &template, context, None).await?;
         eprintln!(
             "task {task_id}: {} ({} steps)",
             template.key(),
             template.steps.len()
         );
 
-        let bus = EventBus::default();
         let progress = Progress::start(&bus, task_id, &template, plain);
         let stop = CancellationToken::new();
         let cfg = WorkerConfig {
@@ -280,7 +280,9 @@ impl App {
     ) -> Result<ExitCode> {
         let store = self.store(2).await?;
         let t = self.template_for(&store, template).await?;
-        let task_id = self.create(&store, &t, context, identity_key).await?;
+        let task_id = self
+            .create(&store, &EventBus::default(), &t, context, identity_key)
+            .await?;
         println!("{task_id}");
         if !wait {
             return Ok(ExitCode::SUCCESS);
@@ -299,7 +301,7 @@ impl App {
 
     pub async fn cancel(&self, task: TaskId) -> Result<ExitCode> {
         let store = self.store(2).await?;
-        let out = store.cancel_task(task, Utc::now()).await?;
+        let out = ops::cancel_task(&store, &EventBus::default(), task, Utc::now()).await?;
         if out.cancelled {
             println!("task {task} cancelled ({} steps)", out.steps_cancelled);
         } else {
@@ -310,7 +312,7 @@ impl App {
 
     pub async fn retry(&self, task: TaskId) -> Result<ExitCode> {
         let store = self.store(2).await?;
-        let out = store.retry_task(task, Utc::now()).await?;
+        let out = ops::retry_task(&store, &EventBus::default(), task, Utc::now()).await?;
         println!(
             "task {task}: {} failed steps will run again",
             out.steps_reset
@@ -321,7 +323,7 @@ impl App {
     pub async fn resolve(&self, step: i64, result: Option<&str>) -> Result<ExitCode> {
         let result = result.map(|r| read_json_arg(r, "result")).transpose()?;
         let store = self.store(2).await?;
-        let out = store.resolve_step(step, result, Utc::now()).await?;
+        let out = ops::resolve_step(&store, &EventBus::default(), step, result, Utc::now()).await?;
         println!(
             "step {step} resolved; {} children are ready; task {} is {}",
             out.ready_children, out.task_id, out.task_state

@@ -4,6 +4,7 @@
 pub mod coordinator;
 pub mod event;
 pub mod executor;
+pub mod ops;
 pub mod pg;
 pub mod record;
 pub mod testing;

@@ -178,6 +178,7 @@ async fn lifecycle_and_custom_events_reach_the_bus_in_order(pool: PgPool) {
     assert_eq!(
         names,
         vec![
+            "task.created",
             "task.started",
             "step.failed",
             "step.retry_scheduled",

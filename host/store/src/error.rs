@@ -1,0 +1,132 @@
+//! The store's error type: each error says whether retrying the same call may succeed.
+
+use thiserror::Error;
+
+/// What went wrong talking to the store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database could not be reached or the connection broke. Retryable.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+
+    /// A serialization failure, deadlock, lock timeout or statement timeout: the transaction
+    /// was rolled back and nothing was written. Retryable.
+    #[error("transient database conflict ({code}): {message}")]
+    Conflict { code: String, message: String },
+
+    /// The task, step or template does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+
+    /// The arguments were refused (the message names the argument).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// The operation does not apply to the object's current state (e.g. retrying a task that
+    /// is not in error).
+    #[error("not allowed in the current state: {0}")]
+    InvalidState(String),
+
+    /// A constraint refused the write: an illegal state transition, a template version
+    /// registered with another definition, or a broken invariant.
+    #[error("refused by constraint{}: {message}", constraint.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
+    Constraint {
+        constraint: Option<String>,
+        message: String,
+    },
+
+    /// A value read back from the database does not fit the Rust type.
+    #[error("unexpected value in {what}: {message}")]
+    Decode { what: String, message: String },
+
+    /// Applying the migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed if retried (after a reconnect or a short pause).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Conflict { .. }
+        )
+    }
+
+    pub(crate) fn decode(what: impl Into<String>, message: impl ToString) -> Self {
+        StoreError::Decode {
+            what: what.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e),
+            sqlx::Error::Database(ref db) => {
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                let message = db.message().to_owned();
+                match code.as_str() {
+                    // serialization_failure, deadlock_detected, lock_not_available,
+                    // query_canceled (statement timeout)
+                    "40001" | "40P01" | "55P03" | "57014" => StoreError::Conflict { code, message },
+                    // admin / crash shutdown, cannot connect now, too many connections
+                    "57P01" | "57P02" | "57P03" | "53300" => StoreError::Unavailable(e),
+                    c if c.starts_with("08") => StoreError::Unavailable(e),
+                    "P0002" => StoreError::NotFound(message),
+                    "55000" => StoreError::InvalidState(message),
+                    c if c.starts_with("22") => StoreError::InvalidInput(message),
+                    c if c.starts_with("23") => StoreError::Constraint {
+                        constraint: db.constraint().map(str::to_owned),
+                        message,
+                    },
+                    _ => StoreError::Database(e),
+                }
+            }
+            sqlx::Error::ColumnDecode { index, source } => StoreError::Decode {
+                what: format!("column {index}"),
+                message: source.to_string(),
+            },
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_classification() {
+        assert!(StoreError::Unavailable(sqlx::Error::PoolTimedOut).is_retryable());
+        assert!(
+            StoreError::Conflict {
+                code: "40P01".into(),
+                message: "deadlock detected".into()
+            }
+            .is_retryable()
+        );
+        assert!(!StoreError::NotFound("task 1".into()).is_retryable());
+        assert!(!StoreError::InvalidInput("limit".into()).is_retryable());
+        assert!(
+            !StoreError::Constraint {
+                constraint: None,
+                message: "illegal step transition".into()
+            }
+            .is_retryable()
+        );
+        assert!(StoreError::from(sqlx::Error::PoolClosed).is_retryable());
+        assert!(!StoreError::from(sqlx::Error::RowNotFound).is_retryable());
+    }
+}

@@ -1,0 +1,15 @@
+//! Tasker's store: templates, tasks and steps in PostgreSQL.
+//!
+//! The logic lives in PL/pgSQL functions in `migrations/` (readiness, execution context, the
+//! batched claim / complete / fail hot path, leases, task operations); this crate calls them
+//! and maps rows to typed results. See `docs/store.md` for the schema and invariants.
+
+mod error;
+mod pg;
+mod store;
+mod types;
+
+pub use error::StoreError;
+pub use pg::{DEFAULT_MAX_LEASE_LOSSES, MIGRATOR, PgStore, READY_CHANNEL};
+pub use store::{Result, Store};
+pub use types::*;

@@ -1,0 +1,783 @@
+//! PostgreSQL implementation: each operation is one call of a function in `migrations/`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row};
+use tasker_core::state::{StepState, TaskState};
+use tasker_core::template::Template;
+
+use crate::error::StoreError;
+use crate::store::{Result, Store};
+use crate::types::*;
+
+/// The NOTIFY channel that says "steps became ready". The payload is how many (a hint).
+pub const READY_CHANNEL: &str = "tasker_ready";
+
+/// Lease losses after which a step ends in error (a step that kills its workers).
+pub const DEFAULT_MAX_LEASE_LOSSES: u32 = 5;
+
+/// The migrations of this crate, for `sqlx::migrate` or the binary's `migrate` command.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub fn new(pool: PgPool) -> Self {
+        PgStore { pool }
+    }
+
+    /// Connect with a pool of `max_connections`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(url)
+            .await?;
+        Ok(PgStore { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A listener subscribed to [`READY_CHANNEL`]: a wake-up hint, at most one notification
+    /// per statement that made steps ready. Keep polling too (`next_ready_at`).
+    pub async fn ready_listener(&self) -> Result<PgListener> {
+        let mut l = PgListener::connect_with(&self.pool).await?;
+        l.listen(READY_CHANNEL).await?;
+        Ok(l)
+    }
+
+    /// Apply pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+}
+
+fn col<'r, T>(row: &'r PgRow, name: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(name)
+        .map_err(|e| StoreError::decode(format!("column {name}"), e))
+}
+
+fn u32_col(row: &PgRow, name: &str) -> Result<u32> {
+    let v: i32 = col(row, name)?;
+    u32::try_from(v).map_err(|_| StoreError::decode(format!("column {name}"), "negative"))
+}
+
+fn count_col(row: &PgRow, name: &str) -> Result<u32> {
+    u32_col(row, name)
+}
+
+fn step_state(s: &str) -> Result<StepState> {
+    s.parse()
+        .map_err(|e: tasker_core::state::UnknownState| StoreError::decode("step state", e))
+}
+
+fn task_state(s: &str) -> Result<TaskState> {
+    s.parse()
+        .map_err(|e: tasker_core::state::UnknownState| StoreError::decode("task state", e))
+}
+
+fn opt_task_state(s: Option<String>) -> Result<Option<TaskState>> {
+    s.as_deref().map(task_state).transpose()
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| StoreError::InvalidInput(format!("{what} {v} is too large")))
+}
+
+fn opt_i64(v: Option<u64>, what: &str) -> Result<Option<i64>> {
+    v.map(|x| to_i64(x, what)).transpose()
+}
+
+fn interval(d: Duration, what: &str) -> Result<sqlx::postgres::types::PgInterval> {
+    sqlx::postgres::types::PgInterval::try_from(d)
+        .map_err(|e| StoreError::InvalidInput(format!("{what}: {e}")))
+}
+
+/// The per-step settings `register_template` stores (retry settings are copied onto each
+/// step row at task creation).
+fn steps_json(t: &Template) -> Result<Value> {
+    let mut out = Vec::with_capacity(t.steps.len());
+    for s in &t.steps {
+        let b = &s.retry.backoff;
+        out.push(json!({
+            "name": s.name,
+            "handler": s.handler.to_string(),
+            "depends_on": s.depends_on,
+            "config": s.config,
+            "limits": serde_json::to_value(&s.limits).map_err(|e| StoreError::InvalidInput(e.to_string()))?,
+            "grants": serde_json::to_value(&s.grants).map_err(|e| StoreError::InvalidInput(e.to_string()))?,
+            "max_attempts": s.retry.max_attempts,
+            "retryable": s.retry.retryable,
+            "backoff_base_ms": to_i64(b.base_ms, &format!("step {}: backoff base_ms", s.name))?,
+            "backoff_multiplier": b.multiplier,
+            "backoff_cap_ms": to_i64(b.cap_ms, &format!("step {}: backoff cap_ms", s.name))?,
+            "backoff_jitter": b.jitter,
+            "max_retry_after_ms": to_i64(s.retry.max_retry_after_ms, &format!("step {}: max_retry_after_ms", s.name))?,
+            "max_lease_losses": DEFAULT_MAX_LEASE_LOSSES,
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+fn refusal(row: &PgRow) -> Result<Option<Refusal>> {
+    let accepted: bool = col(row, "accepted")?;
+    if accepted {
+        return Ok(None);
+    }
+    let r: Option<String> = col(row, "refusal")?;
+    Ok(Some(Refusal::parse(r.as_deref().unwrap_or("refused"))))
+}
+
+fn readiness_row(row: &PgRow) -> Result<ReadinessRow> {
+    Ok(ReadinessRow {
+        step_id: col(row, "step_id")?,
+        task_id: col(row, "task_id")?,
+        name: col(row, "name")?,
+        state: step_state(&col::<String>(row, "current_state")?)?,
+        dependencies_satisfied: col(row, "dependencies_satisfied")?,
+        total_parents: count_col(row, "total_parents")?,
+        completed_parents: count_col(row, "completed_parents")?,
+        retry_eligible: col(row, "retry_eligible")?,
+        attempts: u32_col(row, "attempts")?,
+        max_attempts: u32_col(row, "max_attempts")?,
+        retryable: col(row, "retryable")?,
+        next_retry_at: col(row, "next_retry_at")?,
+        last_attempted_at: col(row, "last_attempted_at")?,
+        last_failure_at: col(row, "last_failure_at")?,
+        backoff_request_ms: col(row, "backoff_request_ms")?,
+        ready_for_execution: col(row, "ready_for_execution")?,
+    })
+}
+
+fn context_row(row: &PgRow) -> Result<ExecutionContext> {
+    Ok(ExecutionContext {
+        task_id: col(row, "task_id")?,
+        task_state: task_state(&col::<String>(row, "task_state")?)?,
+        total_steps: count_col(row, "total_steps")?,
+        pending_steps: count_col(row, "pending_steps")?,
+        in_progress_steps: count_col(row, "in_progress_steps")?,
+        waiting_for_retry_steps: count_col(row, "waiting_for_retry_steps")?,
+        completed_steps: count_col(row, "completed_steps")?,
+        resolved_steps: count_col(row, "resolved_steps")?,
+        failed_steps: count_col(row, "failed_steps")?,
+        cancelled_steps: count_col(row, "cancelled_steps")?,
+        ready_steps: count_col(row, "ready_steps")?,
+        execution_status: col(row, "execution_status")?,
+        recommended_action: col(row, "recommended_action")?,
+        completion_percentage: col(row, "completion_percentage")?,
+        health_status: col(row, "health_status")?,
+    })
+}
+
+const STEP_COLUMNS: &str = "id, task_id, position, name, state, unfinished_parents, ready_at, \
+    attempts, max_attempts, retryable, claim_count, lease_losses, max_lease_losses, worker, \
+    lease_expires_at, last_attempted_at, last_failure_at, backoff_request_ms, last_error_kind, \
+    result, finished_at";
+
+fn step_row(row: &PgRow) -> Result<StepRow> {
+    Ok(StepRow {
+        id: col(row, "id")?,
+        task_id: col(row, "task_id")?,
+        position: u32_col(row, "position")?,
+        name: col(row, "name")?,
+        state: step_state(&col::<String>(row, "state")?)?,
+        unfinished_parents: u32_col(row, "unfinished_parents")?,
+        ready_at: col(row, "ready_at")?,
+        attempts: u32_col(row, "attempts")?,
+        max_attempts: u32_col(row, "max_attempts")?,
+        retryable: col(row, "retryable")?,
+        claim_count: i64::from(col::<i32>(row, "claim_count")?),
+        lease_losses: u32_col(row, "lease_losses")?,
+        max_lease_losses: u32_col(row, "max_lease_losses")?,
+        worker: col(row, "worker")?,
+        lease_expires_at: col(row, "lease_expires_at")?,
+        last_attempted_at: col(row, "last_attempted_at")?,
+        last_failure_at: col(row, "last_failure_at")?,
+        backoff_request_ms: col(row, "backoff_request_ms")?,
+        last_error_kind: col(row, "last_error_kind")?,
+        result: col(row, "result")?,
+        finished_at: col(row, "finished_at")?,
+    })
+}
+
+const TASK_COLUMNS: &str = "t.id, tp.template_key, t.state, t.context, t.identity_key, \
+    t.metadata, t.step_count, t.unfinished_steps, t.error_steps, t.created_at, t.updated_at, \
+    t.started_at, t.finished_at";
+
+fn task_row(row: &PgRow) -> Result<TaskRow> {
+    Ok(TaskRow {
+        id: col(row, "id")?,
+        template_key: col(row, "template_key")?,
+        state: task_state(&col::<String>(row, "state")?)?,
+        context: col(row, "context")?,
+        identity_key: col(row, "identity_key")?,
+        metadata: col(row, "metadata")?,
+        step_count: u32_col(row, "step_count")?,
+        unfinished_steps: u32_col(row, "unfinished_steps")?,
+        error_steps: u32_col(row, "error_steps")?,
+        created_at: col(row, "created_at")?,
+        updated_at: col(row, "updated_at")?,
+        started_at: col(row, "started_at")?,
+        finished_at: col(row, "finished_at")?,
+    })
+}
+
+fn attempt_row(row: &PgRow) -> Result<AttemptRow> {
+    let outcome: String = col(row, "outcome")?;
+    let decision: Option<String> = col(row, "decision")?;
+    Ok(AttemptRow {
+        step_id: col(row, "step_id")?,
+        attempt_no: i64::from(col::<i32>(row, "attempt_no")?),
+        task_id: col(row, "task_id")?,
+        worker: col(row, "worker")?,
+        started_at: col(row, "started_at")?,
+        finished_at: col(row, "finished_at")?,
+        outcome: AttemptOutcome::parse(&outcome)
+            .map_err(|e| StoreError::decode("attempts.outcome", e))?,
+        error_kind: col(row, "error_kind")?,
+        message: col(row, "message")?,
+        retryable: col(row, "retryable")?,
+        decision: decision
+            .as_deref()
+            .map(RetryDecision::parse)
+            .transpose()
+            .map_err(|e| StoreError::decode("attempts.decision", e))?,
+        next_ready_at: col(row, "next_ready_at")?,
+        fuel: col(row, "fuel")?,
+        peak_memory_bytes: col(row, "peak_memory_bytes")?,
+        wall_ms: col(row, "wall_ms")?,
+        plugin_hash: col(row, "plugin_hash")?,
+    })
+}
+
+fn transition_row<S>(
+    row: &PgRow,
+    id_col: &str,
+    parse: fn(&str) -> Result<S>,
+) -> Result<TransitionRow<S>> {
+    Ok(TransitionRow {
+        id: col(row, id_col)?,
+        sort_key: u32_col(row, "sort_key")?,
+        from_state: parse(&col::<String>(row, "from_state")?)?,
+        to_state: parse(&col::<String>(row, "to_state")?)?,
+        metadata: col(row, "metadata")?,
+        most_recent: col(row, "most_recent")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+impl Store for PgStore {
+    async fn register_template(&self, template: &Template) -> Result<RegisteredTemplate> {
+        let definition = serde_json::to_value(template)
+            .map_err(|e| StoreError::InvalidInput(format!("template {}: {e}", template.key())))?;
+        let row = sqlx::query("SELECT * FROM register_template($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&template.namespace)
+            .bind(&template.name)
+            .bind(template.version.to_string())
+            .bind(&template.description)
+            .bind(&template.context_schema)
+            .bind(&definition)
+            .bind(steps_json(template)?)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(RegisteredTemplate {
+            template_id: col(&row, "template_id")?,
+            key: col(&row, "template_key")?,
+            created: col(&row, "created")?,
+        })
+    }
+
+    async fn template(&self, key: &str) -> Result<Option<Template>> {
+        let row = sqlx::query("SELECT definition FROM templates WHERE template_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let v: Value = col(&r, "definition")?;
+            serde_json::from_value(v).map_err(|e| StoreError::decode(format!("template {key}"), e))
+        })
+        .transpose()
+    }
+
+    async fn create_task(&self, task: &NewTask, now: DateTime<Utc>) -> Result<CreatedTask> {
+        let row = sqlx::query("SELECT * FROM create_task($1, $2, $3, $4, $5)")
+            .bind(&task.template_key)
+            .bind(&task.context)
+            .bind(&task.identity_key)
+            .bind(&task.metadata)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(CreatedTask {
+            task_id: col(&row, "task_id")?,
+            created: col(&row, "created")?,
+        })
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedStep>> {
+        let limit = i32::try_from(limit)
+            .map_err(|_| StoreError::InvalidInput(format!("claim limit {limit} is too large")))?;
+        let rows = sqlx::query("SELECT * FROM claim_ready_steps($1, $2, $3, $4)")
+            .bind(worker)
+            .bind(limit)
+            .bind(interval(lease, "lease")?)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let handler: String = col(row, "handler")?;
+                let limits: Value = col(row, "limits")?;
+                let grants: Value = col(row, "grants")?;
+                Ok(ClaimedStep {
+                    step_id: col(row, "step_id")?,
+                    task_id: col(row, "task_id")?,
+                    token: col(row, "token")?,
+                    attempt: u32_col(row, "attempt")?,
+                    max_attempts: u32_col(row, "max_attempts")?,
+                    step_name: col(row, "step_name")?,
+                    handler: handler
+                        .parse()
+                        .map_err(|e| StoreError::decode("template_steps.handler", e))?,
+                    config: col(row, "config")?,
+                    limits: serde_json::from_value(limits)
+                        .map_err(|e| StoreError::decode("template_steps.limits", e))?,
+                    grants: serde_json::from_value(grants)
+                        .map_err(|e| StoreError::decode("template_steps.grants", e))?,
+                    context: col(row, "context")?,
+                    parent_results: col(row, "parent_results")?,
+                    template_key: col(row, "template_key")?,
+                    lease_expires_at: col(row, "lease_expires_at")?,
+                    task_started: col(row, "task_started")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar("SELECT next_ready_at()")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn complete(
+        &self,
+        items: &[StepCompletion],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CompletionOutcome>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = items.iter().map(|c| c.step_id).collect();
+        let tokens: Vec<i64> = items.iter().map(|c| c.token).collect();
+        let results: Vec<Value> = items.iter().map(|c| c.result.clone()).collect();
+        let mut fuel = Vec::with_capacity(items.len());
+        let mut mem = Vec::with_capacity(items.len());
+        let mut wall = Vec::with_capacity(items.len());
+        let mut hash = Vec::with_capacity(items.len());
+        for c in items {
+            fuel.push(opt_i64(c.accounting.fuel, "fuel")?);
+            mem.push(opt_i64(
+                c.accounting.peak_memory_bytes,
+                "peak_memory_bytes",
+            )?);
+            wall.push(opt_i64(c.accounting.wall_ms, "wall_ms")?);
+            hash.push(c.accounting.plugin_hash.clone());
+        }
+        let rows = sqlx::query("SELECT * FROM complete_steps($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(&results)
+            .bind(&fuel)
+            .bind(&mem)
+            .bind(&wall)
+            .bind(&hash)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CompletionOutcome {
+                    step_id: col(row, "step_id")?,
+                    task_id: col(row, "task_id")?,
+                    refusal: refusal(row)?,
+                    task_finalized: opt_task_state(col(row, "task_state")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn fail(&self, items: &[StepFailure], now: DateTime<Utc>) -> Result<Vec<FailureOutcome>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = items.iter().map(|f| f.step_id).collect();
+        let tokens: Vec<i64> = items.iter().map(|f| f.token).collect();
+        let kinds: Vec<String> = items
+            .iter()
+            .map(|f| f.error_kind.as_str().to_owned())
+            .collect();
+        let messages: Vec<String> = items.iter().map(|f| f.message.clone()).collect();
+        let retryable: Vec<bool> = items.iter().map(|f| f.retryable).collect();
+        // A retry-after beyond i64 is capped by max_retry_after_ms anyway.
+        let retry_after: Vec<Option<i64>> = items
+            .iter()
+            .map(|f| {
+                f.retry_after_ms
+                    .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
+            })
+            .collect();
+        let mut fuel = Vec::with_capacity(items.len());
+        let mut mem = Vec::with_capacity(items.len());
+        let mut wall = Vec::with_capacity(items.len());
+        let mut hash = Vec::with_capacity(items.len());
+        for f in items {
+            fuel.push(opt_i64(f.accounting.fuel, "fuel")?);
+            mem.push(opt_i64(
+                f.accounting.peak_memory_bytes,
+                "peak_memory_bytes",
+            )?);
+            wall.push(opt_i64(f.accounting.wall_ms, "wall_ms")?);
+            hash.push(f.accounting.plugin_hash.clone());
+        }
+        let rows =
+            sqlx::query("SELECT * FROM fail_steps($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+                .bind(&ids)
+                .bind(&tokens)
+                .bind(&kinds)
+                .bind(&messages)
+                .bind(&retryable)
+                .bind(&retry_after)
+                .bind(&fuel)
+                .bind(&mem)
+                .bind(&wall)
+                .bind(&hash)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                let decision: Option<String> = col(row, "decision")?;
+                Ok(FailureOutcome {
+                    step_id: col(row, "step_id")?,
+                    task_id: col(row, "task_id")?,
+                    refusal: refusal(row)?,
+                    decision: decision
+                        .as_deref()
+                        .map(RetryDecision::parse)
+                        .transpose()
+                        .map_err(|e| StoreError::decode("fail_steps.decision", e))?,
+                    next_ready_at: col(row, "next_ready_at")?,
+                    task_finalized: opt_task_state(col(row, "task_state")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &str,
+        leases: &[Lease],
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<HeartbeatOutcome>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = leases.iter().map(|l| l.step_id).collect();
+        let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
+        let rows = sqlx::query("SELECT * FROM heartbeat_steps($1, $2, $3, $4, $5)")
+            .bind(worker)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(interval(lease, "lease")?)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(HeartbeatOutcome {
+                    step_id: col(row, "step_id")?,
+                    lease_expires_at: col(row, "lease_expires_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn expire_leases(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ExpiredLease>> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows = sqlx::query("SELECT * FROM expire_leases($1, $2)")
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ExpiredLease {
+                    step_id: col(row, "step_id")?,
+                    task_id: col(row, "task_id")?,
+                    worker: col(row, "worker")?,
+                    token: col(row, "token")?,
+                    state: step_state(&col::<String>(row, "state")?)?,
+                    lease_losses: u32_col(row, "lease_losses")?,
+                    task_finalized: opt_task_state(col(row, "task_state")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn release(
+        &self,
+        worker: &str,
+        leases: &[Lease],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReleaseOutcome>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = leases.iter().map(|l| l.step_id).collect();
+        let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
+        let rows = sqlx::query("SELECT * FROM release_steps($1, $2, $3, $4)")
+            .bind(worker)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ReleaseOutcome {
+                    step_id: col(row, "step_id")?,
+                    refusal: refusal(row)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn readiness(
+        &self,
+        task_id: TaskId,
+        step_ids: Option<&[StepId]>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReadinessRow>> {
+        let rows = sqlx::query("SELECT * FROM get_step_readiness_status($1, $2, $3)")
+            .bind(task_id)
+            .bind(step_ids)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(readiness_row).collect()
+    }
+
+    async fn readiness_batch(
+        &self,
+        task_ids: &[TaskId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReadinessRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM get_step_readiness_status_batch($1, $2) ORDER BY task_id, step_id",
+        )
+        .bind(task_ids)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(readiness_row).collect()
+    }
+
+    async fn execution_context(
+        &self,
+        task_id: TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ExecutionContext>> {
+        Ok(self
+            .execution_context_batch(&[task_id], now)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn execution_context_batch(
+        &self,
+        task_ids: &[TaskId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ExecutionContext>> {
+        let rows = sqlx::query(
+            "SELECT task_id, task_state, total_steps, pending_steps, in_progress_steps, \
+             waiting_for_retry_steps, completed_steps, resolved_steps, failed_steps, \
+             cancelled_steps, ready_steps, execution_status, recommended_action, \
+             completion_percentage::float8 AS completion_percentage, health_status \
+             FROM get_task_execution_context_batch($1, $2)",
+        )
+        .bind(task_ids)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(context_row).collect()
+    }
+
+    async fn dependency_levels(&self, task_id: TaskId) -> Result<Vec<DependencyLevel>> {
+        let rows = sqlx::query("SELECT * FROM calculate_dependency_levels($1)")
+            .bind(task_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DependencyLevel {
+                    step_id: col(row, "step_id")?,
+                    name: col(row, "name")?,
+                    level: u32_col(row, "dependency_level")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn health_counts(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
+        let row = sqlx::query("SELECT * FROM get_system_health_counts($1)")
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(HealthCounts {
+            total_tasks: col(&row, "total_tasks")?,
+            pending_tasks: col(&row, "pending_tasks")?,
+            in_progress_tasks: col(&row, "in_progress_tasks")?,
+            complete_tasks: col(&row, "complete_tasks")?,
+            error_tasks: col(&row, "error_tasks")?,
+            cancelled_tasks: col(&row, "cancelled_tasks")?,
+            total_steps: col(&row, "total_steps")?,
+            pending_steps: col(&row, "pending_steps")?,
+            in_progress_steps: col(&row, "in_progress_steps")?,
+            waiting_for_retry_steps: col(&row, "waiting_for_retry_steps")?,
+            complete_steps: col(&row, "complete_steps")?,
+            error_steps: col(&row, "error_steps")?,
+            cancelled_steps: col(&row, "cancelled_steps")?,
+            resolved_steps: col(&row, "resolved_steps")?,
+            ready_steps: col(&row, "ready_steps")?,
+            retry_backlog: col(&row, "retry_backlog")?,
+            expired_leases: col(&row, "expired_leases")?,
+            active_connections: col(&row, "active_connections")?,
+            max_connections: col(&row, "max_connections")?,
+        })
+    }
+
+    async fn cancel_task(&self, task_id: TaskId, now: DateTime<Utc>) -> Result<CancelOutcome> {
+        let row = sqlx::query("SELECT * FROM cancel_task($1, $2)")
+            .bind(task_id)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(CancelOutcome {
+            task_id: col(&row, "task_id")?,
+            cancelled: col(&row, "cancelled")?,
+            steps_cancelled: u32_col(&row, "steps_cancelled")?,
+        })
+    }
+
+    async fn retry_task(&self, task_id: TaskId, now: DateTime<Utc>) -> Result<RetryOutcome> {
+        let row = sqlx::query("SELECT * FROM retry_task($1, $2)")
+            .bind(task_id)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(RetryOutcome {
+            task_id: col(&row, "task_id")?,
+            steps_reset: u32_col(&row, "steps_reset")?,
+        })
+    }
+
+    async fn resolve_step(
+        &self,
+        step_id: StepId,
+        result: Option<Value>,
+        now: DateTime<Utc>,
+    ) -> Result<ResolveOutcome> {
+        let row = sqlx::query("SELECT * FROM resolve_step($1, $2, $3)")
+            .bind(step_id)
+            .bind(result)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(ResolveOutcome {
+            step_id: col(&row, "step_id")?,
+            task_id: col(&row, "task_id")?,
+            ready_children: u32_col(&row, "ready_children")?,
+            task_state: task_state(&col::<String>(&row, "task_state")?)?,
+        })
+    }
+
+    async fn task(&self, task_id: TaskId) -> Result<Option<TaskRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks t JOIN templates tp ON tp.id = t.template_id \
+             WHERE t.id = $1"
+        ))
+        .bind(task_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(task_row).transpose()
+    }
+
+    async fn steps_of_task(&self, task_id: TaskId) -> Result<Vec<StepRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {STEP_COLUMNS} FROM steps WHERE task_id = $1 ORDER BY id"
+        ))
+        .bind(task_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(step_row).collect()
+    }
+
+    async fn step(&self, step_id: StepId) -> Result<Option<StepRow>> {
+        let row = sqlx::query(&format!("SELECT {STEP_COLUMNS} FROM steps WHERE id = $1"))
+            .bind(step_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(step_row).transpose()
+    }
+
+    async fn attempts_of_step(&self, step_id: StepId) -> Result<Vec<AttemptRow>> {
+        let rows = sqlx::query("SELECT * FROM attempts WHERE step_id = $1 ORDER BY attempt_no")
+            .bind(step_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(attempt_row).collect()
+    }
+
+    async fn step_transitions(&self, step_id: StepId) -> Result<Vec<TransitionRow<StepState>>> {
+        let rows =
+            sqlx::query("SELECT * FROM step_transitions WHERE step_id = $1 ORDER BY sort_key")
+                .bind(step_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| transition_row(r, "step_id", step_state))
+            .collect()
+    }
+
+    async fn task_transitions(&self, task_id: TaskId) -> Result<Vec<TransitionRow<TaskState>>> {
+        let rows =
+            sqlx::query("SELECT * FROM task_transitions WHERE task_id = $1 ORDER BY sort_key")
+                .bind(task_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| transition_row(r, "task_id", task_state))
+            .collect()
+    }
+}

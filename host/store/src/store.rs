@@ -1,0 +1,176 @@
+//! The operations the orchestrator needs from a store, backend-neutral.
+//!
+//! Every time-dependent call takes `now` from the caller's clock, so tests and the test
+//! coordinator control time. Batch calls return one outcome per input item, in input order.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tasker_core::state::{StepState, TaskState};
+use tasker_core::template::Template;
+
+use crate::error::StoreError;
+use crate::types::*;
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Storage for templates, tasks and steps. [`crate::PgStore`] implements it; a SQLite store
+/// can implement the same contract (see docs/store.md for the invariants it must keep).
+pub trait Store: Send + Sync {
+    /// Register a validated template (idempotent for an identical definition).
+    fn register_template(
+        &self,
+        template: &Template,
+    ) -> impl Future<Output = Result<RegisteredTemplate>> + Send;
+
+    /// The registered template with this `namespace/name@version` key.
+    fn template(&self, key: &str) -> impl Future<Output = Result<Option<Template>>> + Send;
+
+    /// Create a task; with an identity key, a duplicate returns the existing task.
+    fn create_task(
+        &self,
+        task: &NewTask,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<CreatedTask>> + Send;
+
+    /// Claim up to `limit` ready steps (oldest `ready_at` first) under a lease.
+    fn claim(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<ClaimedStep>>> + Send;
+
+    /// The earliest time a step becomes claimable (None: nothing queued). Lets an idle
+    /// worker sleep exactly until a retry is due instead of polling blindly.
+    fn next_ready_at(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>>> + Send;
+
+    /// Record successful attempts; releases children and finalizes tasks.
+    fn complete(
+        &self,
+        items: &[StepCompletion],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<CompletionOutcome>>> + Send;
+
+    /// Record failed attempts; schedules retries or ends steps in error.
+    fn fail(
+        &self,
+        items: &[StepFailure],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<FailureOutcome>>> + Send;
+
+    /// Extend leases this worker holds.
+    fn heartbeat(
+        &self,
+        worker: &str,
+        leases: &[Lease],
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<HeartbeatOutcome>>> + Send;
+
+    /// Take back steps whose lease expired before `now` (at most `limit`).
+    fn expire_leases(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ExpiredLease>>> + Send;
+
+    /// Give back claimed steps without penalty (graceful shutdown).
+    fn release(
+        &self,
+        worker: &str,
+        leases: &[Lease],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<ReleaseOutcome>>> + Send;
+
+    /// Readiness of a task's steps (all, or the given ones), computed from the DAG.
+    fn readiness(
+        &self,
+        task_id: TaskId,
+        step_ids: Option<&[StepId]>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<ReadinessRow>>> + Send;
+
+    /// Readiness of every step of several tasks.
+    fn readiness_batch(
+        &self,
+        task_ids: &[TaskId],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<ReadinessRow>>> + Send;
+
+    /// Execution context of one task (None if it does not exist).
+    fn execution_context(
+        &self,
+        task_id: TaskId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<ExecutionContext>>> + Send;
+
+    /// Execution contexts of several tasks (unknown ids are skipped).
+    fn execution_context_batch(
+        &self,
+        task_ids: &[TaskId],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<ExecutionContext>>> + Send;
+
+    /// Longest-path level of each step of a task.
+    fn dependency_levels(
+        &self,
+        task_id: TaskId,
+    ) -> impl Future<Output = Result<Vec<DependencyLevel>>> + Send;
+
+    /// Whole-system counts for health endpoints.
+    fn health_counts(
+        &self,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<HealthCounts>> + Send;
+
+    /// Cancel a task and all its unfinished steps.
+    fn cancel_task(
+        &self,
+        task_id: TaskId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<CancelOutcome>> + Send;
+
+    /// Retry a task in error: its error steps get a fresh attempt budget.
+    fn retry_task(
+        &self,
+        task_id: TaskId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<RetryOutcome>> + Send;
+
+    /// Mark a pending, waiting or failed step as resolved by hand, with an optional result.
+    fn resolve_step(
+        &self,
+        step_id: StepId,
+        result: Option<Value>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<ResolveOutcome>> + Send;
+
+    fn task(&self, task_id: TaskId) -> impl Future<Output = Result<Option<TaskRow>>> + Send;
+
+    /// The steps of a task, by id (a parent's id is below its children's).
+    fn steps_of_task(&self, task_id: TaskId) -> impl Future<Output = Result<Vec<StepRow>>> + Send;
+
+    fn step(&self, step_id: StepId) -> impl Future<Output = Result<Option<StepRow>>> + Send;
+
+    /// The attempts of a step, oldest first.
+    fn attempts_of_step(
+        &self,
+        step_id: StepId,
+    ) -> impl Future<Output = Result<Vec<AttemptRow>>> + Send;
+
+    /// The state history of a step, oldest first.
+    fn step_transitions(
+        &self,
+        step_id: StepId,
+    ) -> impl Future<Output = Result<Vec<TransitionRow<StepState>>>> + Send;
+
+    /// The state history of a task, oldest first.
+    fn task_transitions(
+        &self,
+        task_id: TaskId,
+    ) -> impl Future<Output = Result<Vec<TransitionRow<TaskState>>>> + Send;
+}

@@ -1,0 +1,465 @@
+//! Rows and results of store operations. Backend-neutral: a SQLite store returns the same.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tasker_core::error_kind::ErrorKind;
+use tasker_core::state::{StepState, TaskState};
+use tasker_core::template::{Grants, HandlerRef, Limits};
+
+/// Database ids.
+pub type TaskId = i64;
+pub type StepId = i64;
+
+/// A template as registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredTemplate {
+    pub template_id: i64,
+    /// `namespace/name@version`.
+    pub key: String,
+    /// False when the same definition was already registered under this key.
+    pub created: bool,
+}
+
+/// A request to run a template once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub template_key: String,
+    /// JSON object given to every step.
+    pub context: Value,
+    /// Idempotency key, unique per namespace: a second create returns the first task.
+    pub identity_key: Option<String>,
+    /// Initiator, source system, reason, tags...
+    pub metadata: Value,
+}
+
+impl NewTask {
+    pub fn new(template_key: impl Into<String>, context: Value) -> Self {
+        NewTask {
+            template_key: template_key.into(),
+            context,
+            identity_key: None,
+            metadata: Value::Object(Default::default()),
+        }
+    }
+
+    pub fn with_identity_key(mut self, key: impl Into<String>) -> Self {
+        self.identity_key = Some(key.into());
+        self
+    }
+}
+
+/// Result of a create: `created` is false when the identity key matched an existing task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreatedTask {
+    pub task_id: TaskId,
+    pub created: bool,
+}
+
+/// A step claimed by a worker, with everything needed to run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedStep {
+    pub step_id: StepId,
+    pub task_id: TaskId,
+    /// Fencing token: present it with the completion, failure, heartbeat or release.
+    pub token: i64,
+    /// 1-based number of this handler attempt (lease losses and releases do not count).
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub step_name: String,
+    pub handler: HandlerRef,
+    pub config: Value,
+    pub limits: Limits,
+    pub grants: Grants,
+    /// The task's context.
+    pub context: Value,
+    /// `{parent step name: its result}`.
+    pub parent_results: Value,
+    pub template_key: String,
+    pub lease_expires_at: DateTime<Utc>,
+    /// This claim started the task (pending -> in_progress).
+    pub task_started: bool,
+}
+
+impl ClaimedStep {
+    pub fn lease(&self) -> Lease {
+        Lease {
+            step_id: self.step_id,
+            token: self.token,
+        }
+    }
+}
+
+/// A held claim: the step and its fencing token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub step_id: StepId,
+    pub token: i64,
+}
+
+/// What an attempt used, as reported by the sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accounting {
+    pub fuel: Option<u64>,
+    pub peak_memory_bytes: Option<u64>,
+    pub wall_ms: Option<u64>,
+    /// blake3 of the component that ran.
+    pub plugin_hash: Option<String>,
+}
+
+/// A successful attempt to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepCompletion {
+    pub step_id: StepId,
+    pub token: i64,
+    pub result: Value,
+    pub accounting: Accounting,
+}
+
+/// A failed attempt to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepFailure {
+    pub step_id: StepId,
+    pub token: i64,
+    pub error_kind: ErrorKind,
+    pub message: String,
+    /// The failure's own verdict (after the template's `retry.by_kind`). A retry also needs
+    /// the step's policy to be retryable and attempts left.
+    pub retryable: bool,
+    /// A handler's retry-after: replaces the backoff, capped at the step's
+    /// `max_retry_after_ms`.
+    pub retry_after_ms: Option<u64>,
+    pub accounting: Accounting,
+}
+
+/// Why a completion, failure, heartbeat or release was refused. A refused item changed
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The step is no longer held under this token: its lease was lost and it was claimed
+    /// again (or it was retried since).
+    StaleToken,
+    /// The step is not in progress (lease expired and returned, released, finished).
+    NotInProgress,
+    /// The task was cancelled.
+    Cancelled,
+    /// No such step.
+    UnknownStep,
+    /// The same step appeared earlier in this batch.
+    DuplicateInBatch,
+    /// Held under this token by another worker.
+    OtherWorker,
+    Other(String),
+}
+
+impl Refusal {
+    pub(crate) fn parse(s: &str) -> Refusal {
+        match s {
+            "stale_token" => Refusal::StaleToken,
+            "not_in_progress" => Refusal::NotInProgress,
+            "cancelled" => Refusal::Cancelled,
+            "unknown_step" => Refusal::UnknownStep,
+            "duplicate_in_batch" => Refusal::DuplicateInBatch,
+            "other_worker" => Refusal::OtherWorker,
+            other => Refusal::Other(other.to_owned()),
+        }
+    }
+}
+
+/// Outcome of one item of [`StepCompletion`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletionOutcome {
+    pub step_id: StepId,
+    /// None for an unknown step.
+    pub task_id: Option<TaskId>,
+    /// None when accepted.
+    pub refusal: Option<Refusal>,
+    /// Set when this call finalized the step's task (complete or error).
+    pub task_finalized: Option<TaskState>,
+}
+
+impl CompletionOutcome {
+    pub fn accepted(&self) -> bool {
+        self.refusal.is_none()
+    }
+}
+
+/// What a failure led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// waiting_for_retry until `next_ready_at`.
+    Retry,
+    /// error: the failure or the step is not retryable.
+    Permanent,
+    /// error: no attempts (or lease losses) left.
+    Exhausted,
+}
+
+impl RetryDecision {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "retry" => Ok(RetryDecision::Retry),
+            "permanent" => Ok(RetryDecision::Permanent),
+            "exhausted" => Ok(RetryDecision::Exhausted),
+            other => Err(format!("unknown retry decision '{other}'")),
+        }
+    }
+}
+
+/// Outcome of one item of [`StepFailure`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureOutcome {
+    pub step_id: StepId,
+    pub task_id: Option<TaskId>,
+    pub refusal: Option<Refusal>,
+    /// Set when accepted.
+    pub decision: Option<RetryDecision>,
+    /// When the step can be claimed again (decision Retry).
+    pub next_ready_at: Option<DateTime<Utc>>,
+    pub task_finalized: Option<TaskState>,
+}
+
+impl FailureOutcome {
+    pub fn accepted(&self) -> bool {
+        self.refusal.is_none()
+    }
+}
+
+/// Outcome of one heartbeat item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatOutcome {
+    pub step_id: StepId,
+    /// New expiry, or None when the lease is no longer held (stop working on the step).
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+/// Outcome of one release item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseOutcome {
+    pub step_id: StepId,
+    pub refusal: Option<Refusal>,
+}
+
+/// A step whose lease expired and was taken back by the sweeper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredLease {
+    pub step_id: StepId,
+    pub task_id: TaskId,
+    /// The worker that lost it.
+    pub worker: Option<String>,
+    /// The token that is now stale.
+    pub token: i64,
+    /// waiting_for_retry (claimable now) or error (too many lease losses).
+    pub state: StepState,
+    pub lease_losses: u32,
+    pub task_finalized: Option<TaskState>,
+}
+
+/// `get_step_readiness_status`: one step and why it is or is not ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadinessRow {
+    pub step_id: StepId,
+    pub task_id: TaskId,
+    pub name: String,
+    pub state: StepState,
+    pub dependencies_satisfied: bool,
+    pub total_parents: u32,
+    pub completed_parents: u32,
+    pub retry_eligible: bool,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub retryable: bool,
+    pub next_retry_at: Option<DateTime<Utc>>,
+    pub last_attempted_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub backoff_request_ms: Option<i64>,
+    pub ready_for_execution: bool,
+}
+
+/// `get_task_execution_context`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionContext {
+    pub task_id: TaskId,
+    pub task_state: TaskState,
+    pub total_steps: u32,
+    pub pending_steps: u32,
+    pub in_progress_steps: u32,
+    pub waiting_for_retry_steps: u32,
+    pub completed_steps: u32,
+    pub resolved_steps: u32,
+    pub failed_steps: u32,
+    pub cancelled_steps: u32,
+    pub ready_steps: u32,
+    /// has_ready_steps, processing, blocked_by_failures, all_complete, cancelled,
+    /// waiting_for_dependencies.
+    pub execution_status: String,
+    /// execute_ready_steps, wait_for_completion, handle_failures, finalize_task,
+    /// wait_for_dependencies, none.
+    pub recommended_action: String,
+    pub completion_percentage: f64,
+    /// healthy, recovering, blocked, unknown.
+    pub health_status: String,
+}
+
+/// `calculate_dependency_levels`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependencyLevel {
+    pub step_id: StepId,
+    pub name: String,
+    pub level: u32,
+}
+
+/// `get_system_health_counts`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthCounts {
+    pub total_tasks: i64,
+    pub pending_tasks: i64,
+    pub in_progress_tasks: i64,
+    pub complete_tasks: i64,
+    pub error_tasks: i64,
+    pub cancelled_tasks: i64,
+    pub total_steps: i64,
+    pub pending_steps: i64,
+    pub in_progress_steps: i64,
+    pub waiting_for_retry_steps: i64,
+    pub complete_steps: i64,
+    pub error_steps: i64,
+    pub cancelled_steps: i64,
+    pub resolved_steps: i64,
+    /// Claimable now.
+    pub ready_steps: i64,
+    /// Claimable later (retry backoff).
+    pub retry_backlog: i64,
+    pub expired_leases: i64,
+    pub active_connections: i64,
+    pub max_connections: i64,
+}
+
+/// Result of cancelling a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelOutcome {
+    pub task_id: TaskId,
+    /// False when it was already cancelled.
+    pub cancelled: bool,
+    pub steps_cancelled: u32,
+}
+
+/// Result of retrying a task in error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOutcome {
+    pub task_id: TaskId,
+    pub steps_reset: u32,
+}
+
+/// Result of resolving a step by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolveOutcome {
+    pub step_id: StepId,
+    pub task_id: TaskId,
+    pub ready_children: u32,
+    pub task_state: TaskState,
+}
+
+/// A task row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRow {
+    pub id: TaskId,
+    pub template_key: String,
+    pub state: TaskState,
+    pub context: Value,
+    pub identity_key: Option<String>,
+    pub metadata: Value,
+    pub step_count: u32,
+    pub unfinished_steps: u32,
+    pub error_steps: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A step row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRow {
+    pub id: StepId,
+    pub task_id: TaskId,
+    pub position: u32,
+    pub name: String,
+    pub state: StepState,
+    pub unfinished_parents: u32,
+    pub ready_at: Option<DateTime<Utc>>,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub retryable: bool,
+    /// The current fencing token (number of claims so far).
+    pub claim_count: i64,
+    pub lease_losses: u32,
+    pub max_lease_losses: u32,
+    pub worker: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub last_attempted_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub backoff_request_ms: Option<i64>,
+    pub last_error_kind: Option<String>,
+    pub result: Option<Value>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Completed,
+    Failed,
+    LeaseLost,
+    Released,
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "completed" => AttemptOutcome::Completed,
+            "failed" => AttemptOutcome::Failed,
+            "lease_lost" => AttemptOutcome::LeaseLost,
+            "released" => AttemptOutcome::Released,
+            "cancelled" => AttemptOutcome::Cancelled,
+            other => return Err(format!("unknown attempt outcome '{other}'")),
+        })
+    }
+}
+
+/// One claim of a step that ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    pub step_id: StepId,
+    /// The claim's fencing token.
+    pub attempt_no: i64,
+    pub task_id: TaskId,
+    pub worker: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: AttemptOutcome,
+    /// An [`ErrorKind`] name, or `released` / `cancelled`.
+    pub error_kind: Option<String>,
+    pub message: Option<String>,
+    pub retryable: Option<bool>,
+    pub decision: Option<RetryDecision>,
+    pub next_ready_at: Option<DateTime<Utc>>,
+    pub fuel: Option<i64>,
+    pub peak_memory_bytes: Option<i64>,
+    pub wall_ms: Option<i64>,
+    pub plugin_hash: Option<String>,
+}
+
+/// One audit row of a task's or a step's state history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransitionRow<S> {
+    /// The task or step id.
+    pub id: i64,
+    pub sort_key: u32,
+    pub from_state: S,
+    pub to_state: S,
+    pub metadata: Value,
+    pub most_recent: bool,
+    pub created_at: DateTime<Utc>,
+}
