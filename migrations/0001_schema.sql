@@ -100,6 +100,8 @@ CREATE TABLE template_steps (
     backoff_jitter      float8 NOT NULL CHECK (backoff_jitter >= 0 AND backoff_jitter <= 1),
     max_retry_after_ms  bigint NOT NULL CHECK (max_retry_after_ms >= 0),
     max_lease_losses    int NOT NULL CHECK (max_lease_losses >= 1),
+    -- sticky: a retry runs the plugin hash of the step's first attempt; latest: resolve again.
+    pin                 text NOT NULL DEFAULT 'sticky' CHECK (pin IN ('sticky', 'latest')),
     PRIMARY KEY (template_id, position),
     UNIQUE (template_id, name)
 );
@@ -243,7 +245,7 @@ CREATE TABLE attempts (
     next_ready_at      timestamptz,
     fuel               bigint,
     peak_memory_bytes  bigint,
-    wall_ms            bigint,
+    wall_us            bigint,
     plugin_hash        text,
     PRIMARY KEY (step_id, attempt_no)
 );

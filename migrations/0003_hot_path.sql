@@ -110,7 +110,12 @@ $$;
 
 -- Claim up to p_limit ready steps in one statement. Each returned step carries everything a
 -- worker needs, and its fencing token (the new claim_count). task_started: this claim moved
--- the step's task from pending to in_progress.
+-- the step's task from pending to in_progress. pinned_hash: for a step pinned `sticky`, the
+-- plugin hash its first attempt ran, so every retry runs the same code.
+--
+-- The claim commits asynchronously (synchronous_commit off): a claim lost in a server crash
+-- only leaves the step claimable again, and the worker's result then presents a stale token
+-- and is refused, so nothing is lost or done twice in the store. Results commit durably.
 CREATE FUNCTION claim_ready_steps(
     p_worker text, p_limit int, p_lease interval, p_now timestamptz DEFAULT now()
 ) RETURNS TABLE (
@@ -128,7 +133,8 @@ CREATE FUNCTION claim_ready_steps(
     parent_results jsonb,
     template_key text,
     lease_expires_at timestamptz,
-    task_started boolean
+    task_started boolean,
+    pinned_hash text
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -150,6 +156,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM set_config('tasker.reason', 'claim', true);
+    PERFORM set_config('synchronous_commit', 'off', true);
 
     WITH c AS (
         SELECT s.id
@@ -196,7 +203,12 @@ BEGIN
            coalesce((SELECT jsonb_object_agg(ps.name, ps.result)
                      FROM edges e JOIN steps ps ON ps.id = e.parent_id
                      WHERE e.child_id = s.id), '{}'::jsonb),
-           tp.template_key, s.lease_expires_at, s.task_id = ANY (coalesce(v_started, '{}'))
+           tp.template_key, s.lease_expires_at, s.task_id = ANY (coalesce(v_started, '{}')),
+           CASE WHEN ts.pin = 'sticky' AND s.claim_count > 1 THEN
+               (SELECT a.plugin_hash FROM attempts a
+                WHERE a.step_id = s.id AND a.plugin_hash IS NOT NULL
+                ORDER BY a.attempt_no LIMIT 1)
+           END
     FROM steps s
     JOIN tasks t ON t.id = s.task_id
     JOIN templates tp ON tp.id = t.template_id
@@ -214,7 +226,7 @@ CREATE FUNCTION complete_steps(
     p_results jsonb[],
     p_fuel bigint[] DEFAULT NULL,
     p_peak_memory_bytes bigint[] DEFAULT NULL,
-    p_wall_ms bigint[] DEFAULT NULL,
+    p_wall_us bigint[] DEFAULT NULL,
     p_plugin_hashes text[] DEFAULT NULL,
     p_now timestamptz DEFAULT now()
 ) RETURNS TABLE (
@@ -235,7 +247,7 @@ DECLARE
     v_fin_states text[];
 BEGIN
     PERFORM tasker_check_lengths('complete_steps', v_n, cardinality(p_tokens), cardinality(p_results),
-        cardinality(p_fuel), cardinality(p_peak_memory_bytes), cardinality(p_wall_ms),
+        cardinality(p_fuel), cardinality(p_peak_memory_bytes), cardinality(p_wall_us),
         cardinality(p_plugin_hashes));
     IF v_n = 0 THEN
         RETURN;
@@ -245,7 +257,7 @@ BEGIN
 
     WITH items AS (
         SELECT DISTINCT ON (x.sid) x.*
-        FROM unnest(p_step_ids, p_tokens, p_results, p_fuel, p_peak_memory_bytes, p_wall_ms,
+        FROM unnest(p_step_ids, p_tokens, p_results, p_fuel, p_peak_memory_bytes, p_wall_us,
                     p_plugin_hashes) WITH ORDINALITY
              AS x(sid, tok, res, fuel, mem, wall, hash, ord)
         ORDER BY x.sid, x.ord
@@ -263,7 +275,7 @@ BEGIN
                   i.fuel, i.mem, i.wall, i.hash
     ), a AS (
         INSERT INTO attempts (step_id, attempt_no, task_id, worker, started_at, finished_at,
-                              outcome, fuel, peak_memory_bytes, wall_ms, plugin_hash)
+                              outcome, fuel, peak_memory_bytes, wall_us, plugin_hash)
         SELECT u.id, u.claim_count, u.task_id, u.worker, u.last_attempted_at, p_now,
                'completed', u.fuel, u.mem, u.wall, u.hash
         FROM u
@@ -315,7 +327,7 @@ CREATE FUNCTION fail_steps(
     p_retry_after_ms bigint[] DEFAULT NULL,
     p_fuel bigint[] DEFAULT NULL,
     p_peak_memory_bytes bigint[] DEFAULT NULL,
-    p_wall_ms bigint[] DEFAULT NULL,
+    p_wall_us bigint[] DEFAULT NULL,
     p_plugin_hashes text[] DEFAULT NULL,
     p_now timestamptz DEFAULT now()
 ) RETURNS TABLE (
@@ -341,7 +353,7 @@ DECLARE
 BEGIN
     PERFORM tasker_check_lengths('fail_steps', v_n, cardinality(p_tokens), cardinality(p_error_kinds),
         cardinality(p_messages), cardinality(p_retryable), cardinality(p_retry_after_ms),
-        cardinality(p_fuel), cardinality(p_peak_memory_bytes), cardinality(p_wall_ms),
+        cardinality(p_fuel), cardinality(p_peak_memory_bytes), cardinality(p_wall_us),
         cardinality(p_plugin_hashes));
     IF v_n = 0 THEN
         RETURN;
@@ -352,7 +364,7 @@ BEGIN
     WITH items AS (
         SELECT DISTINCT ON (x.sid) x.*
         FROM unnest(p_step_ids, p_tokens, p_error_kinds, p_messages, p_retryable, p_retry_after_ms,
-                    p_fuel, p_peak_memory_bytes, p_wall_ms, p_plugin_hashes) WITH ORDINALITY
+                    p_fuel, p_peak_memory_bytes, p_wall_us, p_plugin_hashes) WITH ORDINALITY
              AS x(sid, tok, kind, msg, retryable, retry_after, fuel, mem, wall, hash, ord)
         ORDER BY x.sid, x.ord
     ), d AS (
@@ -385,7 +397,7 @@ BEGIN
     ), a AS (
         INSERT INTO attempts (step_id, attempt_no, task_id, worker, started_at, finished_at,
                               outcome, error_kind, message, retryable, decision, next_ready_at,
-                              fuel, peak_memory_bytes, wall_ms, plugin_hash)
+                              fuel, peak_memory_bytes, wall_us, plugin_hash)
         SELECT u.id, u.claim_count, u.task_id, u.worker, u.last_attempted_at, p_now,
                'failed', coalesce(u.kind, 'unknown'), u.msg, u.retryable, u.decision, u.ready_at,
                u.fuel, u.mem, u.wall, u.hash

@@ -112,7 +112,7 @@ BEGIN
         INSERT INTO template_steps (template_id, position, name, handler, config, limits, grants,
                                     parent_positions, level, max_attempts, retryable,
                                     backoff_base_ms, backoff_multiplier, backoff_cap_ms,
-                                    backoff_jitter, max_retry_after_ms, max_lease_losses)
+                                    backoff_jitter, max_retry_after_ms, max_lease_losses, pin)
         SELECT v_id, s.position, s.name, s.spec ->> 'handler',
                coalesce(s.spec -> 'config', '{}'), coalesce(s.spec -> 'limits', '{}'),
                coalesce(s.spec -> 'grants', '{}'),
@@ -126,7 +126,8 @@ BEGIN
                coalesce((s.spec ->> 'backoff_cap_ms')::bigint, 300000),
                coalesce((s.spec ->> 'backoff_jitter')::float8, 0.1),
                coalesce((s.spec ->> 'max_retry_after_ms')::bigint, 3600000),
-               coalesce((s.spec ->> 'max_lease_losses')::int, 5)
+               coalesce((s.spec ->> 'max_lease_losses')::int, 5),
+               coalesce(s.spec ->> 'pin', 'sticky')
         FROM tasker_tpl_steps s;
     EXCEPTION WHEN check_violation OR invalid_text_representation OR numeric_value_out_of_range THEN
         RAISE EXCEPTION 'template %: bad retry settings: %', v_key, SQLERRM

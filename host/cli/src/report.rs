@@ -26,6 +26,14 @@ fn bytes(n: i64) -> String {
     }
 }
 
+fn micros(us: i64) -> String {
+    if us >= 10_000 {
+        format!("{:.0} ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2} ms", us as f64 / 1000.0)
+    }
+}
+
 fn short_hash(h: &str) -> String {
     h.chars().take(12).collect()
 }
@@ -103,7 +111,9 @@ pub async fn summary(store: &PgStore, task: TaskId) -> Result<()> {
             s.name.clone(),
             s.state.to_string(),
             attempts.len().to_string(),
-            opt(last.and_then(|a| a.wall_ms)),
+            last.and_then(|a| a.wall_us)
+                .map(micros)
+                .unwrap_or_else(|| "-".into()),
             opt(last.and_then(|a| a.fuel)),
             last.and_then(|a| a.peak_memory_bytes)
                 .map(bytes)

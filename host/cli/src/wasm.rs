@@ -32,13 +32,9 @@ impl WasmExecutor {
     }
 }
 
-fn pinned_hash(_step: &ClaimedStep) -> Option<&str> {
-    None
-}
-
 /// Which plugin to run: a pinned hash from an earlier attempt wins over the name.
 pub fn plugin_ref(step: &ClaimedStep) -> Result<PluginRef, String> {
-    if let Some(hash) = pinned_hash(step) {
+    if let Some(hash) = &step.pinned_hash {
         return hash
             .parse::<PluginHash>()
             .map(PluginRef::Hash)
@@ -107,7 +103,7 @@ fn accounting(report: &AttemptReport) -> Accounting {
     Accounting {
         fuel: Some(a.fuel_consumed),
         peak_memory_bytes: Some(a.peak_memory_bytes),
-        wall_ms: Some(a.wall_time_us / 1000),
+        wall_us: Some(a.wall_time_us),
         plugin_hash: a.plugin.as_ref().map(|p| p.hash.to_hex()),
     }
 }
@@ -173,5 +169,67 @@ impl Executor for WasmExecutor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn step(handler: &str, pinned: Option<&str>) -> ClaimedStep {
+        ClaimedStep {
+            step_id: 1,
+            task_id: 1,
+            token: 2,
+            attempt: 2,
+            max_attempts: 3,
+            step_name: "s".into(),
+            handler: handler.parse().unwrap(),
+            config: json!({}),
+            limits: Default::default(),
+            grants: Default::default(),
+            context: json!({}),
+            parent_results: json!({}),
+            template_key: "t/t@1.0.0".into(),
+            lease_expires_at: chrono::Utc::now(),
+            task_started: false,
+            pinned_hash: pinned.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_pinned_hash_wins_over_the_name() {
+        let hash = "ab".repeat(32);
+        let r = plugin_ref(&step("noop@0.1.0", Some(&hash))).unwrap();
+        assert_eq!(r.to_string(), format!("blake3:{hash}"));
+        let r = plugin_ref(&step("noop@0.1.0", None)).unwrap();
+        assert_eq!(r.to_string(), "noop@0.1.0");
+        assert!(plugin_ref(&step("noop@0.1.0", Some("zz"))).is_err());
+    }
+
+    #[test]
+    fn template_limits_and_grants_map_onto_the_sandbox() {
+        let l = limits(&template::Limits {
+            timeout_ms: Some(5),
+            fuel: Some(7),
+            memory_mb: Some(2),
+            max_output_bytes: Some(9),
+        });
+        assert_eq!(
+            (l.timeout_ms, l.fuel, l.memory_bytes, l.output_bytes),
+            (Some(5), Some(7), Some(2 << 20), Some(9))
+        );
+        let g = grants(&template::Grants {
+            dirs: vec![template::DirGrant {
+                host: "/data".into(),
+                guest: "/in".into(),
+                mode: template::DirMode::ReadWrite,
+            }],
+            env: vec!["A".into()],
+            net: vec!["h:1".into()],
+        });
+        assert!(g.dirs[0].writable);
+        assert_eq!((g.env.len(), g.net.len()), (1, 1));
     }
 }

@@ -126,6 +126,7 @@ fn steps_json(t: &Template) -> Result<Value> {
             "backoff_jitter": b.jitter,
             "max_retry_after_ms": to_i64(s.retry.max_retry_after_ms, &format!("step {}: max_retry_after_ms", s.name))?,
             "max_lease_losses": DEFAULT_MAX_LEASE_LOSSES,
+            "pin": s.pin,
         }));
     }
     Ok(Value::Array(out))
@@ -257,7 +258,7 @@ fn attempt_row(row: &PgRow) -> Result<AttemptRow> {
         next_ready_at: col(row, "next_ready_at")?,
         fuel: col(row, "fuel")?,
         peak_memory_bytes: col(row, "peak_memory_bytes")?,
-        wall_ms: col(row, "wall_ms")?,
+        wall_us: col(row, "wall_us")?,
         plugin_hash: col(row, "plugin_hash")?,
     })
 }
@@ -367,6 +368,7 @@ impl Store for PgStore {
                     template_key: col(row, "template_key")?,
                     lease_expires_at: col(row, "lease_expires_at")?,
                     task_started: col(row, "task_started")?,
+                    pinned_hash: col(row, "pinned_hash")?,
                 })
             })
             .collect()
@@ -399,7 +401,7 @@ impl Store for PgStore {
                 c.accounting.peak_memory_bytes,
                 "peak_memory_bytes",
             )?);
-            wall.push(opt_i64(c.accounting.wall_ms, "wall_ms")?);
+            wall.push(opt_i64(c.accounting.wall_us, "wall_us")?);
             hash.push(c.accounting.plugin_hash.clone());
         }
         let rows = sqlx::query("SELECT * FROM complete_steps($1, $2, $3, $4, $5, $6, $7, $8)")
@@ -455,7 +457,7 @@ impl Store for PgStore {
                 f.accounting.peak_memory_bytes,
                 "peak_memory_bytes",
             )?);
-            wall.push(opt_i64(f.accounting.wall_ms, "wall_ms")?);
+            wall.push(opt_i64(f.accounting.wall_us, "wall_us")?);
             hash.push(f.accounting.plugin_hash.clone());
         }
         let rows =

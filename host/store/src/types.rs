@@ -79,6 +79,9 @@ pub struct ClaimedStep {
     pub lease_expires_at: DateTime<Utc>,
     /// This claim started the task (pending -> in_progress).
     pub task_started: bool,
+    /// For a step pinned `sticky` that ran before: the plugin hash of its first attempt,
+    /// which every retry must run.
+    pub pinned_hash: Option<String>,
 }
 
 impl ClaimedStep {
@@ -102,7 +105,7 @@ pub struct Lease {
 pub struct Accounting {
     pub fuel: Option<u64>,
     pub peak_memory_bytes: Option<u64>,
-    pub wall_ms: Option<u64>,
+    pub wall_us: Option<u64>,
     /// blake3 of the component that ran.
     pub plugin_hash: Option<String>,
 }
@@ -447,7 +450,7 @@ pub struct AttemptRow {
     pub next_ready_at: Option<DateTime<Utc>>,
     pub fuel: Option<i64>,
     pub peak_memory_bytes: Option<i64>,
-    pub wall_ms: Option<i64>,
+    pub wall_us: Option<i64>,
     pub plugin_hash: Option<String>,
 }
 

@@ -82,7 +82,7 @@ pub fn completion(c: &ClaimedStep) -> StepCompletion {
         accounting: Accounting {
             fuel: Some(1_000),
             peak_memory_bytes: Some(65_536),
-            wall_ms: Some(3),
+            wall_us: Some(3000),
             plugin_hash: Some("blake3:00".into()),
         },
     }
