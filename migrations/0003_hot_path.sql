@@ -348,6 +348,7 @@ DECLARE
     v_ready_at timestamptz[];
     v_tasks bigint[];
     v_ready_now int := 0;
+    v_next_due timestamptz;
     v_fin_ids bigint[];
     v_fin_states text[];
 BEGIN
@@ -405,8 +406,9 @@ BEGIN
     )
     SELECT array_agg(u.id), array_agg(u.decision), array_agg(u.ready_at),
            array_agg(DISTINCT u.task_id),
-           count(*) FILTER (WHERE u.ready_at <= p_now)
-    INTO v_done, v_decisions, v_ready_at, v_tasks, v_ready_now
+           count(*) FILTER (WHERE u.ready_at <= p_now),
+           min(u.ready_at) FILTER (WHERE u.ready_at > p_now)
+    INTO v_done, v_decisions, v_ready_at, v_tasks, v_ready_now, v_next_due
     FROM u;
 
     IF v_done IS NOT NULL THEN
@@ -423,6 +425,10 @@ BEGIN
     END IF;
     IF v_ready_now > 0 THEN
         PERFORM pg_notify('tasker_ready', v_ready_now::text);
+    END IF;
+    -- A retry due later: idle workers learn when to look again (payload: the instant).
+    IF v_next_due IS NOT NULL THEN
+        PERFORM pg_notify('tasker_due', v_next_due::text);
     END IF;
 
     RETURN QUERY

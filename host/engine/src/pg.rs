@@ -1,6 +1,7 @@
 //! PostgreSQL LISTEN as a wake-up hint for workers.
 //!
-//! The store NOTIFYs once per statement that makes steps ready. A notification only wakes the
+//! The store NOTIFYs once per statement that makes steps ready (`tasker_ready`) or schedules a
+//! retry for later (`tasker_due`). A notification only wakes the
 //! claim loop; missing one costs at most a poll interval, so the listener reconnects quietly
 //! and wakes the worker after every reconnect in case something was missed.
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tasker_store::READY_CHANNEL;
+use tasker_store::{DUE_CHANNEL, READY_CHANNEL};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +36,8 @@ pub fn spawn_ready_listener(
                     continue;
                 }
             };
-            if let Err(e) = listener.listen(READY_CHANNEL).await {
+            // A due notice wakes an idle worker so it asks the store when to look again.
+            if let Err(e) = listener.listen_all([READY_CHANNEL, DUE_CHANNEL]).await {
                 tracing::warn!(error = %e, "LISTEN failed; polling meanwhile");
                 continue;
             }

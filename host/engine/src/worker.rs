@@ -24,6 +24,7 @@ use tasker_store::{ClaimedStep, Lease, StepCompletion, StepFailure, Store, Store
 
 use crate::event::{Event, EventBus};
 use crate::executor::{Execution, Executor};
+use crate::policy::{self, Policies};
 use crate::record::{self, Record};
 
 /// How a worker behaves.
@@ -140,6 +141,8 @@ pub struct Worker<S: Store, E: Executor> {
     cfg: WorkerConfig,
     stats: Arc<WorkerStats>,
     templates: TemplateCache,
+    /// Retry policy components and the host's limits on them.
+    policies: Policies,
     /// Leases held: step id -> token.
     held: Mutex<HashMap<i64, i64>>,
     /// Pokes the claim loop when work may be ready.
@@ -166,6 +169,18 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
         cfg: WorkerConfig,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
+        Self::with_policies(store, executor, bus, cfg, clock, Policies::default())
+    }
+
+    /// A worker whose steps' `retry_policy` components are asked through `policies`.
+    pub fn with_policies(
+        store: Arc<S>,
+        executor: Arc<E>,
+        bus: EventBus,
+        cfg: WorkerConfig,
+        clock: Arc<dyn Clock>,
+        policies: Policies,
+    ) -> Arc<Self> {
         Arc::new(Worker {
             store,
             executor,
@@ -174,6 +189,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
             cfg,
             stats: Arc::new(WorkerStats::default()),
             templates: TemplateCache::default(),
+            policies,
             held: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
             next_due: Mutex::new(None),
@@ -300,6 +316,12 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                 tokio::spawn(self.clone().run_step(job, permit, tx.clone()));
             }
             drop(permits);
+            if got == 0 {
+                // Idle: a retry another worker scheduled may fall due before the next poll.
+                if let Ok(Some(t)) = self.store.next_ready_at().await {
+                    self.note_due(t);
+                }
+            }
             if got < want {
                 // The queue looked empty: sleep until woken, a retry falls due, or the poll.
                 let wait = self.idle_wait();
@@ -312,13 +334,22 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
         }
     }
 
+    /// Remembers the earliest instant a step becomes claimable.
+    fn note_due(&self, t: DateTime<Utc>) {
+        let mut due = self.next_due.lock().expect("next due");
+        if due.is_none_or(|d| t < d) {
+            *due = Some(t);
+        }
+    }
+
     fn idle_wait(&self) -> Duration {
         let mut due = self.next_due.lock().expect("next due");
         let now = self.clock.now();
         match *due {
             Some(t) if t <= now => {
                 *due = None;
-                Duration::ZERO
+                // Claimable rows may still be locked by another claim: don't spin.
+                Duration::from_millis(1)
             }
             Some(t) => (t - now)
                 .to_std()
@@ -371,19 +402,29 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
     async fn record_batch(&self, batch: Vec<Finished>) {
         let mut done: Vec<(usize, StepCompletion)> = Vec::new();
         let mut failed: Vec<(usize, StepFailure)> = Vec::new();
+        let mut failed_templates = Vec::new();
         for (i, f) in batch.iter().enumerate() {
             let template = self.templates.get(&*self.store, &f.job.template_key).await;
             match record::to_record(&f.job, &f.exec, template.as_deref()) {
                 Record::Done(d) => done.push((i, d)),
-                Record::Failed(x) => failed.push((i, x)),
+                Record::Failed(x) => {
+                    failed.push((i, x));
+                    failed_templates.push(template);
+                }
             }
         }
         let now = self.clock.now();
         let mut released_children = false;
         if !done.is_empty() {
             let items: Vec<StepCompletion> = done.iter().map(|(_, d)| d.clone()).collect();
+            let events: Vec<_> = done
+                .iter()
+                .flat_map(|(i, _)| record::custom_records(&batch[*i].job, &batch[*i].exec))
+                .collect();
             if let Some(recs) = self
-                .retrying("complete", || self.store.complete(&items, now))
+                .retrying("complete", || {
+                    self.store.complete_with_events(&items, &events, now)
+                })
                 .await
             {
                 for ((i, _), rec) in done.iter().zip(&recs) {
@@ -400,9 +441,29 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
             }
         }
         if !failed.is_empty() {
-            let items: Vec<StepFailure> = failed.iter().map(|(_, x)| x.clone()).collect();
-            if let Some(recs) = self.retrying("fail", || self.store.fail(&items, now)).await {
-                for ((i, x), rec) in failed.iter().zip(&recs) {
+            let mut items: Vec<StepFailure> = failed.iter().map(|(_, x)| x.clone()).collect();
+            let steps: Vec<_> = failed
+                .iter()
+                .zip(&failed_templates)
+                .map(|((i, _), t)| {
+                    let job = &batch[*i].job;
+                    (job, t.as_deref().and_then(|t| t.step(&job.step_name)))
+                })
+                .collect();
+            let decisions =
+                policy::decide_failures(&*self.store, &self.policies, &steps, &mut items, now)
+                    .await;
+            let events: Vec<_> = failed
+                .iter()
+                .flat_map(|(i, _)| record::custom_records(&batch[*i].job, &batch[*i].exec))
+                .collect();
+            if let Some(recs) = self
+                .retrying("fail", || {
+                    self.store.fail_decided(&items, &decisions, &events, now)
+                })
+                .await
+            {
+                for (((i, _), x), rec) in failed.iter().zip(&items).zip(&recs) {
                     let f = &batch[*i];
                     record::publish_custom(&self.bus, now, &f.job, &f.exec);
                     record::publish_failed(&self.bus, now, &f.job, x, rec);
@@ -412,10 +473,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                         self.stats.failed.fetch_add(1, Ordering::Relaxed);
                     }
                     if let Some(t) = rec.next_ready_at {
-                        let mut due = self.next_due.lock().expect("next due");
-                        if due.is_none_or(|d| t < d) {
-                            *due = Some(t);
-                        }
+                        self.note_due(t);
                     }
                 }
             }

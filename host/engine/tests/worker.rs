@@ -361,3 +361,67 @@ async fn an_idle_worker_wakes_on_notify_not_on_its_poll(pool: PgPool) {
     run.await.unwrap();
     listener.await.unwrap();
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn an_idle_worker_wakes_for_a_retry_another_process_scheduled(pool: PgPool) {
+    let store = PgStore::new(pool.clone());
+    let template = fixtures::linear(2, NOOP);
+    store.register_template(&template).await.unwrap();
+    let task = store
+        .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
+        .await
+        .unwrap()
+        .task_id;
+    // "Another process" claims the first step before the worker starts.
+    let claimed = store
+        .claim("other", 1, Duration::from_secs(30), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+
+    let worker_store = own_pool(&pool).await;
+    let listen_pool = worker_store.pool().clone();
+    let stop = CancellationToken::new();
+    let w = Worker::new(
+        Arc::new(worker_store),
+        Arc::new(InProcessExecutor::new()),
+        EventBus::default(),
+        WorkerConfig {
+            poll_every: Duration::from_secs(3600),
+            sweep_every: Duration::from_secs(3600),
+            ..config("idle")
+        },
+    );
+    let listener =
+        tasker_engine::pg::spawn_ready_listener(listen_pool, w.wake_handle(), stop.clone());
+    let run = tokio::spawn(w.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The other process fails it with a retry 400 ms out, then goes away.
+    let failed_at = Utc::now();
+    store
+        .fail(
+            &[tasker_store::StepFailure {
+                step_id: claimed[0].step_id,
+                token: claimed[0].token,
+                error_kind: tasker_core::error_kind::ErrorKind::HandlerError,
+                message: "busy".into(),
+                retryable: true,
+                retry_after_ms: Some(400),
+                accounting: Default::default(),
+            }],
+            failed_at,
+        )
+        .await
+        .unwrap();
+    wait_until_done(&store, &[task], Duration::from_secs(20)).await;
+    let first = store.steps_of_task(task).await.unwrap()[0].clone();
+    let attempts = store.attempts_of_step(first.id).await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    // It ran when due, not an hour later at the next poll.
+    assert!(attempts[1].started_at >= failed_at + chrono::Duration::milliseconds(400));
+    assert_eq!(attempts[1].worker.as_deref(), Some("idle"));
+    stop.cancel();
+    run.await.unwrap();
+    listener.await.unwrap();
+}
