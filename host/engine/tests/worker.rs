@@ -42,6 +42,31 @@ fn config(id: &str) -> WorkerConfig {
     }
 }
 
+/// Registers `template` and creates one task from it.
+async fn start_task(store: &PgStore, template: &tasker_core::template::Template) -> i64 {
+    store.register_template(template).await.unwrap();
+    store
+        .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
+        .await
+        .unwrap()
+        .task_id
+}
+
+/// A worker with its own connections and a LISTEN wake-up.
+async fn listening_worker<E: Executor>(
+    pool: &PgPool,
+    exec: E,
+    cfg: WorkerConfig,
+    stop: &CancellationToken,
+) -> (tokio::task::JoinHandle<tasker_engine::WorkerTotals>, tokio::task::JoinHandle<()>) {
+    let worker_store = own_pool(pool).await;
+    let listen_pool = worker_store.pool().clone();
+    let w = Worker::new(Arc::new(worker_store), Arc::new(exec), EventBus::default(), cfg);
+    let listener =
+        tasker_engine::pg::spawn_ready_listener(listen_pool, w.wake_handle(), stop.clone());
+    (tokio::spawn(w.run(stop.clone())), listener)
+}
+
 async fn wait_until_done(store: &PgStore, tasks: &[i64], limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
@@ -151,12 +176,7 @@ impl Executor for Gate {
 async fn a_silent_worker_loses_its_leases_and_its_late_completion_is_refused(pool: PgPool) {
     let store = PgStore::new(pool.clone());
     let template = fixtures::parallel_merge(NOOP);
-    store.register_template(&template).await.unwrap();
-    let task = store
-        .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
-        .await
-        .unwrap()
-        .task_id;
+    let task = start_task(&store, &template).await;
 
     // Worker A: short lease, never heartbeats, its handler blocks.
     let gate = Gate::default();
@@ -246,12 +266,7 @@ async fn a_silent_worker_loses_its_leases_and_its_late_completion_is_refused(poo
 async fn graceful_shutdown_finishes_running_steps(pool: PgPool) {
     let store = PgStore::new(pool.clone());
     let template = fixtures::tree(NOOP);
-    store.register_template(&template).await.unwrap();
-    let task = store
-        .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
-        .await
-        .unwrap()
-        .task_id;
+    let task = start_task(&store, &template).await;
     let gate = Gate::default();
     let stop = CancellationToken::new();
     let w = Worker::new(
@@ -286,12 +301,7 @@ async fn graceful_shutdown_finishes_running_steps(pool: PgPool) {
 async fn shutdown_after_the_grace_period_releases_leases(pool: PgPool) {
     let store = PgStore::new(pool.clone());
     let template = fixtures::linear(2, NOOP);
-    store.register_template(&template).await.unwrap();
-    let task = store
-        .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
-        .await
-        .unwrap()
-        .task_id;
+    let task = start_task(&store, &template).await;
     let gate = Gate::default();
     let stop = CancellationToken::new();
     let w = Worker::new(
@@ -328,23 +338,14 @@ async fn an_idle_worker_wakes_on_notify_not_on_its_poll(pool: PgPool) {
     let store = PgStore::new(pool.clone());
     let template = fixtures::linear(4, NOOP);
     store.register_template(&template).await.unwrap();
-    let worker_store = own_pool(&pool).await;
-    let listen_pool = worker_store.pool().clone();
     let stop = CancellationToken::new();
-    let w = Worker::new(
-        Arc::new(worker_store),
-        Arc::new(InProcessExecutor::new()),
-        EventBus::default(),
-        WorkerConfig {
-            // Only a notification can wake it in time.
-            poll_every: Duration::from_secs(3600),
-            sweep_every: Duration::from_secs(3600),
-            ..config("listener")
-        },
-    );
-    let listener =
-        tasker_engine::pg::spawn_ready_listener(listen_pool, w.wake_handle(), stop.clone());
-    let run = tokio::spawn(w.run(stop.clone()));
+    // Only a notification can wake it in time.
+    let quiet = WorkerConfig {
+        poll_every: Duration::from_secs(3600),
+        sweep_every: Duration::from_secs(3600),
+        ..config("listener")
+    };
+    let (run, listener) = listening_worker(&pool, InProcessExecutor::new(), quiet, &stop).await;
     // Let the worker find the queue empty and go to sleep.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let task = store
@@ -366,12 +367,7 @@ async fn an_idle_worker_wakes_on_notify_not_on_its_poll(pool: PgPool) {
 async fn an_idle_worker_wakes_for_a_retry_another_process_scheduled(pool: PgPool) {
     let store = PgStore::new(pool.clone());
     let template = fixtures::linear(2, NOOP);
-    store.register_template(&template).await.unwrap();
-    let task = store
-        .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
-        .await
-        .unwrap()
-        .task_id;
+    let task = start_task(&store, &template).await;
     // "Another process" claims the first step before the worker starts.
     let claimed = store
         .claim("other", 1, Duration::from_secs(30), Utc::now())
@@ -379,22 +375,13 @@ async fn an_idle_worker_wakes_for_a_retry_another_process_scheduled(pool: PgPool
         .unwrap();
     assert_eq!(claimed.len(), 1);
 
-    let worker_store = own_pool(&pool).await;
-    let listen_pool = worker_store.pool().clone();
     let stop = CancellationToken::new();
-    let w = Worker::new(
-        Arc::new(worker_store),
-        Arc::new(InProcessExecutor::new()),
-        EventBus::default(),
-        WorkerConfig {
-            poll_every: Duration::from_secs(3600),
-            sweep_every: Duration::from_secs(3600),
-            ..config("idle")
-        },
-    );
-    let listener =
-        tasker_engine::pg::spawn_ready_listener(listen_pool, w.wake_handle(), stop.clone());
-    let run = tokio::spawn(w.run(stop.clone()));
+    let quiet = WorkerConfig {
+        poll_every: Duration::from_secs(3600),
+        sweep_every: Duration::from_secs(3600),
+        ..config("idle")
+    };
+    let (run, listener) = listening_worker(&pool, InProcessExecutor::new(), quiet, &stop).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The other process fails it with a retry 400 ms out, then goes away.
