@@ -78,8 +78,14 @@ fn last_message(attempts: &[AttemptRow]) -> String {
         .rev()
         .find_map(|a| {
             a.message.as_ref().map(|m| {
+                // Who decided the retry, when it was not the built-in policy, or why not.
+                let decided = match (&a.decided_by, &a.decision_detail, &a.policy_warning) {
+                    (_, _, Some(w)) => format!(" [warning: {w}]"),
+                    (Some(by), Some(d), None) if by != "builtin" => format!(" [{by}: {d}]"),
+                    _ => String::new(),
+                };
                 format!(
-                    "{}: {}",
+                    "{}: {}{decided}",
                     a.error_kind.as_deref().unwrap_or("error"),
                     m.chars().take(160).collect::<String>()
                 )
@@ -98,7 +104,7 @@ pub async fn summary(store: &PgStore, task: TaskId) -> Result<()> {
         "step",
         "state",
         "attempts",
-        "wall ms",
+        "wall",
         "fuel",
         "peak memory",
         "plugin",
@@ -179,6 +185,9 @@ pub async fn status(store: &PgStore, task: TaskId) -> Result<()> {
         );
     }
     println!("{t}");
+    for line in crate::hooks::summary_lines(store, task).await? {
+        println!("{line}");
+    }
     Ok(())
 }
 
