@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build every guest in plugins/ as a wasm32-wasip2 component (release).
+# Build every guest in plugins/ as a wasm32-wasip2 component (release): the Rust workspace,
+# then the Python, JavaScript and C guests (scripts/build-polyglot.sh).
 # Output: plugins/target/wasm32-wasip2/release/*.wasm — where the sandbox tests look
 # (override with TASKER_PLUGIN_BUILD_DIR).
 set -euo pipefail
@@ -53,4 +54,9 @@ for wasm in "$out"/*.wasm; do
     esac
     cp "$wasm" "$dest/$name@$version.wasm"
 done
-echo "build-plugins: staged components in plugins/dist and plugins/dist-hostile" >&2
+echo "build-plugins: staged Rust components in plugins/dist and plugins/dist-hostile" >&2
+
+# Python, JavaScript and C guests (toolchains from scripts/install-toolchains.sh). All four
+# languages are built by default and a missing toolchain is an error, so CI cannot skip
+# one silently; a developer may narrow it explicitly, e.g. TASKER_PLUGIN_LANGS="python c".
+"$root/scripts/build-polyglot.sh"

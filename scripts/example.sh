@@ -3,6 +3,7 @@
 # PostgreSQL, builds the plugins and the tasker binary, then runs the example.
 #   scripts/example.sh            # order fulfilment (default)
 #   scripts/example.sh pipeline   # CSV data pipeline; the report lands in examples/pipeline/out
+#   scripts/example.sh polyglot   # Rust, Python, C and JavaScript steps in one DAG
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -11,6 +12,7 @@ example=${1:-order}
 ensure_wasm_target
 ensure_postgres
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/tasker}
+scripts/install-toolchains.sh
 scripts/build-plugins.sh
 echo "==> building tasker"
 cargo build --release -p tasker-cli --bin tasker
@@ -23,7 +25,9 @@ case "$example" in
         "$tasker" run examples/pipeline/pipeline.yaml
         echo "==> report: examples/pipeline/out/report.md"
         cat examples/pipeline/out/report.md ;;
+    polyglot)
+        exec "$tasker" run examples/polyglot/polyglot.yaml --context @examples/polyglot/context.json ;;
     *)
-        echo "unknown example '$example': use order or pipeline" >&2
+        echo "unknown example '$example': use order, pipeline or polyglot" >&2
         exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: adds the wasm target, starts PostgreSQL, builds the
-# plugins, then runs every test of the workspace. Extra arguments go to `cargo test`.
+# The whole test suite on a fresh machine: adds the wasm target, starts PostgreSQL, installs
+# the pinned Python/JS/C guest toolchains, builds the plugins in all four languages, then
+# runs every test of the workspace. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -8,9 +9,17 @@ cd "$(dirname "$0")/.."
 ensure_wasm_target
 ensure_postgres
 default_database_url
+scripts/install-toolchains.sh
 scripts/build-plugins.sh
 
 echo "==> cargo test"
 # Traps capture native backtraces when this is set; tests do not need them.
 unset RUST_BACKTRACE
-cargo test --workspace "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo prints one summary per test binary).
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+exit "$status"

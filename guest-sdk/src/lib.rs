@@ -24,6 +24,10 @@
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2`; the component is
 //! `target/wasm32-wasip2/release/<crate>.wasm`.
+//!
+//! The same crate also writes the two other kinds of component: an event hook
+//! ([`EventHook`], [`export_event_hook!`]) and a retry policy ([`RetryPolicy`],
+//! [`export_retry_policy!`]). A component exports exactly one of the three.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +49,42 @@ pub mod bindings {
 }
 
 use bindings::tasker::plugin::types as wit;
+
+/// The generated bindings of the `tasker:plugin/event-hook` world (types shared with
+/// [`bindings`]).
+#[allow(clippy::too_many_arguments)] // generated code
+pub mod hook_bindings {
+    wit_bindgen::generate!({
+        world: "event-hook",
+        path: "../wit",
+        with: {
+            "tasker:plugin/types@0.1.0": crate::bindings::tasker::plugin::types,
+            "tasker:plugin/host@0.1.0": crate::bindings::tasker::plugin::host,
+        },
+        pub_export_macro: true,
+        export_macro_name: "__export_event_hook",
+        default_bindings_module: "tasker_guest_sdk::hook_bindings",
+    });
+}
+
+/// The generated bindings of the `tasker:plugin/retry-policy` world.
+#[allow(clippy::too_many_arguments)] // generated code
+pub mod policy_bindings {
+    wit_bindgen::generate!({
+        world: "retry-policy",
+        path: "../wit",
+        with: {
+            "tasker:plugin/types@0.1.0": crate::bindings::tasker::plugin::types,
+            "tasker:plugin/host@0.1.0": crate::bindings::tasker::plugin::host,
+        },
+        pub_export_macro: true,
+        export_macro_name: "__export_retry_policy",
+        default_bindings_module: "tasker_guest_sdk::policy_bindings",
+    });
+}
+
+mod extensions;
+pub use extensions::{Decision, Event, EventHook, Failure, RetryPolicy};
 
 /// What one attempt sees, with its JSON fields parsed.
 #[derive(Debug, Clone)]

@@ -10,7 +10,9 @@
 //!  (a) no-op step throughput with 2 worker pools on a 20k and a 200k ready backlog;
 //!  (b) transactions and WAL bytes per step during (a);
 //!  (c) submit-to-complete latency of a linear 4-step task on an idle system;
-//!  (d) `get_step_readiness_status` time for a 10-step task with 10k and 1M step rows.
+//!  (d) `get_step_readiness_status` time for a 10-step task with 10k and 1M step rows;
+//!  (e) the throughput cost of one no-op WASM hook subscribed to every step event, as a
+//!      ratio against the same workflow without hooks, both measured in this run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -248,6 +250,109 @@ async fn throughput(b: &Bench, steps: usize, exec: &Exec) -> Result<f64> {
     Ok(per_s)
 }
 
+/// (e): WASM no-op steps on 2 worker pools, each with its hook delivery loop, with or without
+/// one no-op hook (`hook_noop@0.1.0`) on `step.*`. Returns steps/s; with the hook, also
+/// how long the deliveries took to drain after the last step. With `deliver_during` false
+/// the delivery loops start only after the last step: the workflow then pays only for
+/// writing the outbox, not for delivering concurrently on the same cores.
+async fn hook_cost(
+    b: &Bench,
+    steps: usize,
+    sandbox: &Sandbox,
+    hooked: bool,
+    deliver_during: bool,
+) -> Result<f64> {
+    let width = 50;
+    let mut yaml = format!("namespace: bench\nname: fan_hooks_{hooked}\nversion: 1.0.0\nsteps:\n");
+    for i in 0..width {
+        yaml.push_str(&format!("  - {{name: s{i:03}, handler: {WASM_NOOP}}}\n"));
+    }
+    if hooked {
+        yaml.push_str("hooks:\n  - {component: hook_noop@0.1.0, events: [step.*]}\n");
+    }
+    let template = Template::from_yaml(&yaml).expect("valid");
+    let pool = b.fresh_db().await?;
+    backlog(&pool, &template, steps / width).await?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let stop = CancellationToken::new();
+    let mut stats = Vec::new();
+    let mut runs = Vec::new();
+    let started = Instant::now();
+    let mut stores = Vec::new();
+    for i in 0..2 {
+        let store = Arc::new(PgStore::new(b.pool(4).await?));
+        let cfg = worker_config(&format!("hooks-{i}"));
+        if deliver_during {
+            runs.push(tasker_cli::hooks::spawn_deliverer(
+                store.clone(),
+                sandbox,
+                &cfg,
+                stop.clone(),
+            ));
+        } else {
+            stores.push((store.clone(), cfg.clone()));
+        }
+        let (st, _, h) = start_worker(
+            &Exec::Wasm(sandbox.clone()),
+            store,
+            EventBus::default(),
+            cfg,
+            stop.clone(),
+        );
+        stats.push(st);
+        runs.push(h);
+    }
+    loop {
+        let done: u64 = stats.iter().map(|s| s.totals().completed).sum();
+        if done as usize >= steps {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = started.elapsed();
+    for (store, cfg) in stores {
+        runs.push(tasker_cli::hooks::spawn_deliverer(
+            store,
+            sandbox,
+            &cfg,
+            stop.clone(),
+        ));
+    }
+    let store = PgStore::new(pool.clone());
+    loop {
+        let counts = store.hook_counts(None).await?;
+        if counts.iter().all(|c| c.pending == 0) {
+            if let Some(c) = counts.first() {
+                println!(
+                    "(e)   {} hook deliveries done {:.2} s after the last step ({:.0} deliveries/s overall)",
+                    c.delivered,
+                    started.elapsed().as_secs_f64() - elapsed.as_secs_f64(),
+                    c.delivered as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    for r in runs {
+        r.await?;
+    }
+    pool.close().await;
+    let per_s = steps as f64 / elapsed.as_secs_f64();
+    println!(
+        "(e) throughput, wasm, {steps:>7} ready steps, 2 workers, {}: {per_s:>9.0} steps/s ({:.2} s)",
+        match (hooked, deliver_during) {
+            (false, _) => "no hooks                                 ",
+            (true, true) => "one no-op hook on step.*                 ",
+            (true, false) => "one no-op hook on step.*, delivered after",
+        },
+        elapsed.as_secs_f64()
+    );
+    Ok(per_s)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -416,7 +521,8 @@ fn main() -> Result<()> {
         } else {
             (20_000, 200_000, 500, 1_000_000)
         };
-        let wasm = Exec::Wasm(wasm_sandbox().await?);
+        let sandbox = wasm_sandbox().await?;
+        let wasm = Exec::Wasm(sandbox.clone());
         let base_small = throughput(&b, small, &Exec::InProcess).await?;
         let base_large = throughput(&b, large, &Exec::InProcess).await?;
         println!(
@@ -427,6 +533,15 @@ fn main() -> Result<()> {
         println!(
             "    wasm / in-process throughput at {small}: {:.0}%",
             100.0 * wasm_small / base_small
+        );
+        let no_hooks = hook_cost(&b, small, &sandbox, false, true).await?;
+        let one_hook = hook_cost(&b, small, &sandbox, true, true).await?;
+        let outbox_only = hook_cost(&b, small, &sandbox, true, false).await?;
+        println!(
+            "    one no-op hook on every step event / no hooks: {:.2}x throughput \
+             ({:.2}x when its deliveries wait until the steps are done: the outbox alone)",
+            one_hook / no_hooks,
+            outbox_only / no_hooks
         );
         let base_lat = latency(&b, lat_runs, &Exec::InProcess).await?;
         let wasm_lat = latency(&b, lat_runs, &wasm).await?;

@@ -81,6 +81,7 @@ pub fn load_template(path: &Path) -> Result<Template> {
             dir.host = full.display().to_string();
         }
     }
+    crate::hooks::absolutize_hook_grants(&mut t, base)?;
     Ok(t)
 }
 
@@ -207,11 +208,15 @@ impl App {
             poll_every: Duration::from_millis(100),
             ..self.worker_config(None, None)
         };
-        let worker = Worker::new(
+        let hooks = crate::hooks::spawn_deliverer(store.clone(), &sandbox, &cfg, stop.clone());
+        let policies = crate::hooks::policies(&sandbox);
+        let worker = Worker::with_policies(
             store.clone(),
             Arc::new(WasmExecutor::new(sandbox)),
             bus.clone(),
             cfg,
+            Arc::new(tasker_core::clock::SystemClock),
+            policies,
         );
         let listener = tasker_engine::pg::spawn_ready_listener(
             store.pool().clone(),
@@ -220,12 +225,21 @@ impl App {
         );
         let run = tokio::spawn(worker.run(stop.clone()));
         let state = wait_for_end(&store, &bus, task_id).await?;
+        // Let the hooks see the task's last events before returning.
+        let drained = crate::hooks::drain(&store, task_id, Duration::from_secs(30)).await?;
         stop.cancel();
         let _ = run.await;
         let _ = listener.await;
+        let _ = hooks.await;
         progress.finish().await;
 
         report::summary(&store, task_id).await?;
+        for line in crate::hooks::summary_lines(&store, task_id).await? {
+            eprintln!("{line}");
+        }
+        if !drained {
+            eprintln!("some hook deliveries are still pending; a worker will finish them");
+        }
         Ok(exit_for(state))
     }
 
@@ -241,11 +255,15 @@ impl App {
             self.settings.plugin_dir.display()
         );
         let stop = CancellationToken::new();
-        let worker = Worker::new(
+        let hooks = crate::hooks::spawn_deliverer(store.clone(), &sandbox, &cfg, stop.clone());
+        let policies = crate::hooks::policies(&sandbox);
+        let worker = Worker::with_policies(
             store.clone(),
             Arc::new(WasmExecutor::new(sandbox)),
             EventBus::default(),
             cfg,
+            Arc::new(tasker_core::clock::SystemClock),
+            policies,
         );
         let listener = tasker_engine::pg::spawn_ready_listener(
             store.pool().clone(),
@@ -262,7 +280,9 @@ impl App {
         });
         let totals = worker.run(stop.clone()).await;
         signals.abort();
+        stop.cancel();
         let _ = listener.await;
+        let _ = hooks.await;
         eprintln!(
             "worker stopped: {} claimed, {} completed, {} failed, {} lease losses",
             totals.claimed, totals.completed, totals.failed, totals.lease_lost

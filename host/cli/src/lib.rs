@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod config;
+pub mod hooks;
 pub mod progress;
 pub mod report;
 pub mod wasm;

@@ -34,6 +34,54 @@ pub struct Template {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_schema: Option<Value>,
     pub steps: Vec<StepTemplate>,
+    /// Event hooks: components that receive matching lifecycle events (see docs/hooks.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookTemplate>,
+    /// The template-wide retry policy component (steps may override it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<HandlerRef>,
+}
+
+/// Default deliveries of one event to one hook before it is parked as dead.
+pub const DEFAULT_HOOK_MAX_ATTEMPTS: u32 = 5;
+
+/// One event hook: a component subscribed to event patterns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookTemplate {
+    /// An `event-hook` component.
+    pub component: HandlerRef,
+    /// Patterns: `*`, `family.*` (`task`, `step`, `custom`), an event name, or `custom.<name>`.
+    pub events: Vec<String>,
+    pub limits: Limits,
+    #[serde(default)]
+    pub grants: Grants,
+    pub delivery: HookDelivery,
+}
+
+/// How a failing hook is retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookDelivery {
+    /// Deliveries of one event (the first included) before it is dead-lettered.
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+}
+
+impl Default for HookDelivery {
+    fn default() -> Self {
+        HookDelivery {
+            max_attempts: DEFAULT_HOOK_MAX_ATTEMPTS,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl HookTemplate {
+    /// Does this hook subscribe to the event `name`?
+    pub fn wants(&self, name: &str) -> bool {
+        self.events.iter().any(|p| crate::events::matches(p, name))
+    }
 }
 
 /// One step, with every setting resolved.
@@ -56,6 +104,10 @@ pub struct StepTemplate {
     /// Passed to the handler as its `config` JSON.
     #[serde(default)]
     pub config: Value,
+    /// The retry policy component deciding this step's retries (step level, else the
+    /// template's); `None`: the built-in exponential policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<HandlerRef>,
 }
 
 /// Which plugin a step runs.
@@ -356,6 +408,32 @@ struct RawTemplate {
     defaults: RawDefaults,
     #[serde(default)]
     steps: Vec<RawStep>,
+    #[serde(default)]
+    hooks: Vec<RawHook>,
+    #[serde(default)]
+    retry_policy: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHook {
+    component: String,
+    #[serde(default)]
+    events: OneOrMany,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    grants: Grants,
+    #[serde(default)]
+    delivery: RawDelivery,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    backoff: RawBackoff,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -386,6 +464,8 @@ struct RawStep {
     grants: Grants,
     #[serde(default)]
     config: Option<Value>,
+    #[serde(default)]
+    retry_policy: Option<String>,
 }
 
 /// `depends_on: a` or `depends_on: [a, b]`.
@@ -514,6 +594,16 @@ impl RawTemplate {
 
         let defaults = self.defaults;
         check_retry(&mut c, "defaults.retry", &defaults.retry);
+        let retry_policy = self
+            .retry_policy
+            .as_deref()
+            .and_then(|p| parse_policy(&mut c, "retry_policy", p));
+        let mut hooks = Vec::with_capacity(self.hooks.len());
+        for (i, raw) in self.hooks.into_iter().enumerate() {
+            if let Some(h) = resolve_hook(&mut c, &format!("hooks[{i}]"), raw) {
+                hooks.push(h);
+            }
+        }
         let mut steps = Vec::with_capacity(self.steps.len());
         let mut seen = HashSet::new();
         for (i, raw) in self.steps.into_iter().enumerate() {
@@ -527,7 +617,12 @@ impl RawTemplate {
                     format!("step '{}' is defined more than once", raw.name),
                 );
             }
-            if let Some(step) = resolve_step(&mut c, &at, raw, &defaults) {
+            let step_policy = match raw.retry_policy.as_deref() {
+                None => retry_policy.clone(),
+                Some(p) => parse_policy(&mut c, &format!("{at}.retry_policy"), p),
+            };
+            if let Some(mut step) = resolve_step(&mut c, &at, raw, &defaults) {
+                step.retry_policy = step_policy;
                 steps.push(step);
             }
         }
@@ -560,6 +655,8 @@ impl RawTemplate {
                 description: self.description,
                 context_schema: self.context_schema,
                 steps,
+                hooks,
+                retry_policy,
             }),
             _ => Err(c.0),
         }
@@ -674,6 +771,125 @@ fn resolve_step(
         limits,
         grants: raw.grants,
         config: raw.config.unwrap_or(Value::Object(Default::default())),
+        retry_policy: None,
+    })
+}
+
+/// `retry_policy: name@version` (or `blake3:<hash>`); `builtin` means the built-in policy.
+fn parse_policy(c: &mut Collector, at: &str, raw: &str) -> Option<HandlerRef> {
+    if raw == "builtin" {
+        return None;
+    }
+    match raw.parse::<HandlerRef>() {
+        Ok(h) => Some(h),
+        Err(m) => {
+            c.push(at, m.replace("handler", "retry policy"));
+            None
+        }
+    }
+}
+
+fn check_limits(c: &mut Collector, at: &str, limits: &Limits) {
+    for (field, v) in [
+        ("timeout_ms", limits.timeout_ms),
+        ("fuel", limits.fuel),
+        ("memory_mb", limits.memory_mb),
+        ("max_output_bytes", limits.max_output_bytes),
+    ] {
+        if v == Some(0) {
+            c.push(format!("{at}.limits.{field}"), "must be greater than 0");
+        }
+    }
+}
+
+/// Is `pattern` a subscription that can ever match? Exact names must be known built-in
+/// events or `custom.<name>`; families must be `task`, `step` or `custom`.
+fn check_pattern(pattern: &str) -> Result<(), String> {
+    if !crate::events::is_valid_pattern(pattern) {
+        return Err(format!(
+            "'{pattern}' is not an event pattern: use '*', 'family.*' or an event name such as step.failed"
+        ));
+    }
+    if pattern == "*" {
+        return Ok(());
+    }
+    if let Some(family) = pattern.strip_suffix(".*") {
+        return if matches!(family, "task" | "step" | "custom") {
+            Ok(())
+        } else {
+            Err(format!(
+                "'{pattern}' names no event family: use task.*, step.* or custom.*"
+            ))
+        };
+    }
+    if pattern
+        .strip_prefix(crate::events::CUSTOM_PREFIX)
+        .is_some_and(|rest| !rest.is_empty())
+        || crate::events::ALL.contains(&pattern)
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{pattern}' is not a known event (custom events are named custom.<name>)"
+        ))
+    }
+}
+
+fn resolve_hook(c: &mut Collector, at: &str, raw: RawHook) -> Option<HookTemplate> {
+    let component = match raw.component.parse::<HandlerRef>() {
+        Ok(h) => Some(h),
+        Err(m) => {
+            c.push(format!("{at}.component"), m.replace("handler", "hook"));
+            None
+        }
+    };
+    let events = raw.events.into_vec();
+    if events.is_empty() {
+        c.push(
+            format!("{at}.events"),
+            "subscribes to no events: list patterns such as step.failed or task.*",
+        );
+    }
+    for (i, p) in events.iter().enumerate() {
+        if let Err(m) = check_pattern(p) {
+            c.push(format!("{at}.events[{i}]"), m);
+        }
+    }
+    let l = &raw.limits;
+    let limits = Limits {
+        timeout_ms: l.timeout_ms,
+        fuel: l.fuel,
+        memory_mb: l.memory_mb,
+        max_output_bytes: l.max_output_bytes,
+    };
+    check_limits(c, at, &limits);
+    check_grants(c, at, &raw.grants);
+    let d = &raw.delivery;
+    if d.max_attempts == Some(0) {
+        c.push(
+            format!("{at}.delivery.max_attempts"),
+            "must be at least 1 (it counts the first delivery)",
+        );
+    }
+    let builtin = Backoff::default();
+    let backoff = Backoff {
+        base_ms: d.backoff.base_ms.unwrap_or(builtin.base_ms),
+        multiplier: d.backoff.multiplier.unwrap_or(builtin.multiplier),
+        cap_ms: d.backoff.cap_ms.unwrap_or(builtin.cap_ms),
+        jitter: d.backoff.jitter.unwrap_or(builtin.jitter),
+    };
+    for (field, m) in backoff.problems() {
+        c.push(format!("{at}.delivery.backoff.{field}"), m);
+    }
+    Some(HookTemplate {
+        component: component?,
+        events,
+        limits,
+        grants: raw.grants,
+        delivery: HookDelivery {
+            max_attempts: d.max_attempts.unwrap_or(DEFAULT_HOOK_MAX_ATTEMPTS).max(1),
+            backoff,
+        },
     })
 }
 

@@ -24,6 +24,7 @@ use thiserror::Error;
 
 use crate::event::EventBus;
 use crate::executor::{Execution, Executor};
+use crate::policy::{self, Policies};
 use crate::record::{self, Record};
 use crate::worker::TemplateCache;
 
@@ -94,6 +95,7 @@ pub struct Coordinator<S: Store, E: Executor> {
     clock: ManualClock,
     bus: EventBus,
     templates: TemplateCache,
+    policies: Policies,
     max_rounds: usize,
 }
 
@@ -108,12 +110,19 @@ impl<S: Store + 'static, E: Executor> Coordinator<S, E> {
             clock: ManualClock::at_epoch(),
             bus: EventBus::default(),
             templates: TemplateCache::default(),
+            policies: Policies::default(),
             max_rounds: 10_000,
         }
     }
 
     pub fn with_clock(mut self, clock: ManualClock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Ask steps' `retry_policy` components through `policies` (the worker's decision path).
+    pub fn with_policies(mut self, policies: Policies) -> Self {
+        self.policies = policies;
         self
     }
 
@@ -242,11 +251,15 @@ impl<S: Store + 'static, E: Executor> Coordinator<S, E> {
             join_all(claimed.iter().map(|c| self.executor.execute(c))).await;
         let mut done: Vec<(usize, StepCompletion)> = Vec::new();
         let mut failed: Vec<(usize, StepFailure)> = Vec::new();
+        let mut failed_templates = Vec::new();
         for (i, (job, exec)) in claimed.iter().zip(&execs).enumerate() {
             let template = self.templates.get(&*self.store, &job.template_key).await;
             match record::to_record(job, exec, template.as_deref()) {
                 Record::Done(d) => done.push((i, d)),
-                Record::Failed(f) => failed.push((i, f)),
+                Record::Failed(f) => {
+                    failed.push((i, f));
+                    failed_templates.push(template);
+                }
             }
         }
         let base = |job: &ClaimedStep| AttemptRecord {
@@ -261,13 +274,21 @@ impl<S: Store + 'static, E: Executor> Coordinator<S, E> {
             refused: false,
         };
         let mut out = Vec::new();
+        let mut ends = record::TaskEnds::default();
         if !done.is_empty() {
             let items: Vec<_> = done.iter().map(|(_, d)| d.clone()).collect();
-            let recs = self.store.complete(&items, now).await?;
+            let events: Vec<_> = done
+                .iter()
+                .flat_map(|(i, _)| record::custom_records(&claimed[*i], &execs[*i]))
+                .collect();
+            let recs = self
+                .store
+                .complete_with_events(&items, &events, now)
+                .await?;
             for ((i, _), rec) in done.iter().zip(&recs) {
                 let job = &claimed[*i];
                 record::publish_custom(&self.bus, now, job, &execs[*i]);
-                record::publish_completed(&self.bus, now, job, rec);
+                record::publish_completed(&self.bus, now, job, rec, &mut ends);
                 out.push(AttemptRecord {
                     refused: rec.refusal.is_some(),
                     ..base(job)
@@ -275,12 +296,30 @@ impl<S: Store + 'static, E: Executor> Coordinator<S, E> {
             }
         }
         if !failed.is_empty() {
-            let items: Vec<_> = failed.iter().map(|(_, f)| f.clone()).collect();
-            let recs = self.store.fail(&items, now).await?;
-            for ((i, f), rec) in failed.iter().zip(&recs) {
+            let mut items: Vec<_> = failed.iter().map(|(_, f)| f.clone()).collect();
+            let steps: Vec<_> = failed
+                .iter()
+                .zip(&failed_templates)
+                .map(|((i, _), t)| {
+                    let job = &claimed[*i];
+                    (job, t.as_deref().and_then(|t| t.step(&job.step_name)))
+                })
+                .collect();
+            let decisions =
+                policy::decide_failures(&*self.store, &self.policies, &steps, &mut items, now)
+                    .await;
+            let events: Vec<_> = failed
+                .iter()
+                .flat_map(|(i, _)| record::custom_records(&claimed[*i], &execs[*i]))
+                .collect();
+            let recs = self
+                .store
+                .fail_decided(&items, &decisions, &events, now)
+                .await?;
+            for (((i, _), f), rec) in failed.iter().zip(&items).zip(&recs) {
                 let job = &claimed[*i];
                 record::publish_custom(&self.bus, now, job, &execs[*i]);
-                record::publish_failed(&self.bus, now, job, f, rec);
+                record::publish_failed(&self.bus, now, job, f, rec, &mut ends);
                 out.push(AttemptRecord {
                     error_kind: Some(f.error_kind.as_str().to_owned()),
                     decision: rec.decision,
@@ -290,6 +329,7 @@ impl<S: Store + 'static, E: Executor> Coordinator<S, E> {
                 });
             }
         }
+        ends.publish(&self.bus, now);
         out.sort_by(|a, b| a.step.cmp(&b.step));
         Ok(out)
     }

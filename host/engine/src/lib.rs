@@ -4,8 +4,10 @@
 pub mod coordinator;
 pub mod event;
 pub mod executor;
+pub mod hooks;
 pub mod ops;
 pub mod pg;
+pub mod policy;
 pub mod record;
 pub mod testing;
 pub mod worker;
@@ -13,4 +15,6 @@ pub mod worker;
 pub use coordinator::{Coordinator, CoordinatorError, RunReport};
 pub use event::{Event, EventBus, Subscription};
 pub use executor::{CustomEvent, Execution, Executor, Outcome};
+pub use hooks::{DeliveryConfig, HookDeliverer, HookRunner};
+pub use policy::{Policies, PolicyAnswer, PolicyFailure, RetryPolicyRunner};
 pub use worker::{Worker, WorkerConfig, WorkerTotals};

@@ -9,8 +9,8 @@ use tasker_core::state::TaskState;
 use tasker_core::template::Template;
 
 use tasker_store::{
-    ClaimedStep, CompletionOutcome, ExpiredLease, FailureOutcome, RetryDecision, StepCompletion,
-    StepFailure,
+    ClaimedStep, CompletionOutcome, CustomEventRecord, ExpiredLease, FailureOutcome, RetryDecision,
+    StepCompletion, StepFailure,
 };
 
 use crate::event::{Event, EventBus};
@@ -80,19 +80,39 @@ fn publish_refusal(bus: &EventBus, now: DateTime<Utc>, job: &ClaimedStep, refusa
     );
 }
 
+/// Task ends seen in one batch. The store reports a finished task on every item of it in
+/// the batch; each task's end is published once, after the step events.
+#[derive(Debug, Default)]
+pub struct TaskEnds(std::collections::BTreeMap<i64, TaskState>);
+
+impl TaskEnds {
+    pub fn note(&mut self, task_id: i64, state: Option<TaskState>) {
+        if let Some(s) = state {
+            self.0.insert(task_id, s);
+        }
+    }
+
+    pub fn publish(self, bus: &EventBus, now: DateTime<Utc>) {
+        for (task_id, state) in self.0 {
+            publish_task_end(bus, now, task_id, Some(state));
+        }
+    }
+}
+
 /// Publishes what the store recorded for a successful attempt.
 pub fn publish_completed(
     bus: &EventBus,
     now: DateTime<Utc>,
     job: &ClaimedStep,
     rec: &CompletionOutcome,
+    ends: &mut TaskEnds,
 ) {
     if let Some(refusal) = &rec.refusal {
         return publish_refusal(bus, now, job, &format!("{refusal:?}"));
     }
     metrics::counter!("tasker_steps_completed_total").increment(1);
     bus.publish(step_event(events::STEP_COMPLETED, now, job));
-    publish_task_end(bus, now, job.task_id, rec.task_finalized);
+    ends.note(job.task_id, rec.task_finalized);
 }
 
 /// Publishes what the store recorded for a failed attempt.
@@ -102,6 +122,7 @@ pub fn publish_failed(
     job: &ClaimedStep,
     failure: &StepFailure,
     rec: &FailureOutcome,
+    ends: &mut TaskEnds,
 ) {
     if let Some(refusal) = &rec.refusal {
         return publish_refusal(bus, now, job, &format!("{refusal:?}"));
@@ -125,7 +146,7 @@ pub fn publish_failed(
         Some(RetryDecision::Exhausted) => bus.publish(step_event(events::STEP_EXHAUSTED, now, job)),
         _ => {}
     }
-    publish_task_end(bus, now, job.task_id, rec.task_finalized);
+    ends.note(job.task_id, rec.task_finalized);
 }
 
 /// Publishes a lease the sweeper took back.
@@ -165,4 +186,17 @@ pub fn publish_custom(bus: &EventBus, now: DateTime<Utc>, job: &ClaimedStep, exe
         let name = format!("{}{}", events::CUSTOM_PREFIX, ev.name);
         bus.publish(step_event(&name, now, job).with_payload(ev.payload.clone()));
     }
+}
+
+/// A handler's custom events, for the hook outbox (recorded with the attempt's outcome).
+pub fn custom_records(job: &ClaimedStep, exec: &Execution) -> Vec<CustomEventRecord> {
+    exec.events
+        .iter()
+        .map(|ev| CustomEventRecord {
+            step_id: job.step_id,
+            token: job.token,
+            name: ev.name.clone(),
+            payload: ev.payload.clone(),
+        })
+        .collect()
 }

@@ -415,6 +415,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
         }
         let now = self.clock.now();
         let mut released_children = false;
+        let mut ends = record::TaskEnds::default();
         if !done.is_empty() {
             let items: Vec<StepCompletion> = done.iter().map(|(_, d)| d.clone()).collect();
             let events: Vec<_> = done
@@ -430,7 +431,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                 for ((i, _), rec) in done.iter().zip(&recs) {
                     let f = &batch[*i];
                     record::publish_custom(&self.bus, now, &f.job, &f.exec);
-                    record::publish_completed(&self.bus, now, &f.job, rec);
+                    record::publish_completed(&self.bus, now, &f.job, rec, &mut ends);
                     if rec.refusal.is_some() {
                         self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
                     } else {
@@ -466,7 +467,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                 for (((i, _), x), rec) in failed.iter().zip(&items).zip(&recs) {
                     let f = &batch[*i];
                     record::publish_custom(&self.bus, now, &f.job, &f.exec);
-                    record::publish_failed(&self.bus, now, &f.job, x, rec);
+                    record::publish_failed(&self.bus, now, &f.job, x, rec, &mut ends);
                     if rec.refusal.is_some() {
                         self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
                     } else {
@@ -478,6 +479,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                 }
             }
         }
+        ends.publish(&self.bus, now);
         {
             let mut held = self.held.lock().expect("held leases");
             for f in &batch {

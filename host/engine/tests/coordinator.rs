@@ -208,3 +208,20 @@ async fn an_invalid_context_is_refused_before_anything_is_written(pool: PgPool) 
         .unwrap();
     assert_eq!(n, 0);
 }
+
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_task_ends_once_even_when_its_last_steps_finish_together(pool: PgPool) {
+    // The tree's four leaves complete in one batch; the task's end is one event.
+    let c = coordinator(&pool, InProcessExecutor::new());
+    let mut sub = c.bus().subscribe(&["task.*"]);
+    let report = c.run(&fixtures::tree(NOOP), json!({})).await.unwrap();
+    assert_eq!(report.state, TaskState::Complete);
+    let mut names = Vec::new();
+    while let Some(ev) = sub.try_recv() {
+        names.push(ev.name.clone());
+    }
+    assert_eq!(
+        names,
+        vec!["task.created", "task.started", "task.completed"]
+    );
+}

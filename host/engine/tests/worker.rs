@@ -58,10 +58,18 @@ async fn listening_worker<E: Executor>(
     exec: E,
     cfg: WorkerConfig,
     stop: &CancellationToken,
-) -> (tokio::task::JoinHandle<tasker_engine::WorkerTotals>, tokio::task::JoinHandle<()>) {
+) -> (
+    tokio::task::JoinHandle<tasker_engine::WorkerTotals>,
+    tokio::task::JoinHandle<()>,
+) {
     let worker_store = own_pool(pool).await;
     let listen_pool = worker_store.pool().clone();
-    let w = Worker::new(Arc::new(worker_store), Arc::new(exec), EventBus::default(), cfg);
+    let w = Worker::new(
+        Arc::new(worker_store),
+        Arc::new(exec),
+        EventBus::default(),
+        cfg,
+    );
     let listener =
         tasker_engine::pg::spawn_ready_listener(listen_pool, w.wake_handle(), stop.clone());
     (tokio::spawn(w.run(stop.clone())), listener)
@@ -182,6 +190,8 @@ async fn a_silent_worker_loses_its_leases_and_its_late_completion_is_refused(poo
     let gate = Gate::default();
     let stop_a = CancellationToken::new();
     let cfg_a = WorkerConfig {
+        // Exactly the three roots: with a free slot it could claim a swept step again.
+        concurrency: 3,
         lease: Duration::from_millis(500),
         heartbeat_every: Duration::from_secs(3600),
         sweep_every: Duration::from_secs(3600),

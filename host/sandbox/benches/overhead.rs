@@ -1,12 +1,17 @@
 //! Per-attempt overhead of a no-op handler, pooling vs on-demand allocation, and
-//! precompiled-cache load vs compile.
+//! precompiled-cache load vs compile; then the same per guest language (Rust, Python,
+//! JavaScript, C) as ratios against Rust in the same run.
 //!
 //! Run: `scripts/build-plugins.sh && cargo bench -p tasker-sandbox --bench overhead`
-//! (`TASKER_BENCH_ITERS` sets the sample count, default 20000).
+//! (`TASKER_BENCH_ITERS` sets the sample count, default 20000; `TASKER_BENCH_LANGS=0`
+//! skips the per-language part).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::path::Path;
+
+use serde_json::json;
 use tasker_sandbox::{
     AllocatorChoice, AllocatorInUse, AttemptRequest, EngineConfig, Grants, Limits, Sandbox,
     SandboxConfig, StepContext,
@@ -209,4 +214,179 @@ fn main() {
         us(l) / 1e3
     );
     println!("compile / cache: {:.1}x", us(c) / us(l).max(1.0));
+
+    if std::env::var("TASKER_BENCH_LANGS").as_deref() != Ok("0") {
+        languages(&rt, work.path(), iters);
+    }
+}
+
+/// The example's step handler in each language (examples/polyglot), staged by
+/// scripts/build-plugins.sh, with a one-record input: the same small job everywhere.
+struct Lang {
+    lang: &'static str,
+    file: &'static str,
+    plugin: &'static str,
+    parent: (&'static str, serde_json::Value),
+}
+
+fn langs() -> Vec<Lang> {
+    let ingest = json!({ "batch_id": "b", "currency": "EUR", "records": [
+        { "row": 1, "id": "p-1", "email": "ada@example.com", "country": "GB", "amount": "1.50", "date": "2026-11-02" }
+    ]});
+    let norm = json!({ "batch_id": "b", "currency": "EUR", "rejected": [],
+        "valid": [{ "id": "p-1", "email": "ada@example.com", "country": "GB", "amount_cents": 150, "date": "2026-11-02" }],
+        "canonical": "p-1,ada@example.com,GB,150,2026-11-02\n" });
+    vec![
+        Lang {
+            lang: "Rust",
+            file: "poly_ingest@0.1.0.wasm",
+            plugin: "poly_ingest",
+            parent: ("unused", json!({})),
+        },
+        Lang {
+            lang: "Python",
+            file: "py_normalise@0.1.0.wasm",
+            plugin: "py_normalise",
+            parent: ("ingest", ingest),
+        },
+        Lang {
+            lang: "JavaScript",
+            file: "js_summary@0.1.0.wasm",
+            plugin: "js_summary",
+            parent: ("normalise", norm.clone()),
+        },
+        Lang {
+            lang: "C",
+            file: "c_checksum@0.1.0.wasm",
+            plugin: "c_checksum",
+            parent: ("normalise", norm),
+        },
+    ]
+}
+
+fn lang_request(l: &Lang) -> AttemptRequest {
+    AttemptRequest {
+        plugin: l.plugin.parse().unwrap(),
+        ctx: StepContext {
+            task_id: "t".into(),
+            step_name: "s".into(),
+            attempt: 1,
+            // poly_ingest reads its batch from the task context.
+            context: json!({ "batch_id": "b", "records": [{ "id": "p-1" }] }),
+            parent_results: [(l.parent.0.to_string(), l.parent.1.clone())].into(),
+            config: json!({}),
+        },
+        limits: Limits::default(),
+        grants: Grants::default(),
+    }
+}
+
+fn languages(rt: &tokio::runtime::Runtime, work: &Path, iters: usize) {
+    let dist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/dist");
+    let langs = langs();
+    let dir = work.join("langs");
+    std::fs::create_dir(&dir).unwrap();
+    for l in &langs {
+        let src = dist.join(l.file);
+        if !src.is_file() {
+            eprintln!(
+                "{} is missing: run scripts/install-toolchains.sh && scripts/build-plugins.sh (or TASKER_BENCH_LANGS=0)",
+                src.display()
+            );
+            std::process::exit(2);
+        }
+        std::fs::copy(&src, dir.join(l.file)).unwrap();
+    }
+    let cache = work.join("langs-cache");
+    let mut cfg = SandboxConfig::new(&dir);
+    cfg.cache_dir = Some(cache.clone());
+    cfg.engine.allocator = AllocatorChoice::Pooling;
+    let sb = rt.block_on(Sandbox::new(cfg)).expect("sandbox").0;
+
+    println!();
+    println!(
+        "per language: instantiate + call of the polyglot example's handler on a one-record input (pooling, sequential)"
+    );
+    println!("| language | plugin | component KB | median µs | p99 µs | median / Rust |");
+    println!("|---|---|---|---|---|---|");
+    let mut rust_median = None;
+    for l in &langs {
+        let req = lang_request(l);
+        // Interpreted guests cost about a millisecond a call: fewer samples.
+        let n = if matches!(l.lang, "Python" | "JavaScript") {
+            (iters / 10).max(200)
+        } else {
+            iters
+        };
+        let mut samples = Vec::with_capacity(n);
+        rt.block_on(async {
+            for i in 0..n + n / 10 {
+                let t = Instant::now();
+                let out = sb.run(req.clone()).await;
+                let took = t.elapsed();
+                if let Err(f) = &out {
+                    panic!("{}: {} ({})", l.lang, f.error, f.report.stderr);
+                }
+                if i >= n / 10 {
+                    samples.push(took);
+                }
+            }
+        });
+        samples.sort();
+        let median = pct(&samples, 0.5);
+        let base = *rust_median.get_or_insert(median);
+        let kb = std::fs::metadata(dir.join(l.file)).unwrap().len() / 1024;
+        println!(
+            "| {} | {} | {kb} | {:.1} | {:.1} | {:.1}x |",
+            l.lang,
+            l.plugin,
+            us(median),
+            us(pct(&samples, 0.99)),
+            us(median) / us(base)
+        );
+    }
+    drop(sb);
+
+    // First load (compile + cache write + instantiate_pre) vs cached load, each on a fresh
+    // engine, best of 3.
+    println!();
+    println!(
+        "per language: plugin load, Registry::rescan of one new file on a fresh engine, best of 3"
+    );
+    println!(
+        "| language | compile ms | cached ms | compile / cached | compile / Rust compile | cached / Rust cached |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut rust = None;
+    for l in &langs {
+        let (mut compile, mut cached) = (Duration::MAX, Duration::MAX);
+        for round in 0..3 {
+            let _ = std::fs::remove_dir_all(&cache);
+            for (warm, best) in [(false, &mut compile), (true, &mut cached)] {
+                let d = work.join(format!("lang-load-{}-{round}-{warm}", l.plugin));
+                std::fs::create_dir(&d).unwrap();
+                let mut cfg = SandboxConfig::new(&d);
+                cfg.cache_dir = Some(cache.clone());
+                cfg.engine.allocator = AllocatorChoice::Pooling;
+                let sb = rt.block_on(Sandbox::new(cfg)).unwrap().0;
+                std::fs::copy(dir.join(l.file), d.join(l.file)).unwrap();
+                let t = Instant::now();
+                let report = rt.block_on(sb.registry().rescan()).unwrap();
+                let took = t.elapsed();
+                assert_eq!(report.loaded.len(), 1, "{}: {report:?}", l.lang);
+                assert_eq!(sb.registry().plugins()[0].from_cache, warm);
+                *best = (*best).min(took);
+            }
+        }
+        let (rc, rl) = *rust.get_or_insert((compile, cached));
+        println!(
+            "| {} | {:.1} | {:.2} | {:.0}x | {:.1}x | {:.1}x |",
+            l.lang,
+            us(compile) / 1e3,
+            us(cached) / 1e3,
+            us(compile) / us(cached).max(1.0),
+            us(compile) / us(rc),
+            us(cached) / us(rl)
+        );
+    }
 }

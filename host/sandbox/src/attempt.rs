@@ -14,7 +14,7 @@ use crate::caps::{self, Denial, Grants};
 use crate::error::SandboxError;
 use crate::host::{EmittedEvent, Journal, LogRecord};
 use crate::limits::{Limits, MemoryLimiter, ResolvedLimits};
-use crate::registry::{Plugin, PluginHash, PluginRef};
+use crate::registry::{Plugin, PluginHash, PluginRef, Pre, World};
 use crate::stdio::CappedPipe;
 
 /// What the handler sees. JSON fields are values here and text on the wire.
@@ -129,7 +129,7 @@ impl WasiView for AttemptState {
     }
 }
 
-fn to_wit(ctx: &StepContext) -> wit::StepContext {
+pub(crate) fn to_wit(ctx: &StepContext) -> wit::StepContext {
     wit::StepContext {
         task_id: ctx.task_id.clone(),
         step_name: ctx.step_name.clone(),
@@ -147,6 +147,31 @@ fn to_wit(ctx: &StepContext) -> wit::StepContext {
 /// About a millisecond of guest work between yields to the runtime.
 const FUEL_YIELD: u64 = 1_000_000;
 
+/// What to call on the instance: one export per world.
+pub(crate) enum Call {
+    Handle(wit::StepContext),
+    OnEvent(wit::Event),
+    Decide(wit::Failure),
+}
+
+impl Call {
+    fn world(&self) -> World {
+        match self {
+            Call::Handle(_) => World::StepHandler,
+            Call::OnEvent(_) => World::EventHook,
+            Call::Decide(_) => World::RetryPolicy,
+        }
+    }
+}
+
+/// A decision as JSON text, so every world's result goes through the same output checks.
+fn decision_json(d: &wit::Decision) -> String {
+    match d {
+        wit::Decision::Retry(ms) => serde_json::json!({ "retry": ms }).to_string(),
+        wit::Decision::GiveUp(reason) => serde_json::json!({ "give_up": reason }).to_string(),
+    }
+}
+
 enum Outcome {
     Returned(Result<String, wit::StepError>),
     InstantiateFailed(wasmtime::Error),
@@ -154,11 +179,14 @@ enum Outcome {
     TimedOut,
 }
 
-/// Run one attempt of `plugin`. `queue_wait` is the time spent waiting for a slot.
-pub(crate) async fn run(
+/// Run one call of any world in a fresh store. An event hook's `Ok` is JSON `null` and its
+/// `Err(message)` a retryable handler error; a policy's decision is
+/// `{"retry": ms}` / `{"give_up": reason}`.
+pub(crate) async fn run_call(
     engine: &wasmtime::Engine,
     plugin: &Plugin,
-    req: &AttemptRequest,
+    call: Call,
+    grants: &Grants,
     limits: ResolvedLimits,
     queue_wait: Duration,
 ) -> Result<AttemptOutput, AttemptFailure> {
@@ -178,11 +206,24 @@ pub(crate) async fn run(
         ..AttemptReport::default()
     };
 
+    if plugin.world() != call.world() {
+        let error = SandboxError::Incompatible {
+            message: format!(
+                "{}@{} is a {} component, not a {}",
+                plugin.name,
+                plugin.version,
+                plugin.world(),
+                call.world()
+            ),
+        };
+        return Err(AttemptFailure { error, report });
+    }
+
     let stdout = CappedPipe::new(limits.stdio_bytes);
     let stderr = CappedPipe::new(limits.stdio_bytes);
     let mut b = WasiCtxBuilder::new();
     b.stdout(stdout.clone()).stderr(stderr.clone());
-    let denials = match caps::apply(&req.grants, &mut b).await {
+    let denials = match caps::apply(grants, &mut b).await {
         Ok(d) => d,
         Err(error) => return Err(AttemptFailure { error, report }),
     };
@@ -224,16 +265,47 @@ pub(crate) async fn run(
         })
     });
 
-    let wit_ctx = to_wit(&req.ctx);
     let outcome = {
         let call = async {
-            let handler = match plugin.compiled.pre.instantiate_async(&mut store).await {
-                Ok(h) => h,
-                Err(e) => return Outcome::InstantiateFailed(e),
-            };
-            match handler.call_handle(&mut store, &wit_ctx).await {
-                Ok(r) => Outcome::Returned(r),
-                Err(e) => Outcome::CallFailed(e),
+            match (&plugin.compiled.pre, &call) {
+                (Pre::StepHandler(pre), Call::Handle(ctx)) => {
+                    let handler = match pre.instantiate_async(&mut store).await {
+                        Ok(h) => h,
+                        Err(e) => return Outcome::InstantiateFailed(e),
+                    };
+                    match handler.call_handle(&mut store, ctx).await {
+                        Ok(r) => Outcome::Returned(r),
+                        Err(e) => Outcome::CallFailed(e),
+                    }
+                }
+                (Pre::EventHook(pre), Call::OnEvent(event)) => {
+                    let hook = match pre.instantiate_async(&mut store).await {
+                        Ok(h) => h,
+                        Err(e) => return Outcome::InstantiateFailed(e),
+                    };
+                    match hook.call_on_event(&mut store, event).await {
+                        Ok(Ok(())) => Outcome::Returned(Ok("null".to_owned())),
+                        Ok(Err(message)) => {
+                            Outcome::Returned(Err(wit::StepError::Retryable(wit::RetryableError {
+                                message,
+                                retry_after_ms: None,
+                            })))
+                        }
+                        Err(e) => Outcome::CallFailed(e),
+                    }
+                }
+                (Pre::RetryPolicy(pre), Call::Decide(failure)) => {
+                    let policy = match pre.instantiate_async(&mut store).await {
+                        Ok(h) => h,
+                        Err(e) => return Outcome::InstantiateFailed(e),
+                    };
+                    match policy.call_decide(&mut store, failure).await {
+                        Ok(d) => Outcome::Returned(Ok(decision_json(&d))),
+                        Err(e) => Outcome::CallFailed(e),
+                    }
+                }
+                // Checked before the store was built; kept total rather than panicking.
+                _ => Outcome::InstantiateFailed(wasmtime::Error::msg("world mismatch")),
             }
         };
         // Backstop for a guest blocked in a host call, where epochs do not reach. It fires
@@ -267,7 +339,7 @@ pub(crate) async fn run(
     report.events = state.journal.events;
     report.denials = denials.snapshot();
 
-    let result = classify(outcome, &limits, state.limiter.denied, &report, &req.grants);
+    let result = classify(outcome, &limits, state.limiter.denied, &report, grants);
     match result {
         Ok(output) => Ok(AttemptOutput { output, report }),
         Err(error) => Err(AttemptFailure { error, report }),
@@ -299,6 +371,12 @@ fn classify(
                 }
             });
         }
+        // A guest that caught its failed allocation (JS "out of memory", a NULL from
+        // malloc) and returned an error: the memory cap is still the cause.
+        Outcome::Returned(Err(_)) if memory_denied.is_some() => SandboxError::OutOfMemory {
+            requested_bytes: memory_denied.unwrap_or(0),
+            limit_bytes: limits.memory_bytes,
+        },
         Outcome::Returned(Err(wit::StepError::Retryable(r))) => SandboxError::HandlerError {
             message: r.message,
             retryable: true,
@@ -346,10 +424,21 @@ fn trap_error(e: wasmtime::Error, limits: &ResolvedLimits, stderr: &str) -> Sand
             let code = trap.map(|t| format!("{t:?}"));
             let message = match panic_message(stderr) {
                 Some(panic) => panic,
-                None => match trap {
-                    Some(t) => t.to_string(),
-                    None => format!("{e:#}"),
-                },
+                None => {
+                    let m = match trap {
+                        Some(t) => t.to_string(),
+                        None => format!("{e:#}"),
+                    };
+                    // What the guest said first, if anything: the cause comes before
+                    // stacks and abort notices (e.g. why a JS runtime aborted).
+                    match stderr.lines().map(str::trim).find(|l| !l.is_empty()) {
+                        Some(first) => {
+                            let said: String = first.chars().take(500).collect();
+                            format!("{m} (stderr: {said})")
+                        }
+                        None => m,
+                    }
+                }
             };
             SandboxError::Trap {
                 message,
@@ -360,8 +449,19 @@ fn trap_error(e: wasmtime::Error, limits: &ResolvedLimits, stderr: &str) -> Sand
     }
 }
 
-/// The guest's panic message from stderr ("panicked at src/lib.rs:9:13:\nboom").
+/// The guest's own account of a crash, from stderr: the exception line of a Python
+/// traceback (componentize-py's runtime then panics with a generic message), else a Rust
+/// panic ("panicked at src/lib.rs:9:13:\nboom").
 fn panic_message(stderr: &str) -> Option<String> {
+    if let Some(tb) = stderr.rfind("Traceback (most recent call last):")
+        && let Some(line) = stderr[tb..]
+            .lines()
+            .skip(1)
+            .find(|l| !l.is_empty() && !l.starts_with(char::is_whitespace))
+    {
+        let line: String = line.chars().take(2000).collect();
+        return Some(format!("uncaught Python exception: {line}"));
+    }
     let start = stderr.find("panicked at")?;
     let msg: String = stderr[start..]
         .lines()

@@ -15,6 +15,7 @@ mod host;
 mod limits;
 mod registry;
 mod stdio;
+mod worlds;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,8 +35,9 @@ pub use error::SandboxError;
 pub use host::{EmittedEvent, LogRecord};
 pub use limits::{Limits, ResolvedLimits};
 pub use registry::{
-    Plugin, PluginHash, PluginRef, Registry, RegistryEvent, RegistryStats, ScanReport,
+    Plugin, PluginHash, PluginRef, Registry, RegistryEvent, RegistryStats, ScanReport, World,
 };
+pub use worlds::{HookEvent, HookRequest, PolicyDecision, PolicyFailure, PolicyRequest};
 
 /// Host-wide sandbox settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,7 +136,49 @@ impl Sandbox {
 
     /// Run one attempt. Never panics on guest behaviour; every failure is typed.
     pub async fn run(&self, req: AttemptRequest) -> Result<AttemptOutput, AttemptFailure> {
-        let limits = self.resolve_limits(&req.limits);
+        let call = attempt::Call::Handle(attempt::to_wit(&req.ctx));
+        self.run_call(&req.plugin, &req.limits, &req.grants, call)
+            .await
+    }
+
+    /// Deliver one event to an `event-hook` component, sandboxed like a step attempt
+    /// (fresh store, its own limits and grants). The hook's own `Err` is a retryable
+    /// `handler_error`; a component of another world is `incompatible`.
+    pub async fn run_hook(&self, req: HookRequest) -> Result<AttemptReport, AttemptFailure> {
+        let call = attempt::Call::OnEvent(req.event.to_wit());
+        self.run_call(&req.plugin, &req.limits, &req.grants, call)
+            .await
+            .map(|o| o.report)
+    }
+
+    /// Ask a `retry-policy` component for a decision, sandboxed like a step attempt.
+    pub async fn run_policy(
+        &self,
+        req: PolicyRequest,
+    ) -> Result<(PolicyDecision, AttemptReport), AttemptFailure> {
+        let call = attempt::Call::Decide(req.failure.to_wit());
+        let out = self
+            .run_call(&req.plugin, &req.limits, &req.grants, call)
+            .await?;
+        match PolicyDecision::from_json(&out.output) {
+            Some(d) => Ok((d, out.report)),
+            None => Err(AttemptFailure {
+                error: SandboxError::BadOutput {
+                    reason: format!("not a decision: {}", out.output),
+                },
+                report: out.report,
+            }),
+        }
+    }
+
+    async fn run_call(
+        &self,
+        plugin: &PluginRef,
+        limits: &Limits,
+        grants: &Grants,
+        call: attempt::Call,
+    ) -> Result<AttemptOutput, AttemptFailure> {
+        let limits = self.resolve_limits(limits);
         let queued = Instant::now();
         let _slot = self
             .inner
@@ -144,7 +188,7 @@ impl Sandbox {
             .expect("semaphore is never closed");
         // Resolve once the attempt has a slot: a queued attempt runs the newest version,
         // a started one keeps the version it resolved.
-        let plugin = match self.inner.registry.resolve(&req.plugin) {
+        let plugin = match self.inner.registry.resolve(plugin) {
             Ok(p) => p,
             Err(error) => {
                 let report = AttemptReport {
@@ -158,10 +202,11 @@ impl Sandbox {
                 return Err(AttemptFailure { error, report });
             }
         };
-        attempt::run(
+        attempt::run_call(
             self.inner.engine.engine(),
             &plugin,
-            &req,
+            call,
+            grants,
             limits,
             queued.elapsed(),
         )

@@ -29,6 +29,8 @@ use wasmtime::component::{Component, Linker};
 
 use crate::attempt::AttemptState;
 use crate::bindings::StepHandlerPre;
+use crate::bindings::hook::EventHookPre;
+use crate::bindings::policy::RetryPolicyPre;
 use crate::engine::SandboxEngine;
 use crate::error::SandboxError;
 
@@ -133,10 +135,52 @@ impl fmt::Display for PluginRef {
     }
 }
 
+/// Which `tasker:plugin` world a component exports (checked once, at load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    StepHandler,
+    EventHook,
+    RetryPolicy,
+}
+
+impl World {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            World::StepHandler => "step-handler",
+            World::EventHook => "event-hook",
+            World::RetryPolicy => "retry-policy",
+        }
+    }
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A component's pre-checked instance, by world.
+pub(crate) enum Pre {
+    StepHandler(StepHandlerPre<AttemptState>),
+    EventHook(EventHookPre<AttemptState>),
+    RetryPolicy(RetryPolicyPre<AttemptState>),
+}
+
 /// A compiled component, ready to instantiate.
 pub(crate) struct Compiled {
-    pub pre: StepHandlerPre<AttemptState>,
+    pub pre: Pre,
     pub from_cache: bool,
+}
+
+impl Compiled {
+    pub(crate) fn world(&self) -> World {
+        match self.pre {
+            Pre::StepHandler(_) => World::StepHandler,
+            Pre::EventHook(_) => World::EventHook,
+            Pre::RetryPolicy(_) => World::RetryPolicy,
+        }
+    }
 }
 
 /// A loaded plugin: identity plus compiled code.
@@ -149,6 +193,13 @@ pub struct Plugin {
     /// Whether the code came from the precompiled cache rather than a compile.
     pub from_cache: bool,
     pub(crate) compiled: Arc<Compiled>,
+}
+
+impl Plugin {
+    /// The world this component exports.
+    pub fn world(&self) -> World {
+        self.compiled.world()
+    }
 }
 
 impl fmt::Debug for Plugin {
@@ -741,9 +792,23 @@ fn compile(
         .map_err(|e| SandboxError::Incompatible {
             message: format!("needs an import the host does not provide: {e:#}"),
         })?;
-    let pre = StepHandlerPre::new(pre).map_err(|e| SandboxError::Incompatible {
-        message: format!("does not export tasker:plugin/step-handler@0.1.0: {e:#}"),
-    })?;
+    // The typed export check decides the world: a component exports exactly one of them.
+    let pre = match StepHandlerPre::new(pre.clone()) {
+        Ok(p) => Pre::StepHandler(p),
+        Err(step_err) => match EventHookPre::new(pre.clone()) {
+            Ok(p) => Pre::EventHook(p),
+            Err(_) => match RetryPolicyPre::new(pre) {
+                Ok(p) => Pre::RetryPolicy(p),
+                Err(_) => {
+                    return Err(SandboxError::Incompatible {
+                        message: format!(
+                            "does not export tasker:plugin/step-handler@0.1.0 (nor event-hook or retry-policy): {step_err:#}"
+                        ),
+                    });
+                }
+            },
+        },
+    };
     tracing::debug!(
         from_cache,
         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -6,10 +6,11 @@
 
 mod error;
 mod pg;
+mod pg_hooks;
 mod store;
 mod types;
 
 pub use error::StoreError;
-pub use pg::{DEFAULT_MAX_LEASE_LOSSES, MIGRATOR, PgStore, READY_CHANNEL};
+pub use pg::{DEFAULT_MAX_LEASE_LOSSES, DUE_CHANNEL, MIGRATOR, PgStore, READY_CHANNEL};
 pub use store::{Result, Store};
 pub use types::*;

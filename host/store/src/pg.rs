@@ -16,6 +16,9 @@ use crate::types::*;
 /// The NOTIFY channel that says "steps became ready". The payload is how many (a hint).
 pub const READY_CHANNEL: &str = "tasker_ready";
 
+/// The NOTIFY channel that says "a retry was scheduled for later". The payload is its instant.
+pub const DUE_CHANNEL: &str = "tasker_due";
+
 /// Lease losses after which a step ends in error (a step that kills its workers).
 pub const DEFAULT_MAX_LEASE_LOSSES: u32 = 5;
 
@@ -61,7 +64,7 @@ impl PgStore {
     }
 }
 
-fn col<'r, T>(row: &'r PgRow, name: &str) -> Result<T>
+pub(crate) fn col<'r, T>(row: &'r PgRow, name: &str) -> Result<T>
 where
     T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
 {
@@ -260,6 +263,9 @@ fn attempt_row(row: &PgRow) -> Result<AttemptRow> {
         peak_memory_bytes: col(row, "peak_memory_bytes")?,
         wall_us: col(row, "wall_us")?,
         plugin_hash: col(row, "plugin_hash")?,
+        decided_by: col(row, "decided_by")?,
+        decision_detail: col(row, "decision_detail")?,
+        policy_warning: col(row, "policy_warning")?,
     })
 }
 
@@ -385,113 +391,77 @@ impl Store for PgStore {
         items: &[StepCompletion],
         now: DateTime<Utc>,
     ) -> Result<Vec<CompletionOutcome>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
+        complete_on(&self.pool, items, now).await
+    }
+
+    async fn complete_with_events(
+        &self,
+        items: &[StepCompletion],
+        events: &[CustomEventRecord],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CompletionOutcome>> {
+        if events.is_empty() {
+            return complete_on(&self.pool, items, now).await;
         }
-        let ids: Vec<i64> = items.iter().map(|c| c.step_id).collect();
-        let tokens: Vec<i64> = items.iter().map(|c| c.token).collect();
-        let results: Vec<Value> = items.iter().map(|c| c.result.clone()).collect();
-        let mut fuel = Vec::with_capacity(items.len());
-        let mut mem = Vec::with_capacity(items.len());
-        let mut wall = Vec::with_capacity(items.len());
-        let mut hash = Vec::with_capacity(items.len());
-        for c in items {
-            fuel.push(opt_i64(c.accounting.fuel, "fuel")?);
-            mem.push(opt_i64(
-                c.accounting.peak_memory_bytes,
-                "peak_memory_bytes",
-            )?);
-            wall.push(opt_i64(c.accounting.wall_us, "wall_us")?);
-            hash.push(c.accounting.plugin_hash.clone());
-        }
-        let rows = sqlx::query("SELECT * FROM complete_steps($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(&ids)
-            .bind(&tokens)
-            .bind(&results)
-            .bind(&fuel)
-            .bind(&mem)
-            .bind(&wall)
-            .bind(&hash)
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(CompletionOutcome {
-                    step_id: col(row, "step_id")?,
-                    task_id: col(row, "task_id")?,
-                    refusal: refusal(row)?,
-                    task_finalized: opt_task_state(col(row, "task_state")?)?,
-                })
-            })
-            .collect()
+        let mut tx = self.pool.begin().await?;
+        let out = complete_on(&mut *tx, items, now).await?;
+        crate::pg_hooks::enqueue_custom(&mut *tx, events, now).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn fail(&self, items: &[StepFailure], now: DateTime<Utc>) -> Result<Vec<FailureOutcome>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
+        fail_on(&self.pool, items, &[], now).await
+    }
+
+    async fn fail_decided(
+        &self,
+        items: &[StepFailure],
+        decisions: &[FailureDecision],
+        events: &[CustomEventRecord],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FailureOutcome>> {
+        if events.is_empty() {
+            return fail_on(&self.pool, items, decisions, now).await;
         }
-        let ids: Vec<i64> = items.iter().map(|f| f.step_id).collect();
-        let tokens: Vec<i64> = items.iter().map(|f| f.token).collect();
-        let kinds: Vec<String> = items
-            .iter()
-            .map(|f| f.error_kind.as_str().to_owned())
-            .collect();
-        let messages: Vec<String> = items.iter().map(|f| f.message.clone()).collect();
-        let retryable: Vec<bool> = items.iter().map(|f| f.retryable).collect();
-        // A retry-after beyond i64 is capped by max_retry_after_ms anyway.
-        let retry_after: Vec<Option<i64>> = items
-            .iter()
-            .map(|f| {
-                f.retry_after_ms
-                    .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
-            })
-            .collect();
-        let mut fuel = Vec::with_capacity(items.len());
-        let mut mem = Vec::with_capacity(items.len());
-        let mut wall = Vec::with_capacity(items.len());
-        let mut hash = Vec::with_capacity(items.len());
-        for f in items {
-            fuel.push(opt_i64(f.accounting.fuel, "fuel")?);
-            mem.push(opt_i64(
-                f.accounting.peak_memory_bytes,
-                "peak_memory_bytes",
-            )?);
-            wall.push(opt_i64(f.accounting.wall_us, "wall_us")?);
-            hash.push(f.accounting.plugin_hash.clone());
-        }
-        let rows =
-            sqlx::query("SELECT * FROM fail_steps($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-                .bind(&ids)
-                .bind(&tokens)
-                .bind(&kinds)
-                .bind(&messages)
-                .bind(&retryable)
-                .bind(&retry_after)
-                .bind(&fuel)
-                .bind(&mem)
-                .bind(&wall)
-                .bind(&hash)
-                .bind(now)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|row| {
-                let decision: Option<String> = col(row, "decision")?;
-                Ok(FailureOutcome {
-                    step_id: col(row, "step_id")?,
-                    task_id: col(row, "task_id")?,
-                    refusal: refusal(row)?,
-                    decision: decision
-                        .as_deref()
-                        .map(RetryDecision::parse)
-                        .transpose()
-                        .map_err(|e| StoreError::decode("fail_steps.decision", e))?,
-                    next_ready_at: col(row, "next_ready_at")?,
-                    task_finalized: opt_task_state(col(row, "task_state")?)?,
-                })
-            })
-            .collect()
+        let mut tx = self.pool.begin().await?;
+        let out = fail_on(&mut *tx, items, decisions, now).await?;
+        crate::pg_hooks::enqueue_custom(&mut *tx, events, now).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn claim_hook_deliveries(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<HookDeliveryJob>> {
+        crate::pg_hooks::claim(&self.pool, worker, limit, lease, now).await
+    }
+
+    async fn finish_hook_deliveries(
+        &self,
+        results: &[HookDeliveryResult],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<HookFinishOutcome>> {
+        crate::pg_hooks::finish(&self.pool, results, now).await
+    }
+
+    async fn hook_counts(&self, task_id: Option<TaskId>) -> Result<Vec<HookCounts>> {
+        crate::pg_hooks::counts(&self.pool, task_id).await
+    }
+
+    async fn hook_outbox_of_task(&self, task_id: TaskId) -> Result<Vec<OutboxRow>> {
+        crate::pg_hooks::outbox_of_task(&self.pool, task_id).await
+    }
+
+    async fn first_attempt_at(
+        &self,
+        step_ids: &[StepId],
+    ) -> Result<Vec<(StepId, Option<DateTime<Utc>>)>> {
+        crate::pg_hooks::first_attempt_at(&self.pool, step_ids).await
     }
 
     async fn heartbeat(
@@ -782,4 +752,140 @@ impl Store for PgStore {
             .map(|r| transition_row(r, "task_id", task_state))
             .collect()
     }
+}
+
+async fn complete_on<'c, E: sqlx::PgExecutor<'c>>(
+    db: E,
+    items: &[StepCompletion],
+    now: DateTime<Utc>,
+) -> Result<Vec<CompletionOutcome>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = items.iter().map(|c| c.step_id).collect();
+    let tokens: Vec<i64> = items.iter().map(|c| c.token).collect();
+    let results: Vec<Value> = items.iter().map(|c| c.result.clone()).collect();
+    let mut fuel = Vec::with_capacity(items.len());
+    let mut mem = Vec::with_capacity(items.len());
+    let mut wall = Vec::with_capacity(items.len());
+    let mut hash = Vec::with_capacity(items.len());
+    for c in items {
+        fuel.push(opt_i64(c.accounting.fuel, "fuel")?);
+        mem.push(opt_i64(
+            c.accounting.peak_memory_bytes,
+            "peak_memory_bytes",
+        )?);
+        wall.push(opt_i64(c.accounting.wall_us, "wall_us")?);
+        hash.push(c.accounting.plugin_hash.clone());
+    }
+    let rows = sqlx::query("SELECT * FROM complete_steps($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&results)
+        .bind(&fuel)
+        .bind(&mem)
+        .bind(&wall)
+        .bind(&hash)
+        .bind(now)
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(CompletionOutcome {
+                step_id: col(row, "step_id")?,
+                task_id: col(row, "task_id")?,
+                refusal: refusal(row)?,
+                task_finalized: opt_task_state(col(row, "task_state")?)?,
+            })
+        })
+        .collect()
+}
+
+/// `decisions[i]` says who decided `items[i]` (missing: the built-in policy).
+async fn fail_on<'c, E: sqlx::PgExecutor<'c>>(
+    db: E,
+    items: &[StepFailure],
+    decisions: &[FailureDecision],
+    now: DateTime<Utc>,
+) -> Result<Vec<FailureOutcome>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = items.iter().map(|f| f.step_id).collect();
+    let tokens: Vec<i64> = items.iter().map(|f| f.token).collect();
+    let kinds: Vec<String> = items
+        .iter()
+        .map(|f| f.error_kind.as_str().to_owned())
+        .collect();
+    let messages: Vec<String> = items.iter().map(|f| f.message.clone()).collect();
+    let retryable: Vec<bool> = items.iter().map(|f| f.retryable).collect();
+    // A retry-after beyond i64 is capped by max_retry_after_ms anyway.
+    let retry_after: Vec<Option<i64>> = items
+        .iter()
+        .map(|f| {
+            f.retry_after_ms
+                .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
+        })
+        .collect();
+    // Without an explicit decision, the built-in policy decided.
+    let decision = |i: usize| decisions.get(i);
+    let decided_by: Vec<String> = (0..items.len())
+        .map(|i| decision(i).map_or_else(|| "builtin".to_owned(), |d| d.decided_by.clone()))
+        .collect();
+    let details: Vec<Option<String>> = (0..items.len())
+        .map(|i| decision(i).and_then(|d| d.detail.clone()))
+        .collect();
+    let warnings: Vec<Option<String>> = (0..items.len())
+        .map(|i| decision(i).and_then(|d| d.warning.clone()))
+        .collect();
+    let mut fuel = Vec::with_capacity(items.len());
+    let mut mem = Vec::with_capacity(items.len());
+    let mut wall = Vec::with_capacity(items.len());
+    let mut hash = Vec::with_capacity(items.len());
+    for f in items {
+        fuel.push(opt_i64(f.accounting.fuel, "fuel")?);
+        mem.push(opt_i64(
+            f.accounting.peak_memory_bytes,
+            "peak_memory_bytes",
+        )?);
+        wall.push(opt_i64(f.accounting.wall_us, "wall_us")?);
+        hash.push(f.accounting.plugin_hash.clone());
+    }
+    let rows =
+            sqlx::query(
+                "SELECT * FROM fail_steps_decided($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+                .bind(&ids)
+                .bind(&tokens)
+                .bind(&kinds)
+                .bind(&messages)
+                .bind(&retryable)
+                .bind(&retry_after)
+                .bind(&fuel)
+                .bind(&mem)
+                .bind(&wall)
+                .bind(&hash)
+                .bind(&decided_by)
+                .bind(&details)
+                .bind(&warnings)
+                .bind(now)
+                .fetch_all(db)
+                .await?;
+    rows.iter()
+        .map(|row| {
+            let decision: Option<String> = col(row, "decision")?;
+            Ok(FailureOutcome {
+                step_id: col(row, "step_id")?,
+                task_id: col(row, "task_id")?,
+                refusal: refusal(row)?,
+                decision: decision
+                    .as_deref()
+                    .map(RetryDecision::parse)
+                    .transpose()
+                    .map_err(|e| StoreError::decode("fail_steps.decision", e))?,
+                next_ready_at: col(row, "next_ready_at")?,
+                task_finalized: opt_task_state(col(row, "task_state")?)?,
+            })
+        })
+        .collect()
 }

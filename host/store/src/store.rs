@@ -62,6 +62,61 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<FailureOutcome>>> + Send;
 
+    /// [`Store::complete`], and in the same transaction the attempts' custom events for
+    /// event hooks (kept only for accepted items).
+    fn complete_with_events(
+        &self,
+        items: &[StepCompletion],
+        events: &[CustomEventRecord],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<CompletionOutcome>>> + Send;
+
+    /// [`Store::fail`], recording who decided each failure (`decisions[i]` for `items[i]`;
+    /// missing ones: the built-in policy), with custom events as in
+    /// [`Store::complete_with_events`].
+    fn fail_decided(
+        &self,
+        items: &[StepFailure],
+        decisions: &[FailureDecision],
+        events: &[CustomEventRecord],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<FailureOutcome>>> + Send;
+
+    /// Claim up to `limit` hook deliveries (each the oldest undelivered event of its hook
+    /// and task) under a lease.
+    fn claim_hook_deliveries(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<HookDeliveryJob>>> + Send;
+
+    /// Record delivery outcomes (fenced by the lease token).
+    fn finish_hook_deliveries(
+        &self,
+        results: &[HookDeliveryResult],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<HookFinishOutcome>>> + Send;
+
+    /// Per hook: pending, delivered and dead deliveries (of one task, or of all).
+    fn hook_counts(
+        &self,
+        task_id: Option<TaskId>,
+    ) -> impl Future<Output = Result<Vec<HookCounts>>> + Send;
+
+    /// A task's outbox rows, in delivery order.
+    fn hook_outbox_of_task(
+        &self,
+        task_id: TaskId,
+    ) -> impl Future<Output = Result<Vec<OutboxRow>>> + Send;
+
+    /// When each step's first attempt started (None: never attempted).
+    fn first_attempt_at(
+        &self,
+        step_ids: &[StepId],
+    ) -> impl Future<Output = Result<Vec<(StepId, Option<DateTime<Utc>>)>>> + Send;
+
     /// Extend leases this worker holds.
     fn heartbeat(
         &self,

@@ -452,6 +452,12 @@ pub struct AttemptRow {
     pub peak_memory_bytes: Option<i64>,
     pub wall_us: Option<i64>,
     pub plugin_hash: Option<String>,
+    /// For failures: `builtin` or `policy:<component>` (who decided the retry).
+    pub decided_by: Option<String>,
+    /// What a retry policy answered (and any clamp applied to it).
+    pub decision_detail: Option<String>,
+    /// Why a configured retry policy was not used (it failed; the built-in policy decided).
+    pub policy_warning: Option<String>,
 }
 
 /// One audit row of a task's or a step's state history.
@@ -465,4 +471,95 @@ pub struct TransitionRow<S> {
     pub metadata: Value,
     pub most_recent: bool,
     pub created_at: DateTime<Utc>,
+}
+
+/// Who decided a failure's retry, recorded on its attempt (see [`crate::Store::fail_decided`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FailureDecision {
+    /// `builtin` or `policy:<component>`.
+    pub decided_by: String,
+    /// The policy's answer, e.g. `retry after 1500 ms` or `give up: bad input`.
+    pub detail: Option<String>,
+    /// Set when a configured policy failed and the built-in policy decided instead.
+    pub warning: Option<String>,
+}
+
+/// A handler's custom event, recorded for hooks with its attempt's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomEventRecord {
+    pub step_id: StepId,
+    /// The attempt's claim token: events of a refused attempt are dropped with it.
+    pub token: i64,
+    /// Without the `custom.` prefix.
+    pub name: String,
+    pub payload: Value,
+}
+
+/// One claimed delivery of one event to one hook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookDeliveryJob {
+    pub delivery_id: i64,
+    /// The delivery lease's fencing token.
+    pub token: i32,
+    pub hook_id: i64,
+    /// The hook component (`name@version` or `blake3:<hash>`).
+    pub component: String,
+    pub limits: Limits,
+    pub grants: Grants,
+    pub max_attempts: u32,
+    pub template_key: String,
+    pub task_id: TaskId,
+    pub step_id: Option<StepId>,
+    pub step_name: Option<String>,
+    pub event_name: String,
+    pub attempt: Option<u32>,
+    pub payload: Value,
+    pub event_at: DateTime<Utc>,
+    /// 1 for the first delivery of this event to this hook.
+    pub delivery_no: u32,
+}
+
+/// How one delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookDeliveryResult {
+    pub delivery_id: i64,
+    pub token: i32,
+    /// `None`: delivered. `Some(error)`: failed (retried with backoff, then dead).
+    pub error: Option<String>,
+}
+
+/// What the store recorded for a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookFinishOutcome {
+    pub delivery_id: i64,
+    /// False: the lease was lost (another worker took the delivery over).
+    pub accepted: bool,
+    /// `delivered`, `pending` (will retry at `next_attempt_at`) or `dead`.
+    pub state: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// Delivery counts of one hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCounts {
+    pub hook_id: i64,
+    pub component: String,
+    pub pending: i64,
+    pub delivered: i64,
+    pub dead: i64,
+}
+
+/// One outbox row (one event for one hook), for status and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub hook_id: i64,
+    pub task_id: TaskId,
+    pub step_id: Option<StepId>,
+    pub event_name: String,
+    pub payload: Value,
+    pub state: String,
+    pub attempts: i32,
+    pub claims: i32,
+    pub last_error: Option<String>,
 }

@@ -256,3 +256,72 @@ fn source_name_prefixes_the_message() {
             .starts_with("invalid template examples/x.yaml:")
     );
 }
+
+#[test]
+fn hooks_and_retry_policies_resolve() {
+    let t = Template::from_yaml(
+        "namespace: ns\nname: t\nversion: 1.0.0\nretry_policy: smart@1.0.0\n\
+         hooks:\n  - component: audit@0.1.0\n    events: ['*']\n    limits: {timeout_ms: 100}\n\
+         \x20   delivery: {max_attempts: 2, backoff: {base_ms: 10}}\n\
+         \x20 - {component: notify@0.1.0, events: task.failed}\n\
+         \x20 - {component: pay@0.1.0, events: [custom.payment_charged, step.*]}\n\
+         steps:\n  - {name: a, handler: h@1.0.0}\n  - {name: b, handler: h@1.0.0, retry_policy: other@2.0.0}\n\
+         \x20 - {name: c, handler: h@1.0.0, retry_policy: builtin}\n",
+    )
+    .unwrap();
+    assert_eq!(t.hooks.len(), 3);
+    assert_eq!(t.hooks[0].delivery.max_attempts, 2);
+    assert_eq!(t.hooks[0].delivery.backoff.base_ms, 10);
+    assert_eq!(t.hooks[0].limits.timeout_ms, Some(100));
+    assert_eq!(t.hooks[1].events, vec!["task.failed".to_string()]);
+    assert_eq!(t.hooks[1].delivery.max_attempts, DEFAULT_HOOK_MAX_ATTEMPTS);
+    assert!(t.hooks[1].wants("task.failed") && !t.hooks[1].wants("task.completed"));
+    assert!(t.hooks[2].wants("custom.payment_charged") && t.hooks[2].wants("step.failed"));
+    assert!(!t.hooks[2].wants("custom.other"));
+    let policy = |s: &str| {
+        t.step(s)
+            .unwrap()
+            .retry_policy
+            .as_ref()
+            .map(|p| p.to_string())
+    };
+    assert_eq!(policy("a").as_deref(), Some("smart@1.0.0"));
+    assert_eq!(policy("b").as_deref(), Some("other@2.0.0"));
+    assert_eq!(policy("c"), None);
+    let back: Template = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+    assert_eq!(back, t);
+}
+
+#[test]
+fn bad_hooks_and_policies_are_refused_with_their_location() {
+    let e = err(
+        "namespace: ns\nname: t\nversion: 1.0.0\nretry_policy: 'nope'\n\
+         hooks:\n  - component: audit@0.1.0\n    events: [step.faild, 'step.fail*', 'job.*', custom.ok, 'custom.']\n\
+         \x20 - {component: 'x@y', events: []}\n\
+         \x20 - {component: a@1.0.0, events: '*', delivery: {max_attempts: 0}, limits: {fuel: 0}}\n\
+         steps:\n  - {name: a, handler: h@1.0.0, retry_policy: 'bad policy'}\n",
+    );
+    let at = |loc: &str| {
+        e.problems
+            .iter()
+            .find(|p| p.location == loc)
+            .unwrap_or_else(|| panic!("no problem at {loc}: {e}"))
+            .message
+            .clone()
+    };
+    assert!(at("retry_policy").contains("'nope'"));
+    assert!(at("hooks[0].events[0]").contains("not a known event"));
+    assert!(at("hooks[0].events[1]").contains("not an event pattern"));
+    assert!(at("hooks[0].events[2]").contains("names no event family"));
+    assert!(at("hooks[0].events[4]").contains("not an event pattern"));
+    assert!(
+        !e.problems
+            .iter()
+            .any(|p| p.location == "hooks[0].events[3]")
+    );
+    assert!(at("hooks[1].component").contains("not semver"));
+    assert!(at("hooks[1].events").contains("subscribes to no events"));
+    assert!(at("hooks[2].delivery.max_attempts").contains("at least 1"));
+    assert!(at("hooks[2].limits.fuel").contains("greater than 0"));
+    assert!(at("steps[0] (a).retry_policy").contains("retry policy"));
+}
