@@ -4,6 +4,7 @@
 #   scripts/example.sh            # order fulfilment (default)
 #   scripts/example.sh pipeline   # CSV data pipeline; the report lands in examples/pipeline/out
 #   scripts/example.sh polyglot   # Rust, Python, C and JavaScript steps in one DAG
+#   scripts/example.sh hooks      # an audit hook, a failure notifier and a retry policy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -27,7 +28,11 @@ case "$example" in
         cat examples/pipeline/out/report.md ;;
     polyglot)
         exec "$tasker" run examples/polyglot/polyglot.yaml --context @examples/polyglot/context.json ;;
+    hooks)
+        "$tasker" run examples/hooks/hooks.yaml --context @examples/hooks/context.json
+        echo "==> audit trail: examples/hooks/out/events.jsonl"
+        cat examples/hooks/out/events.jsonl ;;
     *)
-        echo "unknown example '$example': use order, pipeline or polyglot" >&2
+        echo "unknown example '$example': use order, pipeline, polyglot or hooks" >&2
         exit 2 ;;
 esac
