@@ -219,12 +219,20 @@ fn cache_size(cache_dir: &Path, p: &Plugin) -> u64 {
 }
 
 pub fn plugins(sandbox: &Sandbox, cache_dir: &Path) {
-    let mut t = table(&["plugin", "hash", "size", "precompiled cache", "file"]);
+    let mut t = table(&[
+        "plugin",
+        "world",
+        "hash",
+        "size",
+        "precompiled cache",
+        "file",
+    ]);
     let mut plugins = sandbox.registry().plugins();
     plugins.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
     for p in plugins {
         t.add_row(vec![
             format!("{}@{}", p.name, p.version),
+            p.world().as_str().to_owned(),
             short_hash(&p.hash.to_hex()),
             bytes(p.size_bytes as i64),
             bytes(cache_size(cache_dir, &p) as i64),
@@ -244,5 +252,13 @@ pub fn plugin(p: &Plugin, cache_dir: &Path) {
         bytes(cache_size(cache_dir, p) as i64),
         cache_dir.display()
     );
-    println!("world:             tasker:plugin/step-handler@0.1.0 (export: handle)");
+    let export = match p.world() {
+        tasker_sandbox::World::StepHandler => "handle",
+        tasker_sandbox::World::EventHook => "on-event",
+        tasker_sandbox::World::RetryPolicy => "decide",
+    };
+    println!(
+        "world:             tasker:plugin/{}@0.1.0 (export: {export})",
+        p.world().as_str()
+    );
 }

@@ -406,3 +406,30 @@ async fn submit_wait_follows_a_task_run_by_a_separate_worker(pool: PgPool) {
     assert_eq!(stdout(&again).trim(), first_id);
     assert!(stderr(&again).contains("already exists for this identity key"));
 }
+
+#[sqlx::test(migrations = false)]
+async fn plugins_list_and_inspect_show_hash_world_and_cache(pool: PgPool) {
+    let mut c = tasker(&pool, &plugin_dir());
+    c.args(["plugins", "inspect", "audit_hook@0.1.0"]);
+    let out = run(c);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let bytes = std::fs::read(plugin_dir().join("audit_hook@0.1.0.wasm")).unwrap();
+    let hash = blake3_hex(&bytes);
+    assert!(text.contains(&format!("blake3:{hash}")), "{text}");
+    assert!(
+        text.contains("tasker:plugin/event-hook@0.1.0 (export: on-event)"),
+        "{text}"
+    );
+
+    let mut c = tasker(&pool, &plugin_dir());
+    c.args(["plugins", "list"]);
+    let text = stdout(&run(c));
+    assert!(text.contains("order_charge@0.1.0"), "{text}");
+    assert!(text.contains("step-handler"), "{text}");
+    assert!(text.contains("retry-policy"), "{text}");
+}
+
+fn blake3_hex(bytes: &[u8]) -> String {
+    tasker_sandbox::PluginHash::of(bytes).to_hex()
+}
