@@ -142,6 +142,11 @@ DECLARE
     v_ids bigint[];
     v_tasks bigint[];
     v_started bigint[];
+    v_after_at timestamptz;
+    v_after_id bigint;
+    v_claims int;
+    v_last_at timestamptz;
+    v_last_id bigint;
 BEGIN
     IF p_worker IS NULL OR p_worker = '' THEN
         RAISE EXCEPTION 'claim_ready_steps: worker must be a non-empty name'
@@ -158,31 +163,66 @@ BEGIN
     PERFORM set_config('tasker.reason', 'claim', true);
     PERFORM set_config('synchronous_commit', 'off', true);
 
-    WITH c AS (
-        SELECT s.id
-        FROM steps s
-        WHERE s.ready_at IS NOT NULL AND s.ready_at <= p_now
-        ORDER BY s.ready_at, s.id
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    ), u AS (
-        UPDATE steps s
-        SET state = 'in_progress',
-            ready_at = NULL,
-            claim_count = s.claim_count + 1,
-            worker = p_worker,
-            last_attempted_at = p_now,
-            lease_expires_at = p_now + p_lease,
-            updated_at = p_now
-        FROM c
-        WHERE s.id = c.id
-        RETURNING s.id, s.task_id
-    )
-    SELECT array_agg(u.id ORDER BY u.id), array_agg(DISTINCT u.task_id)
-    INTO v_ids, v_tasks
-    FROM u;
+    -- Every claim leaves dead entries at the head of steps_claim_queue until vacuum, and a
+    -- scan from the head would walk all of them: the claim would slow down as the backlog
+    -- drains. So each session remembers where its last full claim ended and scans on from
+    -- there. A claim that finds fewer than p_limit steps, and every 64th claim, scans from
+    -- the head again, so a step that became ready behind the cursor waits at most that long.
+    v_after_at := nullif(current_setting('tasker.claim_after_at', true), '')::timestamptz;
+    v_after_id := nullif(current_setting('tasker.claim_after_id', true), '')::bigint;
+    v_claims := coalesce(nullif(current_setting('tasker.claim_scans', true), '')::int, 0);
+    IF v_after_at IS NULL OR v_claims >= 64 OR v_after_at > p_now THEN
+        v_after_at := '-infinity';
+        v_after_id := 0;
+        v_claims := 0;
+    END IF;
 
-    IF v_ids IS NULL THEN
+    v_ids := '{}';
+    v_tasks := '{}';
+    LOOP
+        WITH c AS (
+            SELECT s.id, s.ready_at
+            FROM steps s
+            WHERE s.ready_at IS NOT NULL AND s.ready_at <= p_now
+              AND (s.ready_at, s.id) > (v_after_at, v_after_id)
+            ORDER BY s.ready_at, s.id
+            LIMIT p_limit - cardinality(v_ids)
+            FOR UPDATE SKIP LOCKED
+        ), u AS (
+            UPDATE steps s
+            SET state = 'in_progress',
+                ready_at = NULL,
+                claim_count = s.claim_count + 1,
+                worker = p_worker,
+                last_attempted_at = p_now,
+                lease_expires_at = p_now + p_lease,
+                updated_at = p_now
+            FROM c
+            WHERE s.id = c.id
+            RETURNING s.id, s.task_id, c.ready_at AS queued_at
+        )
+        SELECT v_ids || coalesce(array_agg(u.id), '{}'),
+               v_tasks || coalesce(array_agg(DISTINCT u.task_id), '{}'),
+               (array_agg(u.queued_at ORDER BY u.queued_at DESC, u.id DESC))[1],
+               (array_agg(u.id ORDER BY u.queued_at DESC, u.id DESC))[1]
+        INTO v_ids, v_tasks, v_last_at, v_last_id
+        FROM u;
+        -- Short from the cursor: look again from the head for the rest.
+        EXIT WHEN cardinality(v_ids) >= p_limit OR v_after_at = '-infinity';
+        v_after_at := '-infinity';
+        v_after_id := 0;
+        v_claims := 0;
+    END LOOP;
+
+    IF cardinality(v_ids) < p_limit THEN
+        PERFORM set_config('tasker.claim_after_at', '', false);
+    ELSE
+        PERFORM set_config('tasker.claim_after_at', v_last_at::text, false);
+        PERFORM set_config('tasker.claim_after_id', v_last_id::text, false);
+        PERFORM set_config('tasker.claim_scans', (v_claims + 1)::text, false);
+    END IF;
+
+    IF cardinality(v_ids) = 0 THEN
         RETURN;
     END IF;
 
