@@ -19,25 +19,6 @@ use tasker_engine::{EventBus, Worker, WorkerConfig};
 use tasker_store::{NewTask, PgStore, Store, TaskId};
 use tokio_util::sync::CancellationToken;
 
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
-}
-
-async fn wait_for(pool: &PgPool, sql: &str, at_least: i64, limit: Duration) {
-    let t = Instant::now();
-    loop {
-        let n = count(pool, sql).await;
-        if n >= at_least {
-            return;
-        }
-        assert!(
-            t.elapsed() < limit,
-            "{sql}: {n} < {at_least} after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The audit lines of one task, as (event name, step id), with consecutive duplicates (a
 /// redelivery) removed.
 fn audit_lines(file: &std::path::Path) -> BTreeMap<String, Vec<(String, Option<String>)>> {

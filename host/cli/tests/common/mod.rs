@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
@@ -94,4 +95,25 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// One number from the test database.
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+/// Polls `sql` until it reaches `at_least`, failing the test after `limit`.
+pub async fn wait_for(pool: &PgPool, sql: &str, at_least: i64, limit: Duration) {
+    let t = Instant::now();
+    loop {
+        let n = count(pool, sql).await;
+        if n >= at_least {
+            return;
+        }
+        assert!(
+            t.elapsed() < limit,
+            "{sql}: {n} < {at_least} after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
