@@ -254,8 +254,12 @@ CREATE TABLE attempts (
 -- level with transition tables, so a batch of N steps costs one trigger call. Metadata comes
 -- from the new row and from the transaction-local setting tasker.reason; the row's updated_at
 -- (which every function sets to its p_now) is the transition's time.
+-- Sessions are long-lived (pooled workers) and PL/pgSQL caches its plans. A join of the
+-- changed rows with the transitions table, planned while it was small, would keep hashing
+-- the whole most_recent index as it grows (claims slowed 3x over a 200k backlog). So the
+-- previous rows are looked up by id through the index, and seq scans are off.
 CREATE FUNCTION tasker_steps_audit() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     bad record;
 BEGIN
@@ -283,8 +287,7 @@ BEGIN
         WHERE o.state <> n.state
     ), prev AS (
         UPDATE step_transitions t SET most_recent = false
-        FROM changed c
-        WHERE t.step_id = c.id AND t.most_recent
+        WHERE t.most_recent AND t.step_id = ANY (ARRAY(SELECT c.id FROM changed c))
         RETURNING t.step_id, t.sort_key
     )
     INSERT INTO step_transitions (step_id, sort_key, from_state, to_state, metadata, most_recent, created_at)
@@ -298,8 +301,12 @@ CREATE TRIGGER steps_audit AFTER UPDATE ON steps
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION tasker_steps_audit();
 
+-- Sessions are long-lived (pooled workers) and PL/pgSQL caches its plans. A join of the
+-- changed rows with the transitions table, planned while it was small, would keep hashing
+-- the whole most_recent index as it grows (claims slowed 3x over a 200k backlog). So the
+-- previous rows are looked up by id through the index, and seq scans are off.
 CREATE FUNCTION tasker_tasks_audit() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     bad record;
 BEGIN
@@ -323,8 +330,7 @@ BEGIN
         WHERE o.state <> n.state
     ), prev AS (
         UPDATE task_transitions t SET most_recent = false
-        FROM changed c
-        WHERE t.task_id = c.id AND t.most_recent
+        WHERE t.most_recent AND t.task_id = ANY (ARRAY(SELECT c.id FROM changed c))
         RETURNING t.task_id, t.sort_key
     )
     INSERT INTO task_transitions (task_id, sort_key, from_state, to_state, metadata, most_recent, created_at)
