@@ -192,11 +192,7 @@ pub async fn status(store: &PgStore, task: TaskId) -> Result<()> {
 }
 
 pub async fn templates(store: &PgStore) -> Result<()> {
-    let rows: Vec<(String, i32, Option<String>)> = sqlx::query_as(
-        "SELECT template_key, step_count, description FROM templates ORDER BY template_key",
-    )
-    .fetch_all(store.pool())
-    .await?;
+    let rows = store.template_list().await?;
     let mut t = table(&["template", "steps", "description"]);
     for (key, steps, desc) in rows {
         t.add_row(vec![key, steps.to_string(), desc.unwrap_or_default()]);

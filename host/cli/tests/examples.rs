@@ -285,6 +285,14 @@ async fn templates_show_prints_the_dag(pool: PgPool) {
     c.args(["templates", "register", "examples/order/order.yaml"]);
     assert!(run(c).status.success());
     let mut c = tasker(&pool, &plugin_dir());
+    c.args(["templates", "list"]);
+    let listed = stdout(&run(c));
+    let row = listed
+        .lines()
+        .find(|l| l.contains("shop/order_fulfilment@1.0.0"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.contains(" 5 "), "five steps: {row}");
+    let mut c = tasker(&pool, &plugin_dir());
     c.args([
         "templates",
         "show",

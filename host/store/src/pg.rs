@@ -62,6 +62,24 @@ impl PgStore {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
+
+    /// Registered templates as (key, step count, description), by key.
+    pub async fn template_list(&self) -> Result<Vec<(String, u32, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT template_key, step_count, description FROM templates ORDER BY template_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    col(r, "template_key")?,
+                    u32_col(r, "step_count")?,
+                    col(r, "description")?,
+                ))
+            })
+            .collect()
+    }
 }
 
 pub(crate) fn col<'r, T>(row: &'r PgRow, name: &str) -> Result<T>
