@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs an example workflow end to end on a fresh machine: adds the wasm target, starts
-# PostgreSQL, builds the plugins and the tasker binary, then runs the example.
+# Runs an example workflow end to end on a fresh machine: adds the wasm target, builds the
+# plugins and the tasker binary, then runs the example. No database server is needed: without
+# DATABASE_URL the embedded store (.tasker/tasker.db) is used; set DATABASE_URL=postgres://...
+# to run it on PostgreSQL instead.
 #   scripts/example.sh            # order fulfilment (default)
 #   scripts/example.sh pipeline   # CSV data pipeline; the report lands in examples/pipeline/out
 #   scripts/example.sh polyglot   # Rust, Python, C and JavaScript steps in one DAG
@@ -11,8 +13,6 @@ cd "$(dirname "$0")/.."
 
 example=${1:-order}
 ensure_wasm_target
-ensure_postgres
-export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/tasker}
 scripts/install-toolchains.sh
 scripts/build-plugins.sh
 echo "==> building tasker"

@@ -12,10 +12,10 @@ use tasker_core::state::TaskState;
 use tasker_core::template::Template;
 use tasker_engine::{EventBus, Worker, WorkerConfig, ops};
 use tasker_sandbox::{PluginRef, Sandbox, SandboxConfig};
-use tasker_store::{NewTask, PgStore, Store, TaskId};
+use tasker_store::{AnyStore, NewTask, PgStore, SqliteStore, Store, TaskId};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{Settings, StoreLocation};
 use crate::progress::Progress;
 use crate::report;
 use crate::wasm::WasmExecutor;
@@ -90,20 +90,37 @@ impl App {
         App { settings }
     }
 
-    async fn store(&self, pool_size: u32) -> Result<PgStore> {
-        let url = self.settings.require_database()?;
-        create_database_if_missing(url).await?;
-        let store = PgStore::connect(url, pool_size).await.with_context(|| {
-            format!(
-                "cannot connect to the database at {}: is PostgreSQL running?",
-                redact(url)
-            )
-        })?;
-        store
-            .migrate()
-            .await
-            .context("cannot apply the database migrations")?;
-        Ok(store)
+    /// Opens the configured store (creating the database or file if missing) with its
+    /// migrations applied. Without a database URL it is the embedded store, said in one line.
+    async fn store(&self, pool_size: u32) -> Result<AnyStore> {
+        match self.settings.store_location()? {
+            StoreLocation::Postgres(url) => {
+                create_database_if_missing(&url).await?;
+                let store = PgStore::connect(&url, pool_size).await.with_context(|| {
+                    format!(
+                        "cannot connect to the database at {}: is PostgreSQL running?",
+                        redact(&url)
+                    )
+                })?;
+                store
+                    .migrate()
+                    .await
+                    .context("cannot apply the database migrations")?;
+                Ok(store.into())
+            }
+            StoreLocation::Sqlite { path, defaulted } => {
+                let store = SqliteStore::open(&path, pool_size).await.with_context(|| {
+                    format!("cannot open the embedded store {}", path.display())
+                })?;
+                if defaulted {
+                    eprintln!(
+                        "store: embedded SQLite {} (set DATABASE_URL or --database-url for PostgreSQL)",
+                        path.display()
+                    );
+                }
+                Ok(store.into())
+            }
+        }
     }
 
     async fn sandbox(&self, watch: bool) -> Result<Sandbox> {
@@ -145,7 +162,7 @@ impl App {
         cfg
     }
 
-    async fn template_for(&self, store: &PgStore, arg: &str) -> Result<Template> {
+    async fn template_for(&self, store: &AnyStore, arg: &str) -> Result<Template> {
         let path = Path::new(arg);
         if path.is_file() {
             let t = load_template(path)?;
@@ -162,7 +179,7 @@ impl App {
 
     async fn create(
         &self,
-        store: &PgStore,
+        store: &AnyStore,
         bus: &EventBus,
         template: &Template,
         context: &str,
@@ -218,18 +235,16 @@ impl App {
             Arc::new(tasker_core::clock::SystemClock),
             policies,
         );
-        let listener = tasker_engine::pg::spawn_ready_listener(
-            store.pool().clone(),
-            worker.wake_handle(),
-            stop.clone(),
-        );
+        let listener = spawn_listener(&store, &worker, &stop);
         let run = tokio::spawn(worker.run(stop.clone()));
         let state = wait_for_end(&store, &bus, task_id).await?;
         // Let the hooks see the task's last events before returning.
         let drained = crate::hooks::drain(&store, task_id, Duration::from_secs(30)).await?;
         stop.cancel();
         let _ = run.await;
-        let _ = listener.await;
+        if let Some(l) = listener {
+            let _ = l.await;
+        }
         let _ = hooks.await;
         progress.finish().await;
 
@@ -265,11 +280,7 @@ impl App {
             Arc::new(tasker_core::clock::SystemClock),
             policies,
         );
-        let listener = tasker_engine::pg::spawn_ready_listener(
-            store.pool().clone(),
-            worker.wake_handle(),
-            stop.clone(),
-        );
+        let listener = spawn_listener(&store, &worker, &stop);
         let signals = tokio::spawn({
             let stop = stop.clone();
             async move {
@@ -281,7 +292,9 @@ impl App {
         let totals = worker.run(stop.clone()).await;
         signals.abort();
         stop.cancel();
-        let _ = listener.await;
+        if let Some(l) = listener {
+            let _ = l.await;
+        }
         let _ = hooks.await;
         eprintln!(
             "worker stopped: {} claimed, {} completed, {} failed, {} lease losses",
@@ -414,6 +427,23 @@ impl App {
     }
 }
 
+/// On PostgreSQL, LISTEN/NOTIFY wakes the worker when another process makes steps ready (the
+/// embedded store's writers are this process, or take turns on the file: the poll covers
+/// them).
+fn spawn_listener<E: tasker_engine::Executor>(
+    store: &AnyStore,
+    worker: &Worker<AnyStore, E>,
+    stop: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    store.postgres().map(|pg| {
+        tasker_engine::pg::spawn_ready_listener(
+            pg.pool().clone(),
+            worker.wake_handle(),
+            stop.clone(),
+        )
+    })
+}
+
 /// A first run on a fresh server creates its database, as `sqlx database create` would.
 async fn create_database_if_missing(url: &str) -> Result<()> {
     use sqlx::migrate::MigrateDatabase;
@@ -464,7 +494,7 @@ fn redact(url: &str) -> String {
 }
 
 /// Waits for the task's end event; a periodic check covers events missed by a slow reader.
-async fn wait_for_end(store: &PgStore, bus: &EventBus, task: TaskId) -> Result<TaskState> {
+async fn wait_for_end(store: &AnyStore, bus: &EventBus, task: TaskId) -> Result<TaskState> {
     let mut sub = bus.subscribe(&["task.*"]);
     loop {
         if let Some(row) = store.task(task).await?
@@ -486,7 +516,7 @@ async fn wait_for_end(store: &PgStore, bus: &EventBus, task: TaskId) -> Result<T
     }
 }
 
-async fn poll_for_end(store: &PgStore, task: TaskId) -> Result<TaskState> {
+async fn poll_for_end(store: &AnyStore, task: TaskId) -> Result<TaskState> {
     loop {
         let row = store
             .task(task)

@@ -11,6 +11,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub database_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
     pub plugin_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     #[serde(default)]
@@ -29,6 +30,7 @@ pub struct WorkerFile {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database_url: Option<String>,
+    pub data_dir: PathBuf,
     pub plugin_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub worker: WorkerFile,
@@ -37,6 +39,19 @@ pub struct Settings {
 /// The default plugin directory: where `scripts/build-plugins.sh` stages components.
 pub const DEFAULT_PLUGIN_DIR: &str = "plugins/dist";
 pub const DEFAULT_CACHE_DIR: &str = ".tasker/cache";
+/// The project data directory: the embedded store's file lives here.
+pub const DEFAULT_DATA_DIR: &str = ".tasker";
+/// The embedded store's file name inside the data directory.
+pub const SQLITE_FILE: &str = "tasker.db";
+
+/// Which store the settings select.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A PostgreSQL URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+    /// A SQLite file; `defaulted` when no URL was given and the data directory's file is used.
+    Sqlite { path: PathBuf, defaulted: bool },
+}
 
 impl FileConfig {
     /// Reads `path`, or `tasker.toml` if it exists when no path is given.
@@ -60,11 +75,15 @@ impl Settings {
     pub fn resolve(
         file: FileConfig,
         database_url: Option<String>,
+        data_dir: Option<PathBuf>,
         plugin_dir: Option<PathBuf>,
         cache_dir: Option<PathBuf>,
     ) -> Settings {
         Settings {
-            database_url: database_url.or(file.database_url),
+            database_url: database_url.or(file.database_url).filter(|u| !u.is_empty()),
+            data_dir: data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             plugin_dir: plugin_dir
                 .or(file.plugin_dir)
                 .unwrap_or_else(|| DEFAULT_PLUGIN_DIR.into()),
@@ -75,14 +94,34 @@ impl Settings {
         }
     }
 
-    /// The database URL, or one sentence saying what to do.
-    pub fn require_database(&self) -> Result<&str> {
-        match self.database_url.as_deref() {
-            Some(u) if !u.is_empty() => Ok(u),
-            _ => bail!(
-                "no database configured: set DATABASE_URL (for example postgres://postgres@127.0.0.1:5432/postgres) or pass --database-url"
-            ),
+    /// The store to use: the database URL's, or the embedded SQLite file in the data
+    /// directory when there is no URL. An unknown URL scheme is refused by name.
+    pub fn store_location(&self) -> Result<StoreLocation> {
+        let Some(url) = self.database_url.as_deref() else {
+            return Ok(StoreLocation::Sqlite {
+                path: self.data_dir.join(SQLITE_FILE),
+                defaulted: true,
+            });
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreLocation::Postgres(url.to_owned()));
         }
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() {
+                bail!("database URL {url} names no file: use sqlite:path/to/tasker.db");
+            }
+            return Ok(StoreLocation::Sqlite {
+                path: PathBuf::from(path),
+                defaulted: false,
+            });
+        }
+        bail!(
+            "database URL {url} is not supported: use postgres://user@host:port/db for PostgreSQL, \
+             sqlite:path/to/file.db for an embedded store, or no URL for {}/{SQLITE_FILE}",
+            self.data_dir.display()
+        )
     }
 
     /// The plugin directory, or one sentence saying what to do.
@@ -108,18 +147,78 @@ mod tests {
             "database_url = \"postgres://file\"\nplugin_dir = \"/file/plugins\"\n[worker]\nconcurrency = 8\n",
         )
         .unwrap();
-        let s = Settings::resolve(file.clone(), Some("postgres://flag".into()), None, None);
+        let s = Settings::resolve(
+            file.clone(),
+            Some("postgres://flag".into()),
+            None,
+            None,
+            None,
+        );
         assert_eq!(s.database_url.as_deref(), Some("postgres://flag"));
         assert_eq!(s.plugin_dir, PathBuf::from("/file/plugins"));
         assert_eq!(s.cache_dir, PathBuf::from(DEFAULT_CACHE_DIR));
         assert_eq!(s.worker.concurrency, Some(8));
-        let s = Settings::resolve(FileConfig::default(), None, None, None);
+        let s = Settings::resolve(FileConfig::default(), None, None, None, None);
         assert_eq!(s.plugin_dir, PathBuf::from(DEFAULT_PLUGIN_DIR));
-        let err = s.require_database().unwrap_err().to_string();
+    }
+
+    #[test]
+    fn no_url_means_the_embedded_store_in_the_data_dir() {
+        let s = Settings::resolve(FileConfig::default(), None, None, None, None);
+        assert_eq!(
+            s.store_location().unwrap(),
+            StoreLocation::Sqlite {
+                path: PathBuf::from(".tasker/tasker.db"),
+                defaulted: true
+            }
+        );
+        let s = Settings::resolve(
+            FileConfig::default(),
+            Some(String::new()),
+            Some("/var/lib/tasker".into()),
+            None,
+            None,
+        );
+        assert_eq!(
+            s.store_location().unwrap(),
+            StoreLocation::Sqlite {
+                path: PathBuf::from("/var/lib/tasker/tasker.db"),
+                defaulted: true
+            }
+        );
+    }
+
+    #[test]
+    fn urls_pick_the_backend_and_unknown_schemes_are_named() {
+        let at = |url: &str| {
+            Settings::resolve(FileConfig::default(), Some(url.into()), None, None, None)
+                .store_location()
+        };
+        assert_eq!(
+            at("postgresql://u@h/db").unwrap(),
+            StoreLocation::Postgres("postgresql://u@h/db".into())
+        );
+        assert_eq!(
+            at("sqlite:data/t.db").unwrap(),
+            StoreLocation::Sqlite {
+                path: PathBuf::from("data/t.db"),
+                defaulted: false
+            }
+        );
+        assert_eq!(
+            at("sqlite:///abs/t.db?mode=rwc").unwrap(),
+            StoreLocation::Sqlite {
+                path: PathBuf::from("/abs/t.db"),
+                defaulted: false
+            }
+        );
+        let err = at("mysql://h/db").unwrap_err().to_string();
         assert!(
-            err.starts_with("no database configured: set DATABASE_URL"),
+            err.contains("mysql://h/db is not supported") && err.contains("postgres://"),
             "{err}"
         );
+        let err = at("sqlite:").unwrap_err().to_string();
+        assert!(err.contains("names no file"), "{err}");
     }
 
     #[test]
@@ -132,6 +231,7 @@ mod tests {
     fn missing_plugin_dir_says_what_to_do() {
         let s = Settings::resolve(
             FileConfig::default(),
+            None,
             None,
             Some("/nonexistent/tasker-plugins".into()),
             None,

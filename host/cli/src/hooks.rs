@@ -14,7 +14,7 @@ use tasker_engine::policy::{Policies, PolicyAnswer, PolicyFailure, RetryPolicyRu
 use tasker_sandbox::{
     HookEvent, HookRequest, PluginHash, PluginRef, PolicyDecision, PolicyRequest, Sandbox,
 };
-use tasker_store::{HookDeliveryJob, PgStore, Store, TaskId};
+use tasker_store::{AnyStore, HookDeliveryJob, Store, TaskId};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -141,7 +141,7 @@ pub fn policies(sandbox: &Sandbox) -> Policies {
 /// the worker's id (suffixed `-hooks`) and lease: a crashed worker's deliveries are retried
 /// once that lease expires.
 pub fn spawn_deliverer(
-    store: Arc<PgStore>,
+    store: Arc<AnyStore>,
     sandbox: &Sandbox,
     worker: &WorkerConfig,
     stop: CancellationToken,
@@ -157,7 +157,7 @@ pub fn spawn_deliverer(
 
 /// Wait until no delivery of `task` is pending (or `timeout` passes); `tasker run` uses it so
 /// the hooks have seen the task's last events before the command returns.
-pub async fn drain(store: &PgStore, task: TaskId, timeout: Duration) -> Result<bool> {
+pub async fn drain(store: &AnyStore, task: TaskId, timeout: Duration) -> Result<bool> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let counts = store.hook_counts(Some(task)).await?;
@@ -197,7 +197,7 @@ pub fn absolutize_hook_grants(t: &mut Template, base: &Path) -> Result<()> {
 
 /// One line per hook of a task (delivered, pending and dead deliveries), then one per dead
 /// letter with its last error.
-pub async fn summary_lines(store: &PgStore, task: TaskId) -> Result<Vec<String>> {
+pub async fn summary_lines(store: &AnyStore, task: TaskId) -> Result<Vec<String>> {
     let counts = store.hook_counts(Some(task)).await?;
     let mut lines: Vec<String> = counts
         .iter()

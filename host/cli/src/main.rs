@@ -8,16 +8,23 @@ use tasker_cli::app::{self, App};
 use tasker_cli::config::{FileConfig, Settings};
 
 /// Tasker runs multi-step workflows (DAGs of steps) whose handlers are sandboxed WebAssembly
-/// components, with state in PostgreSQL.
+/// components. State lives in an embedded SQLite file (.tasker/tasker.db) by default, or in
+/// PostgreSQL for several worker processes or machines.
 ///
 /// Quick start: build the example plugins (scripts/build-plugins.sh), then
 /// `tasker run examples/order/order.yaml --context @examples/order/context.json`.
 #[derive(Debug, Parser)]
 #[command(name = "tasker", version, about, long_about)]
 struct Cli {
-    /// PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/postgres.
+    /// PostgreSQL URL (postgres://postgres@127.0.0.1:5432/postgres) or sqlite:path/to/file.db.
+    /// Without one, the embedded store <data-dir>/tasker.db is used.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
+
+    /// Project data directory, home of the embedded store when no database URL is given
+    /// [default: .tasker].
+    #[arg(long, env = "TASKER_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
 
     /// Directory of plugin components (*.wasm), watched for new versions.
     #[arg(long, env = "TASKER_PLUGIN_DIR", global = true)]
@@ -27,7 +34,7 @@ struct Cli {
     #[arg(long, env = "TASKER_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
 
-    /// Config file (TOML with database_url, plugin_dir, cache_dir, [worker]); defaults to
+    /// Config file (TOML with database_url, data_dir, plugin_dir, cache_dir, [worker]); defaults to
     /// ./tasker.toml when present.
     #[arg(long, env = "TASKER_CONFIG", global = true)]
     config: Option<PathBuf>,
@@ -53,8 +60,9 @@ enum Command {
         #[arg(long)]
         plain: bool,
     },
-    /// Run a long-lived worker. Several may share one database; SIGINT or SIGTERM stops it
-    /// gracefully (running steps finish or are released).
+    /// Run a long-lived worker. Several may share one PostgreSQL database (on the embedded
+    /// store they take turns writing); SIGINT or SIGTERM stops it gracefully (running steps
+    /// finish or are released).
     Worker {
         /// Steps running at once.
         #[arg(long)]
@@ -153,7 +161,13 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let file = FileConfig::load(cli.config.as_deref())?;
-    let settings = Settings::resolve(file, cli.database_url, cli.plugin_dir, cli.cache_dir);
+    let settings = Settings::resolve(
+        file,
+        cli.database_url,
+        cli.data_dir,
+        cli.plugin_dir,
+        cli.cache_dir,
+    );
     let app = App::new(settings);
     match cli.command {
         Command::Run {

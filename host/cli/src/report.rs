@@ -7,7 +7,7 @@ use chrono::Utc;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use tasker_core::state::StepState;
 use tasker_sandbox::{Plugin, Sandbox};
-use tasker_store::{AttemptRow, PgStore, ReadinessRow, Store, TaskId};
+use tasker_store::{AnyStore, AttemptRow, ReadinessRow, Store, TaskId};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -95,7 +95,7 @@ fn last_message(attempts: &[AttemptRow]) -> String {
 }
 
 /// Per step: state, attempts, wall time, fuel, peak memory, plugin hash of the last attempt.
-pub async fn summary(store: &PgStore, task: TaskId) -> Result<()> {
+pub async fn summary(store: &AnyStore, task: TaskId) -> Result<()> {
     let row = store
         .task(task)
         .await?
@@ -140,7 +140,7 @@ pub async fn summary(store: &PgStore, task: TaskId) -> Result<()> {
 }
 
 /// `tasker status`: the steps table plus why each unrun step is not ready.
-pub async fn status(store: &PgStore, task: TaskId) -> Result<()> {
+pub async fn status(store: &AnyStore, task: TaskId) -> Result<()> {
     let row = store
         .task(task)
         .await?
@@ -191,7 +191,7 @@ pub async fn status(store: &PgStore, task: TaskId) -> Result<()> {
     Ok(())
 }
 
-pub async fn templates(store: &PgStore) -> Result<()> {
+pub async fn templates(store: &AnyStore) -> Result<()> {
     let rows = store.template_list().await?;
     let mut t = table(&["template", "steps", "description"]);
     for (key, steps, desc) in rows {

@@ -1,25 +1,24 @@
-//! The examples, run through the real `tasker` binary against PostgreSQL.
+//! The examples, run through the real `tasker` binary on both stores.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
 
 use common::*;
 use serde_json::Value;
-use sqlx::PgPool;
+use std::path::Path;
+use std::process::Command;
 use tasker_core::state::{StepState, TaskState};
-use tasker_store::{AttemptOutcome, PgStore, RetryDecision, Store};
+use tasker_store::{AttemptOutcome, RetryDecision, Store};
 
-async fn only_task(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT id FROM tasks")
-        .fetch_one(pool)
-        .await
-        .unwrap()
+async fn only_task(db: &Db) -> i64 {
+    assert_eq!(count(db, "SELECT count(*) FROM tasks").await, 1);
+    count(db, "SELECT min(id) FROM tasks").await
 }
 
-#[sqlx::test(migrations = false)]
-async fn order_fulfilment_runs_with_two_rate_limited_payment_attempts(pool: PgPool) {
-    let mut c = tasker(&pool, &plugin_dir());
+async fn order_fulfilment_runs_with_two_rate_limited_payment_attempts(db: Db) {
+    let mut c = tasker(&db, &plugin_dir());
     c.args([
         "run",
         "examples/order/order.yaml",
@@ -32,8 +31,8 @@ async fn order_fulfilment_runs_with_two_rate_limited_payment_attempts(pool: PgPo
     assert!(stdout(&out).contains("complete"));
     assert!(stderr(&out).contains("custom.payment_charged"));
 
-    let store = PgStore::new(pool.clone());
-    let task = only_task(&pool).await;
+    let store = db.store().await;
+    let task = only_task(&db).await;
     assert_eq!(
         store.task(task).await.unwrap().unwrap().state,
         TaskState::Complete
@@ -113,8 +112,7 @@ fn expected_totals(data: &std::path::Path) -> (u64, u64, u64, BTreeMap<String, u
     (rows, rejected, revenue, by_region)
 }
 
-#[sqlx::test(migrations = false)]
-async fn data_pipeline_reads_a_read_only_grant_and_writes_its_report(pool: PgPool) {
+async fn data_pipeline_reads_a_read_only_grant_and_writes_its_report(db: Db) {
     let dir = scratch("pipeline");
     let data = root().join("examples/pipeline/data");
     let out_dir = dir.join("out");
@@ -125,7 +123,7 @@ async fn data_pipeline_reads_a_read_only_grant_and_writes_its_report(pool: PgPoo
         .replace("host: out", &format!("host: {}", out_dir.display()));
     std::fs::write(dir.join("pipeline.yaml"), yaml).unwrap();
 
-    let mut c = tasker(&pool, &plugin_dir());
+    let mut c = tasker(&db, &plugin_dir());
     c.arg("run").arg(dir.join("pipeline.yaml")).arg("--plain");
     let out = run(c);
     assert!(out.status.success());
@@ -148,8 +146,8 @@ async fn data_pipeline_reads_a_read_only_grant_and_writes_its_report(pool: PgPoo
     // The data directory was granted read-only and is untouched.
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 3);
 
-    let store = PgStore::new(pool.clone());
-    let task = only_task(&pool).await;
+    let store = db.store().await;
+    let task = only_task(&db).await;
     for s in store.steps_of_task(task).await.unwrap() {
         let attempts = store.attempts_of_step(s.id).await.unwrap();
         assert_eq!(attempts.len(), 1, "{}", s.name);
@@ -157,20 +155,19 @@ async fn data_pipeline_reads_a_read_only_grant_and_writes_its_report(pool: PgPoo
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_hostile_plugin_fails_its_step_with_its_kind_and_status_shows_why(pool: PgPool) {
+async fn a_hostile_plugin_fails_its_step_with_its_kind_and_status_shows_why(db: Db) {
     let dir = scratch("hostile");
     std::fs::write(
         dir.join("hostile.yaml"),
         "namespace: tests\nname: hostile\nversion: 1.0.0\nsteps:\n  - name: spin\n    handler: hostile_loop@0.1.0\n    retry: { max_attempts: 2, backoff: { base_ms: 10 } }\n    limits: { timeout_ms: 300, fuel: 1000000000000 }\n",
     )
     .unwrap();
-    let mut c = tasker(&pool, &hostile_plugin_dir());
+    let mut c = tasker(&db, &hostile_plugin_dir());
     c.arg("run").arg(dir.join("hostile.yaml")).arg("--plain");
     let out = run(c);
     assert_eq!(out.status.code(), Some(1), "a failed task exits 1");
-    let task = only_task(&pool).await;
-    let store = PgStore::new(pool.clone());
+    let task = only_task(&db).await;
+    let store = db.store().await;
     assert_eq!(
         store.task(task).await.unwrap().unwrap().state,
         TaskState::Error
@@ -186,7 +183,7 @@ async fn a_hostile_plugin_fails_its_step_with_its_kind_and_status_shows_why(pool
     );
     assert_eq!(attempts[1].decision, Some(RetryDecision::Exhausted));
 
-    let mut c = tasker(&pool, &hostile_plugin_dir());
+    let mut c = tasker(&db, &hostile_plugin_dir());
     c.args(["status", &task.to_string()]);
     let out = run(c);
     assert!(out.status.success());
@@ -196,15 +193,14 @@ async fn a_hostile_plugin_fails_its_step_with_its_kind_and_status_shows_why(pool
     assert!(text.contains("failed (2 of 2 attempts used)"), "{text}");
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_bad_template_is_refused_before_anything_is_written(pool: PgPool) {
+async fn a_bad_template_is_refused_before_anything_is_written(db: Db) {
     let dir = scratch("bad-template");
     std::fs::write(
         dir.join("bad.yaml"),
         "namespace: tests\nname: bad\nversion: 1.0.0\nsteps:\n  - {name: a, handler: noop@0.1.0, depends_on: b}\n  - {name: b, handler: noop@0.1.0, depends_on: a}\n",
     )
     .unwrap();
-    let mut c = tasker(&pool, &plugin_dir());
+    let mut c = tasker(&db, &plugin_dir());
     c.arg("run").arg(dir.join("bad.yaml"));
     let out = run(c);
     assert_eq!(out.status.code(), Some(2));
@@ -212,18 +208,11 @@ async fn a_bad_template_is_refused_before_anything_is_written(pool: PgPool) {
     assert!(err.contains("bad.yaml"), "{err}");
     assert!(err.contains("dependency cycle: "), "{err}");
     // The binary never connected: the test database has no schema at all.
-    let tables: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(tables, 0);
+    assert!(db.untouched().await);
 }
 
-#[sqlx::test(migrations = false)]
-async fn an_invalid_context_is_refused_with_its_path(pool: PgPool) {
-    let mut c = tasker(&pool, &plugin_dir());
+async fn an_invalid_context_is_refused_with_its_path(db: Db) {
+    let mut c = tasker(&db, &plugin_dir());
     c.args([
         "run",
         "examples/order/order.yaml",
@@ -234,27 +223,52 @@ async fn an_invalid_context_is_refused_with_its_path(pool: PgPool) {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("/items"), "{err}");
-    let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(tasks, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM tasks").await, 0);
 }
 
-#[sqlx::test(migrations = false)]
-async fn missing_database_and_plugin_dir_each_get_one_clear_sentence(pool: PgPool) {
-    let mut c = tasker(&pool, &plugin_dir());
-    c.env_remove("DATABASE_URL")
+/// The README's first command: no database URL, no server: the embedded store, said once.
+#[test]
+fn without_a_database_url_the_embedded_store_runs_the_example() {
+    let data = scratch("embedded-default");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tasker"));
+    c.current_dir(root())
+        .env_remove("DATABASE_URL")
+        .env_remove("TASKER_CONFIG")
+        .env("TASKER_DATA_DIR", &data)
+        .env("TASKER_PLUGIN_DIR", plugin_dir())
+        .env("TASKER_CACHE_DIR", cache_dir())
+        .args([
+            "run",
+            "examples/order/order.yaml",
+            "--context",
+            "@examples/order/context.json",
+            "--plain",
+        ]);
+    let out = run(c);
+    assert!(out.status.success(), "tasker run failed");
+    let err = stderr(&out);
+    let line = format!("store: embedded SQLite {}/tasker.db", data.display());
+    assert_eq!(err.matches(&line).count(), 1, "{err}");
+    assert!(data.join("tasker.db").is_file());
+    assert!(stdout(&out).contains("complete"));
+}
+
+#[test]
+fn a_bad_database_url_and_a_missing_plugin_dir_each_get_one_clear_sentence() {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tasker"));
+    c.current_dir(root())
+        .env("DATABASE_URL", "mysql://root@127.0.0.1/test")
+        .env("TASKER_PLUGIN_DIR", plugin_dir())
         .args(["run", "examples/order/order.yaml"]);
     let out = run(c);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("no database configured: set DATABASE_URL"),
+        stderr(&out).contains("database URL mysql://root@127.0.0.1/test is not supported"),
         "{}",
         stderr(&out)
     );
 
-    let mut c = tasker(&pool, std::path::Path::new("/nonexistent/plugins"));
+    let mut c = tasker(&Db::sqlite("no-plugins"), Path::new("/nonexistent/plugins"));
     c.args(["plugins", "list"]);
     let out = run(c);
     assert_eq!(out.status.code(), Some(2));
@@ -265,9 +279,8 @@ async fn missing_database_and_plugin_dir_each_get_one_clear_sentence(pool: PgPoo
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn templates_show_prints_the_dag(pool: PgPool) {
-    let mut c = tasker(&pool, &plugin_dir());
+async fn templates_show_prints_the_dag(db: Db) {
+    let mut c = tasker(&db, &plugin_dir());
     c.args([
         "templates",
         "show",
@@ -281,10 +294,10 @@ async fn templates_show_prints_the_dag(pool: PgPool) {
     assert!(text.starts_with("flowchart TD"));
     assert_eq!(text.matches("-->").count(), 5, "{text}");
 
-    let mut c = tasker(&pool, &plugin_dir());
+    let mut c = tasker(&db, &plugin_dir());
     c.args(["templates", "register", "examples/order/order.yaml"]);
     assert!(run(c).status.success());
-    let mut c = tasker(&pool, &plugin_dir());
+    let mut c = tasker(&db, &plugin_dir());
     c.args(["templates", "list"]);
     let listed = stdout(&run(c));
     let row = listed
@@ -292,7 +305,7 @@ async fn templates_show_prints_the_dag(pool: PgPool) {
         .find(|l| l.contains("shop/order_fulfilment@1.0.0"))
         .unwrap_or_else(|| panic!("{listed}"));
     assert!(row.contains(" 5 "), "five steps: {row}");
-    let mut c = tasker(&pool, &plugin_dir());
+    let mut c = tasker(&db, &plugin_dir());
     c.args([
         "templates",
         "show",
@@ -310,25 +323,24 @@ fn write_template(dir: &std::path::Path, name: &str, yaml: &str) -> std::path::P
     p
 }
 
-#[sqlx::test(migrations = false)]
-async fn operations_resolve_cancel_and_retry_through_the_cli(pool: PgPool) {
+async fn operations_resolve_cancel_and_retry_through_the_cli(db: Db) {
     let dir = scratch("operations");
     let failing = write_template(
         &dir,
         "failing.yaml",
         "namespace: tests\nname: ops\nversion: 1.0.0\nsteps:\n  - {name: charge, handler: fail@0.1.0, config: {mode: permanent}}\n  - {name: after, handler: noop@0.1.0, depends_on: charge}\n",
     );
-    let mut c = tasker(&pool, &plugin_dir());
+    let mut c = tasker(&db, &plugin_dir());
     c.arg("run").arg(&failing).arg("--plain");
     assert_eq!(run(c).status.code(), Some(1));
-    let store = PgStore::new(pool.clone());
-    let task = only_task(&pool).await;
+    let store = db.store().await;
+    let task = only_task(&db).await;
     let steps = store.steps_of_task(task).await.unwrap();
     let charge = steps.iter().find(|s| s.name == "charge").unwrap();
     assert_eq!(charge.state, StepState::Error);
 
     // An operator resolves the failed step by hand; its child becomes ready.
-    let mut c = tasker(&pool, &plugin_dir());
+    let mut c = tasker(&db, &plugin_dir());
     c.args([
         "resolve",
         &charge.id.to_string(),
@@ -347,7 +359,7 @@ async fn operations_resolve_cancel_and_retry_through_the_cli(pool: PgPool) {
     assert_eq!(charge_now.result, Some(serde_json::json!({"manual": true})));
 
     // Submit without a worker, then cancel: the task is cancelled with its steps.
-    let mut c = tasker(&pool, &plugin_dir());
+    let mut c = tasker(&db, &plugin_dir());
     c.arg("submit").arg(&failing);
     let out = run(c);
     assert!(out.status.success());
@@ -355,7 +367,7 @@ async fn operations_resolve_cancel_and_retry_through_the_cli(pool: PgPool) {
         .trim()
         .parse()
         .expect("submit prints the task id");
-    let mut c = tasker(&pool, &plugin_dir());
+    let mut c = tasker(&db, &plugin_dir());
     c.args(["cancel", &second.to_string()]);
     assert!(stdout(&run(c)).contains("cancelled (2 steps)"));
     assert_eq!(
@@ -364,7 +376,7 @@ async fn operations_resolve_cancel_and_retry_through_the_cli(pool: PgPool) {
     );
 
     // Retrying a task that is not in error is refused with a clear message.
-    let mut c = tasker(&pool, &plugin_dir());
+    let mut c = tasker(&db, &plugin_dir());
     c.args(["retry", &second.to_string()]);
     let out = run(c);
     assert_eq!(out.status.code(), Some(2));
@@ -375,14 +387,13 @@ async fn operations_resolve_cancel_and_retry_through_the_cli(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn submit_wait_follows_a_task_run_by_a_separate_worker(pool: PgPool) {
-    let mut worker = tasker(&pool, &plugin_dir());
+async fn submit_wait_follows_a_task_run_by_a_separate_worker(db: Db) {
+    let mut worker = tasker(&db, &plugin_dir());
     worker
         .args(["worker", "--id", "submit-test"])
         .stdout(std::process::Stdio::null());
     let mut worker = worker.spawn().unwrap();
-    let mut c = tasker(&pool, &plugin_dir());
+    let mut c = tasker(&db, &plugin_dir());
     c.args([
         "submit",
         "examples/order/order.yaml",
@@ -400,7 +411,7 @@ async fn submit_wait_follows_a_task_run_by_a_separate_worker(pool: PgPool) {
     assert!(text.contains("charge_payment"), "{text}");
     assert!(text.contains(": complete"), "{text}");
     // The same identity key returns the same task instead of a new one.
-    let mut c = tasker(&pool, &plugin_dir());
+    let mut c = tasker(&db, &plugin_dir());
     c.args([
         "submit",
         "shop/order_fulfilment@1.0.0",
@@ -415,9 +426,8 @@ async fn submit_wait_follows_a_task_run_by_a_separate_worker(pool: PgPool) {
     assert!(stderr(&again).contains("already exists for this identity key"));
 }
 
-#[sqlx::test(migrations = false)]
-async fn plugins_list_and_inspect_show_hash_world_and_cache(pool: PgPool) {
-    let mut c = tasker(&pool, &plugin_dir());
+async fn plugins_list_and_inspect_show_hash_world_and_cache(db: Db) {
+    let mut c = tasker(&db, &plugin_dir());
     c.args(["plugins", "inspect", "audit_hook@0.1.0"]);
     let out = run(c);
     assert!(out.status.success());
@@ -430,7 +440,7 @@ async fn plugins_list_and_inspect_show_hash_world_and_cache(pool: PgPool) {
         "{text}"
     );
 
-    let mut c = tasker(&pool, &plugin_dir());
+    let mut c = tasker(&db, &plugin_dir());
     c.args(["plugins", "list"]);
     let text = stdout(&run(c));
     assert!(text.contains("order_charge@0.1.0"), "{text}");
@@ -441,3 +451,15 @@ async fn plugins_list_and_inspect_show_hash_world_and_cache(pool: PgPool) {
 fn blake3_hex(bytes: &[u8]) -> String {
     tasker_sandbox::PluginHash::of(bytes).to_hex()
 }
+
+cli_on_both_backends!(
+    order_fulfilment_runs_with_two_rate_limited_payment_attempts,
+    data_pipeline_reads_a_read_only_grant_and_writes_its_report,
+    a_hostile_plugin_fails_its_step_with_its_kind_and_status_shows_why,
+    a_bad_template_is_refused_before_anything_is_written,
+    an_invalid_context_is_refused_with_its_path,
+    templates_show_prints_the_dag,
+    operations_resolve_cancel_and_retry_through_the_cli,
+    submit_wait_follows_a_task_run_by_a_separate_worker,
+    plugins_list_and_inspect_show_hash_world_and_cache,
+);

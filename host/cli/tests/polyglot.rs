@@ -1,14 +1,14 @@
 //! The mixed-language example (`examples/polyglot`: Rust, Python, C and JavaScript steps in
 //! one DAG) through the real `tasker` binary against PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use sqlx::PgPool;
 use tasker_core::state::{StepState, TaskState};
 use tasker_sandbox::PluginHash;
-use tasker_store::{AttemptOutcome, PgStore, RetryDecision, Store};
+use tasker_store::{AttemptOutcome, RetryDecision, Store};
 
 /// CRC-32 (IEEE), computed here independently of the C and Rust guests.
 fn crc32(data: &[u8]) -> u32 {
@@ -31,9 +31,8 @@ fn hash_of_staged(handler: &str) -> String {
     PluginHash::of(&bytes).to_hex()
 }
 
-#[sqlx::test(migrations = false)]
-async fn the_polyglot_example_runs_rust_python_c_and_javascript_steps(pool: PgPool) {
-    let mut c = tasker(&pool, &plugin_dir());
+async fn the_polyglot_example_runs_rust_python_c_and_javascript_steps(db: Db) {
+    let mut c = tasker(&db, &plugin_dir());
     c.args([
         "run",
         "examples/polyglot/polyglot.yaml",
@@ -45,11 +44,8 @@ async fn the_polyglot_example_runs_rust_python_c_and_javascript_steps(pool: PgPo
     assert!(out.status.success(), "tasker run failed");
     assert!(stderr(&out).contains("custom.batch_sealed"));
 
-    let store = PgStore::new(pool.clone());
-    let task: i64 = sqlx::query_scalar("SELECT id FROM tasks")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let store = db.store().await;
+    let task: i64 = count(&db, "SELECT min(id) FROM tasks").await;
     assert_eq!(
         store.task(task).await.unwrap().unwrap().state,
         TaskState::Complete
@@ -177,3 +173,5 @@ p-1010,dennis@example.de,DE,1,2026-11-09
         "{report}"
     );
 }
+
+cli_on_both_backends!(the_polyglot_example_runs_rust_python_c_and_javascript_steps,);

@@ -1,7 +1,6 @@
-//! The test coordinator on PostgreSQL: fixtures, retries at exact instants, failure kinds.
+//! The test coordinator on both stores: fixtures, retries at exact instants, failure kinds.
 
 use serde_json::json;
-use sqlx::PgPool;
 use tasker_core::error_kind::ErrorKind;
 use tasker_core::fixtures::{self, NOOP};
 use tasker_core::state::{StepState, TaskState};
@@ -9,20 +8,20 @@ use tasker_core::template::Template;
 use tasker_engine::Coordinator;
 use tasker_engine::executor::Execution;
 use tasker_engine::testing::{Fault, FaultInjector, InProcessExecutor};
-use tasker_store::{PgStore, RetryDecision, Store};
+use tasker_store::RetryDecision;
+use tasker_store::conformance::Backend;
 
-fn coordinator<E: tasker_engine::Executor>(pool: &PgPool, exec: E) -> Coordinator<PgStore, E> {
-    Coordinator::new(std::sync::Arc::new(PgStore::new(pool.clone())), exec)
+fn coordinator<S: Backend, E: tasker_engine::Executor>(s: &S, exec: E) -> Coordinator<S, E> {
+    Coordinator::new(std::sync::Arc::new(s.clone()), exec)
 }
 
 fn ms(report: &tasker_engine::RunReport, at: chrono::DateTime<chrono::Utc>) -> i64 {
     (at - report.started_at).num_milliseconds()
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn every_fixture_runs_each_step_once_in_dependency_order(pool: PgPool) {
+async fn every_fixture_runs_each_step_once_in_dependency_order<S: Backend>(s: S) {
     for template in fixtures::all(NOOP) {
-        let c = coordinator(&pool, InProcessExecutor::new());
+        let c = coordinator(&s, InProcessExecutor::new());
         let report = c.run(&template, json!({})).await.unwrap();
         assert_eq!(report.state, TaskState::Complete, "{}", template.key());
         let dag = template.dag().unwrap();
@@ -46,10 +45,9 @@ async fn every_fixture_runs_each_step_once_in_dependency_order(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn parents_results_reach_children(pool: PgPool) {
+async fn parents_results_reach_children<S: Backend>(s: S) {
     let exec = InProcessExecutor::new().handler("noop", tasker_engine::testing::echo);
-    let c = coordinator(&pool, exec);
+    let c = coordinator(&s, exec);
     let report = c
         .run(&fixtures::diamond(NOOP), json!({"order": 7}))
         .await
@@ -60,11 +58,10 @@ async fn parents_results_reach_children(pool: PgPool) {
     assert_eq!(d["parents"]["c"]["parents"]["a"]["step"], "a");
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn retryable_failures_back_off_at_exact_instants(pool: PgPool) {
+async fn retryable_failures_back_off_at_exact_instants<S: Backend>(s: S) {
     // Fixtures use base 1000 ms, multiplier 2, no jitter, 3 attempts.
     let exec = FaultInjector::new(InProcessExecutor::new()).fail("b", Fault::retryable(2));
-    let c = coordinator(&pool, exec);
+    let c = coordinator(&s, exec);
     let report = c.run(&fixtures::diamond(NOOP), json!({})).await.unwrap();
     assert_eq!(report.state, TaskState::Complete);
     let b = report.attempts_of("b");
@@ -79,21 +76,19 @@ async fn retryable_failures_back_off_at_exact_instants(pool: PgPool) {
     assert_eq!(report.step("b").unwrap().attempts, 3);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn server_requested_delay_replaces_backoff(pool: PgPool) {
+async fn server_requested_delay_replaces_backoff<S: Backend>(s: S) {
     let exec = FaultInjector::new(InProcessExecutor::new())
         .fail("step_2", Fault::retryable(1).with_retry_after(250));
-    let c = coordinator(&pool, exec);
+    let c = coordinator(&s, exec);
     let report = c.run(&fixtures::linear(3, NOOP), json!({})).await.unwrap();
     let s2 = report.attempts_of("step_2");
     assert_eq!(ms(&report, s2[1].at), 250);
     assert_eq!(ms(&report, report.attempts_of("step_3")[0].at), 250);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn exhausted_retries_block_only_the_failed_branch(pool: PgPool) {
+async fn exhausted_retries_block_only_the_failed_branch<S: Backend>(s: S) {
     let exec = FaultInjector::new(InProcessExecutor::new()).fail("b", Fault::retryable(10));
-    let c = coordinator(&pool, exec);
+    let c = coordinator(&s, exec);
     let report = c.run(&fixtures::diamond(NOOP), json!({})).await.unwrap();
     assert_eq!(report.state, TaskState::Error);
     let b = report.attempts_of("b");
@@ -106,10 +101,9 @@ async fn exhausted_retries_block_only_the_failed_branch(pool: PgPool) {
     assert!(report.attempts_of("d").is_empty());
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_permanent_failure_is_not_retried(pool: PgPool) {
+async fn a_permanent_failure_is_not_retried<S: Backend>(s: S) {
     let exec = FaultInjector::new(InProcessExecutor::new()).fail("step_1", Fault::permanent());
-    let c = coordinator(&pool, exec);
+    let c = coordinator(&s, exec);
     let report = c.run(&fixtures::linear(2, NOOP), json!({})).await.unwrap();
     assert_eq!(report.state, TaskState::Error);
     let s1 = report.attempts_of("step_1");
@@ -118,8 +112,7 @@ async fn a_permanent_failure_is_not_retried(pool: PgPool) {
     assert_eq!(s1[0].error_kind.as_deref(), Some("handler_error"));
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn error_kinds_follow_defaults_and_template_overrides(pool: PgPool) {
+async fn error_kinds_follow_defaults_and_template_overrides<S: Backend>(s: S) {
     let yaml = r#"
 namespace: tests
 name: kinds
@@ -142,7 +135,7 @@ steps:
         .fail("trap", Fault::of_kind(ErrorKind::Trap, 1))
         .fail("fuel_override", Fault::of_kind(ErrorKind::OutOfFuel, 1))
         .fail("timeout_override", Fault::of_kind(ErrorKind::Timeout, 1));
-    let c = coordinator(&pool, exec);
+    let c = coordinator(&s, exec);
     let report = c.run(&t, json!({})).await.unwrap();
     let first = |s: &str| report.attempts_of(s)[0].decision;
     assert_eq!(first("fuel"), Some(RetryDecision::Permanent));
@@ -153,8 +146,7 @@ steps:
     assert_eq!(report.state, TaskState::Error);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn lifecycle_and_custom_events_reach_the_bus_in_order(pool: PgPool) {
+async fn lifecycle_and_custom_events_reach_the_bus_in_order<S: Backend>(s: S) {
     let exec = InProcessExecutor::new().handler("noop", |step| {
         let mut e = Execution::success(json!({"ok": true}));
         e.events.push(tasker_engine::CustomEvent {
@@ -164,7 +156,7 @@ async fn lifecycle_and_custom_events_reach_the_bus_in_order(pool: PgPool) {
         e
     });
     let c = coordinator(
-        &pool,
+        &s,
         FaultInjector::new(exec).fail("step_1", Fault::retryable(1)),
     );
     let mut sub = c.bus().subscribe(&["*"]);
@@ -191,28 +183,22 @@ async fn lifecycle_and_custom_events_reach_the_bus_in_order(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn an_invalid_context_is_refused_before_anything_is_written(pool: PgPool) {
+async fn an_invalid_context_is_refused_before_anything_is_written<S: Backend>(s: S) {
     let t = Template::from_yaml(
         "namespace: tests\nname: schema\nversion: 1.0.0\ncontext_schema: {type: object, required: [id]}\nsteps:\n  - {name: a, handler: noop@1.0.0}\n",
     )
     .unwrap();
-    let c = coordinator(&pool, InProcessExecutor::new());
+    let c = coordinator(&s, InProcessExecutor::new());
     let err = c.run(&t, json!({"nope": 1})).await.unwrap_err();
     assert!(err.to_string().contains("id"), "{err}");
-    let store = PgStore::new(pool.clone());
-    assert!(store.template(&t.key()).await.unwrap().is_none());
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    assert!(s.template(&t.key()).await.unwrap().is_none());
+    let n = s.count("SELECT count(*) FROM tasks").await.unwrap();
     assert_eq!(n, 0);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_task_ends_once_even_when_its_last_steps_finish_together(pool: PgPool) {
+async fn a_task_ends_once_even_when_its_last_steps_finish_together<S: Backend>(s: S) {
     // The tree's four leaves complete in one batch; the task's end is one event.
-    let c = coordinator(&pool, InProcessExecutor::new());
+    let c = coordinator(&s, InProcessExecutor::new());
     let mut sub = c.bus().subscribe(&["task.*"]);
     let report = c.run(&fixtures::tree(NOOP), json!({})).await.unwrap();
     assert_eq!(report.state, TaskState::Complete);
@@ -225,3 +211,16 @@ async fn a_task_ends_once_even_when_its_last_steps_finish_together(pool: PgPool)
         vec!["task.created", "task.started", "task.completed"]
     );
 }
+
+tasker_store::on_both_backends!(
+    every_fixture_runs_each_step_once_in_dependency_order,
+    parents_results_reach_children,
+    retryable_failures_back_off_at_exact_instants,
+    server_requested_delay_replaces_backoff,
+    exhausted_retries_block_only_the_failed_branch,
+    a_permanent_failure_is_not_retried,
+    error_kinds_follow_defaults_and_template_overrides,
+    lifecycle_and_custom_events_reach_the_bus_in_order,
+    an_invalid_context_is_refused_before_anything_is_written,
+    a_task_ends_once_even_when_its_last_steps_finish_together,
+);

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::json;
-use sqlx::PgPool;
 use tasker_core::state::TaskState;
 use tasker_core::template::{HandlerRef, Template};
 use tasker_engine::Coordinator;
 use tasker_engine::hooks::{DeliveryConfig, HookDeliverer, HookRunner};
 use tasker_engine::policy::{Policies, PolicyAnswer, PolicyFailure, RetryPolicyRunner};
 use tasker_engine::testing::{Fault, FaultInjector, InProcessExecutor};
-use tasker_store::{HookDeliveryJob, PgStore, RetryDecision, Store};
+use tasker_store::conformance::Backend;
+use tasker_store::{HookDeliveryJob, RetryDecision};
 
 type Answer = Box<dyn Fn(&PolicyFailure) -> Result<PolicyAnswer, String> + Send + Sync>;
 
@@ -61,23 +61,22 @@ fn one_step(name: &str, max_attempts: u32) -> Template {
     .unwrap()
 }
 
-fn coordinator(
-    pool: &PgPool,
+fn coordinator<S: Backend>(
+    s: &S,
     fault: Fault,
     policies: Policies,
-) -> Coordinator<PgStore, FaultInjector<InProcessExecutor>> {
+) -> Coordinator<S, FaultInjector<InProcessExecutor>> {
     let exec = FaultInjector::new(InProcessExecutor::new()).fail("s", fault);
-    Coordinator::new(Arc::new(PgStore::new(pool.clone())), exec).with_policies(policies)
+    Coordinator::new(Arc::new(s.clone()), exec).with_policies(policies)
 }
 
 fn ms(r: &tasker_engine::RunReport, t: Option<chrono::DateTime<chrono::Utc>>) -> Option<i64> {
     t.map(|t| (t - r.started_at).num_milliseconds())
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_policy_retry_sets_the_exact_instant_and_sees_the_failure(pool: PgPool) {
+async fn a_policy_retry_sets_the_exact_instant_and_sees_the_failure<S: Backend>(s: S) {
     let p = FnPolicy::new(|_| Ok(PolicyAnswer::Retry { after_ms: 700 }));
-    let c = coordinator(&pool, Fault::retryable(2), Policies::with_runner(p.clone()));
+    let c = coordinator(&s, Fault::retryable(2), Policies::with_runner(p.clone()));
     let r = c.run(&one_step("retry", 4), json!({})).await.unwrap();
     assert_eq!(r.state, TaskState::Complete);
     let a = r.attempts_of("s");
@@ -110,14 +109,13 @@ async fn a_policy_retry_sets_the_exact_instant_and_sees_the_failure(pool: PgPool
     assert_eq!(rows[0].policy_warning, None);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_policy_can_give_up_at_once(pool: PgPool) {
+async fn a_policy_can_give_up_at_once<S: Backend>(s: S) {
     let p = FnPolicy::new(|f| {
         Ok(PolicyAnswer::GiveUp {
             reason: format!("no point after {}", f.error_kind),
         })
     });
-    let c = coordinator(&pool, Fault::retryable(5), Policies::with_runner(p.clone()));
+    let c = coordinator(&s, Fault::retryable(5), Policies::with_runner(p.clone()));
     let r = c.run(&one_step("giveup", 5), json!({})).await.unwrap();
     assert_eq!(r.state, TaskState::Error);
     let a = r.attempts_of("s");
@@ -134,26 +132,24 @@ async fn a_policy_can_give_up_at_once(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_policy_may_retry_what_the_builtin_policy_would_not(pool: PgPool) {
+async fn a_policy_may_retry_what_the_builtin_policy_would_not<S: Backend>(s: S) {
     // out_of_fuel is not retried by default; this policy retries it after 50 ms.
     let p = FnPolicy::new(|_| Ok(PolicyAnswer::Retry { after_ms: 50 }));
     let fault = Fault::of_kind(tasker_core::error_kind::ErrorKind::OutOfFuel, 1);
-    let c = coordinator(&pool, fault, Policies::with_runner(p));
+    let c = coordinator(&s, fault, Policies::with_runner(p));
     let r = c.run(&one_step("fuel", 3), json!({})).await.unwrap();
     assert_eq!(r.state, TaskState::Complete);
     assert_eq!(ms(&r, r.attempts_of("s")[0].next_ready_at), Some(50));
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn the_handlers_retry_after_reaches_the_policy(pool: PgPool) {
+async fn the_handlers_retry_after_reaches_the_policy<S: Backend>(s: S) {
     let p = FnPolicy::new(|f| {
         Ok(PolicyAnswer::Retry {
             after_ms: f.retry_after_ms.unwrap_or(1),
         })
     });
     let c = coordinator(
-        &pool,
+        &s,
         Fault::retryable(1).with_retry_after(5000),
         Policies::with_runner(p),
     );
@@ -161,8 +157,7 @@ async fn the_handlers_retry_after_reaches_the_policy(pool: PgPool) {
     assert_eq!(ms(&r, r.attempts_of("s")[0].next_ready_at), Some(5000));
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_policy_cannot_exceed_the_host_maximum_delay(pool: PgPool) {
+async fn a_policy_cannot_exceed_the_host_maximum_delay<S: Backend>(s: S) {
     let p = FnPolicy::new(|_| {
         Ok(PolicyAnswer::Retry {
             after_ms: 36_000_000,
@@ -172,7 +167,7 @@ async fn a_policy_cannot_exceed_the_host_maximum_delay(pool: PgPool) {
         max_delay_ms: 60_000,
         ..Policies::with_runner(p)
     };
-    let c = coordinator(&pool, Fault::retryable(1), policies);
+    let c = coordinator(&s, Fault::retryable(1), policies);
     let r = c.run(&one_step("clamp", 3), json!({})).await.unwrap();
     assert_eq!(r.state, TaskState::Complete);
     assert_eq!(ms(&r, r.attempts_of("s")[0].next_ready_at), Some(60_000));
@@ -187,10 +182,9 @@ async fn a_policy_cannot_exceed_the_host_maximum_delay(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_policy_cannot_exceed_max_attempts(pool: PgPool) {
+async fn a_policy_cannot_exceed_max_attempts<S: Backend>(s: S) {
     let p = FnPolicy::new(|_| Ok(PolicyAnswer::Retry { after_ms: 10 }));
-    let c = coordinator(&pool, Fault::retryable(5), Policies::with_runner(p.clone()));
+    let c = coordinator(&s, Fault::retryable(5), Policies::with_runner(p.clone()));
     let r = c.run(&one_step("max", 2), json!({})).await.unwrap();
     assert_eq!(r.state, TaskState::Error);
     let a = r.attempts_of("s");
@@ -200,10 +194,9 @@ async fn a_policy_cannot_exceed_max_attempts(pool: PgPool) {
     assert_eq!(p.asked().len(), 1);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_failing_policy_falls_back_to_the_builtin_one_with_a_warning(pool: PgPool) {
+async fn a_failing_policy_falls_back_to_the_builtin_one_with_a_warning<S: Backend>(s: S) {
     let p = FnPolicy::new(|_| Err("trap: policy bug".into()));
-    let c = coordinator(&pool, Fault::retryable(1), Policies::with_runner(p));
+    let c = coordinator(&s, Fault::retryable(1), Policies::with_runner(p));
     let r = c.run(&one_step("broken", 3), json!({})).await.unwrap();
     assert_eq!(r.state, TaskState::Complete);
     // The built-in backoff: base 1000 ms, no jitter.
@@ -221,7 +214,7 @@ async fn a_failing_policy_falls_back_to_the_builtin_one_with_a_warning(pool: PgP
     );
 
     // Without any runner on the host, the same fallback.
-    let c = coordinator(&pool, Fault::retryable(1), Policies::default());
+    let c = coordinator(&s, Fault::retryable(1), Policies::default());
     let r = c.run(&one_step("norunner", 3), json!({})).await.unwrap();
     assert_eq!(ms(&r, r.attempts_of("s")[0].next_ready_at), Some(1000));
     let rows = c
@@ -268,9 +261,8 @@ hooks:\n  - {component: rec@1.0.0, events: ['*']}\n\
 \x20 - {component: bad@1.0.0, events: [step.*], delivery: {max_attempts: 2, backoff: {base_ms: 1, jitter: 0}}}\n\
 steps:\n  - {name: a, handler: noop@1.0.0}\n  - {name: b, handler: noop@1.0.0, depends_on: a}\n  - {name: c, handler: noop@1.0.0, depends_on: a}\n";
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn hooks_get_every_event_in_order_at_least_once_and_bad_ones_go_dead(pool: PgPool) {
-    let store = Arc::new(PgStore::new(pool.clone()));
+async fn hooks_get_every_event_in_order_at_least_once_and_bad_ones_go_dead<S: Backend>(s: S) {
+    let store = Arc::new(s.clone());
     let t = Template::from_yaml(HOOKED).unwrap();
     // Real time: the delivery loop below runs on the system clock.
     let c = Coordinator::new(store.clone(), InProcessExecutor::new())
@@ -377,8 +369,7 @@ impl HookRunner for Flaky {
     }
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn concurrent_workers_and_delivery_loops_keep_every_task_in_order(pool: PgPool) {
+async fn concurrent_workers_and_delivery_loops_keep_every_task_in_order<S: Backend>(s: S) {
     // mixed_20 with a hook on everything, retried after 1 ms.
     let mut t = tasker_core::fixtures::mixed_20(tasker_core::fixtures::NOOP);
     t.name = "mixed_hooked".into();
@@ -388,7 +379,7 @@ async fn concurrent_workers_and_delivery_loops_keep_every_task_in_order(pool: Pg
     )
     .unwrap()
     .hooks;
-    let store = Arc::new(PgStore::new(pool.clone()));
+    let store = Arc::new(s.clone());
     store.register_template(&t).await.unwrap();
     for i in 0..60 {
         store
@@ -403,13 +394,7 @@ async fn concurrent_workers_and_delivery_loops_keep_every_task_in_order(pool: Pg
     let rec = Arc::new(Flaky::default());
     let mut handles = Vec::new();
     for i in 0..2 {
-        let own = Arc::new(PgStore::new(
-            sqlx::postgres::PgPoolOptions::new()
-                .max_connections(4)
-                .connect_with(pool.connect_options().as_ref().clone())
-                .await
-                .unwrap(),
-        ));
+        let own = Arc::new(s.sibling(4).await.unwrap());
         let w = tasker_engine::Worker::new(
             own.clone(),
             Arc::new(InProcessExecutor::new()),
@@ -443,13 +428,13 @@ async fn concurrent_workers_and_delivery_loops_keep_every_task_in_order(pool: Pg
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM tasks WHERE state <> 'complete')
-                  + (SELECT count(*) FROM hook_outbox WHERE state <> 'delivered')",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let open = s
+            .count(
+                "SELECT (SELECT count(*) FROM tasks WHERE state <> 'complete')
+                      + (SELECT count(*) FROM hook_outbox WHERE state <> 'delivered')",
+            )
+            .await
+            .unwrap();
         if open == 0 {
             break;
         }
@@ -464,11 +449,9 @@ async fn concurrent_workers_and_delivery_loops_keep_every_task_in_order(pool: Pg
         h.await.unwrap();
     }
     let seen = rec.seen.lock().unwrap().clone();
-    let tasks: Vec<i64> = sqlx::query_scalar("SELECT id FROM tasks ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    for task in tasks {
+    let tasks = s.count("SELECT count(*) FROM tasks").await.unwrap();
+    assert_eq!(tasks, 60);
+    for task in 1..=tasks {
         let want: Vec<i64> = store
             .hook_outbox_of_task(task)
             .await
@@ -487,3 +470,15 @@ async fn concurrent_workers_and_delivery_loops_keep_every_task_in_order(pool: Pg
         assert_eq!(got, want, "task {task}: delivered out of order");
     }
 }
+
+tasker_store::on_both_backends!(
+    a_policy_retry_sets_the_exact_instant_and_sees_the_failure,
+    a_policy_can_give_up_at_once,
+    a_policy_may_retry_what_the_builtin_policy_would_not,
+    the_handlers_retry_after_reaches_the_policy,
+    a_policy_cannot_exceed_the_host_maximum_delay,
+    a_policy_cannot_exceed_max_attempts,
+    a_failing_policy_falls_back_to_the_builtin_one_with_a_warning,
+    hooks_get_every_event_in_order_at_least_once_and_bad_ones_go_dead,
+    concurrent_workers_and_delivery_loops_keep_every_task_in_order,
+);

@@ -1,4 +1,5 @@
-//! Workers on PostgreSQL with the real clock: concurrency, leases, shutdown.
+//! Workers with the real clock, on both stores: concurrency, leases, shutdown; and, on
+//! PostgreSQL only, LISTEN/NOTIFY wake-ups.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -8,24 +9,29 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tasker_core::fixtures::{self, NOOP};
 use tasker_core::state::TaskState;
 use tasker_engine::executor::{Execution, Executor};
 use tasker_engine::testing::InProcessExecutor;
 use tasker_engine::{EventBus, Worker, WorkerConfig};
-use tasker_store::{ClaimedStep, NewTask, PgStore, Store};
+use tasker_store::conformance::Backend;
+use tasker_store::{AttemptOutcome, ClaimedStep, NewTask, PgStore, Store};
 use tokio_util::sync::CancellationToken;
 
-/// A second pool on the same test database: each worker gets its own connections.
-async fn own_pool(pool: &PgPool) -> PgStore {
-    let opts = pool.connect_options();
-    let p = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with((*opts).clone())
-        .await
-        .unwrap();
-    PgStore::new(p)
+/// Another handle on the same test database: on PostgreSQL each worker gets its own
+/// connections.
+async fn own_pool<S: Backend>(s: &S) -> S {
+    s.sibling(4).await.unwrap()
+}
+
+fn outcome_name(o: AttemptOutcome) -> &'static str {
+    match o {
+        AttemptOutcome::Completed => "completed",
+        AttemptOutcome::Failed => "failed",
+        AttemptOutcome::LeaseLost => "lease_lost",
+        AttemptOutcome::Released => "released",
+        AttemptOutcome::Cancelled => "cancelled",
+    }
 }
 
 fn config(id: &str) -> WorkerConfig {
@@ -43,7 +49,7 @@ fn config(id: &str) -> WorkerConfig {
 }
 
 /// Registers `template` and creates one task from it.
-async fn start_task(store: &PgStore, template: &tasker_core::template::Template) -> i64 {
+async fn start_task<S: Store>(store: &S, template: &tasker_core::template::Template) -> i64 {
     store.register_template(template).await.unwrap();
     store
         .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
@@ -62,7 +68,7 @@ async fn listening_worker<E: Executor>(
     tokio::task::JoinHandle<tasker_engine::WorkerTotals>,
     tokio::task::JoinHandle<()>,
 ) {
-    let worker_store = own_pool(pool).await;
+    let worker_store = own_pool(&PgStore::new(pool.clone())).await;
     let listen_pool = worker_store.pool().clone();
     let w = Worker::new(
         Arc::new(worker_store),
@@ -75,16 +81,15 @@ async fn listening_worker<E: Executor>(
     (tokio::spawn(w.run(stop.clone())), listener)
 }
 
-async fn wait_until_done(store: &PgStore, tasks: &[i64], limit: Duration) {
+async fn wait_until_done<S: Backend>(store: &S, tasks: &[i64], limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
+    let ids: Vec<String> = tasks.iter().map(i64::to_string).collect();
+    let sql = format!(
+        "SELECT count(*) FROM tasks WHERE id IN ({}) AND state NOT IN ('complete','error','cancelled')",
+        ids.join(",")
+    );
     loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tasks WHERE id = ANY($1) AND state NOT IN ('complete','error','cancelled')",
-        )
-        .bind(tasks)
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+        let open = store.count(&sql).await.unwrap();
         if open == 0 {
             return;
         }
@@ -96,9 +101,8 @@ async fn wait_until_done(store: &PgStore, tasks: &[i64], limit: Duration) {
     }
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn four_workers_run_20000_steps_exactly_once(pool: PgPool) {
-    let store = PgStore::new(pool.clone());
+async fn four_workers_run_20000_steps_exactly_once<S: Backend>(s: S) {
+    let store = s.clone();
     let template = fixtures::mixed_20(NOOP);
     store.register_template(&template).await.unwrap();
     let mut tasks = Vec::new();
@@ -113,9 +117,9 @@ async fn four_workers_run_20000_steps_exactly_once(pool: PgPool) {
     let stop = CancellationToken::new();
     let mut handles = Vec::new();
     for w in 0..4 {
-        let s = Arc::new(own_pool(&pool).await);
+        let st = Arc::new(own_pool(&s).await);
         let worker = Worker::new(
-            s,
+            st,
             Arc::new(InProcessExecutor::new()),
             EventBus::default(),
             config(&format!("w{w}")),
@@ -134,34 +138,31 @@ async fn four_workers_run_20000_steps_exactly_once(pool: PgPool) {
     assert_eq!(claimed, 20_000);
 
     // Every step completed exactly once, by one attempt.
-    let rows: Vec<(i64, i64, String)> =
-        sqlx::query_as("SELECT step_id, count(*), min(outcome) FROM attempts GROUP BY step_id")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert_eq!(rows.len(), 20_000);
-    assert!(rows.iter().all(|(_, n, o)| *n == 1 && o == "completed"));
-    let states: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, count(*) FROM tasks GROUP BY state")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert_eq!(states, vec![("complete".to_owned(), 1_000)]);
+    let q = |sql: &'static str| {
+        let s = s.clone();
+        async move { s.count(sql).await.unwrap() }
+    };
+    assert_eq!(q("SELECT count(*) FROM attempts").await, 20_000);
+    assert_eq!(
+        q("SELECT count(DISTINCT step_id) FROM attempts WHERE outcome = 'completed'").await,
+        20_000
+    );
+    assert_eq!(q("SELECT count(*) FROM tasks").await, 1_000);
+    assert_eq!(
+        q("SELECT count(*) FROM tasks WHERE state = 'complete'").await,
+        1_000
+    );
 
     // No step was claimed twice: exactly one pending->in_progress transition each, and one
     // in_progress->complete, in that order.
-    let bad: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (
+    let bad = q("SELECT count(*) FROM (
            SELECT step_id,
                   count(*) FILTER (WHERE to_state = 'in_progress') AS claims,
                   count(*) FILTER (WHERE to_state = 'complete') AS completes,
-                  bool_and(sort_key <= 2) AS short
+                  max(sort_key) AS transitions
            FROM step_transitions GROUP BY step_id) x
-         WHERE claims <> 1 OR completes <> 1 OR NOT short",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+         WHERE claims <> 1 OR completes <> 1 OR transitions > 2")
+    .await;
     assert_eq!(bad, 0);
 }
 
@@ -180,9 +181,8 @@ impl Executor for Gate {
     }
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_silent_worker_loses_its_leases_and_its_late_completion_is_refused(pool: PgPool) {
-    let store = PgStore::new(pool.clone());
+async fn a_silent_worker_loses_its_leases_and_its_late_completion_is_refused<S: Backend>(s: S) {
+    let store = s.clone();
     let template = fixtures::parallel_merge(NOOP);
     let task = start_task(&store, &template).await;
 
@@ -198,7 +198,7 @@ async fn a_silent_worker_loses_its_leases_and_its_late_completion_is_refused(poo
         ..config("silent")
     };
     let a = Worker::new(
-        Arc::new(own_pool(&pool).await),
+        Arc::new(own_pool(&s).await),
         Arc::new(gate.clone()),
         EventBus::default(),
         cfg_a,
@@ -214,7 +214,7 @@ async fn a_silent_worker_loses_its_leases_and_its_late_completion_is_refused(poo
     let mut lost = bus.subscribe(&["step.lease_lost"]);
     let stop_b = CancellationToken::new();
     let b = Worker::new(
-        Arc::new(own_pool(&pool).await),
+        Arc::new(own_pool(&s).await),
         Arc::new(InProcessExecutor::new()),
         bus,
         config("healthy"),
@@ -241,17 +241,14 @@ async fn a_silent_worker_loses_its_leases_and_its_late_completion_is_refused(poo
     stop_b.cancel();
     b_run.await.unwrap();
 
-    let attempts: Vec<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT s.name, a.outcome, a.worker FROM attempts a JOIN steps s ON s.id = a.step_id
-         WHERE s.task_id = $1 ORDER BY s.name, a.attempt_no",
-    )
-    .bind(task)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
     let mut by_step: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
-    for (name, outcome, worker) in attempts {
-        by_step.entry(name).or_default().push((outcome, worker));
+    for step in store.steps_of_task(task).await.unwrap() {
+        for a in store.attempts_of_step(step.id).await.unwrap() {
+            by_step
+                .entry(step.name.clone())
+                .or_default()
+                .push((outcome_name(a.outcome).to_owned(), a.worker));
+        }
     }
     for root in ["fetch_a", "fetch_b", "fetch_c"] {
         assert_eq!(
@@ -272,15 +269,14 @@ async fn a_silent_worker_loses_its_leases_and_its_late_completion_is_refused(poo
     }
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn graceful_shutdown_finishes_running_steps(pool: PgPool) {
-    let store = PgStore::new(pool.clone());
+async fn graceful_shutdown_finishes_running_steps<S: Backend>(s: S) {
+    let store = s.clone();
     let template = fixtures::tree(NOOP);
     let task = start_task(&store, &template).await;
     let gate = Gate::default();
     let stop = CancellationToken::new();
     let w = Worker::new(
-        Arc::new(own_pool(&pool).await),
+        Arc::new(own_pool(&s).await),
         Arc::new(gate.clone()),
         EventBus::default(),
         config("graceful"),
@@ -307,15 +303,14 @@ async fn graceful_shutdown_finishes_running_steps(pool: PgPool) {
     assert!(steps.iter().all(|s| s.lease_expires_at.is_none()));
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn shutdown_after_the_grace_period_releases_leases(pool: PgPool) {
-    let store = PgStore::new(pool.clone());
+async fn shutdown_after_the_grace_period_releases_leases<S: Backend>(s: S) {
+    let store = s.clone();
     let template = fixtures::linear(2, NOOP);
     let task = start_task(&store, &template).await;
     let gate = Gate::default();
     let stop = CancellationToken::new();
     let w = Worker::new(
-        Arc::new(own_pool(&pool).await),
+        Arc::new(own_pool(&s).await),
         Arc::new(gate.clone()),
         EventBus::default(),
         WorkerConfig {
@@ -334,15 +329,17 @@ async fn shutdown_after_the_grace_period_releases_leases(pool: PgPool) {
     let first = steps.iter().find(|s| s.name == "step_1").unwrap();
     assert!(first.ready_at.is_some(), "{first:?}");
     assert_eq!(first.attempts, 0);
-    let outcomes: Vec<String> =
-        sqlx::query_scalar("SELECT outcome FROM attempts WHERE step_id = $1")
-            .bind(first.id)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert_eq!(outcomes, vec!["released"]);
+    let outcomes: Vec<AttemptOutcome> = store
+        .attempts_of_step(first.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.outcome)
+        .collect();
+    assert_eq!(outcomes, vec![AttemptOutcome::Released]);
 }
 
+// PostgreSQL only: LISTEN/NOTIFY (the embedded store has no other process to hear from).
 #[sqlx::test(migrations = "../../migrations")]
 async fn an_idle_worker_wakes_on_notify_not_on_its_poll(pool: PgPool) {
     let store = PgStore::new(pool.clone());
@@ -373,6 +370,7 @@ async fn an_idle_worker_wakes_on_notify_not_on_its_poll(pool: PgPool) {
     listener.await.unwrap();
 }
 
+// PostgreSQL only: LISTEN/NOTIFY (the embedded store has no other process to hear from).
 #[sqlx::test(migrations = "../../migrations")]
 async fn an_idle_worker_wakes_for_a_retry_another_process_scheduled(pool: PgPool) {
     let store = PgStore::new(pool.clone());
@@ -422,3 +420,10 @@ async fn an_idle_worker_wakes_for_a_retry_another_process_scheduled(pool: PgPool
     run.await.unwrap();
     listener.await.unwrap();
 }
+
+tasker_store::on_both_backends!(
+    four_workers_run_20000_steps_exactly_once,
+    a_silent_worker_loses_its_leases_and_its_late_completion_is_refused,
+    graceful_shutdown_finishes_running_steps,
+    shutdown_after_the_grace_period_releases_leases,
+);

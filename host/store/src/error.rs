@@ -77,6 +77,9 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(ref db) => {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
                 let message = db.message().to_owned();
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    return sqlite_error(e, code, message);
+                }
                 match code.as_str() {
                     // serialization_failure, deadlock_detected, lock_not_available,
                     // query_canceled (statement timeout)
@@ -100,6 +103,30 @@ impl From<sqlx::Error> for StoreError {
             },
             other => StoreError::Database(other),
         }
+    }
+}
+
+/// SQLite's (extended) result codes: busy and locked are conflicts to retry; constraint
+/// failures (CHECK, UNIQUE, foreign key, a trigger's RAISE) are refusals.
+fn sqlite_error(e: sqlx::Error, code: String, message: String) -> StoreError {
+    let primary = code.parse::<i32>().map(|c| c & 0xff).unwrap_or(-1);
+    match primary {
+        // SQLITE_BUSY, SQLITE_LOCKED
+        5 | 6 => StoreError::Conflict { code, message },
+        // SQLITE_CONSTRAINT
+        19 => {
+            let constraint = match &e {
+                sqlx::Error::Database(db) => db.constraint().map(str::to_owned),
+                _ => None,
+            };
+            StoreError::Constraint {
+                constraint,
+                message,
+            }
+        }
+        // SQLITE_CANTOPEN, SQLITE_IOERR, SQLITE_FULL, SQLITE_READONLY
+        14 | 10 | 13 | 8 => StoreError::Unavailable(e),
+        _ => StoreError::Database(e),
     }
 }
 

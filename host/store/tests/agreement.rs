@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use sqlx::PgPool;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
+use tasker_store::conformance::Backend;
 use tasker_store::*;
 
 /// xorshift64*: deterministic choices without a dependency.
@@ -47,7 +47,7 @@ struct Run {
     finished: BTreeMap<String, usize>,
 }
 
-async fn drive(s: &PgStore, templates: &[Template], tasks_each: usize, seed: u64) -> Run {
+async fn drive<S: Store>(s: &S, templates: &[Template], tasks_each: usize, seed: u64) -> Run {
     let mut rng = Rng(seed);
     let mut tasks = Vec::new();
     for t in templates {
@@ -194,9 +194,7 @@ async fn drive(s: &PgStore, templates: &[Template], tasks_each: usize, seed: u64
     panic!("the run did not finish");
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn readiness_and_claim_agree_on_every_fixture(pool: PgPool) {
-    let s = store(&pool);
+async fn readiness_and_claim_agree_on_every_fixture<S: Backend>(s: S) {
     let mut total = 0;
     for (i, t) in all_fixtures().iter().enumerate() {
         let run = drive(
@@ -225,9 +223,7 @@ async fn readiness_and_claim_agree_on_every_fixture(pool: PgPool) {
     assert!(total > 50, "{total} instants checked");
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn readiness_and_claim_agree_with_jitter_and_all_fixtures_at_once(pool: PgPool) {
-    let s = store(&pool);
+async fn readiness_and_claim_agree_with_jitter_and_all_fixtures_at_once<S: Backend>(s: S) {
     let templates: Vec<Template> = all_fixtures().iter().map(jittered).collect();
     let run = drive(&s, &templates, 4, 42).await;
     eprintln!(
@@ -239,3 +235,8 @@ async fn readiness_and_claim_agree_with_jitter_and_all_fixtures_at_once(pool: Pg
     assert_eq!(run.finished.values().sum::<usize>(), 20);
     assert!(run.finished.contains_key("complete") && run.finished.contains_key("error"));
 }
+
+tasker_store::on_both_backends!(
+    readiness_and_claim_agree_on_every_fixture,
+    readiness_and_claim_agree_with_jitter_and_all_fixtures_at_once,
+);

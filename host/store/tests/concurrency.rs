@@ -1,7 +1,8 @@
-//! Four worker pools on separate connections run 20,000 steps at once. Every step completes
-//! exactly once and no step is ever held by two claims at the same time, checked from the
-//! attempts and transitions tables. One worker stalls past its lease now and then, so steps
-//! really do move between workers while the sweeper runs.
+//! Four worker pools run 20,000 steps at once. Every step completes exactly once and no step
+//! is ever held by two claims at the same time, checked from the attempts and transitions
+//! tables. One worker stalls past its lease now and then, so steps really do move between
+//! workers while the sweeper runs. On PostgreSQL each pool has its own connections (as
+//! separate processes would); on SQLite the eight workers share one store in-process.
 
 mod common;
 
@@ -11,9 +12,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tasker_core::fixtures;
+use tasker_store::conformance::Backend;
 use tasker_store::*;
 
 const TASKS: i64 = 1_000; // x 20 steps
@@ -27,35 +27,28 @@ struct Counters {
     expired: AtomicUsize,
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn four_pools_complete_20000_steps_exactly_once(pool: PgPool) {
-    let s = store(&pool);
-    let t = fixtures::mixed_20(fixtures::NOOP);
-    s.register_template(&t).await.unwrap();
-    sqlx::query("SELECT create_task($1, jsonb_build_object('i', i)) FROM generate_series(1, $2) i")
-        .bind(t.key())
-        .bind(TASKS)
-        .execute(&pool)
-        .await
-        .unwrap();
-    let total_steps: i64 = sqlx::query_scalar("SELECT count(*) FROM steps")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(total_steps, 20_000);
+async fn create_tasks<S: Store>(s: &S, t: &tasker_core::template::Template, n: i64) -> Vec<TaskId> {
+    s.register_template(t).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 1..=n {
+        let task = NewTask::new(t.key(), serde_json::json!({ "i": i }));
+        ids.push(s.create_task(&task, Utc::now()).await.unwrap().task_id);
+    }
+    ids
+}
 
-    let opts = pool.connect_options();
+async fn four_pools_complete_20000_steps_exactly_once<S: Backend>(s: S) {
+    let t = fixtures::mixed_20(fixtures::NOOP);
+    create_tasks(&s, &t, TASKS).await;
+    assert_eq!(s.count("SELECT count(*) FROM steps").await.unwrap(), 20_000);
+
     let done = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
     let mut handles = Vec::new();
     for p in 0..POOLS {
-        let wpool = PgPoolOptions::new()
-            .max_connections(WORKERS_PER_POOL as u32)
-            .connect_with((*opts).clone())
-            .await
-            .unwrap();
+        let pool = s.sibling(WORKERS_PER_POOL as u32).await.unwrap();
         for w in 0..WORKERS_PER_POOL {
-            let st = PgStore::new(wpool.clone());
+            let st = pool.clone();
             let done = done.clone();
             let counters = counters.clone();
             let name = format!("pool{p}-w{w}");
@@ -67,7 +60,7 @@ async fn four_pools_complete_20000_steps_exactly_once(pool: PgPool) {
     }
     // The sweeper.
     let sweeper = {
-        let st = store(&pool);
+        let st = s.clone();
         let done = done.clone();
         let counters = counters.clone();
         tokio::spawn(async move {
@@ -83,8 +76,8 @@ async fn four_pools_complete_20000_steps_exactly_once(pool: PgPool) {
     // Wait until every task is complete.
     let deadline = std::time::Instant::now() + Duration::from_secs(150);
     loop {
-        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE state <> 'complete'")
-            .fetch_one(&pool)
+        let open = s
+            .count("SELECT count(*) FROM tasks WHERE state <> 'complete'")
             .await
             .unwrap();
         if open == 0 {
@@ -106,13 +99,8 @@ async fn four_pools_complete_20000_steps_exactly_once(pool: PgPool) {
 
     // Every step complete, exactly once.
     let q = |sql: &'static str| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
+        let s = s.clone();
+        async move { s.count(sql).await.unwrap() }
     };
     assert_eq!(
         q("SELECT count(*) FROM steps WHERE state = 'complete'").await,
@@ -151,7 +139,7 @@ async fn four_pools_complete_20000_steps_exactly_once(pool: PgPool) {
     assert_eq!(
         q("SELECT count(*) FROM step_transitions t \
            LEFT JOIN attempts a ON a.step_id = t.step_id \
-             AND a.attempt_no = (t.metadata->>'attempt')::int \
+             AND a.attempt_no = CAST(t.metadata->>'attempt' AS integer) \
            WHERE t.to_state = 'in_progress' \
              AND (a.step_id IS NULL OR a.worker IS DISTINCT FROM t.metadata->>'worker')")
         .await,
@@ -170,7 +158,8 @@ async fn four_pools_complete_20000_steps_exactly_once(pool: PgPool) {
             "SELECT count(*) FROM step_transitions c JOIN step_transitions e \
              ON e.step_id = c.step_id AND e.sort_key = c.sort_key + 1 \
            WHERE c.to_state = 'in_progress' \
-             AND (e.from_state <> 'in_progress' OR e.metadata->'attempt' <> c.metadata->'attempt')"
+             AND (e.from_state <> 'in_progress' \
+                  OR e.metadata->>'attempt' <> c.metadata->>'attempt')"
         )
         .await,
         0
@@ -203,8 +192,8 @@ async fn four_pools_complete_20000_steps_exactly_once(pool: PgPool) {
     );
 }
 
-async fn worker(
-    s: PgStore,
+async fn worker<S: Store>(
+    s: S,
     name: String,
     flaky: bool,
     done: Arc<AtomicBool>,
@@ -268,28 +257,14 @@ async fn worker(
 
 /// Cancels land while four pools complete batches that touch the same tasks: no deadlock, no
 /// step completed twice, and a cancelled task keeps only what finished before the cancel.
-#[sqlx::test(migrations = "../../migrations")]
-async fn cancels_during_concurrent_batches_never_deadlock(pool: PgPool) {
-    let s = store(&pool);
+async fn cancels_during_concurrent_batches_never_deadlock<S: Backend>(s: S) {
     let t = fixtures::mixed_20(fixtures::NOOP);
-    s.register_template(&t).await.unwrap();
-    let tasks: Vec<i64> =
-        sqlx::query_scalar("SELECT (create_task($1, '{}')).task_id FROM generate_series(1, 200)")
-            .bind(t.key())
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    let opts = pool.connect_options();
+    let tasks = create_tasks(&s, &t, 200).await;
     let done = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
     let mut handles = Vec::new();
     for p in 0..POOLS {
-        let wpool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with((*opts).clone())
-            .await
-            .unwrap();
-        let st = PgStore::new(wpool);
+        let st = s.sibling(1).await.unwrap();
         let (done, counters) = (done.clone(), counters.clone());
         handles.push(tokio::spawn(async move {
             worker(st, format!("pool{p}"), false, done, counters).await
@@ -310,12 +285,10 @@ async fn cancels_during_concurrent_batches_never_deadlock(pool: PgPool) {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tasks WHERE state NOT IN ('complete', 'cancelled')",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let open = s
+            .count("SELECT count(*) FROM tasks WHERE state NOT IN ('complete', 'cancelled')")
+            .await
+            .unwrap();
         if open == 0 {
             break;
         }
@@ -327,30 +300,35 @@ async fn cancels_during_concurrent_batches_never_deadlock(pool: PgPool) {
         h.await.unwrap().expect("no worker error (no deadlock)");
     }
     assert!(!cancelled.is_empty());
-    let bad: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM steps s JOIN tasks t ON t.id = s.task_id \
+    let bad = s
+        .count(
+            "SELECT count(*) FROM steps s JOIN tasks t ON t.id = s.task_id \
          WHERE (t.state = 'cancelled' AND s.state NOT IN ('complete', 'cancelled')) \
             OR (t.state = 'complete' AND s.state <> 'complete')",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+        )
+        .await
+        .unwrap();
     assert_eq!(bad, 0);
-    let twice: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT step_id FROM attempts WHERE outcome = 'completed' \
+    let twice = s
+        .count(
+            "SELECT count(*) FROM (SELECT step_id FROM attempts WHERE outcome = 'completed' \
          GROUP BY step_id HAVING count(*) > 1) x",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+        )
+        .await
+        .unwrap();
     assert_eq!(twice, 0);
     // Some cancelled task had work in flight or done: the cancel really raced the workers.
-    let partial: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT t.id) FROM tasks t JOIN steps s ON s.task_id = t.id \
+    let partial = s
+        .count(
+            "SELECT count(DISTINCT t.id) FROM tasks t JOIN steps s ON s.task_id = t.id \
          WHERE t.state = 'cancelled' AND s.state = 'complete'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+        )
+        .await
+        .unwrap();
     assert!(partial > 0, "no cancel overlapped with running work");
 }
+
+tasker_store::on_both_backends!(
+    four_pools_complete_20000_steps_exactly_once,
+    cancels_during_concurrent_batches_never_deadlock,
+);

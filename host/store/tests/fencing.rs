@@ -4,19 +4,17 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use sqlx::PgPool;
 use std::time::Duration;
 use tasker_core::fixtures;
 use tasker_core::state::{StepState, TaskState};
+use tasker_store::conformance::Backend;
 use tasker_store::*;
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_stale_token_is_refused_and_changes_nothing(pool: PgPool) {
-    let s = store(&pool);
+async fn a_stale_token_is_refused_and_changes_nothing<S: Backend>(s: S) {
     start(&s, &fixtures::linear(2, fixtures::NOOP), at(0)).await;
     let c = claim_all(&s, at(0)).await;
     assert_eq!(c[0].token, 1);
-    let before = snapshot(&pool).await;
+    let before = snapshot(&s).await;
 
     let mut bad = completion(&c[0]);
     bad.token = 2;
@@ -69,7 +67,7 @@ async fn a_stale_token_is_refused_and_changes_nothing(pool: PgPool) {
 
     assert_eq!(
         before,
-        snapshot(&pool).await,
+        snapshot(&s).await,
         "refused items must not write anything"
     );
 
@@ -90,9 +88,9 @@ async fn a_stale_token_is_refused_and_changes_nothing(pool: PgPool) {
     assert_eq!(out[0].refusal, Some(Refusal::NotInProgress));
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn an_expired_lease_moves_to_another_worker_and_the_late_completion_is_refused(pool: PgPool) {
-    let s = store(&pool);
+async fn an_expired_lease_moves_to_another_worker_and_the_late_completion_is_refused<S: Backend>(
+    s: S,
+) {
     let task = start(&s, &fixtures::linear(2, fixtures::NOOP), at(0)).await;
     let lease = Duration::from_secs(10);
     let c1 = s.claim("slow", 10, lease, at(0)).await.unwrap();
@@ -131,7 +129,7 @@ async fn an_expired_lease_moves_to_another_worker_and_the_late_completion_is_ref
     assert_eq!((c2[0].step_id, c2[0].token, c2[0].attempt), (step, 2, 1));
 
     // The slow worker wakes up: its completion, heartbeat and release are all refused.
-    let before = snapshot(&pool).await;
+    let before = snapshot(&s).await;
     let out = s.complete(&[completion(&c1[0])], at(16_000)).await.unwrap();
     assert_eq!(out[0].refusal, Some(Refusal::StaleToken));
     let out = s
@@ -144,7 +142,7 @@ async fn an_expired_lease_moves_to_another_worker_and_the_late_completion_is_ref
         .await
         .unwrap();
     assert_eq!(hb[0].lease_expires_at, None);
-    assert_eq!(before, snapshot(&pool).await);
+    assert_eq!(before, snapshot(&s).await);
 
     let out = s.complete(&[completion(&c2[0])], at(17_000)).await.unwrap();
     assert!(out[0].accepted());
@@ -179,9 +177,7 @@ async fn an_expired_lease_moves_to_another_worker_and_the_late_completion_is_ref
     );
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn repeated_lease_losses_end_in_error(pool: PgPool) {
-    let s = store(&pool);
+async fn repeated_lease_losses_end_in_error<S: Backend>(s: S) {
     let task = start(&s, &one_step("poison", "{ max_attempts: 2 }"), at(0)).await;
     let lease = Duration::from_secs(1);
     let mut now = 0;
@@ -215,9 +211,7 @@ async fn repeated_lease_losses_end_in_error(pool: PgPool) {
     assert_eq!(a[4].decision, Some(RetryDecision::Exhausted));
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn release_gives_steps_back_without_penalty(pool: PgPool) {
-    let s = store(&pool);
+async fn release_gives_steps_back_without_penalty<S: Backend>(s: S) {
     let task = start(&s, &fixtures::parallel_merge(fixtures::NOOP), at(0)).await;
     let c = s.claim("leaving", 10, LEASE, at(0)).await.unwrap();
     assert_eq!(c.len(), 3);
@@ -245,28 +239,24 @@ async fn release_gives_steps_back_without_penalty(pool: PgPool) {
     assert_eq!(out[0].refusal, Some(Refusal::StaleToken));
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn completion_after_cancel_is_refused(pool: PgPool) {
-    let s = store(&pool);
+async fn completion_after_cancel_is_refused<S: Backend>(s: S) {
     let task = start(&s, &fixtures::diamond(fixtures::NOOP), at(0)).await;
     let c = claim_all(&s, at(0)).await;
     let out = s.cancel_task(task, at(1)).await.unwrap();
     assert!(out.cancelled);
     assert_eq!(out.steps_cancelled, 4);
-    let before = snapshot(&pool).await;
+    let before = snapshot(&s).await;
     let out = s.complete(&[completion(&c[0])], at(2)).await.unwrap();
     assert_eq!(out[0].refusal, Some(Refusal::Cancelled));
     let out = s.fail(&[failure(&c[0], true, None)], at(2)).await.unwrap();
     assert_eq!(out[0].refusal, Some(Refusal::Cancelled));
-    assert_eq!(before, snapshot(&pool).await);
+    assert_eq!(before, snapshot(&s).await);
     let a = s.attempts_of_step(c[0].step_id).await.unwrap();
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].outcome, AttemptOutcome::Cancelled);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn only_the_sweeper_revokes_a_lease(pool: PgPool) {
-    let s = store(&pool);
+async fn only_the_sweeper_revokes_a_lease<S: Backend>(s: S) {
     start(&s, &fixtures::linear(2, fixtures::NOOP), at(0)).await;
     let c = s
         .claim("w1", 1, Duration::from_secs(1), at(0))
@@ -288,3 +278,12 @@ async fn only_the_sweeper_revokes_a_lease(pool: PgPool) {
     assert!(out[0].accepted());
     assert!(s.expire_leases(at(8_000), 10).await.unwrap().is_empty());
 }
+
+tasker_store::on_both_backends!(
+    a_stale_token_is_refused_and_changes_nothing,
+    an_expired_lease_moves_to_another_worker_and_the_late_completion_is_refused,
+    repeated_lease_losses_end_in_error,
+    release_gives_steps_back_without_penalty,
+    completion_after_cancel_is_refused,
+    only_the_sweeper_revokes_a_lease,
+);

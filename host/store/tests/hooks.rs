@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use sqlx::PgPool;
 use std::time::Duration;
+use tasker_store::conformance::Backend;
 use tasker_store::*;
 
 const HOOKED: &str = "namespace: tests\nname: hooked\nversion: 1.0.0\n\
@@ -17,26 +17,25 @@ steps:\n  - {name: a, handler: noop@1.0.0, retry: {max_attempts: 2, backoff: {ba
 \x20 - {name: b, handler: noop@1.0.0, depends_on: a}\n";
 
 /// Every (hook, task) with pending rows has exactly one head: its lowest pending row.
-async fn assert_heads(pool: &PgPool) {
-    let bad: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (
+async fn assert_heads<S: Backend>(s: &S) {
+    let bad = s
+        .count(
+            "SELECT count(*) FROM (
              SELECT count(*) FILTER (WHERE head) AS heads, min(id) AS lowest,
                     min(id) FILTER (WHERE head) AS head_id
              FROM hook_outbox WHERE state = 'pending' GROUP BY hook_id, task_id) g
          WHERE heads <> 1 OR head_id <> lowest",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
+        )
+        .await
+        .unwrap();
     assert_eq!(
         bad, 0,
         "a (hook, task) queue without exactly one head at its front"
     );
-    let stray: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM hook_outbox WHERE head AND state <> 'pending'")
-            .fetch_one(pool)
-            .await
-            .unwrap();
+    let stray: i64 = s
+        .count("SELECT count(*) FROM hook_outbox WHERE head AND state <> 'pending'")
+        .await
+        .unwrap();
     assert_eq!(stray, 0);
 }
 
@@ -47,9 +46,7 @@ fn names_of(rows: &[OutboxRow], hook: i64) -> Vec<String> {
         .collect()
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn every_state_change_reaches_the_outbox_in_order(pool: PgPool) {
-    let s = store(&pool);
+async fn every_state_change_reaches_the_outbox_in_order<S: Backend>(s: S) {
     let t = template(HOOKED);
     let task = start(&s, &t, at(0)).await;
 
@@ -110,12 +107,10 @@ async fn every_state_change_reaches_the_outbox_in_order(pool: PgPool) {
     assert_eq!(custom.payload, json!({"amount": 12}));
     // Ids (delivery order) follow the order of the changes.
     assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
-    assert_heads(&pool).await;
+    assert_heads(&s).await;
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn templates_without_hooks_write_nothing(pool: PgPool) {
-    let s = store(&pool);
+async fn templates_without_hooks_write_nothing<S: Backend>(s: S) {
     let plain = one_step("plain", "{}");
     let task = start(&s, &plain, at(0)).await;
     run_ready(&s, at(1)).await;
@@ -124,9 +119,7 @@ async fn templates_without_hooks_write_nothing(pool: PgPool) {
     assert!(s.hook_outbox_of_task(task).await.unwrap().is_empty());
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn deliveries_are_in_order_leased_retried_and_dead_lettered(pool: PgPool) {
-    let s = store(&pool);
+async fn deliveries_are_in_order_leased_retried_and_dead_lettered<S: Backend>(s: S) {
     let t = template(HOOKED);
     let task = start(&s, &t, at(0)).await;
     let c = claim_all(&s, at(0)).await;
@@ -156,7 +149,7 @@ async fn deliveries_are_in_order_leased_retried_and_dead_lettered(pool: PgPool) 
             .unwrap()
             .is_empty()
     );
-    assert_heads(&pool).await;
+    assert_heads(&s).await;
 
     // d1 "dies" holding the audit head; its lease expires and d2 gets the same event again.
     let again = s
@@ -236,7 +229,7 @@ async fn deliveries_are_in_order_leased_retried_and_dead_lettered(pool: PgPool) 
         .await
         .unwrap();
     assert_eq!(dead[0].state.as_deref(), Some("dead"));
-    assert_heads(&pool).await;
+    assert_heads(&s).await;
     // A dead event no longer blocks the queue: task.failed is next for that hook.
     let after = s
         .claim_hook_deliveries("d2", 100, lease, at(5150))
@@ -260,9 +253,7 @@ async fn deliveries_are_in_order_leased_retried_and_dead_lettered(pool: PgPool) 
     assert_eq!(d.attempts, 2);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn who_decided_is_recorded_on_the_attempt(pool: PgPool) {
-    let s = store(&pool);
+async fn who_decided_is_recorded_on_the_attempt<S: Backend>(s: S) {
     let t = template(HOOKED);
     start(&s, &t, at(0)).await;
     let c = claim_all(&s, at(0)).await;
@@ -303,9 +294,7 @@ async fn who_decided_is_recorded_on_the_attempt(pool: PgPool) {
     assert_eq!(first, vec![(c[0].step_id, Some(at(0)))]);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn operator_actions_reach_the_outbox(pool: PgPool) {
-    let s = store(&pool);
+async fn operator_actions_reach_the_outbox<S: Backend>(s: S) {
     let t = template(HOOKED);
     let task = start(&s, &t, at(0)).await;
     let c = claim_all(&s, at(0)).await;
@@ -341,5 +330,13 @@ async fn operator_actions_reach_the_outbox(pool: PgPool) {
         .find(|r| r.event_name == "step.resolved_manually")
         .unwrap();
     assert_eq!(resolved.step_id, Some(a));
-    assert_heads(&pool).await;
+    assert_heads(&s).await;
 }
+
+tasker_store::on_both_backends!(
+    every_state_change_reaches_the_outbox_in_order,
+    templates_without_hooks_write_nothing,
+    deliveries_are_in_order_leased_retried_and_dead_lettered,
+    who_decided_is_recorded_on_the_attempt,
+    operator_actions_reach_the_outbox,
+);

@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use sqlx::PgPool;
-use tasker_store::{Accounting, Store};
+use tasker_store::Accounting;
+use tasker_store::conformance::Backend;
 
 fn with_hash(mut f: tasker_store::StepFailure, hash: &str) -> tasker_store::StepFailure {
     f.accounting = Accounting {
@@ -14,9 +14,7 @@ fn with_hash(mut f: tasker_store::StepFailure, hash: &str) -> tasker_store::Step
     f
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_retry_is_pinned_to_the_first_attempts_hash_unless_latest(pool: PgPool) {
-    let s = store(&pool);
+async fn a_retry_is_pinned_to_the_first_attempts_hash_unless_latest<S: Backend>(s: S) {
     let sticky = one_step(
         "sticky",
         "{ max_attempts: 3, backoff: { base_ms: 100, jitter: 0 } }",
@@ -59,3 +57,5 @@ async fn a_retry_is_pinned_to_the_first_attempts_hash_unless_latest(pool: PgPool
         .collect();
     assert_eq!(pinned, vec![Some("aaaa".to_owned())]);
 }
+
+tasker_store::on_both_backends!(a_retry_is_pinned_to_the_first_attempts_hash_unless_latest,);

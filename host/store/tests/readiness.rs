@@ -4,15 +4,13 @@
 mod common;
 
 use common::*;
-use sqlx::PgPool;
 use tasker_core::backoff::Backoff;
 use tasker_core::fixtures;
 use tasker_core::state::{StepState, TaskState};
+use tasker_store::conformance::Backend;
 use tasker_store::*;
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_never_tried_step_is_ready(pool: PgPool) {
-    let s = store(&pool);
+async fn a_never_tried_step_is_ready<S: Backend>(s: S) {
     let task = start(&s, &fixtures::linear(4, fixtures::NOOP), at(0)).await;
     let rows = s.readiness(task, None, at(0)).await.unwrap();
     assert_eq!(rows.len(), 4);
@@ -42,9 +40,7 @@ async fn a_never_tried_step_is_ready(pool: PgPool) {
     assert_eq!(ctx.completion_percentage, 25.0);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn backoff_is_honoured_to_the_millisecond(pool: PgPool) {
-    let s = store(&pool);
+async fn backoff_is_honoured_to_the_millisecond<S: Backend>(s: S) {
     let t = one_step(
         "backoff",
         "{ max_attempts: 4, backoff: { base_ms: 1000, multiplier: 2.0, cap_ms: 60000, jitter: 0.2 } }",
@@ -88,9 +84,7 @@ fn failure_of(c: &ClaimedStep) -> StepFailure {
     failure(c, true, None)
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn retries_exhaust_into_error_and_block_the_task(pool: PgPool) {
-    let s = store(&pool);
+async fn retries_exhaust_into_error_and_block_the_task<S: Backend>(s: S) {
     let t = one_step(
         "exhaust",
         "{ max_attempts: 2, backoff: { base_ms: 100, multiplier: 2.0, cap_ms: 1000, jitter: 0.0 } }",
@@ -132,9 +126,7 @@ async fn retries_exhaust_into_error_and_block_the_task(pool: PgPool) {
     assert_eq!(a[1].error_kind.as_deref(), Some("trap"));
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_permanent_error_blocks_only_when_nothing_else_can_move(pool: PgPool) {
-    let s = store(&pool);
+async fn a_permanent_error_blocks_only_when_nothing_else_can_move<S: Backend>(s: S) {
     let task = start(&s, &fixtures::diamond(fixtures::NOOP), at(0)).await;
     assert_eq!(run_ready(&s, at(0)).await, names(&["a"]));
     let c = claim_all(&s, at(1)).await;
@@ -169,9 +161,7 @@ async fn a_permanent_error_blocks_only_when_nothing_else_can_move(pool: PgPool) 
     assert!(!d.ready_for_execution);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_step_that_is_not_retryable_fails_permanently(pool: PgPool) {
-    let s = store(&pool);
+async fn a_step_that_is_not_retryable_fails_permanently<S: Backend>(s: S) {
     let t = one_step("noretry", "{ max_attempts: 5, retryable: false }");
     let task = start(&s, &t, at(0)).await;
     let c = claim_all(&s, at(0)).await;
@@ -181,9 +171,7 @@ async fn a_step_that_is_not_retryable_fails_permanently(pool: PgPool) {
     assert_eq!(s.task(task).await.unwrap().unwrap().state, TaskState::Error);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn a_server_requested_delay_replaces_the_backoff(pool: PgPool) {
-    let s = store(&pool);
+async fn a_server_requested_delay_replaces_the_backoff<S: Backend>(s: S) {
     let t = one_step(
         "delay",
         "{ max_attempts: 5, max_retry_after_ms: 3000, backoff: { base_ms: 1000, multiplier: 2.0, cap_ms: 60000, jitter: 0.0 } }",
@@ -237,9 +225,7 @@ async fn a_server_requested_delay_replaces_the_backoff(pool: PgPool) {
     assert!(r.ready_for_execution);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn execution_status_precedence_with_parallel_steps(pool: PgPool) {
-    let s = store(&pool);
+async fn execution_status_precedence_with_parallel_steps<S: Backend>(s: S) {
     let t = fixtures::parallel_merge(fixtures::NOOP);
     let task = start(&s, &t, at(0)).await;
     let ctx = s.execution_context(task, at(0)).await.unwrap().unwrap();
@@ -291,9 +277,7 @@ async fn execution_status_precedence_with_parallel_steps(pool: PgPool) {
     assert_eq!(both[1].task_state, TaskState::Complete);
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn dependency_levels_match_the_core_dag(pool: PgPool) {
-    let s = store(&pool);
+async fn dependency_levels_match_the_core_dag<S: Backend>(s: S) {
     for t in all_fixtures() {
         let task = start(&s, &t, at(0)).await;
         let dag = t.dag().unwrap();
@@ -316,9 +300,7 @@ async fn dependency_levels_match_the_core_dag(pool: PgPool) {
     }
 }
 
-#[sqlx::test(migrations = "../../migrations")]
-async fn health_counts_by_state(pool: PgPool) {
-    let s = store(&pool);
+async fn health_counts_by_state<S: Backend>(s: S) {
     let t = fixtures::diamond(fixtures::NOOP);
     start(&s, &t, at(0)).await;
     s.create_task(&NewTask::new(t.key(), serde_json::json!({})), at(0))
@@ -346,3 +328,15 @@ async fn health_counts_by_state(pool: PgPool) {
     assert_eq!((h.in_progress_steps, h.expired_leases), (1, 1));
     assert!(h.active_connections >= 1 && h.max_connections > 0);
 }
+
+tasker_store::on_both_backends!(
+    a_never_tried_step_is_ready,
+    backoff_is_honoured_to_the_millisecond,
+    retries_exhaust_into_error_and_block_the_task,
+    a_permanent_error_blocks_only_when_nothing_else_can_move,
+    a_step_that_is_not_retryable_fails_permanently,
+    a_server_requested_delay_replaces_the_backoff,
+    execution_status_precedence_with_parallel_steps,
+    dependency_levels_match_the_core_dag,
+    health_counts_by_state,
+);

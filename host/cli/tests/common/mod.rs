@@ -1,11 +1,88 @@
-//! Helpers for tests that run the real `tasker` binary against a test database.
+//! Helpers for tests that run the real `tasker` binary against a test database, on either
+//! backend: `cli_on_both_backends!(scenario, ...)` runs each `async fn scenario(db: Db)` once
+//! on a fresh PostgreSQL database and once on a fresh SQLite file that the binary creates.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use tasker_store::{AnyStore, PgStore, SqliteStore};
+
+/// The database a test's `tasker` commands use.
+pub enum Db {
+    /// A fresh PostgreSQL database without a schema (the binary migrates it).
+    Postgres(PgPool),
+    /// A SQLite file that does not exist yet (the binary creates it).
+    Sqlite(PathBuf),
+}
+
+impl Db {
+    /// A new SQLite location under target/tmp, unique to this test.
+    pub fn sqlite(test: &str) -> Db {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = scratch(&format!("{test}-{}", N.fetch_add(1, Ordering::Relaxed)));
+        Db::Sqlite(dir.join("tasker.db"))
+    }
+
+    /// The DATABASE_URL that selects this database.
+    pub fn url(&self) -> String {
+        match self {
+            Db::Postgres(pool) => database_url(pool),
+            Db::Sqlite(path) => format!("sqlite:{}", path.display()),
+        }
+    }
+
+    /// The store, for checks through the `Store` trait.
+    pub async fn store(&self) -> AnyStore {
+        match self {
+            Db::Postgres(pool) => {
+                let store = PgStore::new(pool.clone());
+                store.migrate().await.expect("migrations apply");
+                store.into()
+            }
+            Db::Sqlite(path) => SqliteStore::open(path, 2)
+                .await
+                .expect("the SQLite file opens")
+                .into(),
+        }
+    }
+
+    /// Whether the binary never wrote a schema (it failed before connecting).
+    pub async fn untouched(&self) -> bool {
+        match self {
+            Db::Postgres(pool) => {
+                count_pg(
+                    pool,
+                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+                )
+                .await
+                    == 0
+            }
+            Db::Sqlite(path) => !path.exists(),
+        }
+    }
+}
+
+/// Defines `scenario::postgres` and `scenario::sqlite` for each `async fn scenario(db: Db)`.
+#[macro_export]
+macro_rules! cli_on_both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[sqlx::test(migrations = false)]
+            async fn postgres(pool: sqlx::PgPool) {
+                super::$name($crate::common::Db::Postgres(pool)).await
+            }
+
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::common::Db::sqlite(stringify!($name))).await
+            }
+        }
+    )+};
+}
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -67,10 +144,10 @@ pub fn database_url(pool: &PgPool) -> String {
 }
 
 /// A `tasker` command wired to the test database and plugin directory.
-pub fn tasker(pool: &PgPool, plugin_dir: &Path) -> Command {
+pub fn tasker(db: &Db, plugin_dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tasker"));
     c.current_dir(root())
-        .env("DATABASE_URL", database_url(pool))
+        .env("DATABASE_URL", db.url())
         .env("TASKER_PLUGIN_DIR", plugin_dir)
         .env("TASKER_CACHE_DIR", cache_dir())
         .env_remove("TASKER_CONFIG")
@@ -97,16 +174,29 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// One number from the test database.
-pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+async fn count_pg(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
+/// One number from the test database (SQL both backends understand).
+pub async fn count(db: &Db, sql: &str) -> i64 {
+    match db {
+        Db::Postgres(pool) => count_pg(pool, sql).await,
+        Db::Sqlite(path) => {
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .read_only(true);
+            let mut conn = sqlx::ConnectOptions::connect(&opts).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+        }
+    }
+}
+
 /// Polls `sql` until it reaches `at_least`, failing the test after `limit`.
-pub async fn wait_for(pool: &PgPool, sql: &str, at_least: i64, limit: Duration) {
+pub async fn wait_for(db: &Db, sql: &str, at_least: i64, limit: Duration) {
     let t = Instant::now();
     loop {
-        let n = count(pool, sql).await;
+        let n = count(db, sql).await;
         if n >= at_least {
             return;
         }

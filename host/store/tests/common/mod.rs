@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde_json::{Value, json};
-use sqlx::PgPool;
+use serde_json::json;
 use tasker_core::error_kind::ErrorKind;
 use tasker_core::fixtures;
 use tasker_core::template::Template;
@@ -24,10 +23,6 @@ pub fn at(ms: i64) -> DateTime<Utc> {
     t0() + chrono::Duration::milliseconds(ms)
 }
 
-pub fn store(pool: &PgPool) -> PgStore {
-    PgStore::new(pool.clone())
-}
-
 /// A template from YAML (validated by tasker-core).
 pub fn template(yaml: &str) -> Template {
     Template::from_yaml(yaml).expect("test template is valid")
@@ -41,7 +36,7 @@ pub fn one_step(name: &str, retry: &str) -> Template {
 }
 
 /// Register a template and create one task from it; returns the task id.
-pub async fn start(s: &PgStore, t: &Template, now: DateTime<Utc>) -> TaskId {
+pub async fn start<S: Store>(s: &S, t: &Template, now: DateTime<Utc>) -> TaskId {
     s.register_template(t).await.expect("register");
     s.create_task(&NewTask::new(t.key(), json!({"n": 1})), now)
         .await
@@ -50,7 +45,7 @@ pub async fn start(s: &PgStore, t: &Template, now: DateTime<Utc>) -> TaskId {
 }
 
 /// Step ids of a task by name.
-pub async fn ids(s: &PgStore, task: TaskId) -> BTreeMap<String, StepId> {
+pub async fn ids<S: Store>(s: &S, task: TaskId) -> BTreeMap<String, StepId> {
     s.steps_of_task(task)
         .await
         .unwrap()
@@ -60,7 +55,7 @@ pub async fn ids(s: &PgStore, task: TaskId) -> BTreeMap<String, StepId> {
 }
 
 /// Names of the steps `get_step_readiness_status` says are ready at `now`.
-pub async fn ready_names(s: &PgStore, task: TaskId, now: DateTime<Utc>) -> BTreeSet<String> {
+pub async fn ready_names<S: Store>(s: &S, task: TaskId, now: DateTime<Utc>) -> BTreeSet<String> {
     s.readiness(task, None, now)
         .await
         .unwrap()
@@ -70,7 +65,7 @@ pub async fn ready_names(s: &PgStore, task: TaskId, now: DateTime<Utc>) -> BTree
         .collect()
 }
 
-pub async fn claim_all(s: &PgStore, now: DateTime<Utc>) -> Vec<ClaimedStep> {
+pub async fn claim_all<S: Store>(s: &S, now: DateTime<Utc>) -> Vec<ClaimedStep> {
     s.claim("w1", 10_000, LEASE, now).await.unwrap()
 }
 
@@ -105,7 +100,7 @@ pub fn failure(c: &ClaimedStep, retryable: bool, retry_after_ms: Option<u64>) ->
 }
 
 /// Claim everything ready at `now` and complete it at `now`; returns the names claimed.
-pub async fn run_ready(s: &PgStore, now: DateTime<Utc>) -> BTreeSet<String> {
+pub async fn run_ready<S: Store>(s: &S, now: DateTime<Utc>) -> BTreeSet<String> {
     let claimed = claim_all(s, now).await;
     let items: Vec<_> = claimed.iter().map(completion).collect();
     for o in s.complete(&items, now).await.unwrap() {
@@ -122,23 +117,28 @@ pub fn all_fixtures() -> Vec<Template> {
     fixtures::all(fixtures::NOOP)
 }
 
-/// Every row of a table as JSON, for "nothing changed" comparisons.
-pub async fn snapshot(pool: &PgPool) -> Value {
-    let mut out = serde_json::Map::new();
-    for table in [
-        "tasks",
-        "steps",
-        "attempts",
-        "step_transitions",
-        "task_transitions",
-    ] {
-        let v: Option<Value> = sqlx::query_scalar(&format!(
-            "SELECT jsonb_agg(to_jsonb(x) ORDER BY to_jsonb(x)::text) FROM {table} x"
-        ))
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        out.insert(table.into(), v.unwrap_or(Value::Null));
+/// Everything the store holds about its tasks (rows, steps, attempts, transitions) and the
+/// system counts, for "nothing changed" comparisons on any backend.
+pub async fn snapshot<S: Store>(s: &S) -> String {
+    let health = s.health_counts(t0()).await.unwrap();
+    let mut out = format!("{:?}\n", (health.total_tasks, health.total_steps));
+    // Task ids are ascending but may have gaps (a refused insert can use one up).
+    let (mut found, mut id) = (0, 0);
+    while found < health.total_tasks && id < 2 * health.total_tasks + 100 {
+        id += 1;
+        let Some(task) = s.task(id).await.unwrap() else {
+            continue;
+        };
+        found += 1;
+        out += &format!("{task:?}\n{:?}\n", s.task_transitions(id).await.unwrap());
+        for step in s.steps_of_task(id).await.unwrap() {
+            out += &format!(
+                "{step:?}\n{:?}\n{:?}\n",
+                s.attempts_of_step(step.id).await.unwrap(),
+                s.step_transitions(step.id).await.unwrap()
+            );
+        }
     }
-    Value::Object(out)
+    assert_eq!(found, health.total_tasks, "snapshot found every task");
+    out
 }

@@ -1,0 +1,261 @@
+//! One store type for binaries that pick the backend at run time (the `Store` trait has
+//! async methods, so it is not object-safe): every call is passed to the backend inside.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tasker_core::state::{StepState, TaskState};
+use tasker_core::template::Template;
+
+use crate::store::{Result, Store};
+use crate::types::*;
+use crate::{PgStore, SqliteStore};
+
+/// PostgreSQL or the embedded SQLite store.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Postgres($s) => $call.await,
+            AnyStore::Sqlite($s) => $call.await,
+        }
+    };
+}
+
+impl AnyStore {
+    /// `"postgres"` or `"sqlite"`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            AnyStore::Postgres(_) => "postgres",
+            AnyStore::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// The PostgreSQL store, if that is the backend (for LISTEN/NOTIFY wake-ups).
+    pub fn postgres(&self) -> Option<&PgStore> {
+        match self {
+            AnyStore::Postgres(s) => Some(s),
+            AnyStore::Sqlite(_) => None,
+        }
+    }
+
+    /// Registered templates as (key, step count, description), by key.
+    pub async fn template_list(&self) -> Result<Vec<(String, u32, Option<String>)>> {
+        delegate!(self, s => s.template_list())
+    }
+}
+
+impl From<PgStore> for AnyStore {
+    fn from(s: PgStore) -> Self {
+        AnyStore::Postgres(s)
+    }
+}
+
+impl From<SqliteStore> for AnyStore {
+    fn from(s: SqliteStore) -> Self {
+        AnyStore::Sqlite(s)
+    }
+}
+
+impl Store for AnyStore {
+    async fn register_template(&self, template: &Template) -> Result<RegisteredTemplate> {
+        delegate!(self, s => s.register_template(template))
+    }
+
+    async fn template(&self, key: &str) -> Result<Option<Template>> {
+        delegate!(self, s => s.template(key))
+    }
+
+    async fn create_task(&self, task: &NewTask, now: DateTime<Utc>) -> Result<CreatedTask> {
+        delegate!(self, s => s.create_task(task, now))
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedStep>> {
+        delegate!(self, s => s.claim(worker, limit, lease, now))
+    }
+
+    async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>> {
+        delegate!(self, s => s.next_ready_at())
+    }
+
+    async fn complete(
+        &self,
+        items: &[StepCompletion],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CompletionOutcome>> {
+        delegate!(self, s => s.complete(items, now))
+    }
+
+    async fn fail(&self, items: &[StepFailure], now: DateTime<Utc>) -> Result<Vec<FailureOutcome>> {
+        delegate!(self, s => s.fail(items, now))
+    }
+
+    async fn complete_with_events(
+        &self,
+        items: &[StepCompletion],
+        events: &[CustomEventRecord],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CompletionOutcome>> {
+        delegate!(self, s => s.complete_with_events(items, events, now))
+    }
+
+    async fn fail_decided(
+        &self,
+        items: &[StepFailure],
+        decisions: &[FailureDecision],
+        events: &[CustomEventRecord],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FailureOutcome>> {
+        delegate!(self, s => s.fail_decided(items, decisions, events, now))
+    }
+
+    async fn claim_hook_deliveries(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<HookDeliveryJob>> {
+        delegate!(self, s => s.claim_hook_deliveries(worker, limit, lease, now))
+    }
+
+    async fn finish_hook_deliveries(
+        &self,
+        results: &[HookDeliveryResult],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<HookFinishOutcome>> {
+        delegate!(self, s => s.finish_hook_deliveries(results, now))
+    }
+
+    async fn hook_counts(&self, task_id: Option<TaskId>) -> Result<Vec<HookCounts>> {
+        delegate!(self, s => s.hook_counts(task_id))
+    }
+
+    async fn hook_outbox_of_task(&self, task_id: TaskId) -> Result<Vec<OutboxRow>> {
+        delegate!(self, s => s.hook_outbox_of_task(task_id))
+    }
+
+    async fn first_attempt_at(
+        &self,
+        step_ids: &[StepId],
+    ) -> Result<Vec<(StepId, Option<DateTime<Utc>>)>> {
+        delegate!(self, s => s.first_attempt_at(step_ids))
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &str,
+        leases: &[Lease],
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<HeartbeatOutcome>> {
+        delegate!(self, s => s.heartbeat(worker, leases, lease, now))
+    }
+
+    async fn expire_leases(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ExpiredLease>> {
+        delegate!(self, s => s.expire_leases(now, limit))
+    }
+
+    async fn release(
+        &self,
+        worker: &str,
+        leases: &[Lease],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReleaseOutcome>> {
+        delegate!(self, s => s.release(worker, leases, now))
+    }
+
+    async fn readiness(
+        &self,
+        task_id: TaskId,
+        step_ids: Option<&[StepId]>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReadinessRow>> {
+        delegate!(self, s => s.readiness(task_id, step_ids, now))
+    }
+
+    async fn readiness_batch(
+        &self,
+        task_ids: &[TaskId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReadinessRow>> {
+        delegate!(self, s => s.readiness_batch(task_ids, now))
+    }
+
+    async fn execution_context(
+        &self,
+        task_id: TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ExecutionContext>> {
+        delegate!(self, s => s.execution_context(task_id, now))
+    }
+
+    async fn execution_context_batch(
+        &self,
+        task_ids: &[TaskId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ExecutionContext>> {
+        delegate!(self, s => s.execution_context_batch(task_ids, now))
+    }
+
+    async fn dependency_levels(&self, task_id: TaskId) -> Result<Vec<DependencyLevel>> {
+        delegate!(self, s => s.dependency_levels(task_id))
+    }
+
+    async fn health_counts(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
+        delegate!(self, s => s.health_counts(now))
+    }
+
+    async fn cancel_task(&self, task_id: TaskId, now: DateTime<Utc>) -> Result<CancelOutcome> {
+        delegate!(self, s => s.cancel_task(task_id, now))
+    }
+
+    async fn retry_task(&self, task_id: TaskId, now: DateTime<Utc>) -> Result<RetryOutcome> {
+        delegate!(self, s => s.retry_task(task_id, now))
+    }
+
+    async fn resolve_step(
+        &self,
+        step_id: StepId,
+        result: Option<Value>,
+        now: DateTime<Utc>,
+    ) -> Result<ResolveOutcome> {
+        delegate!(self, s => s.resolve_step(step_id, result, now))
+    }
+
+    async fn task(&self, task_id: TaskId) -> Result<Option<TaskRow>> {
+        delegate!(self, s => s.task(task_id))
+    }
+
+    async fn steps_of_task(&self, task_id: TaskId) -> Result<Vec<StepRow>> {
+        delegate!(self, s => s.steps_of_task(task_id))
+    }
+
+    async fn step(&self, step_id: StepId) -> Result<Option<StepRow>> {
+        delegate!(self, s => s.step(step_id))
+    }
+
+    async fn attempts_of_step(&self, step_id: StepId) -> Result<Vec<AttemptRow>> {
+        delegate!(self, s => s.attempts_of_step(step_id))
+    }
+
+    async fn step_transitions(&self, step_id: StepId) -> Result<Vec<TransitionRow<StepState>>> {
+        delegate!(self, s => s.step_transitions(step_id))
+    }
+
+    async fn task_transitions(&self, task_id: TaskId) -> Result<Vec<TransitionRow<TaskState>>> {
+        delegate!(self, s => s.task_transitions(task_id))
+    }
+}

@@ -1,0 +1,403 @@
+//! Event-hook outbox on SQLite: custom events, delivery claims, results, counts. Mirrors
+//! migrations/0005_hooks.sql; the outbox itself is filled by the triggers of
+//! migrations/sqlite/0002_hooks.sql, in the same transaction as each state change.
+//!
+//! Those triggers are row-level where PostgreSQL's are statement-level, so outbox ids (the
+//! delivery order of a (hook, task)) follow the order in which an operation writes its rows.
+//! To get PostgreSQL's order, an operation must:
+//! * update its steps before inserting their `attempts` rows (the events carry the step's
+//!   attempt counter as the statement left it);
+//! * insert `attempts` rows in (task_id, step_id, attempt_no) order;
+//! * change task states in ascending task id, after the attempts rows of the same call;
+//! * record custom events with [`enqueue_custom_events`] last, after every other write of
+//!   complete / fail.
+//!
+//! PostgreSQL takes outbox ids under the task's row lock so that they follow commit order;
+//! SQLite has one writer at a time, so ids follow commit order by construction.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Sqlite, Transaction};
+use tasker_core::backoff::Backoff;
+
+use super::rows::{col, id_list, json_col, ts_col};
+use super::{SqliteStore, ts, us};
+use crate::error::StoreError;
+use crate::store::Result;
+use crate::types::*;
+
+/// PostgreSQL keeps at most this many characters of a delivery error (`left(err, 4000)`).
+const MAX_ERROR_CHARS: usize = 4000;
+
+/// Record handlers' custom events (`custom.<name>`) for the hooks of their tasks, as
+/// PostgreSQL's `enqueue_custom_events` does. Call it in the write transaction of a
+/// complete (`complete_with_events`) or fail (`fail_decided`), after all of that
+/// operation's other writes, so that the events follow the task's end in the outbox.
+///
+/// Pass `events` exactly as the caller gave them (input order is the order within a task)
+/// and `now`, the operation's instant (the one written as the attempts' `finished_at`).
+/// `accepted` (the ids of the steps the call accepted) is not consulted.
+///
+/// An event is kept when its attempt ended here: an `attempts` row for (step, token) that
+/// ended at `now` as completed or failed. That is PostgreSQL's test. It drops a stale
+/// token's events even when the step itself was accepted under its current token, and it
+/// keeps the events of a repeated, refused call at the very instant of the accepted one;
+/// filtering by `accepted` would differ from PostgreSQL in both cases.
+pub(super) async fn enqueue_custom_events(
+    tx: &mut Transaction<'static, Sqlite>,
+    events: &[CustomEventRecord],
+    _accepted: &[StepId],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let any_hooks: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM template_hooks)")
+        .fetch_one(&mut **tx)
+        .await?;
+    if !any_hooks {
+        return Ok(());
+    }
+    let now = us(now);
+    let mut kept: Vec<(i64, &CustomEventRecord)> = Vec::new();
+    for e in events {
+        let task: Option<i64> = sqlx::query_scalar(
+            "SELECT s.task_id FROM steps s \
+             WHERE s.id = ?1 AND EXISTS (\
+                 SELECT 1 FROM attempts a \
+                 WHERE a.step_id = ?1 AND a.attempt_no = ?2 AND a.finished_at = ?3 \
+                   AND a.outcome IN ('completed', 'failed'))",
+        )
+        .bind(e.step_id)
+        .bind(e.token)
+        .bind(now)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(task) = task {
+            kept.push((task, e));
+        }
+    }
+    // PostgreSQL orders by (task, input position); the sort is stable.
+    kept.sort_by_key(|(task, _)| *task);
+    for (_, e) in kept {
+        // A JSON null payload arrives as SQL NULL in PostgreSQL's fan-out, which writes '{}'.
+        let payload = (!e.payload.is_null()).then(|| e.payload.to_string());
+        sqlx::query(
+            "INSERT INTO hook_events (task_id, step_id, step_name, name, attempt, payload, at) \
+             SELECT s.task_id, s.id, s.name, 'custom.' || ?2, s.attempts, ?3, ?4 \
+             FROM steps s WHERE s.id = ?1",
+        )
+        .bind(e.step_id)
+        .bind(&e.name)
+        .bind(payload)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A lease as µs, refused as PostgreSQL's interval conversion (sqlx's `PgInterval`) refuses it.
+fn lease_us(lease: Duration) -> Result<i64> {
+    if !lease.as_nanos().is_multiple_of(1000) {
+        return Err(StoreError::InvalidInput(
+            "lease: PostgreSQL `INTERVAL` does not support nanoseconds precision".into(),
+        ));
+    }
+    i64::try_from(lease.as_micros()).map_err(|e| StoreError::InvalidInput(format!("lease: {e}")))
+}
+
+fn job(row: &SqliteRow) -> Result<HookDeliveryJob> {
+    let limits = json_col(row, "limits")?;
+    let grants = json_col(row, "grants")?;
+    let attempt: Option<i64> = col(row, "attempt")?;
+    let max_attempts: i64 = col(row, "max_attempts")?;
+    let delivery_no: i64 = col(row, "delivery_no")?;
+    Ok(HookDeliveryJob {
+        delivery_id: col(row, "delivery_id")?,
+        token: col(row, "token")?,
+        hook_id: col(row, "hook_id")?,
+        component: col(row, "component")?,
+        limits: serde_json::from_value(limits)
+            .map_err(|e| StoreError::decode("template_hooks.limits", e))?,
+        grants: serde_json::from_value(grants)
+            .map_err(|e| StoreError::decode("template_hooks.grants", e))?,
+        max_attempts: u32::try_from(max_attempts).unwrap_or(1),
+        template_key: col(row, "template_key")?,
+        task_id: col(row, "task_id")?,
+        step_id: col(row, "step_id")?,
+        step_name: col(row, "step_name")?,
+        event_name: col(row, "event_name")?,
+        attempt: attempt.and_then(|a| u32::try_from(a).ok()),
+        payload: json_col(row, "payload")?,
+        event_at: ts_col(row, "event_at")?,
+        delivery_no: u32::try_from(delivery_no).unwrap_or(1),
+    })
+}
+
+/// claim_hook_deliveries: up to `limit` due, unleased (or lease expired) heads, oldest due
+/// first, leased to `worker`; returned by id.
+pub(super) async fn claim_deliveries(
+    s: &SqliteStore,
+    worker: &str,
+    limit: u32,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<Vec<HookDeliveryJob>> {
+    let lease = lease_us(lease)?;
+    let now = us(now);
+    let mut tx = s.write().await?;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "UPDATE hook_outbox \
+         SET claims = claims + 1, lease_owner = ?1, lease_expires_at = ?2 + ?3 \
+         WHERE id IN (\
+             SELECT o.id FROM hook_outbox o \
+             WHERE o.state = 'pending' AND o.head AND o.next_attempt_at <= ?2 \
+               AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= ?2) \
+             ORDER BY o.next_attempt_at, o.id \
+             LIMIT ?4) \
+         RETURNING id",
+    )
+    .bind(worker)
+    .bind(now)
+    .bind(lease)
+    .bind(i64::from(i32::try_from(limit).unwrap_or(i32::MAX)))
+    .fetch_all(&mut *tx)
+    .await?;
+    if ids.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT o.id AS delivery_id, o.claims AS token, o.hook_id, h.component, h.limits, \
+                h.grants, h.max_attempts, tp.template_key, o.task_id, o.step_id, o.step_name, \
+                o.event_name, o.attempt, o.payload, o.event_at, o.attempts + 1 AS delivery_no \
+         FROM hook_outbox o \
+         JOIN template_hooks h ON h.id = o.hook_id \
+         JOIN templates tp ON tp.id = h.template_id \
+         WHERE o.id IN (SELECT value FROM json_each(?)) \
+         ORDER BY o.id",
+    )
+    .bind(id_list(&ids))
+    .fetch_all(&mut *tx)
+    .await?;
+    let jobs = rows.iter().map(job).collect::<Result<Vec<_>>>()?;
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+/// What finish_hook_deliveries wrote for one row.
+struct Finished {
+    state: &'static str,
+    next_attempt_at: i64,
+}
+
+/// finish_hook_deliveries: fenced by the claim token; a failure retries after the hook's
+/// backoff until max_attempts, then the row is dead; a delivered or dead head passes `head`
+/// on. One outcome per input item, in input order; of repeated ids, the first item decides
+/// and every repetition reports its result.
+pub(super) async fn finish_deliveries(
+    s: &SqliteStore,
+    results: &[HookDeliveryResult],
+    now: DateTime<Utc>,
+) -> Result<Vec<HookFinishOutcome>> {
+    if results.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now_us = us(now);
+    let mut tx = s.write().await?;
+    let mut done: HashMap<i64, Finished> = HashMap::new();
+    let mut seen = HashSet::new();
+    // PostgreSQL's DISTINCT ON (id) ... ORDER BY id, ord: the first item of each id, by id.
+    let mut firsts: Vec<&HookDeliveryResult> = results
+        .iter()
+        .filter(|r| seen.insert(r.delivery_id))
+        .collect();
+    firsts.sort_by_key(|r| r.delivery_id);
+    for r in firsts {
+        let row = sqlx::query(
+            "SELECT o.id, o.hook_id, o.task_id, o.attempts, o.next_attempt_at, \
+                    h.backoff_base_ms, h.backoff_multiplier, h.backoff_cap_ms, h.backoff_jitter, \
+                    h.max_attempts \
+             FROM hook_outbox o JOIN template_hooks h ON h.id = o.hook_id \
+             WHERE o.id = ? AND o.claims = ? AND o.state = 'pending'",
+        )
+        .bind(r.delivery_id)
+        .bind(r.token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            continue;
+        };
+        let id: i64 = col(&row, "id")?;
+        let (hook, task): (i64, i64) = (col(&row, "hook_id")?, col(&row, "task_id")?);
+        let attempts = col::<i64>(&row, "attempts")? + 1;
+        let max_attempts: i64 = col(&row, "max_attempts")?;
+        let next_at: i64 = col(&row, "next_attempt_at")?;
+        let ok = r.error.is_none();
+        let ends = ok || attempts >= max_attempts;
+        let state = if ok {
+            "delivered"
+        } else if ends {
+            "dead"
+        } else {
+            "pending"
+        };
+        let next_attempt_at = if ends {
+            next_at
+        } else {
+            // PostgreSQL refuses an instant out of its range (SQLSTATE 22008).
+            backoff_ms(&row, id, attempts)?
+                .checked_mul(1000)
+                .and_then(|d| now_us.checked_add(d))
+                .ok_or_else(|| StoreError::InvalidInput("timestamp out of range".into()))?
+        };
+        let error = r
+            .error
+            .as_deref()
+            .map(|e| e.chars().take(MAX_ERROR_CHARS).collect::<String>());
+        sqlx::query(
+            "UPDATE hook_outbox \
+             SET attempts = ?2, state = ?3, next_attempt_at = ?4, \
+                 last_error = CASE WHEN ?5 THEN last_error ELSE ?6 END, \
+                 lease_owner = NULL, lease_expires_at = NULL, \
+                 finished_at = CASE WHEN ?7 THEN ?8 END, head = NOT ?7 \
+             WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(attempts)
+        .bind(state)
+        .bind(next_attempt_at)
+        .bind(ok)
+        .bind(error)
+        .bind(ends)
+        .bind(now_us)
+        .execute(&mut *tx)
+        .await?;
+        if ends {
+            // Only a head is ever claimed, so a (hook, task) has at most one row finished
+            // here: the next head is its lowest pending row after this one.
+            sqlx::query(
+                "UPDATE hook_outbox SET head = 1 \
+                 WHERE id = (SELECT min(p.id) FROM hook_outbox p \
+                             WHERE p.hook_id = ?1 AND p.task_id = ?2 AND p.id > ?3 \
+                               AND p.state = 'pending')",
+            )
+            .bind(hook)
+            .bind(task)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        done.insert(
+            id,
+            Finished {
+                state,
+                next_attempt_at,
+            },
+        );
+    }
+    tx.commit().await?;
+    results
+        .iter()
+        .map(|r| {
+            Ok(match done.get(&r.delivery_id) {
+                Some(f) => HookFinishOutcome {
+                    delivery_id: r.delivery_id,
+                    accepted: true,
+                    state: Some(f.state.to_owned()),
+                    next_attempt_at: Some(ts(f.next_attempt_at)?),
+                },
+                None => HookFinishOutcome {
+                    delivery_id: r.delivery_id,
+                    accepted: false,
+                    state: None,
+                    next_attempt_at: None,
+                },
+            })
+        })
+        .collect()
+}
+
+/// tasker_backoff_ms for a hook row (seeded by the outbox id): tasker_core's backoff, which
+/// is bit-identical to the SQL, with the SQL's refusal of a multiplier <= 0 and its
+/// treatment of negative settings (a hook's settings are validated at registration, so
+/// neither happens through the store).
+fn backoff_ms(hook: &SqliteRow, seed: i64, failure: i64) -> Result<i64> {
+    let base: i64 = col(hook, "backoff_base_ms")?;
+    let mult: f64 = col(hook, "backoff_multiplier")?;
+    let cap: i64 = col(hook, "backoff_cap_ms")?;
+    let jitter: f64 = col(hook, "backoff_jitter")?;
+    if mult <= 0.0 {
+        return Err(StoreError::InvalidInput(format!(
+            "backoff multiplier must be > 0, got {mult}"
+        )));
+    }
+    let b = Backoff {
+        base_ms: u64::try_from(base).unwrap_or(0),
+        multiplier: mult,
+        cap_ms: u64::try_from(cap).unwrap_or(0),
+        jitter,
+    };
+    let failure = u32::try_from(failure).unwrap_or(u32::MAX);
+    Ok(i64::try_from(b.delay_ms(seed, failure)).unwrap_or(i64::MAX))
+}
+
+/// hook_delivery_counts: per hook with outbox rows (of one task, or of all), by hook id.
+pub(super) async fn counts(s: &SqliteStore, task_id: Option<TaskId>) -> Result<Vec<HookCounts>> {
+    let rows = sqlx::query(
+        "SELECT h.id AS hook_id, h.component, \
+                count(*) FILTER (WHERE o.state = 'pending') AS pending, \
+                count(*) FILTER (WHERE o.state = 'delivered') AS delivered, \
+                count(*) FILTER (WHERE o.state = 'dead') AS dead \
+         FROM hook_outbox o JOIN template_hooks h ON h.id = o.hook_id \
+         WHERE ?1 IS NULL OR o.task_id = ?1 \
+         GROUP BY h.id, h.component \
+         ORDER BY h.id",
+    )
+    .bind(task_id)
+    .fetch_all(s.reader())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(HookCounts {
+                hook_id: col(row, "hook_id")?,
+                component: col(row, "component")?,
+                pending: col(row, "pending")?,
+                delivered: col(row, "delivered")?,
+                dead: col(row, "dead")?,
+            })
+        })
+        .collect()
+}
+
+/// A task's outbox rows, by id.
+pub(super) async fn outbox_of_task(s: &SqliteStore, task_id: TaskId) -> Result<Vec<OutboxRow>> {
+    let rows = sqlx::query(
+        "SELECT id, hook_id, task_id, step_id, event_name, payload, state, attempts, claims, \
+                last_error \
+         FROM hook_outbox WHERE task_id = ? ORDER BY id",
+    )
+    .bind(task_id)
+    .fetch_all(s.reader())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(OutboxRow {
+                id: col(row, "id")?,
+                hook_id: col(row, "hook_id")?,
+                task_id: col(row, "task_id")?,
+                step_id: col(row, "step_id")?,
+                event_name: col(row, "event_name")?,
+                payload: json_col(row, "payload")?,
+                state: col(row, "state")?,
+                attempts: col(row, "attempts")?,
+                claims: col(row, "claims")?,
+                last_error: col(row, "last_error")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,403 @@
+//! SQLite implementation: the embedded default store, with PostgreSQL's semantics.
+//!
+//! The schema (`migrations/sqlite/`) mirrors PostgreSQL's; the operations that PostgreSQL runs
+//! as PL/pgSQL are Rust here, each in one write transaction. Writes go through a pool of one
+//! connection (one writer at a time, `BEGIN IMMEDIATE` so another process on the same file
+//! waits instead of failing mid-transaction); reads use a separate pool of read-only
+//! connections, which WAL mode lets run beside the writer.
+
+mod hooks;
+mod hot;
+mod ops;
+mod readiness;
+mod rows;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+use tasker_core::state::{StepState, TaskState};
+use tasker_core::template::Template;
+
+use crate::error::StoreError;
+use crate::store::{Result, Store};
+use crate::types::*;
+
+/// The SQLite migrations (a separate set: sqlx does not descend into `migrations/sqlite`
+/// from the PostgreSQL set).
+pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// How long a writer waits for another process's write transaction on the same file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The embedded store: one SQLite file (plus its WAL).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    path: PathBuf,
+    /// Keeps a temporary store's directory alive as long as a clone of the store is.
+    _temp: Option<Arc<tempfile::TempDir>>,
+}
+
+impl SqliteStore {
+    /// Open (creating it and its directory if missing) the database file at `path`, apply
+    /// pending migrations, and keep up to `readers` read connections.
+    pub async fn open(path: impl AsRef<Path>, readers: u32) -> Result<Self> {
+        Self::open_inner(path.as_ref(), readers, None).await
+    }
+
+    /// A store in a fresh temporary directory, removed when the last clone is dropped.
+    pub async fn temporary() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("tasker-sqlite-")
+            .tempdir()
+            .map_err(|e| StoreError::InvalidInput(format!("temporary directory: {e}")))?;
+        let path = dir.path().join("tasker.db");
+        Self::open_inner(&path, 4, Some(Arc::new(dir))).await
+    }
+
+    async fn open_inner(
+        path: &Path,
+        readers: u32,
+        temp: Option<Arc<tempfile::TempDir>>,
+    ) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::InvalidInput(format!("database directory {}: {e}", dir.display()))
+            })?;
+        }
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(base.clone().create_if_missing(true))
+            .await?;
+        migrate_locked(path, &writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(readers.max(1))
+            .connect_with(base.read_only(true))
+            .await?;
+        Ok(SqliteStore {
+            writer,
+            reader,
+            path: path.to_path_buf(),
+            _temp: temp,
+        })
+    }
+
+    /// Open the store named by a `sqlite:` URL (`sqlite:path/to/file.db` or
+    /// `sqlite:///abs/path.db`).
+    pub async fn connect(url: &str, readers: u32) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::InvalidInput(format!("database url {url}: {e}")))?;
+        Self::open(opts.get_filename(), readers).await
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The single write connection's pool.
+    pub fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// The read-only pool.
+    pub fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    /// Registered templates as (key, step count, description), by key.
+    pub async fn template_list(&self) -> Result<Vec<(String, u32, Option<String>)>> {
+        let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT template_key, step_count, description FROM templates ORDER BY template_key",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(key, n, d)| {
+                let n = u32::try_from(n).map_err(|e| StoreError::decode("step_count", e))?;
+                Ok((key, n, d))
+            })
+            .collect()
+    }
+
+    /// A write transaction. `BEGIN IMMEDIATE` takes the file's write lock up front, so a
+    /// transaction never fails half-way because another process began writing.
+    pub(crate) async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Apply the migrations while holding an exclusive lock on `<file>.lock`. SQLite has no
+/// advisory lock (sqlx takes none for it), so two processes opening a new file at once (a
+/// worker and a `submit`) would both run migration 1; the second waits here instead and then
+/// finds nothing to do.
+async fn migrate_locked(path: &Path, writer: &SqlitePool) -> Result<()> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let lock = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(e))))?
+    .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+    let out = SQLITE_MIGRATOR.run(writer).await;
+    drop(lock);
+    Ok(out?)
+}
+
+/// Set the reason that the audit triggers write into transition metadata (PostgreSQL's
+/// transaction-local `tasker.reason`). Call it in each write transaction before changing
+/// states; `None` clears it.
+pub(crate) async fn set_reason(
+    tx: &mut Transaction<'static, Sqlite>,
+    reason: Option<&str>,
+) -> Result<()> {
+    sqlx::query("UPDATE tasker_ctx SET reason = ? WHERE id = 1")
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// An instant as stored: microseconds since the Unix epoch.
+pub(crate) fn us(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// A stored instant back to chrono.
+pub(crate) fn ts(v: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(v).ok_or_else(|| StoreError::decode("instant", v))
+}
+
+/// An optional stored instant back to chrono.
+pub(crate) fn opt_ts(v: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+    v.map(ts).transpose()
+}
+
+/// A stored JSON text back to a value.
+pub(crate) fn json(v: &str, what: &str) -> Result<Value> {
+    serde_json::from_str(v).map_err(|e| StoreError::decode(what, e))
+}
+
+impl Store for SqliteStore {
+    async fn register_template(&self, template: &Template) -> Result<RegisteredTemplate> {
+        hot::register_template(self, template).await
+    }
+
+    async fn template(&self, key: &str) -> Result<Option<Template>> {
+        rows::template(self, key).await
+    }
+
+    async fn create_task(&self, task: &NewTask, now: DateTime<Utc>) -> Result<CreatedTask> {
+        hot::create_task(self, task, now).await
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedStep>> {
+        hot::claim(self, worker, limit, lease, now).await
+    }
+
+    async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>> {
+        hot::next_ready_at(self).await
+    }
+
+    async fn complete(
+        &self,
+        items: &[StepCompletion],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CompletionOutcome>> {
+        hot::complete(self, items, &[], now).await
+    }
+
+    async fn fail(&self, items: &[StepFailure], now: DateTime<Utc>) -> Result<Vec<FailureOutcome>> {
+        hot::fail(self, items, &[], &[], now).await
+    }
+
+    async fn complete_with_events(
+        &self,
+        items: &[StepCompletion],
+        events: &[CustomEventRecord],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CompletionOutcome>> {
+        hot::complete(self, items, events, now).await
+    }
+
+    async fn fail_decided(
+        &self,
+        items: &[StepFailure],
+        decisions: &[FailureDecision],
+        events: &[CustomEventRecord],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FailureOutcome>> {
+        hot::fail(self, items, decisions, events, now).await
+    }
+
+    async fn claim_hook_deliveries(
+        &self,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<HookDeliveryJob>> {
+        hooks::claim_deliveries(self, worker, limit, lease, now).await
+    }
+
+    async fn finish_hook_deliveries(
+        &self,
+        results: &[HookDeliveryResult],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<HookFinishOutcome>> {
+        hooks::finish_deliveries(self, results, now).await
+    }
+
+    async fn hook_counts(&self, task_id: Option<TaskId>) -> Result<Vec<HookCounts>> {
+        hooks::counts(self, task_id).await
+    }
+
+    async fn hook_outbox_of_task(&self, task_id: TaskId) -> Result<Vec<OutboxRow>> {
+        hooks::outbox_of_task(self, task_id).await
+    }
+
+    async fn first_attempt_at(
+        &self,
+        step_ids: &[StepId],
+    ) -> Result<Vec<(StepId, Option<DateTime<Utc>>)>> {
+        rows::first_attempt_at(self, step_ids).await
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &str,
+        leases: &[Lease],
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<HeartbeatOutcome>> {
+        hot::heartbeat(self, worker, leases, lease, now).await
+    }
+
+    async fn expire_leases(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ExpiredLease>> {
+        hot::expire_leases(self, now, limit).await
+    }
+
+    async fn release(
+        &self,
+        worker: &str,
+        leases: &[Lease],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReleaseOutcome>> {
+        hot::release(self, worker, leases, now).await
+    }
+
+    async fn readiness(
+        &self,
+        task_id: TaskId,
+        step_ids: Option<&[StepId]>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReadinessRow>> {
+        readiness::readiness(self, task_id, step_ids, now).await
+    }
+
+    async fn readiness_batch(
+        &self,
+        task_ids: &[TaskId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReadinessRow>> {
+        readiness::readiness_batch(self, task_ids, now).await
+    }
+
+    async fn execution_context(
+        &self,
+        task_id: TaskId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ExecutionContext>> {
+        Ok(readiness::execution_context_batch(self, &[task_id], now)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn execution_context_batch(
+        &self,
+        task_ids: &[TaskId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ExecutionContext>> {
+        readiness::execution_context_batch(self, task_ids, now).await
+    }
+
+    async fn dependency_levels(&self, task_id: TaskId) -> Result<Vec<DependencyLevel>> {
+        readiness::dependency_levels(self, task_id).await
+    }
+
+    async fn health_counts(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
+        readiness::health_counts(self, now).await
+    }
+
+    async fn cancel_task(&self, task_id: TaskId, now: DateTime<Utc>) -> Result<CancelOutcome> {
+        ops::cancel_task(self, task_id, now).await
+    }
+
+    async fn retry_task(&self, task_id: TaskId, now: DateTime<Utc>) -> Result<RetryOutcome> {
+        ops::retry_task(self, task_id, now).await
+    }
+
+    async fn resolve_step(
+        &self,
+        step_id: StepId,
+        result: Option<Value>,
+        now: DateTime<Utc>,
+    ) -> Result<ResolveOutcome> {
+        ops::resolve_step(self, step_id, result, now).await
+    }
+
+    async fn task(&self, task_id: TaskId) -> Result<Option<TaskRow>> {
+        rows::task(self, task_id).await
+    }
+
+    async fn steps_of_task(&self, task_id: TaskId) -> Result<Vec<StepRow>> {
+        rows::steps_of_task(self, task_id).await
+    }
+
+    async fn step(&self, step_id: StepId) -> Result<Option<StepRow>> {
+        rows::step(self, step_id).await
+    }
+
+    async fn attempts_of_step(&self, step_id: StepId) -> Result<Vec<AttemptRow>> {
+        rows::attempts_of_step(self, step_id).await
+    }
+
+    async fn step_transitions(&self, step_id: StepId) -> Result<Vec<TransitionRow<StepState>>> {
+        rows::step_transitions(self, step_id).await
+    }
+
+    async fn task_transitions(&self, task_id: TaskId) -> Result<Vec<TransitionRow<TaskState>>> {
+        rows::task_transitions(self, task_id).await
+    }
+}

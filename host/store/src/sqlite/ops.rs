@@ -1,0 +1,295 @@
+//! Task operations on SQLite: cancel, retry, resolve. Mirrors migrations/0004_operations.sql
+//! statement for statement (the audit triggers write the transitions); its RAISEs map to the
+//! errors PostgreSQL's SQLSTATEs map to: P0002 -> NotFound, 55000 -> InvalidState.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{Sqlite, Transaction};
+
+use super::rows::task_state;
+use super::{SqliteStore, set_reason, us};
+use crate::error::StoreError;
+use crate::store::Result;
+use crate::types::*;
+
+type Tx = Transaction<'static, Sqlite>;
+
+async fn task_state_of(tx: &mut Tx, task_id: TaskId) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT state FROM tasks WHERE id = ?")
+        .bind(task_id)
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+pub(super) async fn cancel_task(
+    s: &SqliteStore,
+    task_id: TaskId,
+    now: DateTime<Utc>,
+) -> Result<CancelOutcome> {
+    let now = us(now);
+    let mut tx = s.write().await?;
+    let state = task_state_of(&mut tx, task_id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("unknown task {task_id}")))?;
+    if state == "cancelled" {
+        return Ok(CancelOutcome {
+            task_id,
+            cancelled: false,
+            steps_cancelled: 0,
+        });
+    }
+    if state == "complete" {
+        return Err(StoreError::InvalidState(format!(
+            "task {task_id} is complete and cannot be cancelled"
+        )));
+    }
+    set_reason(&mut tx, Some("cancelled")).await?;
+
+    // The in-flight claims, before their state changes: each gets a cancelled attempt.
+    let running: Vec<(i64, i64, Option<String>, Option<i64>)> = sqlx::query_as(
+        "SELECT id, claim_count, worker, last_attempted_at FROM steps \
+         WHERE task_id = ? AND state = 'in_progress' ORDER BY id",
+    )
+    .bind(task_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let cancelled = sqlx::query(
+        "UPDATE steps \
+         SET state = 'cancelled', ready_at = NULL, lease_expires_at = NULL, finished_at = ?1, \
+             updated_at = ?1 \
+         WHERE task_id = ?2 AND state IN ('pending', 'in_progress', 'waiting_for_retry', 'error')",
+    )
+    .bind(now)
+    .bind(task_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    for (step_id, claim_count, worker, started_at) in running {
+        sqlx::query(
+            "INSERT INTO attempts (step_id, attempt_no, task_id, worker, started_at, finished_at, \
+                                   outcome, error_kind, message) \
+             VALUES (?, ?, ?, ?, ?, ?, 'cancelled', 'cancelled', \
+                     'task cancelled while the step ran')",
+        )
+        .bind(step_id)
+        .bind(claim_count)
+        .bind(task_id)
+        .bind(worker)
+        .bind(started_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let done = sqlx::query(
+        "UPDATE tasks SET state = 'cancelled', finished_at = ?1, updated_at = ?1 \
+         WHERE id = ?2 AND state IN ('pending', 'in_progress', 'error')",
+    )
+    .bind(now)
+    .bind(task_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if done == 0 {
+        // PostgreSQL's guard against a task finishing between its read and its lock; the
+        // single writer makes it unreachable here, but the answer stays the same.
+        let state = task_state_of(&mut tx, task_id).await?.unwrap_or_default();
+        return Err(StoreError::InvalidState(format!(
+            "task {task_id} is {state} and cannot be cancelled"
+        )));
+    }
+    commit(tx).await?;
+    Ok(CancelOutcome {
+        task_id,
+        cancelled: true,
+        steps_cancelled: count(cancelled)?,
+    })
+}
+
+pub(super) async fn retry_task(
+    s: &SqliteStore,
+    task_id: TaskId,
+    now: DateTime<Utc>,
+) -> Result<RetryOutcome> {
+    let now = us(now);
+    let mut tx = s.write().await?;
+    let state = task_state_of(&mut tx, task_id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("unknown task {task_id}")))?;
+    if state != "error" {
+        return Err(StoreError::InvalidState(format!(
+            "task {task_id} is {state}; only a task in error can be retried"
+        )));
+    }
+    set_reason(&mut tx, Some("task_retry")).await?;
+
+    let reset = sqlx::query(
+        "UPDATE steps \
+         SET state = 'pending', attempts = 0, lease_losses = 0, \
+             ready_at = CASE WHEN unfinished_parents = 0 THEN ?1 END, \
+             backoff_request_ms = NULL, finished_at = NULL, updated_at = ?1 \
+         WHERE task_id = ?2 AND state = 'error'",
+    )
+    .bind(now)
+    .bind(task_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+
+    let done = sqlx::query(
+        "UPDATE tasks SET state = 'pending', error_steps = 0, finished_at = NULL, updated_at = ?1 \
+         WHERE id = ?2 AND state = 'error'",
+    )
+    .bind(now)
+    .bind(task_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if done == 0 {
+        return Err(StoreError::InvalidState(format!(
+            "task {task_id} left the error state during the retry"
+        )));
+    }
+    commit(tx).await?;
+    Ok(RetryOutcome {
+        task_id,
+        steps_reset: count(reset)?,
+    })
+}
+
+pub(super) async fn resolve_step(
+    s: &SqliteStore,
+    step_id: StepId,
+    result: Option<Value>,
+    now: DateTime<Utc>,
+) -> Result<ResolveOutcome> {
+    let now = us(now);
+    let result = result
+        .map(|v| serde_json::to_string(&v))
+        .transpose()
+        .map_err(|e| StoreError::InvalidInput(format!("step result: {e}")))?;
+    let mut tx = s.write().await?;
+    let (task_id, state): (TaskId, String) =
+        sqlx::query_as("SELECT task_id, state FROM steps WHERE id = ?")
+            .bind(step_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("unknown step {step_id}")))?;
+    set_reason(&mut tx, Some("resolved_manually")).await?;
+    if !matches!(state.as_str(), "pending" | "waiting_for_retry" | "error") {
+        return Err(StoreError::InvalidState(format!(
+            "step {step_id} is {state}; only a pending, waiting_for_retry or error step can be \
+             resolved"
+        )));
+    }
+
+    sqlx::query(
+        "UPDATE steps \
+         SET state = 'resolved_manually', ready_at = NULL, result = ?1, finished_at = ?2, \
+             updated_at = ?2 \
+         WHERE id = ?3",
+    )
+    .bind(result)
+    .bind(now)
+    .bind(step_id)
+    .execute(&mut *tx)
+    .await?;
+    let ready = release_children(&mut tx, step_id, now).await?;
+
+    let task_state_now: String = sqlx::query_scalar(
+        "UPDATE tasks \
+         SET unfinished_steps = unfinished_steps - 1, \
+             error_steps = error_steps - ?1, \
+             updated_at = ?2 \
+         WHERE id = ?3 \
+         RETURNING state",
+    )
+    .bind(i64::from(state == "error"))
+    .bind(now)
+    .bind(task_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if task_state_now == "error" {
+        // Blocked before; unblocked now if something can move or nothing is left.
+        sqlx::query(
+            "UPDATE tasks SET state = 'pending', finished_at = NULL, updated_at = ?1 \
+             WHERE id = ?2 \
+               AND (unfinished_steps = 0 OR error_steps = 0 \
+                    OR EXISTS (SELECT 1 FROM steps s WHERE s.task_id = tasks.id \
+                               AND (s.state IN ('in_progress', 'waiting_for_retry') \
+                                    OR s.ready_at IS NOT NULL)))",
+        )
+        .bind(now)
+        .bind(task_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    finalize_task(&mut tx, task_id, now).await?;
+    let final_state = task_state_of(&mut tx, task_id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("unknown task {task_id}")))?;
+    commit(tx).await?;
+    Ok(ResolveOutcome {
+        step_id,
+        task_id,
+        ready_children: ready,
+        task_state: task_state(&final_state)?,
+    })
+}
+
+/// `tasker_release_children(ARRAY[parent], now)`: the parent's children count one unfinished
+/// parent less, and those reaching zero become claimable now. Returns how many did.
+async fn release_children(tx: &mut Tx, parent: StepId, now: i64) -> Result<u32> {
+    // An edge is (parent, child) unique, so each child loses exactly one parent here.
+    let ready: Vec<bool> = sqlx::query_scalar(
+        "UPDATE steps \
+         SET unfinished_parents = unfinished_parents - 1, \
+             ready_at = CASE WHEN state IN ('pending', 'waiting_for_retry') \
+                                  AND unfinished_parents = 1 \
+                             THEN ?1 ELSE ready_at END, \
+             updated_at = ?1 \
+         WHERE id IN (SELECT child_id FROM edges WHERE parent_id = ?2) \
+         RETURNING ready_at IS NOT NULL AND unfinished_parents = 0",
+    )
+    .bind(now)
+    .bind(parent)
+    .fetch_all(&mut **tx)
+    .await?;
+    count(ready.into_iter().filter(|r| *r).count() as u64)
+}
+
+/// `tasker_finalize_tasks(ARRAY[task], now)`: complete when no unfinished step is left; error
+/// when a step is in error and nothing else can move.
+async fn finalize_task(tx: &mut Tx, task_id: TaskId, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE tasks \
+         SET state = CASE WHEN unfinished_steps = 0 THEN 'complete' ELSE 'error' END, \
+             finished_at = ?1, updated_at = ?1 \
+         WHERE id = ?2 \
+           AND state IN ('pending', 'in_progress') \
+           AND (unfinished_steps = 0 \
+                OR (error_steps > 0 \
+                    AND NOT EXISTS (SELECT 1 FROM steps s \
+                                    WHERE s.task_id = tasks.id \
+                                      AND (s.state IN ('in_progress', 'waiting_for_retry') \
+                                           OR s.ready_at IS NOT NULL))))",
+    )
+    .bind(now)
+    .bind(task_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Commit, clearing the reason first: PostgreSQL's `tasker.reason` is transaction-local, and
+/// tasker_ctx's row outlives the transaction.
+async fn commit(mut tx: Tx) -> Result<()> {
+    set_reason(&mut tx, None).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A row count as PostgreSQL's `int` result column.
+fn count(n: u64) -> Result<u32> {
+    u32::try_from(n).map_err(|_| StoreError::decode("row count", n))
+}

@@ -1,0 +1,400 @@
+//! Readiness, execution context, dependency levels and health counts on SQLite.
+//! Mirrors migrations/0002_readiness.sql: the queries gather the same facts, and the parts
+//! PostgreSQL computes in SQL functions (the backoff formula, the status precedence) are the
+//! same computations in Rust.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Sqlite, SqliteConnection};
+use tasker_core::backoff::Backoff;
+use tasker_core::state::{StepState, TaskState};
+
+use super::SqliteStore;
+use super::rows::{col, id_list, opt_ts_col, step_state, task_state, u32_col};
+use crate::error::StoreError;
+use crate::store::Result;
+use crate::types::*;
+
+/// `get_step_readiness_status_batch`: every step of the tasks (ids as a JSON array), by
+/// task then step id. The parent counts join the parents' rows, as PostgreSQL's does.
+const READINESS_SQL: &str = "\
+    SELECT s.id, s.task_id, s.name, s.state, s.attempts, s.max_attempts, s.retryable, \
+           s.last_attempted_at, s.last_failure_at, s.backoff_request_ms, s.backoff_base_ms, \
+           s.backoff_multiplier, s.backoff_cap_ms, s.backoff_jitter, \
+           (SELECT count(*) FROM edges e JOIN steps ps ON ps.id = e.parent_id \
+            WHERE e.child_id = s.id) AS total_parents, \
+           (SELECT count(*) FROM edges e JOIN steps ps ON ps.id = e.parent_id \
+            WHERE e.child_id = s.id AND ps.state IN ('complete', 'resolved_manually')) \
+               AS completed_parents \
+    FROM steps s \
+    WHERE s.task_id IN (SELECT value FROM json_each(?)) \
+    ORDER BY s.task_id, s.id";
+
+fn readiness_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<ReadinessRow> {
+    let step_id: i64 = col(row, "id")?;
+    let state = step_state(&col::<String>(row, "state")?)?;
+    let attempts = u32_col(row, "attempts")?;
+    let max_attempts = u32_col(row, "max_attempts")?;
+    let total_parents = u32_col(row, "total_parents")?;
+    let completed_parents = u32_col(row, "completed_parents")?;
+    let last_failure_at = opt_ts_col(row, "last_failure_at")?;
+    let backoff_request_ms: Option<i64> = col(row, "backoff_request_ms")?;
+
+    let waiting = matches!(state, StepState::Pending | StepState::WaitingForRetry);
+    let dependencies_satisfied = total_parents == completed_parents;
+    // A never-tried step has attempts = 0.
+    let retry_eligible = waiting && attempts < max_attempts;
+    // Only a step waiting for a retry has a retry time: its last interruption plus either the
+    // requested delay or the backoff for its failure count (NULL without an interruption, as
+    // NULL + interval is in SQL).
+    let next_retry_at = match (state, last_failure_at) {
+        (StepState::WaitingForRetry, Some(failed_at)) => {
+            let delay_ms = match backoff_request_ms {
+                Some(ms) => ms,
+                None => backoff_ms(row, step_id, attempts)?,
+            };
+            Some(plus_ms(failed_at, delay_ms)?)
+        }
+        _ => None,
+    };
+    let ready_for_execution = waiting
+        && dependencies_satisfied
+        && retry_eligible
+        && next_retry_at.is_none_or(|at| at <= now);
+
+    Ok(ReadinessRow {
+        step_id,
+        task_id: col(row, "task_id")?,
+        name: col(row, "name")?,
+        state,
+        dependencies_satisfied,
+        total_parents,
+        completed_parents,
+        retry_eligible,
+        attempts,
+        max_attempts,
+        retryable: col(row, "retryable")?,
+        next_retry_at,
+        last_attempted_at: opt_ts_col(row, "last_attempted_at")?,
+        last_failure_at,
+        backoff_request_ms,
+        ready_for_execution,
+    })
+}
+
+/// `tasker_backoff_ms(base, multiplier, cap, jitter, step id, failure)`, through the Rust
+/// formula it is bit-identical to.
+fn backoff_ms(row: &SqliteRow, seed: i64, failure: u32) -> Result<i64> {
+    let non_negative = |name: &str| -> Result<u64> {
+        let v: i64 = col(row, name)?;
+        u64::try_from(v).map_err(|_| StoreError::decode(format!("column {name}"), "negative"))
+    };
+    let b = Backoff {
+        base_ms: non_negative("backoff_base_ms")?,
+        multiplier: col(row, "backoff_multiplier")?,
+        cap_ms: non_negative("backoff_cap_ms")?,
+        jitter: col(row, "backoff_jitter")?,
+    };
+    if b.multiplier <= 0.0 {
+        // tasker_backoff_ms raises invalid_parameter_value.
+        return Err(StoreError::InvalidInput(format!(
+            "backoff multiplier must be > 0, got {}",
+            b.multiplier
+        )));
+    }
+    // At most the cap, which came from an i64 column.
+    i64::try_from(b.delay_ms(seed, failure))
+        .map_err(|_| StoreError::decode("backoff delay", "out of range"))
+}
+
+/// `t + tasker_ms(ms)`.
+fn plus_ms(t: DateTime<Utc>, ms: i64) -> Result<DateTime<Utc>> {
+    ms.checked_mul(1000)
+        .and_then(|us| t.timestamp_micros().checked_add(us))
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(|| {
+            StoreError::InvalidInput(format!("retry time {t} + {ms} ms is out of range"))
+        })
+}
+
+async fn readiness_on(
+    db: &mut SqliteConnection,
+    task_ids: &[TaskId],
+    now: DateTime<Utc>,
+) -> Result<Vec<ReadinessRow>> {
+    if task_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query::<Sqlite>(READINESS_SQL)
+        .bind(id_list(task_ids))
+        .fetch_all(&mut *db)
+        .await?;
+    rows.iter().map(|r| readiness_row(r, now)).collect()
+}
+
+pub(super) async fn readiness(
+    s: &SqliteStore,
+    task_id: TaskId,
+    step_ids: Option<&[StepId]>,
+    now: DateTime<Utc>,
+) -> Result<Vec<ReadinessRow>> {
+    let mut conn = s.reader().acquire().await?;
+    let mut rows = readiness_on(&mut conn, &[task_id], now).await?;
+    if let Some(ids) = step_ids {
+        let ids: HashSet<StepId> = ids.iter().copied().collect();
+        rows.retain(|r| ids.contains(&r.step_id));
+    }
+    Ok(rows)
+}
+
+pub(super) async fn readiness_batch(
+    s: &SqliteStore,
+    task_ids: &[TaskId],
+    now: DateTime<Utc>,
+) -> Result<Vec<ReadinessRow>> {
+    let mut conn = s.reader().acquire().await?;
+    readiness_on(&mut conn, task_ids, now).await
+}
+
+/// `get_task_execution_context_batch`: known tasks only, by id.
+pub(super) async fn execution_context_batch(
+    s: &SqliteStore,
+    task_ids: &[TaskId],
+    now: DateTime<Utc>,
+) -> Result<Vec<ExecutionContext>> {
+    if task_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One read transaction: the tasks and their steps from the same snapshot.
+    let mut tx = s.reader().begin().await?;
+    let tasks: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, state FROM tasks WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+    )
+    .bind(id_list(task_ids))
+    .fetch_all(&mut *tx)
+    .await?;
+    let steps = readiness_on(&mut tx, task_ids, now).await?;
+    tx.commit().await?;
+
+    tasks
+        .into_iter()
+        .map(|(id, state)| {
+            let state = task_state(&state)?;
+            Ok(context(id, state, steps.iter().filter(|r| r.task_id == id)))
+        })
+        .collect()
+}
+
+/// Counts by state and the derived status, action, percentage and health of one task.
+fn context<'a>(
+    task_id: TaskId,
+    task_state: TaskState,
+    steps: impl Iterator<Item = &'a ReadinessRow>,
+) -> ExecutionContext {
+    let (mut total, mut pending, mut in_progress, mut waiting) = (0u32, 0u32, 0u32, 0u32);
+    let (mut complete, mut resolved, mut failed, mut cancelled, mut ready) =
+        (0u32, 0u32, 0u32, 0u32, 0u32);
+    for r in steps {
+        total += 1;
+        match r.state {
+            StepState::Pending => pending += 1,
+            StepState::InProgress => in_progress += 1,
+            StepState::WaitingForRetry => waiting += 1,
+            StepState::Complete => complete += 1,
+            StepState::ResolvedManually => resolved += 1,
+            StepState::Error => failed += 1,
+            StepState::Cancelled => cancelled += 1,
+        }
+        if r.ready_for_execution {
+            ready += 1;
+        }
+    }
+    let status = if ready > 0 {
+        "has_ready_steps"
+    } else if in_progress > 0 || waiting > 0 {
+        "processing"
+    } else if failed > 0 {
+        "blocked_by_failures"
+    } else if complete + resolved == total {
+        "all_complete"
+    } else if cancelled > 0 || task_state == TaskState::Cancelled {
+        "cancelled"
+    } else {
+        "waiting_for_dependencies"
+    };
+    let action = match status {
+        "has_ready_steps" => "execute_ready_steps",
+        "processing" => "wait_for_completion",
+        "blocked_by_failures" => "handle_failures",
+        "all_complete" if task_state == TaskState::Complete => "none",
+        "all_complete" => "finalize_task",
+        "cancelled" => "none",
+        _ => "wait_for_dependencies",
+    };
+    let health = if status == "blocked_by_failures" {
+        "blocked"
+    } else if status == "cancelled" {
+        "unknown"
+    } else if waiting > 0 || failed > 0 {
+        "recovering"
+    } else {
+        "healthy"
+    };
+    ExecutionContext {
+        task_id,
+        task_state,
+        total_steps: total,
+        pending_steps: pending,
+        in_progress_steps: in_progress,
+        waiting_for_retry_steps: waiting,
+        completed_steps: complete,
+        resolved_steps: resolved,
+        failed_steps: failed,
+        cancelled_steps: cancelled,
+        ready_steps: ready,
+        execution_status: status.to_owned(),
+        recommended_action: action.to_owned(),
+        completion_percentage: percentage(complete + resolved, total),
+        health_status: health.to_owned(),
+    }
+}
+
+/// `round(100.0 * done / total, 2)::float8` (0 without steps). PostgreSQL's numeric division
+/// keeps far more digits than a u32 ratio needs to decide the rounding, and rounds half away
+/// from zero; in integers that is the quotient of 10000 * done / total rounded half up. The
+/// f64 division by 100 is correctly rounded, as the numeric-to-float8 cast is.
+fn percentage(done: u32, total: u32) -> f64 {
+    if total == 0 {
+        return 0.0;
+    }
+    let q = 10_000 * u64::from(done);
+    let total = u64::from(total);
+    let hundredths = q / total + u64::from(2 * (q % total) >= total);
+    hundredths as f64 / 100.0
+}
+
+/// `calculate_dependency_levels`: the longest path from a root, by level then step id. The
+/// same recursive walk as PostgreSQL's.
+pub(super) async fn dependency_levels(
+    s: &SqliteStore,
+    task_id: TaskId,
+) -> Result<Vec<DependencyLevel>> {
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "WITH RECURSIVE walk (step_id, level) AS ( \
+             SELECT s.id, 0 \
+             FROM steps s \
+             WHERE s.task_id = ? \
+               AND NOT EXISTS (SELECT 1 FROM edges e WHERE e.child_id = s.id) \
+             UNION ALL \
+             SELECT e.child_id, w.level + 1 \
+             FROM walk w JOIN edges e ON e.parent_id = w.step_id \
+         ) \
+         SELECT s.id, s.name, max(w.level) AS dependency_level \
+         FROM walk w JOIN steps s ON s.id = w.step_id \
+         GROUP BY s.id, s.name \
+         ORDER BY max(w.level), s.id",
+    )
+    .bind(task_id)
+    .fetch_all(s.reader())
+    .await?;
+    rows.into_iter()
+        .map(|(step_id, name, level)| {
+            let level = u32::try_from(level)
+                .map_err(|_| StoreError::decode("dependency_level", "out of range"))?;
+            Ok(DependencyLevel {
+                step_id,
+                name,
+                level,
+            })
+        })
+        .collect()
+}
+
+/// `get_system_health_counts`. PostgreSQL reports the server's connections to the database
+/// and its `max_connections`; an embedded store has no server, so here they are this store's
+/// own pools: the connections open now (writer + readers) and the most it will open.
+pub(super) async fn health_counts(s: &SqliteStore, now: DateTime<Utc>) -> Result<HealthCounts> {
+    let now = super::us(now);
+    let row: SqliteRow = sqlx::query(
+        "SELECT t.total AS total_tasks, t.pending AS pending_tasks, \
+                t.in_progress AS in_progress_tasks, t.complete AS complete_tasks, \
+                t.error AS error_tasks, t.cancelled AS cancelled_tasks, \
+                s.total AS total_steps, s.pending AS pending_steps, \
+                s.in_progress AS in_progress_steps, s.waiting AS waiting_for_retry_steps, \
+                s.complete AS complete_steps, s.error AS error_steps, \
+                s.cancelled AS cancelled_steps, s.resolved AS resolved_steps, \
+                (SELECT count(*) FROM steps x WHERE x.ready_at IS NOT NULL AND x.ready_at <= ?1) \
+                    AS ready_steps, \
+                (SELECT count(*) FROM steps x WHERE x.ready_at IS NOT NULL AND x.ready_at > ?1) \
+                    AS retry_backlog, \
+                (SELECT count(*) FROM steps x \
+                 WHERE x.lease_expires_at IS NOT NULL AND x.lease_expires_at < ?1) \
+                    AS expired_leases \
+         FROM ( \
+             SELECT count(*) AS total, \
+                    count(*) FILTER (WHERE state = 'pending') AS pending, \
+                    count(*) FILTER (WHERE state = 'in_progress') AS in_progress, \
+                    count(*) FILTER (WHERE state = 'complete') AS complete, \
+                    count(*) FILTER (WHERE state = 'error') AS error, \
+                    count(*) FILTER (WHERE state = 'cancelled') AS cancelled \
+             FROM tasks \
+         ) t, ( \
+             SELECT count(*) AS total, \
+                    count(*) FILTER (WHERE state = 'pending') AS pending, \
+                    count(*) FILTER (WHERE state = 'in_progress') AS in_progress, \
+                    count(*) FILTER (WHERE state = 'waiting_for_retry') AS waiting, \
+                    count(*) FILTER (WHERE state = 'complete') AS complete, \
+                    count(*) FILTER (WHERE state = 'error') AS error, \
+                    count(*) FILTER (WHERE state = 'cancelled') AS cancelled, \
+                    count(*) FILTER (WHERE state = 'resolved_manually') AS resolved \
+             FROM steps \
+         ) s",
+    )
+    .bind(now)
+    .fetch_one(s.reader())
+    .await?;
+    let pools = [s.writer(), s.reader()];
+    Ok(HealthCounts {
+        total_tasks: col(&row, "total_tasks")?,
+        pending_tasks: col(&row, "pending_tasks")?,
+        in_progress_tasks: col(&row, "in_progress_tasks")?,
+        complete_tasks: col(&row, "complete_tasks")?,
+        error_tasks: col(&row, "error_tasks")?,
+        cancelled_tasks: col(&row, "cancelled_tasks")?,
+        total_steps: col(&row, "total_steps")?,
+        pending_steps: col(&row, "pending_steps")?,
+        in_progress_steps: col(&row, "in_progress_steps")?,
+        waiting_for_retry_steps: col(&row, "waiting_for_retry_steps")?,
+        complete_steps: col(&row, "complete_steps")?,
+        error_steps: col(&row, "error_steps")?,
+        cancelled_steps: col(&row, "cancelled_steps")?,
+        resolved_steps: col(&row, "resolved_steps")?,
+        ready_steps: col(&row, "ready_steps")?,
+        retry_backlog: col(&row, "retry_backlog")?,
+        expired_leases: col(&row, "expired_leases")?,
+        active_connections: pools.iter().map(|p| i64::from(p.size())).sum(),
+        max_connections: pools
+            .iter()
+            .map(|p| i64::from(p.options().get_max_connections()))
+            .sum(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentage;
+
+    #[test]
+    fn percentage_rounds_like_numeric() {
+        assert_eq!(percentage(0, 0), 0.0);
+        assert_eq!(percentage(1, 4), 25.0);
+        assert_eq!(percentage(1, 3), 33.33);
+        assert_eq!(percentage(2, 3), 66.67);
+        assert_eq!(percentage(1, 8), 12.5);
+        // 100 / 32 = 3.125: half away from zero, as numeric's round.
+        assert_eq!(percentage(1, 32), 3.13);
+        assert_eq!(percentage(7, 7), 100.0);
+    }
+}
