@@ -12,6 +12,7 @@ mod pg_hooks;
 mod sqlite;
 mod store;
 mod types;
+mod wire;
 
 pub use any::AnyStore;
 pub use error::StoreError;

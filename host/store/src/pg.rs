@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row};
 use tasker_core::state::{StepState, TaskState};
@@ -124,33 +124,6 @@ fn opt_i64(v: Option<u64>, what: &str) -> Result<Option<i64>> {
 fn interval(d: Duration, what: &str) -> Result<sqlx::postgres::types::PgInterval> {
     sqlx::postgres::types::PgInterval::try_from(d)
         .map_err(|e| StoreError::InvalidInput(format!("{what}: {e}")))
-}
-
-/// The per-step settings `register_template` stores (retry settings are copied onto each
-/// step row at task creation).
-fn steps_json(t: &Template) -> Result<Value> {
-    let mut out = Vec::with_capacity(t.steps.len());
-    for s in &t.steps {
-        let b = &s.retry.backoff;
-        out.push(json!({
-            "name": s.name,
-            "handler": s.handler.to_string(),
-            "depends_on": s.depends_on,
-            "config": s.config,
-            "limits": serde_json::to_value(&s.limits).map_err(|e| StoreError::InvalidInput(e.to_string()))?,
-            "grants": serde_json::to_value(&s.grants).map_err(|e| StoreError::InvalidInput(e.to_string()))?,
-            "max_attempts": s.retry.max_attempts,
-            "retryable": s.retry.retryable,
-            "backoff_base_ms": to_i64(b.base_ms, &format!("step {}: backoff base_ms", s.name))?,
-            "backoff_multiplier": b.multiplier,
-            "backoff_cap_ms": to_i64(b.cap_ms, &format!("step {}: backoff cap_ms", s.name))?,
-            "backoff_jitter": b.jitter,
-            "max_retry_after_ms": to_i64(s.retry.max_retry_after_ms, &format!("step {}: max_retry_after_ms", s.name))?,
-            "max_lease_losses": DEFAULT_MAX_LEASE_LOSSES,
-            "pin": s.pin,
-        }));
-    }
-    Ok(Value::Array(out))
 }
 
 fn refusal(row: &PgRow) -> Result<Option<Refusal>> {
@@ -314,7 +287,7 @@ impl Store for PgStore {
             .bind(&template.description)
             .bind(&template.context_schema)
             .bind(&definition)
-            .bind(steps_json(template)?)
+            .bind(Value::Array(crate::wire::steps_json(template)?))
             .fetch_one(&self.pool)
             .await?;
         Ok(RegisteredTemplate {

@@ -40,38 +40,6 @@ struct PlannedStep {
     level: Option<i64>,
 }
 
-/// The per-step JSON `PgStore` sends (pg.rs `steps_json`), so defaults and conversions
-/// (a non-finite float becomes JSON null, then the default) are the same.
-fn steps_json(t: &Template) -> Result<Vec<Value>> {
-    let to_i64 = |v: u64, what: String| {
-        i64::try_from(v).map_err(|_| StoreError::InvalidInput(format!("{what} {v} is too large")))
-    };
-    let to_value =
-        |v: serde_json::Result<Value>| v.map_err(|e| StoreError::InvalidInput(e.to_string()));
-    let mut out = Vec::with_capacity(t.steps.len());
-    for s in &t.steps {
-        let b = &s.retry.backoff;
-        out.push(json!({
-            "name": s.name,
-            "handler": s.handler.to_string(),
-            "depends_on": s.depends_on,
-            "config": s.config,
-            "limits": to_value(serde_json::to_value(&s.limits))?,
-            "grants": to_value(serde_json::to_value(&s.grants))?,
-            "max_attempts": s.retry.max_attempts,
-            "retryable": s.retry.retryable,
-            "backoff_base_ms": to_i64(b.base_ms, format!("step {}: backoff base_ms", s.name))?,
-            "backoff_multiplier": b.multiplier,
-            "backoff_cap_ms": to_i64(b.cap_ms, format!("step {}: backoff cap_ms", s.name))?,
-            "backoff_jitter": b.jitter,
-            "max_retry_after_ms": to_i64(s.retry.max_retry_after_ms, format!("step {}: max_retry_after_ms", s.name))?,
-            "max_lease_losses": crate::DEFAULT_MAX_LEASE_LOSSES,
-            "pin": s.pin,
-        }));
-    }
-    Ok(out)
-}
-
 /// PostgreSQL's `%L` (quote_literal).
 fn quote_literal(s: &str) -> String {
     let body = s.replace('\'', "''");
@@ -286,7 +254,7 @@ fn same_definition(stored: &str, new_text: &str, new: &Value) -> bool {
 pub(super) async fn register_template(s: &SqliteStore, t: &Template) -> Result<RegisteredTemplate> {
     let definition = serde_json::to_value(t)
         .map_err(|e| StoreError::InvalidInput(format!("template {}: {e}", t.key())))?;
-    let specs = steps_json(t)?;
+    let specs = crate::wire::steps_json(t)?;
     let version = t.version.to_string();
     let key = format!("{}/{}@{}", t.namespace, t.name, version);
     if t.namespace.is_empty() || t.name.is_empty() || version.is_empty() {
