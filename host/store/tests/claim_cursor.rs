@@ -1,5 +1,8 @@
 //! The claim's per-session cursor never hides a ready step: a step that becomes ready behind
 //! the cursor is found by the same claim's second scan from the head.
+//!
+//! PostgreSQL only: the cursor is a PostgreSQL session setting of `claim_ready_steps`; the
+//! embedded store's claim reads the queue from its head every time.
 
 mod common;
 

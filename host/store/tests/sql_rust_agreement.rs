@@ -1,5 +1,8 @@
 //! The SQL copies of tasker-core's tables and formulas agree with the Rust originals, and
 //! the database refuses what the state machines refuse.
+//!
+//! PostgreSQL only: these are the PL/pgSQL copies (the embedded store computes backoff with
+//! tasker-core itself; its state tables and triggers are checked in sqlite_schema.rs).
 
 mod common;
 
