@@ -1,4 +1,5 @@
-//! Engine benchmark on PostgreSQL (a bench binary, not a timed test).
+//! Engine benchmark on PostgreSQL and on the embedded SQLite store (a bench binary, not a
+//! timed test).
 //!
 //! `cargo bench -p tasker-cli --bench engine` (add `-- --quick` for smaller sizes).
 //! Throughput and latency are measured twice in the same run: with the in-process no-op
@@ -13,12 +14,21 @@
 //!  (d) `get_step_readiness_status` time for a 10-step task with 10k and 1M step rows;
 //!  (e) the throughput cost of one no-op WASM hook subscribed to every step event, as a
 //!      ratio against the same workflow without hooks, both measured in this run.
+//!
+//! Each of (a), (c), (d) and (e) is then measured on SQLite (a fresh file under
+//! `target/tmp/bench-sqlite/`, WAL, synchronous NORMAL, one writer connection) with the same
+//! code, the 2 workers sharing one `SqliteStore` in this process, and printed with its ratio to
+//! the PostgreSQL figure of this run. (b) and the server-side part of (d) are PostgreSQL-only.
+//! On SQLite nothing like LISTEN/NOTIFY exists: in (c) the submitter wakes the in-process
+//! workers itself, as an embedding application would.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
@@ -30,13 +40,18 @@ use tasker_engine::executor::Executor;
 use tasker_engine::testing::InProcessExecutor;
 use tasker_engine::{EventBus, Worker, WorkerConfig};
 use tasker_sandbox::{Sandbox, SandboxConfig};
-use tasker_store::{NewTask, PgStore, Store};
+use tasker_store::{AnyStore, NewTask, PgStore, SqliteStore, Store, TaskId};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const BENCH_DB: &str = "tasker_bench";
 
 /// The WASM no-op plugin, as staged by scripts/build-plugins.sh.
 const WASM_NOOP: &str = "noop@0.1.0";
+
+/// Read connections of the SQLite store (writes always go through its one writer).
+const SQLITE_READERS: u32 = 4;
 
 fn fan(width: usize) -> Template {
     let mut yaml = format!("namespace: bench\nname: fan_{width}\nversion: 1.0.0\nsteps:\n");
@@ -62,8 +77,12 @@ impl Exec {
     }
 }
 
+fn repo_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 async fn wasm_sandbox() -> Result<Sandbox> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = repo_root();
     let dir = root.join("plugins/dist");
     anyhow::ensure!(
         dir.join(format!("{}.wasm", WASM_NOOP)).is_file(),
@@ -78,17 +97,19 @@ async fn wasm_sandbox() -> Result<Sandbox> {
     Ok(sandbox)
 }
 
-fn spawn_worker<E: Executor>(
-    store: Arc<PgStore>,
+type Started = (
+    Arc<tasker_engine::worker::WorkerStats>,
+    Arc<Notify>,
+    JoinHandle<()>,
+);
+
+fn spawn_worker<S: Store + 'static, E: Executor>(
+    store: Arc<S>,
     exec: E,
     bus: EventBus,
     cfg: WorkerConfig,
     stop: CancellationToken,
-) -> (
-    Arc<tasker_engine::worker::WorkerStats>,
-    Arc<tokio::sync::Notify>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> Started {
     let w = Worker::new(store, Arc::new(exec), bus, cfg);
     let stats = w.stats();
     let wake = w.wake_handle();
@@ -98,41 +119,69 @@ fn spawn_worker<E: Executor>(
     (stats, wake, h)
 }
 
-fn start_worker(
+fn start_worker<S: Store + 'static>(
     exec: &Exec,
-    store: Arc<PgStore>,
+    store: Arc<S>,
     bus: EventBus,
     cfg: WorkerConfig,
     stop: CancellationToken,
-) -> (
-    Arc<tasker_engine::worker::WorkerStats>,
-    Arc<tokio::sync::Notify>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> Started {
     match exec {
         Exec::InProcess => spawn_worker(store, InProcessExecutor::new(), bus, cfg, stop),
         Exec::Wasm(sb) => spawn_worker(store, WasmExecutor::new(sb.clone()), bus, cfg, stop),
     }
 }
 
-struct Bench {
+/// What the shared measurements need from a store backend beyond the `Store` trait.
+trait Backend {
+    type S: Store + Clone + Into<AnyStore> + 'static;
+    const NAME: &'static str;
+    /// No cross-process wake-up exists: whoever submits must wake the workers itself.
+    const SUBMIT_WAKES: bool;
+
+    /// A fresh, empty, migrated database, and a store on it for setup and checks.
+    async fn fresh(&self) -> Result<Self::S>;
+
+    /// The store one worker uses (PostgreSQL: its own pool; SQLite: the shared store).
+    async fn worker_store(&self, setup: &Self::S) -> Result<Arc<Self::S>>;
+
+    /// `tasks` new tasks of `template`, all ready to run. Returns the newest task's id.
+    async fn backlog(&self, setup: &Self::S, template: &Template, tasks: usize) -> Result<TaskId>;
+
+    /// (transactions, WAL bytes) so far, where the backend reports them.
+    async fn counters(&self, _setup: &Self::S) -> Result<Option<(i64, i64)>> {
+        Ok(None)
+    }
+
+    /// A task waking `wake` when another process makes steps ready.
+    fn listener(
+        &self,
+        _worker: &Self::S,
+        _wake: Arc<Notify>,
+        _stop: &CancellationToken,
+    ) -> Option<JoinHandle<()>> {
+        None
+    }
+
+    /// (server µs, client round trip µs) of the raw readiness function, where there is one.
+    async fn server_readiness(
+        &self,
+        _setup: &Self::S,
+        _task: TaskId,
+        _n: usize,
+    ) -> Result<Option<(f64, f64)>> {
+        Ok(None)
+    }
+
+    async fn close(&self, setup: Self::S);
+}
+
+struct Pg {
     admin: PgPool,
     opts: PgConnectOptions,
 }
 
-impl Bench {
-    async fn fresh_db(&self) -> Result<PgPool> {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
-            .execute(&self.admin)
-            .await?;
-        sqlx::query(&format!("CREATE DATABASE {BENCH_DB}"))
-            .execute(&self.admin)
-            .await?;
-        let pool = self.pool(4).await?;
-        tasker_store::MIGRATOR.run(&pool).await?;
-        Ok(pool)
-    }
-
+impl Pg {
     async fn pool(&self, n: u32) -> Result<PgPool> {
         Ok(PgPoolOptions::new()
             .max_connections(n)
@@ -146,40 +195,244 @@ impl Bench {
             .await?;
         Ok(())
     }
+
+    async fn print_settings(&self) -> Result<()> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN
+             ('server_version', 'shared_buffers', 'synchronous_commit', 'fsync', 'wal_level',
+              'max_connections', 'work_mem', 'max_wal_size', 'checkpoint_timeout') ORDER BY name",
+        )
+        .fetch_all(&self.admin)
+        .await?;
+        let s: Vec<String> = rows.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        println!("PostgreSQL settings: {}", s.join(", "));
+        Ok(())
+    }
 }
 
-/// Creates `tasks` tasks of `template` in one statement per 1,000.
-async fn backlog(pool: &PgPool, template: &Template, tasks: usize) -> Result<()> {
-    let store = PgStore::new(pool.clone());
-    store.register_template(template).await?;
-    let mut left = tasks;
-    while left > 0 {
-        let n = left.min(1_000);
-        sqlx::query("SELECT create_task($1, '{}'::jsonb) FROM generate_series(1, $2)")
-            .bind(template.key())
-            .bind(n as i32)
+impl Backend for Pg {
+    type S = PgStore;
+    const NAME: &'static str = "postgres";
+    const SUBMIT_WAKES: bool = false;
+
+    async fn fresh(&self) -> Result<PgStore> {
+        self.drop_db().await?;
+        sqlx::query(&format!("CREATE DATABASE {BENCH_DB}"))
+            .execute(&self.admin)
+            .await?;
+        let pool = self.pool(4).await?;
+        tasker_store::MIGRATOR.run(&pool).await?;
+        Ok(PgStore::new(pool))
+    }
+
+    async fn worker_store(&self, _setup: &PgStore) -> Result<Arc<PgStore>> {
+        Ok(Arc::new(PgStore::new(self.pool(4).await?)))
+    }
+
+    /// One `create_task` statement per 1,000 tasks, then VACUUM ANALYZE.
+    async fn backlog(&self, setup: &PgStore, template: &Template, tasks: usize) -> Result<TaskId> {
+        setup.register_template(template).await?;
+        let pool = setup.pool();
+        let mut left = tasks;
+        while left > 0 {
+            let n = left.min(1_000);
+            sqlx::query("SELECT create_task($1, '{}'::jsonb) FROM generate_series(1, $2)")
+                .bind(template.key())
+                .bind(n as i32)
+                .execute(pool)
+                .await?;
+            left -= n;
+        }
+        sqlx::query("VACUUM ANALYZE").execute(pool).await?;
+        let (id,): (i64,) = sqlx::query_as("SELECT max(id) FROM tasks")
+            .fetch_one(pool)
+            .await?;
+        Ok(id)
+    }
+
+    async fn counters(&self, setup: &PgStore) -> Result<Option<(i64, i64)>> {
+        // Let the statistics collector settle, then force a fresh snapshot for this session.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let pool = setup.pool();
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
             .execute(pool)
             .await?;
-        left -= n;
-    }
-    sqlx::query("VACUUM ANALYZE").execute(pool).await?;
-    Ok(())
-}
-
-async fn db_counters(pool: &PgPool) -> Result<(i64, i64)> {
-    // pg_stat_database is updated when a backend reports; force it for our own session.
-    sqlx::query("SELECT pg_stat_clear_snapshot()")
-        .execute(pool)
-        .await?;
-    let (xacts,): (i64,) = sqlx::query_as(
-        "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()",
-    )
-    .fetch_one(pool)
-    .await?;
-    let (lsn,): (i64,) = sqlx::query_as("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+        let (xacts,): (i64,) = sqlx::query_as(
+            "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()",
+        )
         .fetch_one(pool)
         .await?;
-    Ok((xacts, lsn))
+        let (lsn,): (i64,) =
+            sqlx::query_as("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+                .fetch_one(pool)
+                .await?;
+        Ok(Some((xacts, lsn)))
+    }
+
+    fn listener(
+        &self,
+        worker: &PgStore,
+        wake: Arc<Notify>,
+        stop: &CancellationToken,
+    ) -> Option<JoinHandle<()>> {
+        Some(tasker_engine::pg::spawn_ready_listener(
+            worker.pool().clone(),
+            wake,
+            stop.clone(),
+        ))
+    }
+
+    async fn server_readiness(
+        &self,
+        setup: &PgStore,
+        task_id: TaskId,
+        n: usize,
+    ) -> Result<Option<(f64, f64)>> {
+        let pool = setup.pool();
+        sqlx::query(
+            "CREATE OR REPLACE FUNCTION tasker_bench_time(p_task bigint) RETURNS float8 LANGUAGE plpgsql AS $$
+             DECLARE t0 timestamptz; n int;
+             BEGIN
+               t0 := clock_timestamp();
+               SELECT count(*) INTO n FROM get_step_readiness_status(p_task);
+               RETURN extract(epoch FROM clock_timestamp() - t0) * 1e6;
+             END $$",
+        )
+        .execute(pool)
+        .await?;
+        // A PL/pgSQL loop times each call on the server, without network round trips.
+        let mut micros: Vec<f64> = sqlx::query_scalar(
+            "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < $2)
+             SELECT tasker_bench_time($1) FROM r",
+        )
+        .bind(task_id)
+        .bind(n as i32)
+        .fetch_all(pool)
+        .await?;
+        micros.sort_by(f64::total_cmp);
+        let median = micros[micros.len() / 2];
+        let mut client = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let _rows: Vec<(i64,)> =
+                sqlx::query_as("SELECT step_id FROM get_step_readiness_status($1)")
+                    .bind(task_id)
+                    .fetch_all(pool)
+                    .await?;
+            client.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        client.sort_by(f64::total_cmp);
+        Ok(Some((median, client[client.len() / 2])))
+    }
+
+    async fn close(&self, setup: PgStore) {
+        setup.pool().close().await;
+    }
+}
+
+/// The embedded store in a file of its own, recreated for each measurement.
+struct Lite {
+    path: PathBuf,
+}
+
+impl Lite {
+    /// The database, its WAL and shared memory, and the store's migration lock file.
+    fn remove_files(&self) -> Result<()> {
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", p.display()));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn print_settings(&self) -> Result<()> {
+        let store = self.fresh().await?;
+        // Per-connection pragmas: read them on the writer, which runs every write.
+        let w = store.writer();
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(w)
+            .await?;
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(w)
+            .await?;
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(w)
+            .await?;
+        let page: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(w).await?;
+        let cache: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(w).await?;
+        let ckpt: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(w)
+            .await?;
+        let sync = match sync {
+            0 => "OFF",
+            1 => "NORMAL",
+            2 => "FULL",
+            3 => "EXTRA",
+            _ => "?",
+        };
+        println!(
+            "SQLite settings: version={version}, journal_mode={journal}, synchronous={sync}, \
+             page_size={page}, cache_size={cache}, wal_autocheckpoint={ckpt} pages, \
+             1 writer connection (BEGIN IMMEDIATE), {SQLITE_READERS} readers, 2 workers share \
+             one store in this process, file {}",
+            self.path.display()
+        );
+        println!(
+            "    durability differs: synchronous=NORMAL in WAL mode syncs at checkpoints, not at \
+             each commit (a power loss can drop the last commits, a crash of the process \
+             cannot); PostgreSQL's synchronous_commit=on flushes each commit"
+        );
+        self.close(store).await;
+        Ok(())
+    }
+}
+
+impl Backend for Lite {
+    type S = SqliteStore;
+    const NAME: &'static str = "sqlite";
+    const SUBMIT_WAKES: bool = true;
+
+    async fn fresh(&self) -> Result<SqliteStore> {
+        self.remove_files()?;
+        Ok(SqliteStore::open(&self.path, SQLITE_READERS).await?)
+    }
+
+    async fn worker_store(&self, setup: &SqliteStore) -> Result<Arc<SqliteStore>> {
+        Ok(Arc::new(setup.clone()))
+    }
+
+    /// Through `Store::create_task` (SQLite has no server-side function to batch them), then
+    /// a WAL checkpoint so the measurement starts from a compact file.
+    async fn backlog(
+        &self,
+        setup: &SqliteStore,
+        template: &Template,
+        tasks: usize,
+    ) -> Result<TaskId> {
+        setup.register_template(template).await?;
+        let req = NewTask::new(template.key(), json!({}));
+        let newest = futures::stream::iter(0..tasks)
+            .map(|_| setup.create_task(&req, Utc::now()))
+            .buffered(4)
+            .try_fold(0, |m, c| async move { Ok(m.max(c.task_id)) })
+            .await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(setup.writer())
+            .await?;
+        Ok(newest)
+    }
+
+    async fn close(&self, setup: SqliteStore) {
+        // The workers' clones share these pools: this closes the file for the next fresh one.
+        setup.writer().close().await;
+        setup.reader().close().await;
+    }
 }
 
 fn worker_config(id: &str) -> WorkerConfig {
@@ -196,21 +449,45 @@ fn worker_config(id: &str) -> WorkerConfig {
     }
 }
 
-/// (a) + (b): two worker pools drain a ready backlog. Returns steps/s.
-async fn throughput(b: &Bench, steps: usize, exec: &Exec) -> Result<f64> {
+/// " (0.52x PostgreSQL)" when there is a PostgreSQL figure to compare with.
+fn vs_pg(x: f64, pg: Option<f64>) -> String {
+    pg.map(|p| format!("  ({:.2}x PostgreSQL)", x / p))
+        .unwrap_or_default()
+}
+
+/// SQLite / PostgreSQL figures of this run, printed together at the end.
+#[derive(Default)]
+struct Summary(Vec<(String, f64, f64, &'static str)>);
+
+impl Summary {
+    fn add(&mut self, what: impl Into<String>, pg: f64, lite: f64, unit: &'static str) {
+        self.0.push((what.into(), pg, lite, unit));
+    }
+
+    fn print(&self) {
+        println!("SQLite vs PostgreSQL, both measured in this run:");
+        for (what, pg, lite, unit) in &self.0 {
+            println!(
+                "    {what:<52} postgres {pg:>9.1} {unit:<7} sqlite {lite:>9.1} {unit:<7} {:>5.2}x",
+                lite / pg
+            );
+        }
+    }
+}
+
+/// (a) + (b): two workers drain a ready backlog. Returns steps/s.
+async fn throughput<B: Backend>(b: &B, steps: usize, exec: &Exec, pg: Option<f64>) -> Result<f64> {
     let width = 50;
-    let pool = b.fresh_db().await?;
-    backlog(&pool, &fan(width), steps / width).await?;
-    // Let the statistics collector settle before the baseline.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let (x0, w0) = db_counters(&pool).await?;
+    let setup = b.fresh().await?;
+    b.backlog(&setup, &fan(width), steps / width).await?;
+    let before = b.counters(&setup).await?;
 
     let stop = CancellationToken::new();
     let mut stats = Vec::new();
     let mut runs = Vec::new();
     let started = Instant::now();
     for i in 0..2 {
-        let store = Arc::new(PgStore::new(b.pool(4).await?));
+        let store = b.worker_store(&setup).await?;
         let (st, _, h) = start_worker(
             exec,
             store,
@@ -233,34 +510,45 @@ async fn throughput(b: &Bench, steps: usize, exec: &Exec) -> Result<f64> {
     for r in runs {
         r.await?;
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let (x1, w1) = db_counters(&pool).await?;
-    pool.close().await;
+    let after = b.counters(&setup).await?;
+    // The figure counts only if every step really ended complete in the store.
+    let h = setup.health_counts(Utc::now()).await?;
+    anyhow::ensure!(
+        h.complete_steps as usize == steps && h.complete_tasks == h.total_tasks,
+        "{}: not every step completed: {h:?}",
+        B::NAME
+    );
+    b.close(setup).await;
     let per_s = steps as f64 / elapsed.as_secs_f64();
     println!(
-        "(a) throughput, {:<10} {steps:>7} ready steps, 2 workers: {per_s:>9.0} steps/s ({:.2} s)",
+        "(a) throughput, {:<8} {:<10} {steps:>7} ready steps, 2 workers: {per_s:>9.0} steps/s ({:.2} s){}",
+        B::NAME,
         exec.label(),
-        elapsed.as_secs_f64()
+        elapsed.as_secs_f64(),
+        vs_pg(per_s, pg)
     );
-    println!(
-        "(b)   transactions/step: {:.4}   WAL bytes/step: {:.0}",
-        (x1 - x0 - 1) as f64 / steps as f64,
-        (w1 - w0) as f64 / steps as f64
-    );
+    if let (Some((x0, w0)), Some((x1, w1))) = (before, after) {
+        println!(
+            "(b)   transactions/step: {:.4}   WAL bytes/step: {:.0}",
+            (x1 - x0 - 1) as f64 / steps as f64,
+            (w1 - w0) as f64 / steps as f64
+        );
+    }
     Ok(per_s)
 }
 
-/// (e): WASM no-op steps on 2 worker pools, each with its hook delivery loop, with or without
+/// (e): WASM no-op steps on 2 workers, each with its hook delivery loop, with or without
 /// one no-op hook (`hook_noop@0.1.0`) on `step.*`. Returns steps/s; with the hook, also
 /// how long the deliveries took to drain after the last step. With `deliver_during` false
 /// the delivery loops start only after the last step: the workflow then pays only for
 /// writing the outbox, not for delivering concurrently on the same cores.
-async fn hook_cost(
-    b: &Bench,
+async fn hook_cost<B: Backend>(
+    b: &B,
     steps: usize,
     sandbox: &Sandbox,
     hooked: bool,
     deliver_during: bool,
+    pg: Option<f64>,
 ) -> Result<f64> {
     let width = 50;
     let mut yaml = format!("namespace: bench\nname: fan_hooks_{hooked}\nversion: 1.0.0\nsteps:\n");
@@ -271,8 +559,8 @@ async fn hook_cost(
         yaml.push_str("hooks:\n  - {component: hook_noop@0.1.0, events: [step.*]}\n");
     }
     let template = Template::from_yaml(&yaml).expect("valid");
-    let pool = b.fresh_db().await?;
-    backlog(&pool, &template, steps / width).await?;
+    let setup = b.fresh().await?;
+    b.backlog(&setup, &template, steps / width).await?;
     tokio::time::sleep(Duration::from_millis(600)).await;
 
     let stop = CancellationToken::new();
@@ -281,17 +569,18 @@ async fn hook_cost(
     let started = Instant::now();
     let mut stores = Vec::new();
     for i in 0..2 {
-        let store = Arc::new(PgStore::new(b.pool(4).await?));
+        let store = b.worker_store(&setup).await?;
+        let any: Arc<AnyStore> = Arc::new((*store).clone().into());
         let cfg = worker_config(&format!("hooks-{i}"));
         if deliver_during {
             runs.push(tasker_cli::hooks::spawn_deliverer(
-                store.clone(),
+                any,
                 sandbox,
                 &cfg,
                 stop.clone(),
             ));
         } else {
-            stores.push((store.clone(), cfg.clone()));
+            stores.push((any, cfg.clone()));
         }
         let (st, _, h) = start_worker(
             &Exec::Wasm(sandbox.clone()),
@@ -319,9 +608,8 @@ async fn hook_cost(
             stop.clone(),
         ));
     }
-    let store = PgStore::new(pool.clone());
     loop {
-        let counts = store.hook_counts(None).await?;
+        let counts = setup.hook_counts(None).await?;
         if counts.iter().all(|c| c.pending == 0) {
             if let Some(c) = counts.first() {
                 println!(
@@ -339,18 +627,40 @@ async fn hook_cost(
     for r in runs {
         r.await?;
     }
-    pool.close().await;
+    b.close(setup).await;
     let per_s = steps as f64 / elapsed.as_secs_f64();
     println!(
-        "(e) throughput, wasm, {steps:>7} ready steps, 2 workers, {}: {per_s:>9.0} steps/s ({:.2} s)",
+        "(e) throughput, {:<8} wasm, {steps:>7} ready steps, 2 workers, {}: {per_s:>9.0} steps/s ({:.2} s){}",
+        B::NAME,
         match (hooked, deliver_during) {
             (false, _) => "no hooks                                 ",
             (true, true) => "one no-op hook on step.*                 ",
             (true, false) => "one no-op hook on step.*, delivered after",
         },
-        elapsed.as_secs_f64()
+        elapsed.as_secs_f64(),
+        vs_pg(per_s, pg)
     );
     Ok(per_s)
+}
+
+/// The three (e) figures: no hooks, one hook delivered during, one delivered after.
+async fn hook_costs<B: Backend>(
+    b: &B,
+    steps: usize,
+    sandbox: &Sandbox,
+    pg: Option<[f64; 3]>,
+) -> Result<[f64; 3]> {
+    let no_hooks = hook_cost(b, steps, sandbox, false, true, pg.map(|p| p[0])).await?;
+    let one_hook = hook_cost(b, steps, sandbox, true, true, pg.map(|p| p[1])).await?;
+    let outbox_only = hook_cost(b, steps, sandbox, true, false, pg.map(|p| p[2])).await?;
+    println!(
+        "    {}: one no-op hook on every step event / no hooks: {:.2}x throughput \
+         ({:.2}x when its deliveries wait until the steps are done: the outbox alone)",
+        B::NAME,
+        one_hook / no_hooks,
+        outbox_only / no_hooks
+    );
+    Ok([no_hooks, one_hook, outbox_only])
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -359,41 +669,47 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// (c): submit a linear 4-step task and wait for its completion event, one at a time.
-/// Returns the P50 in ms.
-async fn latency(b: &Bench, runs: usize, exec: &Exec) -> Result<f64> {
-    let pool = b.fresh_db().await?;
+/// Returns the P50 and P99 in ms.
+async fn latency<B: Backend>(
+    b: &B,
+    runs: usize,
+    exec: &Exec,
+    pg: Option<(f64, f64)>,
+) -> Result<(f64, f64)> {
+    let setup = b.fresh().await?;
     let template = fixtures::linear(4, WASM_NOOP);
-    let store = PgStore::new(pool.clone());
-    store.register_template(&template).await?;
+    setup.register_template(&template).await?;
     let bus = EventBus::new(1 << 16);
     let stop = CancellationToken::new();
     let mut handles = Vec::new();
+    let mut wakes = Vec::new();
     for i in 0..2 {
-        let worker_store = PgStore::new(b.pool(4).await?);
-        let listen = worker_store.pool().clone();
+        let worker_store = b.worker_store(&setup).await?;
         let (_, wake, h) = start_worker(
             exec,
-            Arc::new(worker_store),
+            worker_store.clone(),
             bus.clone(),
             worker_config(&format!("lat-{i}")),
             stop.clone(),
         );
-        handles.push(tasker_engine::pg::spawn_ready_listener(
-            listen,
-            wake,
-            stop.clone(),
-        ));
+        handles.extend(b.listener(&worker_store, wake.clone(), &stop));
         handles.push(h);
+        wakes.push(wake);
     }
     let mut done = bus.subscribe(&[events::TASK_COMPLETED]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
-        let id = store
+        let id = setup
             .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
             .await?
             .task_id;
+        if B::SUBMIT_WAKES {
+            for w in &wakes {
+                w.notify_one();
+            }
+        }
         loop {
             let ev = done.recv().await.context("bus closed")?;
             if ev.task_id == Some(id) {
@@ -406,90 +722,68 @@ async fn latency(b: &Bench, runs: usize, exec: &Exec) -> Result<f64> {
     for h in handles {
         h.await?;
     }
+    b.close(setup).await;
     samples.sort();
     let p50 = percentile(&samples, 0.5).as_secs_f64() * 1e3;
+    let p99 = percentile(&samples, 0.99).as_secs_f64() * 1e3;
+    let ratio = pg
+        .map(|(p, q)| format!("  ({:.2}x / {:.2}x PostgreSQL)", p50 / p, p99 / q))
+        .unwrap_or_default();
     println!(
-        "(c) submit-to-complete, {:<10} linear 4 steps, idle: P50 {p50:.2} ms  P99 {:.2} ms  ({runs} runs)",
+        "(c) submit-to-complete, {:<8} {:<10} linear 4 steps, idle: P50 {p50:.2} ms  P99 {p99:.2} ms  ({runs} runs){ratio}",
+        B::NAME,
         exec.label(),
-        percentile(&samples, 0.99).as_secs_f64() * 1e3
     );
-    pool.close().await;
-    Ok(p50)
+    Ok((p50, p99))
 }
 
-/// Server-side time of one `get_step_readiness_status` call, median of `n`.
-async fn readiness_time(pool: &PgPool, task_id: i64, n: usize) -> Result<(f64, f64)> {
-    // A PL/pgSQL loop times each call on the server, without network round trips.
-    let mut micros: Vec<f64> = sqlx::query_scalar(
-        "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < $2)
-         SELECT tasker_bench_time($1) FROM r",
-    )
-    .bind(task_id)
-    .bind(n as i32)
-    .fetch_all(pool)
-    .await?;
-    micros.sort_by(f64::total_cmp);
-    let median = micros[micros.len() / 2];
-    let mut client = Vec::with_capacity(n);
+/// Median client time of `Store::readiness` for one task, in µs.
+async fn store_readiness_time<S: Store>(store: &S, task_id: TaskId, n: usize) -> Result<f64> {
+    let mut micros = Vec::with_capacity(n);
     for _ in 0..n {
+        let now = Utc::now();
         let t = Instant::now();
-        let _rows: Vec<(i64,)> =
-            sqlx::query_as("SELECT step_id FROM get_step_readiness_status($1)")
-                .bind(task_id)
-                .fetch_all(pool)
-                .await?;
-        client.push(t.elapsed().as_secs_f64() * 1e6);
+        let rows = store.readiness(task_id, None, now).await?;
+        micros.push(t.elapsed().as_secs_f64() * 1e6);
+        anyhow::ensure!(rows.len() == 10, "task {task_id}: {} rows", rows.len());
     }
-    client.sort_by(f64::total_cmp);
-    Ok((median, client[client.len() / 2]))
+    micros.sort_by(f64::total_cmp);
+    Ok(micros[micros.len() / 2])
 }
 
-/// (d): readiness of one 10-step task as the table grows from 10k to 1M step rows.
-async fn readiness(b: &Bench, big: usize) -> Result<()> {
-    let pool = b.fresh_db().await?;
-    sqlx::query(
-        "CREATE FUNCTION tasker_bench_time(p_task bigint) RETURNS float8 LANGUAGE plpgsql AS $$
-         DECLARE t0 timestamptz; n int;
-         BEGIN
-           t0 := clock_timestamp();
-           SELECT count(*) INTO n FROM get_step_readiness_status(p_task);
-           RETURN extract(epoch FROM clock_timestamp() - t0) * 1e6;
-         END $$",
-    )
-    .execute(&pool)
-    .await?;
+/// (d): readiness of one 10-step task as the table grows from 10k to `big` step rows.
+/// Returns the `Store::readiness` medians (µs) at each size.
+async fn readiness<B: Backend>(b: &B, big: usize, pg: Option<&[f64]>) -> Result<Vec<f64>> {
+    let setup = b.fresh().await?;
     let template = fixtures::linear(10, fixtures::NOOP);
     let mut rows = 0usize;
-    let mut first: Option<f64> = None;
-    for target in [10_000usize, big] {
-        backlog(&pool, &template, (target - rows) / 10).await?;
+    let mut server_first: Option<f64> = None;
+    let mut out: Vec<f64> = Vec::new();
+    for (i, target) in [10_000usize, big].into_iter().enumerate() {
+        let task_id = b.backlog(&setup, &template, (target - rows) / 10).await?;
         rows = target;
-        let (task_id,): (i64,) = sqlx::query_as("SELECT max(id) FROM tasks")
-            .fetch_one(&pool)
-            .await?;
-        let (server, client) = readiness_time(&pool, task_id, 2_000).await?;
-        let ratio = first.map(|f| format!("  ({:.2}x the 10k figure)", server / f));
-        first.get_or_insert(server);
+        if let Some((server, client)) = b.server_readiness(&setup, task_id, 2_000).await? {
+            let ratio = server_first.map(|f| format!("  ({:.2}x the 10k figure)", server / f));
+            server_first.get_or_insert(server);
+            println!(
+                "(d) get_step_readiness_status, 10-step task, {target:>8} step rows: server {server:>6.1} µs, client round trip {client:>6.1} µs{}",
+                ratio.unwrap_or_default()
+            );
+        }
+        let t = store_readiness_time(&setup, task_id, 2_000).await?;
+        let growth = out
+            .first()
+            .map(|f| format!("  ({:.2}x the 10k figure)", t / f))
+            .unwrap_or_default();
         println!(
-            "(d) get_step_readiness_status, 10-step task, {target:>8} step rows: server {server:>6.1} µs, client round trip {client:>6.1} µs{}",
-            ratio.unwrap_or_default()
+            "(d) Store::readiness, {:<8} 10-step task, {target:>8} step rows: {t:>6.1} µs{growth}{}",
+            B::NAME,
+            vs_pg(t, pg.and_then(|p| p.get(i).copied()))
         );
+        out.push(t);
     }
-    pool.close().await;
-    Ok(())
-}
-
-async fn print_settings(admin: &PgPool) -> Result<()> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN
-         ('server_version', 'shared_buffers', 'synchronous_commit', 'fsync', 'wal_level',
-          'max_connections', 'work_mem', 'max_wal_size', 'checkpoint_timeout') ORDER BY name",
-    )
-    .fetch_all(admin)
-    .await?;
-    let s: Vec<String> = rows.iter().map(|(n, v)| format!("{n}={v}")).collect();
-    println!("PostgreSQL settings: {}", s.join(", "));
-    Ok(())
+    b.close(setup).await;
+    Ok(out)
 }
 
 fn main() -> Result<()> {
@@ -514,8 +808,12 @@ fn main() -> Result<()> {
             "tasker engine benchmark ({} mode), 2 tokio threads, no-op handlers",
             if quick { "quick" } else { "full" }
         );
-        print_settings(&admin).await?;
-        let b = Bench { admin, opts };
+        let pg = Pg { admin, opts };
+        let lite = Lite {
+            path: repo_root().join("target/tmp/bench-sqlite/tasker.db"),
+        };
+        pg.print_settings().await?;
+        lite.print_settings().await?;
         let (small, large, lat_runs, big) = if quick {
             (5_000, 20_000, 50, 100_000)
         } else {
@@ -523,34 +821,84 @@ fn main() -> Result<()> {
         };
         let sandbox = wasm_sandbox().await?;
         let wasm = Exec::Wasm(sandbox.clone());
-        let base_small = throughput(&b, small, &Exec::InProcess).await?;
-        let base_large = throughput(&b, large, &Exec::InProcess).await?;
-        println!(
-            "    flatness: {large} vs {small} backlog = {:.2}x",
-            base_large / base_small
+        let mut sum = Summary::default();
+
+        let base_small = throughput(&pg, small, &Exec::InProcess, None).await?;
+        let lite_small = throughput(&lite, small, &Exec::InProcess, Some(base_small)).await?;
+        sum.add(
+            format!("(a) in-process, {small} steps"),
+            base_small,
+            lite_small,
+            "steps/s",
         );
-        let wasm_small = throughput(&b, small, &wasm).await?;
-        println!(
-            "    wasm / in-process throughput at {small}: {:.0}%",
-            100.0 * wasm_small / base_small
+        let base_large = throughput(&pg, large, &Exec::InProcess, None).await?;
+        let lite_large = throughput(&lite, large, &Exec::InProcess, Some(base_large)).await?;
+        sum.add(
+            format!("(a) in-process, {large} steps"),
+            base_large,
+            lite_large,
+            "steps/s",
         );
-        let no_hooks = hook_cost(&b, small, &sandbox, false, true).await?;
-        let one_hook = hook_cost(&b, small, &sandbox, true, true).await?;
-        let outbox_only = hook_cost(&b, small, &sandbox, true, false).await?;
         println!(
-            "    one no-op hook on every step event / no hooks: {:.2}x throughput \
-             ({:.2}x when its deliveries wait until the steps are done: the outbox alone)",
-            one_hook / no_hooks,
-            outbox_only / no_hooks
+            "    flatness: {large} vs {small} backlog = {:.2}x on postgres, {:.2}x on sqlite",
+            base_large / base_small,
+            lite_large / lite_small
         );
-        let base_lat = latency(&b, lat_runs, &Exec::InProcess).await?;
-        let wasm_lat = latency(&b, lat_runs, &wasm).await?;
+        let wasm_small = throughput(&pg, small, &wasm, None).await?;
+        let lite_wasm_small = throughput(&lite, small, &wasm, Some(wasm_small)).await?;
+        sum.add(
+            format!("(a) wasm, {small} steps"),
+            wasm_small,
+            lite_wasm_small,
+            "steps/s",
+        );
         println!(
-            "    wasm / in-process P50 latency: {:.2}x",
-            wasm_lat / base_lat
+            "    wasm / in-process throughput at {small}: {:.0}% on postgres, {:.0}% on sqlite",
+            100.0 * wasm_small / base_small,
+            100.0 * lite_wasm_small / lite_small
         );
-        readiness(&b, big).await?;
-        b.drop_db().await?;
+
+        let pg_hooks = hook_costs(&pg, small, &sandbox, None).await?;
+        let lite_hooks = hook_costs(&lite, small, &sandbox, Some(pg_hooks)).await?;
+        for (i, what) in ["no hooks", "one hook", "one hook, delivered after"]
+            .iter()
+            .enumerate()
+        {
+            sum.add(
+                format!("(e) wasm, {small} steps, {what}"),
+                pg_hooks[i],
+                lite_hooks[i],
+                "steps/s",
+            );
+        }
+
+        let base_lat = latency(&pg, lat_runs, &Exec::InProcess, None).await?;
+        let lite_lat = latency(&lite, lat_runs, &Exec::InProcess, Some(base_lat)).await?;
+        let wasm_lat = latency(&pg, lat_runs, &wasm, None).await?;
+        let lite_wasm_lat = latency(&lite, lat_runs, &wasm, Some(wasm_lat)).await?;
+        println!(
+            "    wasm / in-process P50 latency: {:.2}x on postgres, {:.2}x on sqlite",
+            wasm_lat.0 / base_lat.0,
+            lite_wasm_lat.0 / lite_lat.0
+        );
+        sum.add("(c) in-process P50", base_lat.0, lite_lat.0, "ms");
+        sum.add("(c) in-process P99", base_lat.1, lite_lat.1, "ms");
+        sum.add("(c) wasm P50", wasm_lat.0, lite_wasm_lat.0, "ms");
+        sum.add("(c) wasm P99", wasm_lat.1, lite_wasm_lat.1, "ms");
+
+        let pg_ready = readiness(&pg, big, None).await?;
+        pg.drop_db().await?;
+        let lite_ready = readiness(&lite, big, Some(&pg_ready)).await?;
+        for (i, rows) in [10_000, big].iter().enumerate() {
+            sum.add(
+                format!("(d) Store::readiness, {rows} step rows"),
+                pg_ready[i],
+                lite_ready[i],
+                "µs",
+            );
+        }
+        lite.remove_files()?;
+        sum.print();
         Ok(())
     })
 }

@@ -262,7 +262,7 @@ async fn hook_deliveries_survive_a_killed_worker_in_order_and_at_least_once(db: 
 
     // The deliveries the dead worker held were claimed again by the rescuer.
     for id in &in_flight {
-        let sql = format!("SELECT claims FROM hook_outbox WHERE id = {id}");
+        let sql = format!("SELECT CAST(claims AS bigint) FROM hook_outbox WHERE id = {id}");
         let claims = count(&db, &sql).await;
         assert!(claims >= 2, "delivery {id} was claimed {claims} times");
         let sql =

@@ -34,7 +34,8 @@ pub struct WorkerConfig {
     pub id: String,
     /// Steps running at once.
     pub concurrency: usize,
-    /// Most steps per claim call.
+    /// Most steps per claim call. (The claim the recorder makes with a batch of
+    /// completions may take as many steps as that batch frees slots.)
     pub claim_batch: usize,
     /// Most outcomes per complete / fail call.
     pub record_batch: usize,
@@ -154,7 +155,17 @@ pub struct Worker<S: Store, E: Executor> {
 struct Finished {
     job: ClaimedStep,
     exec: Execution,
-    _permit: OwnedSemaphorePermit,
+    /// Its concurrency slot: freed once the outcome is recorded, or handed to a step the
+    /// recorder claims in the same call.
+    permit: OwnedSemaphorePermit,
+}
+
+/// What the recorder needs to start the steps it claims along with its completions.
+struct Relay {
+    sem: Arc<Semaphore>,
+    /// Weak, so that the recorder alone never keeps the channel (and itself) alive.
+    tx: mpsc::WeakUnboundedSender<Finished>,
+    stop: CancellationToken,
 }
 
 impl<S: Store + 'static, E: Executor> Worker<S, E> {
@@ -217,7 +228,12 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
         let bg = CancellationToken::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(bg.clone()));
         let sweeper = tokio::spawn(self.clone().sweep_loop(bg.clone()));
-        let recorder = tokio::spawn(self.clone().record_loop(rx));
+        let relay = Relay {
+            sem: sem.clone(),
+            tx: tx.downgrade(),
+            stop: stop.clone(),
+        };
+        let recorder = tokio::spawn(self.clone().record_loop(rx, relay));
 
         self.claim_loop(&sem, &tx, &stop).await;
         drop(tx);
@@ -294,27 +310,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                 }
             };
             let got = jobs.len();
-            self.stats.claimed.fetch_add(got as u64, Ordering::Relaxed);
-            for job in jobs {
-                let permit = permits.split(1).expect("one permit per claimed step");
-                self.held
-                    .lock()
-                    .expect("held leases")
-                    .insert(job.step_id, job.token);
-                if job.task_started {
-                    self.bus
-                        .publish(Event::task(events::TASK_STARTED, now, job.task_id));
-                }
-                self.bus.publish(Event::step(
-                    events::STEP_CLAIMED,
-                    now,
-                    job.task_id,
-                    job.step_id,
-                    &job.step_name,
-                    job.attempt as i32,
-                ));
-                tokio::spawn(self.clone().run_step(job, permit, tx.clone()));
-            }
+            self.start_jobs(jobs, &mut permits, tx, now);
             drop(permits);
             if got == 0 {
                 // Idle: a retry another worker scheduled may fall due before the next poll.
@@ -331,6 +327,40 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                     _ = stop.cancelled() => break,
                 }
             }
+        }
+    }
+
+    /// Takes claimed steps on: holds their leases, publishes their claim, and runs each on
+    /// one of `permits`.
+    fn start_jobs(
+        self: &Arc<Self>,
+        jobs: Vec<ClaimedStep>,
+        permits: &mut OwnedSemaphorePermit,
+        tx: &mpsc::UnboundedSender<Finished>,
+        now: DateTime<Utc>,
+    ) {
+        self.stats
+            .claimed
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        for job in jobs {
+            let permit = permits.split(1).expect("one permit per claimed step");
+            self.held
+                .lock()
+                .expect("held leases")
+                .insert(job.step_id, job.token);
+            if job.task_started {
+                self.bus
+                    .publish(Event::task(events::TASK_STARTED, now, job.task_id));
+            }
+            self.bus.publish(Event::step(
+                events::STEP_CLAIMED,
+                now,
+                job.task_id,
+                job.step_id,
+                &job.step_name,
+                job.attempt as i32,
+            ));
+            tokio::spawn(self.clone().run_step(job, permit, tx.clone()));
         }
     }
 
@@ -384,28 +414,37 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
         let started = std::time::Instant::now();
         let exec = self.executor.execute(&job).instrument(span).await;
         metrics::histogram!("tasker_step_duration_seconds").record(started.elapsed().as_secs_f64());
-        let _ = tx.send(Finished {
-            job,
-            exec,
-            _permit: permit,
-        });
+        let _ = tx.send(Finished { job, exec, permit });
     }
 
-    async fn record_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Finished>) {
+    async fn record_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Finished>, relay: Relay) {
         let mut buf = Vec::with_capacity(self.cfg.record_batch);
         while rx.recv_many(&mut buf, self.cfg.record_batch).await > 0 {
             let batch = std::mem::take(&mut buf);
-            self.record_batch(batch).await;
+            self.record_batch(batch, &relay).await;
         }
     }
 
-    async fn record_batch(&self, batch: Vec<Finished>) {
+    async fn record_batch(self: &Arc<Self>, batch: Vec<Finished>, relay: &Relay) {
+        // The batch's slots, all in one: the steps claimed along with the completions run on
+        // them, and the rest are freed when this returns.
+        let mut slots: Option<OwnedSemaphorePermit> = None;
+        let batch: Vec<(ClaimedStep, Execution)> = batch
+            .into_iter()
+            .map(|f| {
+                match slots.as_mut() {
+                    Some(s) => s.merge(f.permit),
+                    None => slots = Some(f.permit),
+                }
+                (f.job, f.exec)
+            })
+            .collect();
         let mut done: Vec<(usize, StepCompletion)> = Vec::new();
         let mut failed: Vec<(usize, StepFailure)> = Vec::new();
         let mut failed_templates = Vec::new();
-        for (i, f) in batch.iter().enumerate() {
-            let template = self.templates.get(&*self.store, &f.job.template_key).await;
-            match record::to_record(&f.job, &f.exec, template.as_deref()) {
+        for (i, (job, exec)) in batch.iter().enumerate() {
+            let template = self.templates.get(&*self.store, &job.template_key).await;
+            match record::to_record(job, exec, template.as_deref()) {
                 Record::Done(d) => done.push((i, d)),
                 Record::Failed(x) => {
                     failed.push((i, x));
@@ -415,23 +454,73 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
         }
         let now = self.clock.now();
         let mut released_children = false;
+        // A failure made its step claimable at once.
+        let mut retry_now = false;
+        // Some(true): the claim made with the completions took all it asked for, so more
+        // steps may be ready; Some(false): it left nothing claimable.
+        let mut claim_full = None;
         let mut ends = record::TaskEnds::default();
         if !done.is_empty() {
             let items: Vec<StepCompletion> = done.iter().map(|(_, d)| d.clone()).collect();
             let events: Vec<_> = done
                 .iter()
-                .flat_map(|(i, _)| record::custom_records(&batch[*i].job, &batch[*i].exec))
+                .flat_map(|(i, _)| record::custom_records(&batch[*i].0, &batch[*i].1))
                 .collect();
-            if let Some(recs) = self
-                .retrying("complete", || {
-                    self.store.complete_with_events(&items, &events, now)
-                })
-                .await
-            {
+            let mut claimed = None;
+            // Not once stopping: shutdown finishes what it holds and takes nothing new.
+            let tx = if relay.stop.is_cancelled() {
+                None
+            } else {
+                relay.tx.upgrade()
+            };
+            let mut recs = None;
+            if let (Some(tx), Some(slots)) = (&tx, slots.as_mut()) {
+                // All the slots this batch frees, topped up with free ones to a claim batch:
+                // one call refills what the batch emptied.
+                let extra = relay
+                    .sem
+                    .available_permits()
+                    .min(self.cfg.claim_batch.saturating_sub(slots.num_permits()));
+                if extra > 0
+                    && let Ok(more) = relay.sem.clone().try_acquire_many_owned(extra as u32)
+                {
+                    slots.merge(more);
+                }
+                let limit = slots.num_permits();
+                match self
+                    .store
+                    .complete_and_claim(
+                        &items,
+                        &events,
+                        &self.cfg.id,
+                        u32::try_from(limit).unwrap_or(u32::MAX),
+                        self.cfg.lease,
+                        now,
+                    )
+                    .await
+                {
+                    Ok((outcomes, jobs)) => {
+                        recs = Some(outcomes);
+                        claim_full = Some(jobs.len() >= limit);
+                        claimed = Some((jobs, tx));
+                    }
+                    // Its transaction rolled back: record alone, as without it, and leave
+                    // the claiming to the claim loop.
+                    Err(e) => tracing::warn!(error = %e, "complete and claim failed"),
+                }
+            }
+            if recs.is_none() {
+                recs = self
+                    .retrying("complete", || {
+                        self.store.complete_with_events(&items, &events, now)
+                    })
+                    .await;
+            }
+            if let Some(recs) = recs {
                 for ((i, _), rec) in done.iter().zip(&recs) {
-                    let f = &batch[*i];
-                    record::publish_custom(&self.bus, now, &f.job, &f.exec);
-                    record::publish_completed(&self.bus, now, &f.job, rec, &mut ends);
+                    let (job, exec) = &batch[*i];
+                    record::publish_custom(&self.bus, now, job, exec);
+                    record::publish_completed(&self.bus, now, job, rec, &mut ends);
                     if rec.refusal.is_some() {
                         self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
                     } else {
@@ -440,6 +529,12 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                     }
                 }
             }
+            // Their leases are over; then the new ones start (a step can come back with a
+            // new token).
+            self.drop_leases(done.iter().map(|(i, _)| &batch[*i].0));
+            if let (Some((jobs, tx)), Some(slots)) = (claimed, slots.as_mut()) {
+                self.start_jobs(jobs, slots, tx, now);
+            }
         }
         if !failed.is_empty() {
             let mut items: Vec<StepFailure> = failed.iter().map(|(_, x)| x.clone()).collect();
@@ -447,7 +542,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                 .iter()
                 .zip(&failed_templates)
                 .map(|((i, _), t)| {
-                    let job = &batch[*i].job;
+                    let job = &batch[*i].0;
                     (job, t.as_deref().and_then(|t| t.step(&job.step_name)))
                 })
                 .collect();
@@ -456,7 +551,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                     .await;
             let events: Vec<_> = failed
                 .iter()
-                .flat_map(|(i, _)| record::custom_records(&batch[*i].job, &batch[*i].exec))
+                .flat_map(|(i, _)| record::custom_records(&batch[*i].0, &batch[*i].1))
                 .collect();
             if let Some(recs) = self
                 .retrying("fail", || {
@@ -465,9 +560,9 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                 .await
             {
                 for (((i, _), x), rec) in failed.iter().zip(&items).zip(&recs) {
-                    let f = &batch[*i];
-                    record::publish_custom(&self.bus, now, &f.job, &f.exec);
-                    record::publish_failed(&self.bus, now, &f.job, x, rec, &mut ends);
+                    let (job, exec) = &batch[*i];
+                    record::publish_custom(&self.bus, now, job, exec);
+                    record::publish_failed(&self.bus, now, job, x, rec, &mut ends);
                     if rec.refusal.is_some() {
                         self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
                     } else {
@@ -475,21 +570,29 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                     }
                     if let Some(t) = rec.next_ready_at {
                         self.note_due(t);
+                        retry_now |= t <= now;
                     }
                 }
             }
+            self.drop_leases(failed.iter().map(|(i, _)| &batch[*i].0));
         }
         ends.publish(&self.bus, now);
-        {
-            let mut held = self.held.lock().expect("held leases");
-            for f in &batch {
-                held.remove(&f.job.step_id);
-            }
-        }
-        if released_children {
+        // Children were released: claim them, unless the claim above already took every
+        // claimable step (it ran before the failures, whose retries may be due at once).
+        if claim_full.unwrap_or(released_children) || retry_now {
             self.wake.notify_one();
         }
-        // Dropping `batch` frees the concurrency permits.
+        // Dropping `slots` frees the concurrency permits not handed on.
+    }
+
+    /// Forgets the leases of these claims (a lease since renewed under a new token stays).
+    fn drop_leases<'a>(&self, jobs: impl Iterator<Item = &'a ClaimedStep>) {
+        let mut held = self.held.lock().expect("held leases");
+        for job in jobs {
+            if held.get(&job.step_id) == Some(&job.token) {
+                held.remove(&job.step_id);
+            }
+        }
     }
 
     /// Retries a store call that failed retryably until the lease would be gone anyway; the

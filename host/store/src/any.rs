@@ -258,4 +258,16 @@ impl Store for AnyStore {
     async fn task_transitions(&self, task_id: TaskId) -> Result<Vec<TransitionRow<TaskState>>> {
         delegate!(self, s => s.task_transitions(task_id))
     }
+
+    async fn complete_and_claim(
+        &self,
+        items: &[StepCompletion],
+        events: &[CustomEventRecord],
+        worker: &str,
+        claim_limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)> {
+        delegate!(self, s => s.complete_and_claim(items, events, worker, claim_limit, lease, now))
+    }
 }

@@ -276,6 +276,43 @@ fn transition_row<S>(
     })
 }
 
+fn claimed_step(row: &PgRow) -> Result<ClaimedStep> {
+    let handler: String = col(row, "handler")?;
+    let limits: Value = col(row, "limits")?;
+    let grants: Value = col(row, "grants")?;
+    Ok(ClaimedStep {
+        step_id: col(row, "step_id")?,
+        task_id: col(row, "task_id")?,
+        token: col(row, "token")?,
+        attempt: u32_col(row, "attempt")?,
+        max_attempts: u32_col(row, "max_attempts")?,
+        step_name: col(row, "step_name")?,
+        handler: handler
+            .parse()
+            .map_err(|e| StoreError::decode("template_steps.handler", e))?,
+        config: col(row, "config")?,
+        limits: serde_json::from_value(limits)
+            .map_err(|e| StoreError::decode("template_steps.limits", e))?,
+        grants: serde_json::from_value(grants)
+            .map_err(|e| StoreError::decode("template_steps.grants", e))?,
+        context: col(row, "context")?,
+        parent_results: col(row, "parent_results")?,
+        template_key: col(row, "template_key")?,
+        lease_expires_at: col(row, "lease_expires_at")?,
+        task_started: col(row, "task_started")?,
+        pinned_hash: col(row, "pinned_hash")?,
+    })
+}
+
+fn completion_outcome(row: &PgRow) -> Result<CompletionOutcome> {
+    Ok(CompletionOutcome {
+        step_id: col(row, "step_id")?,
+        task_id: col(row, "task_id")?,
+        refusal: refusal(row)?,
+        task_finalized: opt_task_state(col(row, "task_state")?)?,
+    })
+}
+
 impl Store for PgStore {
     async fn register_template(&self, template: &Template) -> Result<RegisteredTemplate> {
         let definition = serde_json::to_value(template)
@@ -340,35 +377,7 @@ impl Store for PgStore {
             .bind(now)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let handler: String = col(row, "handler")?;
-                let limits: Value = col(row, "limits")?;
-                let grants: Value = col(row, "grants")?;
-                Ok(ClaimedStep {
-                    step_id: col(row, "step_id")?,
-                    task_id: col(row, "task_id")?,
-                    token: col(row, "token")?,
-                    attempt: u32_col(row, "attempt")?,
-                    max_attempts: u32_col(row, "max_attempts")?,
-                    step_name: col(row, "step_name")?,
-                    handler: handler
-                        .parse()
-                        .map_err(|e| StoreError::decode("template_steps.handler", e))?,
-                    config: col(row, "config")?,
-                    limits: serde_json::from_value(limits)
-                        .map_err(|e| StoreError::decode("template_steps.limits", e))?,
-                    grants: serde_json::from_value(grants)
-                        .map_err(|e| StoreError::decode("template_steps.grants", e))?,
-                    context: col(row, "context")?,
-                    parent_results: col(row, "parent_results")?,
-                    template_key: col(row, "template_key")?,
-                    lease_expires_at: col(row, "lease_expires_at")?,
-                    task_started: col(row, "task_started")?,
-                    pinned_hash: col(row, "pinned_hash")?,
-                })
-            })
-            .collect()
+        rows.iter().map(claimed_step).collect()
     }
 
     async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>> {
@@ -396,6 +405,25 @@ impl Store for PgStore {
         }
         let mut tx = self.pool.begin().await?;
         let out = complete_on(&mut *tx, items, now).await?;
+        crate::pg_hooks::enqueue_custom(&mut *tx, events, now).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn complete_and_claim(
+        &self,
+        items: &[StepCompletion],
+        events: &[CustomEventRecord],
+        worker: &str,
+        claim_limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)> {
+        if events.is_empty() {
+            return complete_and_claim_on(&self.pool, items, worker, claim_limit, lease, now).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        let out = complete_and_claim_on(&mut *tx, items, worker, claim_limit, lease, now).await?;
         crate::pg_hooks::enqueue_custom(&mut *tx, events, now).await?;
         tx.commit().await?;
         Ok(out)
@@ -745,6 +773,58 @@ impl Store for PgStore {
     }
 }
 
+/// complete_steps' array arguments, one element per item.
+struct CompletionArgs {
+    ids: Vec<i64>,
+    tokens: Vec<i64>,
+    results: Vec<Value>,
+    fuel: Vec<Option<i64>>,
+    mem: Vec<Option<i64>>,
+    wall: Vec<Option<i64>>,
+    hash: Vec<Option<String>>,
+}
+
+impl CompletionArgs {
+    fn new(items: &[StepCompletion]) -> Result<Self> {
+        let mut a = CompletionArgs {
+            ids: Vec::with_capacity(items.len()),
+            tokens: Vec::with_capacity(items.len()),
+            results: Vec::with_capacity(items.len()),
+            fuel: Vec::with_capacity(items.len()),
+            mem: Vec::with_capacity(items.len()),
+            wall: Vec::with_capacity(items.len()),
+            hash: Vec::with_capacity(items.len()),
+        };
+        for c in items {
+            a.ids.push(c.step_id);
+            a.tokens.push(c.token);
+            a.results.push(c.result.clone());
+            a.fuel.push(opt_i64(c.accounting.fuel, "fuel")?);
+            a.mem.push(opt_i64(
+                c.accounting.peak_memory_bytes,
+                "peak_memory_bytes",
+            )?);
+            a.wall.push(opt_i64(c.accounting.wall_us, "wall_us")?);
+            a.hash.push(c.accounting.plugin_hash.clone());
+        }
+        Ok(a)
+    }
+
+    /// Binds the seven arrays, in complete_steps' order, after the query's earlier ones.
+    fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        q.bind(&self.ids)
+            .bind(&self.tokens)
+            .bind(&self.results)
+            .bind(&self.fuel)
+            .bind(&self.mem)
+            .bind(&self.wall)
+            .bind(&self.hash)
+    }
+}
+
 async fn complete_on<'c, E: sqlx::PgExecutor<'c>>(
     db: E,
     items: &[StepCompletion],
@@ -753,43 +833,49 @@ async fn complete_on<'c, E: sqlx::PgExecutor<'c>>(
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<i64> = items.iter().map(|c| c.step_id).collect();
-    let tokens: Vec<i64> = items.iter().map(|c| c.token).collect();
-    let results: Vec<Value> = items.iter().map(|c| c.result.clone()).collect();
-    let mut fuel = Vec::with_capacity(items.len());
-    let mut mem = Vec::with_capacity(items.len());
-    let mut wall = Vec::with_capacity(items.len());
-    let mut hash = Vec::with_capacity(items.len());
-    for c in items {
-        fuel.push(opt_i64(c.accounting.fuel, "fuel")?);
-        mem.push(opt_i64(
-            c.accounting.peak_memory_bytes,
-            "peak_memory_bytes",
-        )?);
-        wall.push(opt_i64(c.accounting.wall_us, "wall_us")?);
-        hash.push(c.accounting.plugin_hash.clone());
-    }
-    let rows = sqlx::query("SELECT * FROM complete_steps($1, $2, $3, $4, $5, $6, $7, $8)")
-        .bind(&ids)
-        .bind(&tokens)
-        .bind(&results)
-        .bind(&fuel)
-        .bind(&mem)
-        .bind(&wall)
-        .bind(&hash)
+    let args = CompletionArgs::new(items)?;
+    let rows = args
+        .bind(sqlx::query(
+            "SELECT * FROM complete_steps($1, $2, $3, $4, $5, $6, $7, $8)",
+        ))
         .bind(now)
         .fetch_all(db)
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(CompletionOutcome {
-                step_id: col(row, "step_id")?,
-                task_id: col(row, "task_id")?,
-                refusal: refusal(row)?,
-                task_finalized: opt_task_state(col(row, "task_state")?)?,
-            })
-        })
-        .collect()
+    rows.iter().map(completion_outcome).collect()
+}
+
+/// complete_and_claim_steps: completion outcomes (input order), then the claimed steps.
+async fn complete_and_claim_on<'c, E: sqlx::PgExecutor<'c>>(
+    db: E,
+    items: &[StepCompletion],
+    worker: &str,
+    claim_limit: u32,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)> {
+    let limit = i32::try_from(claim_limit)
+        .map_err(|_| StoreError::InvalidInput(format!("claim limit {claim_limit} is too large")))?;
+    let args = CompletionArgs::new(items)?;
+    let rows = args
+        .bind(sqlx::query(
+            "SELECT * FROM complete_and_claim_steps($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        ))
+        .bind(worker)
+        .bind(limit)
+        .bind(interval(lease, "lease")?)
+        .bind(now)
+        .fetch_all(db)
+        .await?;
+    let mut outcomes = Vec::with_capacity(items.len());
+    let mut claimed = Vec::new();
+    for row in &rows {
+        if col::<bool>(row, "claimed")? {
+            claimed.push(claimed_step(row)?);
+        } else {
+            outcomes.push(completion_outcome(row)?);
+        }
+    }
+    Ok((outcomes, claimed))
 }
 
 /// `decisions[i]` says who decided `items[i]` (missing: the built-in policy).
