@@ -22,9 +22,7 @@ pub enum Db {
 impl Db {
     /// A new SQLite location under target/tmp, unique to this test.
     pub fn sqlite(test: &str) -> Db {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = scratch(&format!("{test}-{}", N.fetch_add(1, Ordering::Relaxed)));
-        Db::Sqlite(dir.join("tasker.db"))
+        Db::Sqlite(scratch(test).join("tasker.db"))
     }
 
     /// The DATABASE_URL that selects this database.
@@ -124,10 +122,14 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// A fresh scratch directory under target/tmp.
+/// Unique per call: a scenario's two backends run at the same time in one process.
 pub fn scratch(name: &str) -> PathBuf {
-    let d = root()
-        .join("target/tmp/tasker-cli-tests")
-        .join(format!("{name}-{}", std::process::id()));
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = root().join("target/tmp/tasker-cli-tests").join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
