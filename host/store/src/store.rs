@@ -89,8 +89,8 @@ pub trait Store: Send + Sync {
     ///
     /// This default makes two calls, and its claim is best effort: if it fails after the
     /// completions were recorded, the outcomes are returned with no claimed step (the
-    /// worker's claim loop will take the work). PostgreSQL overrides it with one call and
-    /// one transaction.
+    /// worker's claim loop will take the work). Both stores override it with one
+    /// transaction.
     fn complete_and_claim(
         &self,
         items: &[StepCompletion],

@@ -734,6 +734,42 @@ fn claimed_step(row: &SqliteRow, started: &HashSet<TaskId>) -> Result<ClaimedSte
     })
 }
 
+/// A claim's arguments, checked and converted as `claim_ready_steps` checks them: the limit,
+/// and the lease's expiry from `now` (both in µs).
+struct ClaimArgs {
+    limit: i32,
+    now: i64,
+    expires: i64,
+}
+
+fn claim_args(
+    fname: &str,
+    worker: &str,
+    limit: u32,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<ClaimArgs> {
+    let limit = i32::try_from(limit)
+        .map_err(|_| StoreError::InvalidInput(format!("claim limit {limit} is too large")))?;
+    let lease = lease_micros(lease)?;
+    if worker.is_empty() {
+        return Err(StoreError::InvalidInput(format!(
+            "{fname}: worker must be a non-empty name"
+        )));
+    }
+    if lease <= 0 {
+        return Err(StoreError::InvalidInput(format!(
+            "{fname}: lease must be positive, got 00:00:00"
+        )));
+    }
+    let now = us(now);
+    Ok(ClaimArgs {
+        limit,
+        now,
+        expires: plus_us(now, lease)?,
+    })
+}
+
 pub(super) async fn claim(
     s: &SqliteStore,
     worker: &str,
@@ -741,33 +777,19 @@ pub(super) async fn claim(
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<Vec<ClaimedStep>> {
-    let limit = i32::try_from(limit)
-        .map_err(|_| StoreError::InvalidInput(format!("claim limit {limit} is too large")))?;
-    let lease = lease_micros(lease)?;
-    if worker.is_empty() {
-        return Err(StoreError::InvalidInput(
-            "claim_ready_steps: worker must be a non-empty name".into(),
-        ));
-    }
     if limit < 1 {
         return Err(StoreError::InvalidInput(format!(
             "claim_ready_steps: limit must be >= 1, got {limit}"
         )));
     }
-    if lease <= 0 {
-        return Err(StoreError::InvalidInput(
-            "claim_ready_steps: lease must be positive, got 00:00:00".into(),
-        ));
-    }
-    let now = us(now);
-    let expires = plus_us(now, lease)?;
+    let args = claim_args("claim_ready_steps", worker, limit, lease, now)?;
 
     // Idle workers poll: answer "nothing ready" from a reader, without the write lock. A
     // step that becomes ready after this look is found by the next claim, as on PostgreSQL.
     let any: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM steps WHERE ready_at IS NOT NULL AND ready_at <= ?)",
     )
-    .bind(now)
+    .bind(args.now)
     .fetch_one(s.reader())
     .await?;
     if !any {
@@ -775,6 +797,57 @@ pub(super) async fn claim(
     }
 
     let mut tx = s.write().await?;
+    let claimed = claim_in(&mut tx, worker, &args).await?;
+    if claimed.is_empty() {
+        tx.rollback().await?;
+        return Ok(Vec::new());
+    }
+    commit(tx).await?;
+    Ok(claimed)
+}
+
+/// `complete_steps` then `claim_ready_steps` in one write transaction, as PostgreSQL's
+/// `complete_and_claim_steps` does: a hop of a chain is one transaction, and a refused
+/// completion does not stop the claim.
+pub(super) async fn complete_and_claim(
+    s: &SqliteStore,
+    items: &[StepCompletion],
+    events: &[CustomEventRecord],
+    worker: &str,
+    claim_limit: u32,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)> {
+    let args = if claim_limit > 0 {
+        Some(claim_args(
+            "complete_and_claim_steps",
+            worker,
+            claim_limit,
+            lease,
+            now,
+        )?)
+    } else {
+        None
+    };
+    let mut tx = s.write().await?;
+    let out = complete_in(&mut tx, items, us(now)).await?;
+    let accepted = out.iter().filter(|o| o.accepted()).map(|o| o.step_id);
+    enqueue_custom(&mut tx, events, accepted, now).await?;
+    let claimed = match &args {
+        Some(args) => claim_in(&mut tx, worker, args).await?,
+        None => Vec::new(),
+    };
+    commit(tx).await?;
+    Ok((out, claimed))
+}
+
+/// The claim itself, inside the caller's write transaction.
+async fn claim_in(tx: &mut Tx, worker: &str, args: &ClaimArgs) -> Result<Vec<ClaimedStep>> {
+    let ClaimArgs {
+        limit,
+        now,
+        expires,
+    } = *args;
     // The claim queue, oldest first: the partial index steps_claim_queue.
     let ids: Vec<StepId> = sqlx::query_scalar(
         "SELECT id FROM steps WHERE ready_at IS NOT NULL AND ready_at <= ? \
@@ -782,14 +855,13 @@ pub(super) async fn claim(
     )
     .bind(now)
     .bind(limit)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     if ids.is_empty() {
-        tx.rollback().await?;
         return Ok(Vec::new());
     }
     let ids_json = id_list(&ids);
-    set_reason(&mut tx, Some("claim")).await?;
+    set_reason(tx, Some("claim")).await?;
     let tasks: Vec<TaskId> = sqlx::query_scalar(
         "UPDATE steps \
          SET state = 'in_progress', ready_at = NULL, claim_count = claim_count + 1, \
@@ -801,7 +873,7 @@ pub(super) async fn claim(
     .bind(now)
     .bind(expires)
     .bind(&ids_json)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     let tasks: BTreeSet<TaskId> = tasks.into_iter().collect();
     let tasks: Vec<TaskId> = tasks.into_iter().collect();
@@ -815,19 +887,18 @@ pub(super) async fn claim(
     )
     .bind(now)
     .bind(id_list(&tasks))
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     let started: HashSet<TaskId> = started.into_iter().collect();
 
     let rows = sqlx::query(CLAIMED_COLUMNS)
         .bind(&ids_json)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
     let claimed = rows
         .iter()
         .map(|r| claimed_step(r, &started))
         .collect::<Result<Vec<_>>>()?;
-    commit(tx).await?;
     Ok(claimed)
 }
 

@@ -260,6 +260,18 @@ impl Store for SqliteStore {
         hot::fail(self, items, decisions, events, now).await
     }
 
+    async fn complete_and_claim(
+        &self,
+        items: &[StepCompletion],
+        events: &[CustomEventRecord],
+        worker: &str,
+        claim_limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)> {
+        hot::complete_and_claim(self, items, events, worker, claim_limit, lease, now).await
+    }
+
     async fn claim_hook_deliveries(
         &self,
         worker: &str,
