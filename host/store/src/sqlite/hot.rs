@@ -25,7 +25,7 @@ use crate::error::StoreError;
 use crate::store::Result;
 use crate::types::*;
 
-type Tx = Transaction<'static, Sqlite>;
+pub(super) type Tx = Transaction<'static, Sqlite>;
 
 // ---------------------------------------------------------------------------------------------
 // register_template (0004)
@@ -478,7 +478,7 @@ pub(super) async fn create_task(
 
 /// Commit, clearing the reason first: PostgreSQL's `tasker.reason` is transaction-local, and
 /// tasker_ctx's row outlives the transaction.
-async fn commit(mut tx: Tx) -> Result<()> {
+pub(super) async fn commit(mut tx: Tx) -> Result<()> {
     set_reason(&mut tx, None).await?;
     tx.commit().await?;
     Ok(())
@@ -590,10 +590,11 @@ async fn current(tx: &mut Tx, ids: &[StepId]) -> Result<HashMap<StepId, Current>
         .collect()
 }
 
-/// `tasker_release_children`: the children of steps that just became complete lose those
-/// parents; the ones left with none become claimable now.
-async fn release_children(tx: &mut Tx, parents: &[StepId], now: i64) -> Result<()> {
-    sqlx::query(
+/// `tasker_release_children`: the children of steps that just became complete (or were
+/// resolved) lose those parents; the ones left with none become claimable now. Returns how
+/// many did.
+pub(super) async fn release_children(tx: &mut Tx, parents: &[StepId], now: i64) -> Result<u32> {
+    let ready: Vec<bool> = sqlx::query_scalar(
         "UPDATE steps \
          SET unfinished_parents = steps.unfinished_parents - d.n, \
              ready_at = CASE WHEN steps.state IN ('pending', 'waiting_for_retry') \
@@ -603,13 +604,15 @@ async fn release_children(tx: &mut Tx, parents: &[StepId], now: i64) -> Result<(
          FROM (SELECT e.child_id, count(*) AS n FROM edges e \
                WHERE e.parent_id IN (SELECT value FROM json_each(?2)) \
                GROUP BY e.child_id) AS d \
-         WHERE steps.id = d.child_id",
+         WHERE steps.id = d.child_id \
+         RETURNING steps.ready_at IS NOT NULL AND steps.unfinished_parents = 0",
     )
     .bind(now)
     .bind(id_list(parents))
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(())
+    let n = ready.into_iter().filter(|r| *r).count();
+    u32::try_from(n).map_err(|_| StoreError::decode("released children", n))
 }
 
 /// Add `n` to a counter column of each task: `(task, n)` pairs.
@@ -637,7 +640,7 @@ async fn add_to_tasks(
 /// `tasker_finalize_tasks`: complete when no unfinished step is left; error when a step is in
 /// error and nothing else can move. Returns the finalized tasks and their new state. Tasks
 /// are updated in ascending id order, PostgreSQL's event order.
-async fn finalize_tasks(
+pub(super) async fn finalize_tasks(
     tx: &mut Tx,
     tasks: &BTreeSet<TaskId>,
     now: i64,

@@ -2,17 +2,17 @@
 //! statement for statement (the audit triggers write the transitions); its RAISEs map to the
 //! errors PostgreSQL's SQLSTATEs map to: P0002 -> NotFound, 55000 -> InvalidState.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{Sqlite, Transaction};
 
+use super::hot::{Tx, commit, finalize_tasks, release_children};
 use super::rows::task_state;
 use super::{SqliteStore, set_reason, us};
 use crate::error::StoreError;
 use crate::store::Result;
 use crate::types::*;
-
-type Tx = Transaction<'static, Sqlite>;
 
 async fn task_state_of(tx: &mut Tx, task_id: TaskId) -> Result<Option<String>> {
     Ok(sqlx::query_scalar("SELECT state FROM tasks WHERE id = ?")
@@ -194,7 +194,7 @@ pub(super) async fn resolve_step(
     .bind(step_id)
     .execute(&mut *tx)
     .await?;
-    let ready = release_children(&mut tx, step_id, now).await?;
+    let ready = release_children(&mut tx, &[step_id], now).await?;
 
     let task_state_now: String = sqlx::query_scalar(
         "UPDATE tasks \
@@ -224,7 +224,7 @@ pub(super) async fn resolve_step(
         .execute(&mut *tx)
         .await?;
     }
-    finalize_task(&mut tx, task_id, now).await?;
+    finalize_tasks(&mut tx, &BTreeSet::from([task_id]), now).await?;
     let final_state = task_state_of(&mut tx, task_id)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("unknown task {task_id}")))?;
@@ -235,58 +235,6 @@ pub(super) async fn resolve_step(
         ready_children: ready,
         task_state: task_state(&final_state)?,
     })
-}
-
-/// `tasker_release_children(ARRAY[parent], now)`: the parent's children count one unfinished
-/// parent less, and those reaching zero become claimable now. Returns how many did.
-async fn release_children(tx: &mut Tx, parent: StepId, now: i64) -> Result<u32> {
-    // An edge is (parent, child) unique, so each child loses exactly one parent here.
-    let ready: Vec<bool> = sqlx::query_scalar(
-        "UPDATE steps \
-         SET unfinished_parents = unfinished_parents - 1, \
-             ready_at = CASE WHEN state IN ('pending', 'waiting_for_retry') \
-                                  AND unfinished_parents = 1 \
-                             THEN ?1 ELSE ready_at END, \
-             updated_at = ?1 \
-         WHERE id IN (SELECT child_id FROM edges WHERE parent_id = ?2) \
-         RETURNING ready_at IS NOT NULL AND unfinished_parents = 0",
-    )
-    .bind(now)
-    .bind(parent)
-    .fetch_all(&mut **tx)
-    .await?;
-    count(ready.into_iter().filter(|r| *r).count() as u64)
-}
-
-/// `tasker_finalize_tasks(ARRAY[task], now)`: complete when no unfinished step is left; error
-/// when a step is in error and nothing else can move.
-async fn finalize_task(tx: &mut Tx, task_id: TaskId, now: i64) -> Result<()> {
-    sqlx::query(
-        "UPDATE tasks \
-         SET state = CASE WHEN unfinished_steps = 0 THEN 'complete' ELSE 'error' END, \
-             finished_at = ?1, updated_at = ?1 \
-         WHERE id = ?2 \
-           AND state IN ('pending', 'in_progress') \
-           AND (unfinished_steps = 0 \
-                OR (error_steps > 0 \
-                    AND NOT EXISTS (SELECT 1 FROM steps s \
-                                    WHERE s.task_id = tasks.id \
-                                      AND (s.state IN ('in_progress', 'waiting_for_retry') \
-                                           OR s.ready_at IS NOT NULL))))",
-    )
-    .bind(now)
-    .bind(task_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Commit, clearing the reason first: PostgreSQL's `tasker.reason` is transaction-local, and
-/// tasker_ctx's row outlives the transaction.
-async fn commit(mut tx: Tx) -> Result<()> {
-    set_reason(&mut tx, None).await?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// A row count as PostgreSQL's `int` result column.
