@@ -1,7 +1,8 @@
 //! Engine benchmark on PostgreSQL and on the embedded SQLite store (a bench binary, not a
 //! timed test).
 //!
-//! `cargo bench -p tasker-cli --bench engine` (add `-- --quick` for smaller sizes).
+//! `cargo bench -p tasker-cli --bench engine` (add `-- --quick` for smaller sizes, and
+//! `-- --only=ac` to run some of the sections a, c, d, e; `--only=c` is the latency alone).
 //! Throughput and latency are measured twice in the same run: with the in-process no-op
 //! executor (the baseline) and with the real WASM `noop` plugin through the sandbox, and the
 //! WASM figures are reported as a ratio of the baseline. Build the plugins first
@@ -183,8 +184,7 @@ struct Pg {
 
 impl Pg {
     async fn pool(&self, n: u32) -> Result<PgPool> {
-        Ok(PgPoolOptions::new()
-            .max_connections(n)
+        Ok(PgStore::pool_options(n)
             .connect_with(self.opts.clone().database(BENCH_DB))
             .await?)
     }
@@ -225,8 +225,12 @@ impl Backend for Pg {
         Ok(PgStore::new(pool))
     }
 
+    /// Its connections are open: a worker uses up to three at once (claim, record, sweep).
     async fn worker_store(&self, _setup: &PgStore) -> Result<Arc<PgStore>> {
-        Ok(Arc::new(PgStore::new(self.pool(4).await?)))
+        let pool = self.pool(4).await?;
+        let open = futures::future::try_join_all((0..3).map(|_| pool.acquire())).await?;
+        drop(open);
+        Ok(Arc::new(PgStore::new(pool)))
     }
 
     /// One `create_task` statement per 1,000 tasks, then VACUUM ANALYZE.
@@ -485,9 +489,13 @@ async fn throughput<B: Backend>(b: &B, steps: usize, exec: &Exec, pg: Option<f64
     let stop = CancellationToken::new();
     let mut stats = Vec::new();
     let mut runs = Vec::new();
+    // The workers' connections are open before the clock starts, as a running worker's are.
+    let mut stores = Vec::new();
+    for _ in 0..2 {
+        stores.push(b.worker_store(&setup).await?);
+    }
     let started = Instant::now();
-    for i in 0..2 {
-        let store = b.worker_store(&setup).await?;
+    for (i, store) in stores.into_iter().enumerate() {
         let (st, _, h) = start_worker(
             exec,
             store,
@@ -790,6 +798,15 @@ fn main() -> Result<()> {
     // SAFETY: single-threaded here, before the runtime starts.
     unsafe { std::env::remove_var("RUST_BACKTRACE") };
     let quick = std::env::args().any(|a| a == "--quick");
+    let only: Option<String> =
+        std::env::args().find_map(|a| a.strip_prefix("--only=").map(str::to_owned));
+    if let Some(bad) = only
+        .as_deref()
+        .and_then(|o| o.chars().find(|c| !"acde".contains(*c)))
+    {
+        anyhow::bail!("--only: unknown section '{bad}' (sections are a, c, d, e)");
+    }
+    let run = move |section: char| only.as_deref().is_none_or(|o| o.contains(section));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -823,79 +840,86 @@ fn main() -> Result<()> {
         let wasm = Exec::Wasm(sandbox.clone());
         let mut sum = Summary::default();
 
-        let base_small = throughput(&pg, small, &Exec::InProcess, None).await?;
-        let lite_small = throughput(&lite, small, &Exec::InProcess, Some(base_small)).await?;
-        sum.add(
-            format!("(a) in-process, {small} steps"),
-            base_small,
-            lite_small,
-            "steps/s",
-        );
-        let base_large = throughput(&pg, large, &Exec::InProcess, None).await?;
-        let lite_large = throughput(&lite, large, &Exec::InProcess, Some(base_large)).await?;
-        sum.add(
-            format!("(a) in-process, {large} steps"),
-            base_large,
-            lite_large,
-            "steps/s",
-        );
-        println!(
-            "    flatness: {large} vs {small} backlog = {:.2}x on postgres, {:.2}x on sqlite",
-            base_large / base_small,
-            lite_large / lite_small
-        );
-        let wasm_small = throughput(&pg, small, &wasm, None).await?;
-        let lite_wasm_small = throughput(&lite, small, &wasm, Some(wasm_small)).await?;
-        sum.add(
-            format!("(a) wasm, {small} steps"),
-            wasm_small,
-            lite_wasm_small,
-            "steps/s",
-        );
-        println!(
-            "    wasm / in-process throughput at {small}: {:.0}% on postgres, {:.0}% on sqlite",
-            100.0 * wasm_small / base_small,
-            100.0 * lite_wasm_small / lite_small
-        );
-
-        let pg_hooks = hook_costs(&pg, small, &sandbox, None).await?;
-        let lite_hooks = hook_costs(&lite, small, &sandbox, Some(pg_hooks)).await?;
-        for (i, what) in ["no hooks", "one hook", "one hook, delivered after"]
-            .iter()
-            .enumerate()
-        {
+        if run('a') {
+            let base_small = throughput(&pg, small, &Exec::InProcess, None).await?;
+            let lite_small = throughput(&lite, small, &Exec::InProcess, Some(base_small)).await?;
             sum.add(
-                format!("(e) wasm, {small} steps, {what}"),
-                pg_hooks[i],
-                lite_hooks[i],
+                format!("(a) in-process, {small} steps"),
+                base_small,
+                lite_small,
                 "steps/s",
             );
+            let base_large = throughput(&pg, large, &Exec::InProcess, None).await?;
+            let lite_large = throughput(&lite, large, &Exec::InProcess, Some(base_large)).await?;
+            sum.add(
+                format!("(a) in-process, {large} steps"),
+                base_large,
+                lite_large,
+                "steps/s",
+            );
+            println!(
+                "    flatness: {large} vs {small} backlog = {:.2}x on postgres, {:.2}x on sqlite",
+                base_large / base_small,
+                lite_large / lite_small
+            );
+            let wasm_small = throughput(&pg, small, &wasm, None).await?;
+            let lite_wasm_small = throughput(&lite, small, &wasm, Some(wasm_small)).await?;
+            sum.add(
+                format!("(a) wasm, {small} steps"),
+                wasm_small,
+                lite_wasm_small,
+                "steps/s",
+            );
+            println!(
+                "    wasm / in-process throughput at {small}: {:.0}% on postgres, {:.0}% on sqlite",
+                100.0 * wasm_small / base_small,
+                100.0 * lite_wasm_small / lite_small
+            );
+        }
+        if run('e') {
+            let pg_hooks = hook_costs(&pg, small, &sandbox, None).await?;
+            let lite_hooks = hook_costs(&lite, small, &sandbox, Some(pg_hooks)).await?;
+            for (i, what) in ["no hooks", "one hook", "one hook, delivered after"]
+                .iter()
+                .enumerate()
+            {
+                sum.add(
+                    format!("(e) wasm, {small} steps, {what}"),
+                    pg_hooks[i],
+                    lite_hooks[i],
+                    "steps/s",
+                );
+            }
         }
 
-        let base_lat = latency(&pg, lat_runs, &Exec::InProcess, None).await?;
-        let lite_lat = latency(&lite, lat_runs, &Exec::InProcess, Some(base_lat)).await?;
-        let wasm_lat = latency(&pg, lat_runs, &wasm, None).await?;
-        let lite_wasm_lat = latency(&lite, lat_runs, &wasm, Some(wasm_lat)).await?;
-        println!(
-            "    wasm / in-process P50 latency: {:.2}x on postgres, {:.2}x on sqlite",
-            wasm_lat.0 / base_lat.0,
-            lite_wasm_lat.0 / lite_lat.0
-        );
-        sum.add("(c) in-process P50", base_lat.0, lite_lat.0, "ms");
-        sum.add("(c) in-process P99", base_lat.1, lite_lat.1, "ms");
-        sum.add("(c) wasm P50", wasm_lat.0, lite_wasm_lat.0, "ms");
-        sum.add("(c) wasm P99", wasm_lat.1, lite_wasm_lat.1, "ms");
-
-        let pg_ready = readiness(&pg, big, None).await?;
-        pg.drop_db().await?;
-        let lite_ready = readiness(&lite, big, Some(&pg_ready)).await?;
-        for (i, rows) in [10_000, big].iter().enumerate() {
-            sum.add(
-                format!("(d) Store::readiness, {rows} step rows"),
-                pg_ready[i],
-                lite_ready[i],
-                "µs",
+        if run('c') {
+            let base_lat = latency(&pg, lat_runs, &Exec::InProcess, None).await?;
+            let lite_lat = latency(&lite, lat_runs, &Exec::InProcess, Some(base_lat)).await?;
+            let wasm_lat = latency(&pg, lat_runs, &wasm, None).await?;
+            let lite_wasm_lat = latency(&lite, lat_runs, &wasm, Some(wasm_lat)).await?;
+            println!(
+                "    wasm / in-process P50 latency: {:.2}x on postgres, {:.2}x on sqlite",
+                wasm_lat.0 / base_lat.0,
+                lite_wasm_lat.0 / lite_lat.0
             );
+            sum.add("(c) in-process P50", base_lat.0, lite_lat.0, "ms");
+            sum.add("(c) in-process P99", base_lat.1, lite_lat.1, "ms");
+            sum.add("(c) wasm P50", wasm_lat.0, lite_wasm_lat.0, "ms");
+            sum.add("(c) wasm P99", wasm_lat.1, lite_wasm_lat.1, "ms");
+        }
+
+        if run('d') {
+            let pg_ready = readiness(&pg, big, None).await?;
+            pg.drop_db().await?;
+            let lite_ready = readiness(&lite, big, Some(&pg_ready)).await?;
+            for (i, rows) in [10_000, big].iter().enumerate() {
+                sum.add(
+                    format!("(d) Store::readiness, {rows} step rows"),
+                    pg_ready[i],
+                    lite_ready[i],
+                    "µs",
+                );
+            }
         }
         lite.remove_files()?;
         sum.print();

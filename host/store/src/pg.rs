@@ -36,13 +36,20 @@ impl PgStore {
         PgStore { pool }
     }
 
-    /// Connect with a pool of `max_connections`.
+    /// Connect with a pool of `max_connections` ([`PgStore::pool_options`]).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .connect(url)
-            .await?;
+        let pool = Self::pool_options(max_connections).connect(url).await?;
         Ok(PgStore { pool })
+    }
+
+    /// The pool settings the store is meant for. No ping before each acquire (sqlx's default):
+    /// it doubled the round trips of every call, and a hop of a linear task is one call. A
+    /// connection that broke meanwhile (a database restart) fails its call instead, is
+    /// dropped from the pool, and the worker retries the call as it retries any error.
+    pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(max_connections)
+            .test_before_acquire(false)
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -304,6 +304,52 @@ async fn one_notification_per_statement(pool: PgPool) {
     assert_eq!(n.payload(), "1");
 }
 
+// PostgreSQL only: a fused hop wakes other workers only for released steps its own claim
+// left behind (the released steps are locked by its transaction, so nobody else took them).
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_hop_notifies_only_for_released_steps_it_left_behind(pool: PgPool) {
+    let s = PgStore::new(pool.clone());
+    let diamond = fixtures::diamond(fixtures::NOOP);
+    let first = start(&s, &diamond, at(0)).await;
+    let second = s
+        .create_task(&NewTask::new(diamond.key(), json!({})), at(0))
+        .await
+        .unwrap()
+        .task_id;
+    let roots = claim_all(&s, at(1)).await;
+    assert_eq!(roots.len(), 2);
+    let mut listener = s.ready_listener().await.unwrap();
+    let quiet = async |l: &mut sqlx::postgres::PgListener| {
+        tokio::time::timeout(Duration::from_millis(200), l.recv())
+            .await
+            .is_err()
+    };
+
+    // The first root releases two children and the claim takes both: nobody is woken.
+    let root = roots.iter().find(|c| c.task_id == first).unwrap();
+    let (_, next) = s
+        .complete_and_claim(&[completion(root)], &[], "w1", 2, LEASE, at(2))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 2);
+    assert!(next.iter().all(|c| c.task_id == first));
+    assert!(quiet(&mut listener).await, "nothing was left behind");
+
+    // The second root releases two, the claim takes one: one is announced.
+    let root = roots.iter().find(|c| c.task_id == second).unwrap();
+    let (_, next) = s
+        .complete_and_claim(&[completion(root)], &[], "w1", 1, LEASE, at(3))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.payload(), "1", "one released step left behind");
+    assert!(quiet(&mut listener).await, "one notification per call");
+}
+
 async fn bad_arguments_are_refused_by_name<S: Backend>(s: S) {
     start(&s, &fixtures::linear(2, fixtures::NOOP), at(0)).await;
     let before = snapshot(&s).await;

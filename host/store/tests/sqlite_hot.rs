@@ -306,6 +306,30 @@ async fn scenario<S: Store>(s: &S) -> Vec<String> {
         rec!("expire", s.expire_leases(at(now), 10).await.unwrap());
     }
     rec!("task", s.task(tl).await.unwrap().map(|t| t.state));
+
+    // Fused hops (complete_and_claim) to the end: tasks started by the claim of a hop,
+    // released children claimed in the same call or left behind, tasks finalized.
+    let hopped = [
+        rec!("create", create(&tree, json!({"h": 1}), now).await).task_id,
+        rec!("create", create(&diamond, json!({"h": 2}), now).await).task_id,
+    ];
+    now += 1;
+    let mut c = rec!("claim", s.claim("w2", 1, LEASE, at(now)).await.unwrap());
+    while !c.is_empty() {
+        now += 7;
+        let items: Vec<_> = c.iter().map(completion).collect();
+        let (done, next) = rec!(
+            "complete_and_claim",
+            s.complete_and_claim(&items, &[], "w2", 2, LEASE, at(now))
+                .await
+                .unwrap()
+        );
+        assert!(done.iter().all(|o| o.accepted()), "{done:?}");
+        c = next;
+    }
+    for task in hopped {
+        rec!("task", s.task(task).await.unwrap().map(|t| t.state));
+    }
     // A duplicate identity key last: PostgreSQL uses up a task id on it.
     rec!(
         "dedupe",
