@@ -11,6 +11,9 @@
 -- transitions. The hot functions make only legal ones by construction: each names its source
 -- states in its WHERE clause, and each is listed in step_state_transitions /
 -- task_state_transitions (the agreement and audit tests check the rows written).
+--
+-- Also: a claim commits durably (see claim_ready_steps), and a fused hop notifies only for
+-- released steps its own claim left behind.
 
 -- 0006's trigger functions, skipped while a hot function audits itself.
 CREATE OR REPLACE FUNCTION tasker_steps_audit() RETURNS trigger
@@ -159,7 +162,9 @@ BEGIN
         RAISE EXCEPTION 'claim_ready_steps: lease must be positive, got %', p_lease
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    v_set := set_config('synchronous_commit', 'off', true);
+    -- A claim commits durably now (0003 turned synchronous_commit off for it). A claim lost
+    -- in a server crash hands the step's next claim the same token, so the lost claim's
+    -- worker, still running the step, could complete it in the new holder's name.
     v_audited := current_setting('tasker.audited', true);
     v_set := set_config('tasker.audited', 'on', true);
 
@@ -356,7 +361,6 @@ DECLARE
     v_released int := 0;
     v_released_ids bigint[];
     v_left int := 0;
-    v_sync text;
     v_claimed int := 0;
     v_set text;
 BEGIN
@@ -531,8 +535,6 @@ BEGIN
     END IF;
 
     IF p_claim_limit > 0 THEN
-        -- claim_ready_steps commits asynchronously; the completions above must not.
-        v_sync := current_setting('synchronous_commit');
         RETURN QUERY
         SELECT true, c.step_id, c.task_id, NULL::boolean, NULL::text, NULL::text, c.token,
                c.attempt, c.max_attempts, c.step_name, c.handler, c.config, c.limits, c.grants,
@@ -540,7 +542,6 @@ BEGIN
                c.pinned_hash
         FROM claim_ready_steps(p_worker, p_claim_limit, p_lease, p_now) c;
         GET DIAGNOSTICS v_claimed = ROW_COUNT;
-        v_set := set_config('synchronous_commit', v_sync, true);
     END IF;
     -- Other workers are woken only for released steps left behind. The released steps are
     -- locked by this transaction, so only its own claim can have taken them: 0006 notified

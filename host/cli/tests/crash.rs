@@ -1,28 +1,25 @@
-//! `kill -9` of a `tasker worker` in the middle of a 2,000-step run: a new worker finishes
-//! every task, each step has exactly one successful attempt, and the killed worker's claims
-//! are recorded as lease losses.
+//! Crash safety. `kill -9` of a `tasker worker` in the middle of a 2,000-step run: a new
+//! worker finishes every task, each step has exactly one successful attempt, and the killed
+//! worker's claims are recorded as lease losses. A poisoned plugin (one that traps on every
+//! call): its step fails with its kind, the rest of the DAG is untouched, and once a fixed
+//! build is dropped into the plugin directory a retry finishes the task on the same worker
+//! (the step is `pin: latest`; a `sticky` step keeps the hash its first attempt ran).
+//! (A database restart: `db_restart.rs`.)
 
 #[macro_use]
 mod common;
 
-use std::process::{Child, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::Utc;
 use common::*;
 use serde_json::json;
 use tasker_core::fixtures;
-use tasker_store::{NewTask, Store};
-
-fn spawn_worker(db: &Db, config: &std::path::Path, id: &str) -> Child {
-    let mut c = tasker(db, &plugin_dir());
-    c.arg("--config")
-        .arg(config)
-        .args(["worker", "--id", id, "--concurrency", "32"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    c.spawn().expect("worker starts")
-}
+use tasker_core::state::{StepState, TaskState};
+use tasker_store::{AttemptOutcome, NewTask, Store};
 
 async fn a_killed_worker_loses_its_leases_and_a_new_worker_finishes_everything(db: Db) {
     let store = db.store().await;
@@ -91,31 +88,9 @@ async fn a_killed_worker_loses_its_leases_and_a_new_worker_finishes_everything(d
     )
     .await;
     // A graceful stop of the rescuer.
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(second.wait().unwrap().success(), "SIGTERM stops it cleanly");
-
-    // Every step has exactly one successful attempt.
-    assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM (SELECT step_id FROM attempts WHERE outcome = 'completed'
-             GROUP BY step_id HAVING count(*) = 1) x"
-        )
-        .await,
-        2_000
-    );
-    assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM attempts WHERE outcome = 'completed'"
-        )
-        .await,
-        2_000
-    );
+    stop_gracefully(&mut second);
+    // Lease losses did not use up retry budget: every step completed, once.
+    assert_each_step_completed_once(&db, 2_000).await;
     // The steps the killed worker held were taken back as lease losses, all of them its own.
     let lost = count(
         &db,
@@ -134,11 +109,134 @@ async fn a_killed_worker_loses_its_leases_and_a_new_worker_finishes_everything(d
         .await,
         0
     );
-    // Lease losses did not use up retry budget: no step failed.
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM steps WHERE state <> 'complete'").await,
-        0
-    );
 }
 
-cli_on_both_backends!(a_killed_worker_loses_its_leases_and_a_new_worker_finishes_everything);
+async fn a_poisoned_plugin_leaves_its_task_recoverable(db: Db) {
+    let plugins = scratch("poisoned-plugins");
+    let fixme = plugins.join("fixme@0.1.0.wasm");
+    std::fs::copy(
+        plugin_dir().join("noop@0.1.0.wasm"),
+        plugins.join("noop@0.1.0.wasm"),
+    )
+    .unwrap();
+    std::fs::copy(
+        hostile_plugin_dir().join("hostile_panic@0.1.0.wasm"),
+        &fixme,
+    )
+    .unwrap();
+    let template = tasker_core::template::Template::from_yaml(
+        "namespace: tests\nname: poisoned\nversion: 1.0.0\nsteps:\n\
+         \x20 - {name: a, handler: noop@0.1.0}\n\
+         \x20 - {name: b, handler: fixme@0.1.0, pin: latest, depends_on: a, retry: {max_attempts: 2, backoff: {base_ms: 10}}}\n\
+         \x20 - {name: c, handler: noop@0.1.0, depends_on: a}\n\
+         \x20 - {name: d, handler: noop@0.1.0, depends_on: [b, c]}\n",
+    )
+    .unwrap();
+    let store = db.store().await;
+    store.register_template(&template).await.unwrap();
+    let task = store
+        .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
+        .await
+        .unwrap()
+        .task_id;
+
+    // The worker reports each plugin (re)load on stderr.
+    let config = scratch("poisoned").join("tasker.toml");
+    std::fs::write(&config, "[worker]\nlease_secs = 5\n").unwrap();
+    let mut worker = KillOnDrop(
+        worker_command(&db, &plugins, &config, "steady")
+            .env("RUST_LOG", "warn,tasker_sandbox=info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("worker starts"),
+    );
+    let (loads_tx, loads) = mpsc::channel();
+    let stderr = worker.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("worker: {line}");
+            if line.contains("plugin loaded") && line.contains("fixme") {
+                let _ = loads_tx.send(line);
+            }
+        }
+    });
+    let first = loads
+        .recv_timeout(Duration::from_secs(60))
+        .expect("fixme loads");
+
+    wait_for(
+        &db,
+        &format!("SELECT count(*) FROM tasks WHERE id = {task} AND state = 'error'"),
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    let steps = store.steps_of_task(task).await.unwrap();
+    let state = |name: &str| steps.iter().find(|s| s.name == name).unwrap().state;
+    assert_eq!(
+        [state("a"), state("b"), state("c"), state("d")],
+        [
+            StepState::Complete,
+            StepState::Error,
+            StepState::Complete,
+            StepState::Pending
+        ],
+        "only the poisoned step and what depends on it are held up"
+    );
+    let b = steps.iter().find(|s| s.name == "b").unwrap().id;
+    let tried = store.attempts_of_step(b).await.unwrap();
+    assert_eq!(tried.len(), 2);
+    assert!(
+        tried
+            .iter()
+            .all(|a| a.error_kind.as_deref() == Some("trap")),
+        "{tried:?}"
+    );
+
+    // Deploy the fix as the docs say (write aside, rename in), then retry the task.
+    let aside = plugins.join("fixme.tmp");
+    std::fs::copy(plugin_dir().join("noop@0.1.0.wasm"), &aside).unwrap();
+    std::fs::rename(&aside, &fixme).unwrap();
+    let second = loads
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the fix loads");
+    assert_ne!(first, second, "a new hash");
+    let out = run({
+        let mut c = tasker(&db, &plugins);
+        c.args(["retry", &task.to_string()]);
+        c
+    });
+    assert!(out.status.success());
+    wait_for(
+        &db,
+        &format!("SELECT count(*) FROM tasks WHERE id = {task} AND state = 'complete'"),
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(worker.0.try_wait().unwrap().is_none(), "the same worker");
+    stop_gracefully(&mut worker.0);
+
+    assert_eq!(
+        store.task(task).await.unwrap().unwrap().state,
+        TaskState::Complete
+    );
+    let tried = store.attempts_of_step(b).await.unwrap();
+    assert_eq!(tried.len(), 3);
+    assert_eq!(tried[2].outcome, AttemptOutcome::Completed);
+    assert_ne!(
+        tried[2].plugin_hash, tried[0].plugin_hash,
+        "the fixed build ran"
+    );
+    // Nothing that had completed ran again.
+    for s in store.steps_of_task(task).await.unwrap() {
+        let n = store.attempts_of_step(s.id).await.unwrap().len();
+        assert_eq!(n, if s.name == "b" { 3 } else { 1 }, "{}", s.name);
+    }
+}
+
+cli_on_both_backends!(
+    a_killed_worker_loses_its_leases_and_a_new_worker_finishes_everything,
+    a_poisoned_plugin_leaves_its_task_recoverable
+);

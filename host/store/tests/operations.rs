@@ -350,6 +350,43 @@ async fn a_hop_notifies_only_for_released_steps_it_left_behind(pool: PgPool) {
     assert!(quiet(&mut listener).await, "one notification per call");
 }
 
+// PostgreSQL only: a claim is on disk when its commit returns. A claim lost in a server
+// crash would hand the step's next claim the same token, so the worker of the lost claim,
+// still running the step, could complete it in the new holder's name.
+#[sqlx::test(migrations = "../../migrations")]
+async fn a_claim_is_flushed_before_its_commit_returns(pool: PgPool) {
+    let s = PgStore::new(pool.clone());
+    let t = fixtures::linear(2, fixtures::NOOP);
+    for _ in 0..3 {
+        start(&s, &t, at(0)).await;
+    }
+    let mut conn = pool.acquire().await.unwrap();
+    for round in 0..3 {
+        sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+        let claimed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM claim_ready_steps('w', 1, interval '30 s', $1)",
+        )
+        .bind(at(1 + round))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(claimed, 1);
+        // Where the transaction's WAL ends, before its commit record.
+        let written: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+        // An asynchronous commit leaves this to the WAL writer, up to wal_writer_delay later.
+        let flushed: bool = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn")
+            .bind(&written)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert!(flushed, "claim {round} was not flushed at its commit");
+    }
+}
+
 async fn bad_arguments_are_refused_by_name<S: Backend>(s: S) {
     start(&s, &fixtures::linear(2, fixtures::NOOP), at(0)).await;
     let before = snapshot(&s).await;

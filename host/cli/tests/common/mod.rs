@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -208,4 +208,68 @@ pub async fn wait_for(db: &Db, sql: &str, at_least: i64, limit: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A `tasker worker` process with the given config file (32 steps at once).
+pub fn spawn_worker(db: &Db, config: &Path, id: &str) -> Child {
+    worker_command(db, &plugin_dir(), config, id)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("worker starts")
+}
+
+/// The command of [`spawn_worker`], on any plugin directory; stderr is the caller's choice.
+pub fn worker_command(db: &Db, plugins: &Path, config: &Path, id: &str) -> Command {
+    let mut c = tasker(db, plugins);
+    c.arg("--config")
+        .arg(config)
+        .args(["worker", "--id", id, "--concurrency", "32"])
+        .stdout(Stdio::null());
+    c
+}
+
+/// A child process killed when the test ends early (a failed assertion), so that no worker
+/// outlives its test and holds on to its database.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Every one of the `steps` steps in the database completed, each with exactly one
+/// successful attempt.
+pub async fn assert_each_step_completed_once(db: &Db, steps: i64) {
+    let once = count(
+        db,
+        "SELECT count(*) FROM (SELECT step_id FROM attempts WHERE outcome = 'completed'
+         GROUP BY step_id HAVING count(*) = 1) x",
+    )
+    .await;
+    let all = count(
+        db,
+        "SELECT count(*) FROM attempts WHERE outcome = 'completed'",
+    )
+    .await;
+    assert_eq!(
+        (once, all),
+        (steps, steps),
+        "one successful attempt per step"
+    );
+    let unfinished = count(db, "SELECT count(*) FROM steps WHERE state <> 'complete'").await;
+    assert_eq!(unfinished, 0);
+}
+
+/// Stops a worker with SIGTERM, which must end it cleanly.
+pub fn stop_gracefully(worker: &mut Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(worker.wait().unwrap().success(), "SIGTERM stops it cleanly");
 }

@@ -1,0 +1,105 @@
+//! PostgreSQL restarted in the middle of a run, in immediate mode (the server stops as in a
+//! crash and recovers from its WAL when it starts): the running `tasker worker` rides it out,
+//! every task finishes, and every step completes exactly once.
+//!
+//! It restarts the server the test database lives on, so it is alone in its test binary
+//! (cargo runs test binaries one at a time). The restart command is
+//! `$TASKER_TEST_PG_RESTART` (run by `sh -c`) or else `pg_ctlcluster` on the newest cluster
+//! under /etc/postgresql, as on this project's machines.
+
+#[macro_use]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::*;
+use serde_json::json;
+use sqlx::PgPool;
+use tasker_core::fixtures;
+use tasker_store::{NewTask, Store};
+
+fn restart_postgres() {
+    let command = std::env::var("TASKER_TEST_PG_RESTART").unwrap_or_else(|_| {
+        let newest = std::fs::read_dir("/etc/postgresql")
+            .expect(
+                "no /etc/postgresql: set TASKER_TEST_PG_RESTART to a command that restarts \
+                 the server of DATABASE_URL",
+            )
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+            .expect("a cluster under /etc/postgresql");
+        format!("pg_ctlcluster --skip-systemctl-redirect --mode=immediate {newest} main restart")
+    });
+    let status = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .status()
+        .expect("the restart command runs");
+    assert!(status.success(), "{command}: {status}");
+}
+
+/// When the server last started; retried while it is coming back up.
+async fn started_at(pool: &PgPool, limit: Duration) -> DateTime<Utc> {
+    let t = Instant::now();
+    loop {
+        match sqlx::query_scalar("SELECT pg_postmaster_start_time()")
+            .fetch_one(pool)
+            .await
+        {
+            Ok(at) => return at,
+            Err(e) => assert!(t.elapsed() < limit, "the server is not back: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_database_restart_mid_run_loses_no_task(pool: PgPool) {
+    let db = Db::Postgres(pool.clone());
+    let store = db.store().await;
+    let mut template = fixtures::mixed_20("slow@0.1.0");
+    for step in &mut template.steps {
+        step.config = json!({"ms": 40});
+    }
+    store.register_template(&template).await.unwrap();
+    for i in 0..100 {
+        store
+            .create_task(&NewTask::new(template.key(), json!({"i": i})), Utc::now())
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let dir = scratch("db-restart");
+    let config = dir.join("tasker.toml");
+    std::fs::write(&config, "[worker]\nlease_secs = 3\n").unwrap();
+
+    let mut worker = KillOnDrop(spawn_worker(&db, &config, "survivor"));
+    wait_for(
+        &db,
+        "SELECT count(*) FROM steps WHERE state = 'complete'",
+        200,
+        Duration::from_secs(60),
+    )
+    .await;
+    let before = started_at(&pool, Duration::ZERO).await;
+    restart_postgres();
+    let after = started_at(&pool, Duration::from_secs(30)).await;
+    assert!(after > before, "the server restarted ({before} -> {after})");
+    let done_then = count(&db, "SELECT count(*) FROM steps WHERE state = 'complete'").await;
+    assert!(done_then < 2_000, "the restart came before the end");
+
+    wait_for(
+        &db,
+        "SELECT count(*) FROM tasks WHERE state = 'complete'",
+        100,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(
+        worker.0.try_wait().unwrap().is_none(),
+        "the worker outlived the restart"
+    );
+    stop_gracefully(&mut worker.0);
+    // Whatever the restart cut short was taken back and run again.
+    assert_each_step_completed_once(&db, 2_000).await;
+}
