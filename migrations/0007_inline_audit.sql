@@ -12,8 +12,9 @@
 -- states in its WHERE clause, and each is listed in step_state_transitions /
 -- task_state_transitions (the agreement and audit tests check the rows written).
 --
--- Also: a claim commits durably (see claim_ready_steps), and a fused hop notifies only for
--- released steps its own claim left behind.
+-- Also: a claim commits durably (see claim_ready_steps); a fused hop notifies only for
+-- released steps its own claim left behind; and a sticky step's pin starts again after a
+-- task retry (the first attempt since the retry sets it).
 
 -- 0006's trigger functions, skipped while a hot function audits itself.
 CREATE OR REPLACE FUNCTION tasker_steps_audit() RETURNS trigger
@@ -291,9 +292,15 @@ BEGIN
                                FROM edges e JOIN steps ps ON ps.id = e.parent_id
                                WHERE e.child_id = s.id), '{}'::jsonb) END,
            tp.template_key, s.lease_expires_at, s.task_id = ANY (coalesce(v_started, '{}')),
+           -- Since 0007 a task retry (error -> pending) starts a new pin: the fix an
+           -- operator deployed before retrying must be able to run.
            CASE WHEN ts.pin = 'sticky' AND s.claim_count > 1 THEN
                (SELECT a.plugin_hash FROM attempts a
                 WHERE a.step_id = s.id AND a.plugin_hash IS NOT NULL
+                  AND a.attempt_no > coalesce(
+                      (SELECT max((tr.metadata->>'attempt')::int) FROM step_transitions tr
+                       WHERE tr.step_id = s.id AND tr.from_state = 'error'
+                         AND tr.to_state = 'pending'), 0)
                 ORDER BY a.attempt_no LIMIT 1)
            END
     FROM steps s

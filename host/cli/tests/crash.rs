@@ -3,7 +3,7 @@
 //! worker's claims are recorded as lease losses. A poisoned plugin (one that traps on every
 //! call): its step fails with its kind, the rest of the DAG is untouched, and once a fixed
 //! build is dropped into the plugin directory a retry finishes the task on the same worker
-//! (the step is `pin: latest`; a `sticky` step keeps the hash its first attempt ran).
+//! (the step is pinned `sticky`, the default: the task retry starts its pin again).
 //! (A database restart: `db_restart.rs`.)
 
 #[macro_use]
@@ -127,7 +127,7 @@ async fn a_poisoned_plugin_leaves_its_task_recoverable(db: Db) {
     let template = tasker_core::template::Template::from_yaml(
         "namespace: tests\nname: poisoned\nversion: 1.0.0\nsteps:\n\
          \x20 - {name: a, handler: noop@0.1.0}\n\
-         \x20 - {name: b, handler: fixme@0.1.0, pin: latest, depends_on: a, retry: {max_attempts: 2, backoff: {base_ms: 10}}}\n\
+         \x20 - {name: b, handler: fixme@0.1.0, depends_on: a, retry: {max_attempts: 2, backoff: {base_ms: 10}}}\n\
          \x20 - {name: c, handler: noop@0.1.0, depends_on: a}\n\
          \x20 - {name: d, handler: noop@0.1.0, depends_on: [b, c]}\n",
     )

@@ -201,7 +201,8 @@ pub enum DirMode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pin {
-    /// Retries run the plugin hash that the first attempt ran.
+    /// Retries run the plugin hash that the first attempt ran; a task retry (an operator's,
+    /// after the step ended in error) starts the pin again.
     #[default]
     Sticky,
     /// Every attempt resolves `name@version` afresh.

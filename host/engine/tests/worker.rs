@@ -340,7 +340,7 @@ async fn shutdown_after_the_grace_period_releases_leases<S: Backend>(s: S) {
 }
 
 // PostgreSQL only: LISTEN/NOTIFY (the embedded store has no other process to hear from).
-#[sqlx::test(migrations = "../../migrations")]
+#[sqlx::test(migrator = "tasker_store::MIGRATOR")]
 async fn an_idle_worker_wakes_on_notify_not_on_its_poll(pool: PgPool) {
     let store = PgStore::new(pool.clone());
     let template = fixtures::linear(4, NOOP);
@@ -371,7 +371,7 @@ async fn an_idle_worker_wakes_on_notify_not_on_its_poll(pool: PgPool) {
 }
 
 // PostgreSQL only: LISTEN/NOTIFY (the embedded store has no other process to hear from).
-#[sqlx::test(migrations = "../../migrations")]
+#[sqlx::test(migrator = "tasker_store::MIGRATOR")]
 async fn an_idle_worker_wakes_for_a_retry_another_process_scheduled(pool: PgPool) {
     let store = PgStore::new(pool.clone());
     let template = fixtures::linear(2, NOOP);

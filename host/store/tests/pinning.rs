@@ -1,4 +1,5 @@
-//! Sticky plugin pinning: a retry is told the hash its step's first attempt ran.
+//! Sticky plugin pinning: a retry is told the hash its step's first attempt ran, and a task
+//! retry starts the pin again (a fix deployed before it must be able to run).
 
 mod common;
 
@@ -58,4 +59,46 @@ async fn a_retry_is_pinned_to_the_first_attempts_hash_unless_latest<S: Backend>(
     assert_eq!(pinned, vec![Some("aaaa".to_owned())]);
 }
 
-tasker_store::on_both_backends!(a_retry_is_pinned_to_the_first_attempts_hash_unless_latest,);
+async fn a_task_retry_starts_a_new_pin<S: Backend>(s: S) {
+    let sticky = one_step(
+        "sticky",
+        "{ max_attempts: 2, backoff: { base_ms: 100, jitter: 0 } }",
+    );
+    let task = start(&s, &sticky, at(0)).await;
+    let c = claim_all(&s, at(0)).await;
+    s.fail(&[with_hash(failure(&c[0], true, None), "aaaa")], at(0))
+        .await
+        .unwrap();
+    let c = claim_all(&s, at(100)).await;
+    assert_eq!(c[0].pinned_hash.as_deref(), Some("aaaa"));
+    // Exhausted: the task is in error.
+    s.fail(&[with_hash(failure(&c[0], true, None), "aaaa")], at(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.task(task).await.unwrap().unwrap().state,
+        tasker_core::state::TaskState::Error
+    );
+
+    s.retry_task(task, at(200)).await.unwrap();
+    let c = claim_all(&s, at(200)).await;
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        c[0].pinned_hash, None,
+        "the retry resolves its plugin afresh"
+    );
+    s.fail(&[with_hash(failure(&c[0], true, None), "cccc")], at(200))
+        .await
+        .unwrap();
+    let c = claim_all(&s, at(300)).await;
+    assert_eq!(
+        c[0].pinned_hash.as_deref(),
+        Some("cccc"),
+        "pinned to the first attempt since the retry"
+    );
+}
+
+tasker_store::on_both_backends!(
+    a_retry_is_pinned_to_the_first_attempts_hash_unless_latest,
+    a_task_retry_starts_a_new_pin,
+);

@@ -701,6 +701,11 @@ const CLAIMED_COLUMNS: &str = "\
            CASE WHEN ts.pin = 'sticky' AND s.claim_count > 1 THEN \
                (SELECT a.plugin_hash FROM attempts a \
                 WHERE a.step_id = s.id AND a.plugin_hash IS NOT NULL \
+                  AND a.attempt_no > coalesce( \
+                      (SELECT max(json_extract(tr.metadata, '$.attempt')) \
+                       FROM step_transitions tr \
+                       WHERE tr.step_id = s.id AND tr.from_state = 'error' \
+                         AND tr.to_state = 'pending'), 0) \
                 ORDER BY a.attempt_no LIMIT 1) \
            END AS pinned_hash \
     FROM steps s \
