@@ -149,6 +149,13 @@ trait Backend {
     /// `tasks` new tasks of `template`, all ready to run. Returns the newest task's id.
     async fn backlog(&self, setup: &Self::S, template: &Template, tasks: usize) -> Result<TaskId>;
 
+    /// Whether hook deliveries are still pending, cheaply where the backend can tell (the
+    /// drain wait polls it; `Store::hook_counts` reads the whole outbox). `None`: ask
+    /// `hook_counts`.
+    async fn deliveries_pending(&self, _setup: &Self::S) -> Result<Option<bool>> {
+        Ok(None)
+    }
+
     /// (transactions, WAL bytes) so far, where the backend reports them.
     async fn counters(&self, _setup: &Self::S) -> Result<Option<(i64, i64)>> {
         Ok(None)
@@ -252,6 +259,15 @@ impl Backend for Pg {
             .fetch_one(pool)
             .await?;
         Ok(id)
+    }
+
+    /// One probe of the pending-rows index.
+    async fn deliveries_pending(&self, setup: &PgStore) -> Result<Option<bool>> {
+        let pending: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM hook_outbox WHERE state = 'pending')")
+                .fetch_one(setup.pool())
+                .await?;
+        Ok(Some(pending))
     }
 
     async fn counters(&self, setup: &PgStore) -> Result<Option<(i64, i64)>> {
@@ -617,6 +633,10 @@ async fn hook_cost<B: Backend>(
         ));
     }
     loop {
+        if b.deliveries_pending(&setup).await? == Some(true) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
         let counts = setup.hook_counts(None).await?;
         if counts.iter().all(|c| c.pending == 0) {
             if let Some(c) = counts.first() {
