@@ -40,7 +40,7 @@ async fn a_killed_worker_loses_its_leases_and_a_new_worker_finishes_everything(d
     let config = dir.join("tasker.toml");
     std::fs::write(&config, "[worker]\nlease_secs = 2\n").unwrap();
 
-    let mut first = spawn_worker(&db, &config, "doomed");
+    let mut first = spawn_worker(&db, &config, "doomed", 32);
     wait_for(
         &db,
         "SELECT count(*) FROM steps WHERE state = 'complete'",
@@ -56,8 +56,8 @@ async fn a_killed_worker_loses_its_leases_and_a_new_worker_finishes_everything(d
         Duration::from_secs(10),
     )
     .await;
-    first.kill().expect("SIGKILL");
-    first.wait().unwrap();
+    first.0.kill().expect("SIGKILL");
+    first.0.wait().unwrap();
     // On PostgreSQL a statement the worker sent just before dying still runs to its end on
     // the server: count what it holds only once none of its backends is busy. (On SQLite the
     // writer was the dead process itself: its unfinished transaction is already gone.)
@@ -79,7 +79,7 @@ async fn a_killed_worker_loses_its_leases_and_a_new_worker_finishes_everything(d
     let done_before = count(&db, "SELECT count(*) FROM steps WHERE state = 'complete'").await;
     assert!(done_before < 2_000, "the kill came before the end");
 
-    let mut second = spawn_worker(&db, &config, "rescuer");
+    let mut second = spawn_worker(&db, &config, "rescuer", 32);
     wait_for(
         &db,
         "SELECT count(*) FROM tasks WHERE state = 'complete'",
@@ -88,7 +88,7 @@ async fn a_killed_worker_loses_its_leases_and_a_new_worker_finishes_everything(d
     )
     .await;
     // A graceful stop of the rescuer.
-    stop_gracefully(&mut second);
+    stop_gracefully(&mut second.0);
     // Lease losses did not use up retry budget: every step completed, once.
     assert_each_step_completed_once(&db, 2_000).await;
     // The steps the killed worker held were taken back as lease losses, all of them its own.
@@ -144,7 +144,7 @@ async fn a_poisoned_plugin_leaves_its_task_recoverable(db: Db) {
     let config = scratch("poisoned").join("tasker.toml");
     std::fs::write(&config, "[worker]\nlease_secs = 5\n").unwrap();
     let mut worker = KillOnDrop(
-        worker_command(&db, &plugins, &config, "steady")
+        worker_command(&db, &plugins, &config, "steady", 32)
             .env("RUST_LOG", "warn,tasker_sandbox=info")
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())

@@ -73,7 +73,7 @@ async fn a_database_restart_mid_run_loses_no_task(pool: PgPool) {
     let config = dir.join("tasker.toml");
     std::fs::write(&config, "[worker]\nlease_secs = 3\n").unwrap();
 
-    let mut worker = KillOnDrop(spawn_worker(&db, &config, "survivor"));
+    let mut worker = spawn_worker(&db, &config, "survivor", 32);
     wait_for(
         &db,
         "SELECT count(*) FROM steps WHERE state = 'complete'",

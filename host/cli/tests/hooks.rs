@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,28 +138,6 @@ async fn the_hooks_example_audits_every_event_and_its_policy_decides_retries(db:
     );
 }
 
-/// A worker process, killed if the test fails before stopping it.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn spawn_worker(db: &Db, config: &std::path::Path, id: &str) -> Proc {
-    let mut c = tasker(db, &plugin_dir());
-    c.arg("--config")
-        .arg(config)
-        .args(["worker", "--id", id, "--concurrency", "16"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    Proc(c.spawn().expect("worker starts"))
-}
-
 async fn hook_deliveries_survive_a_killed_worker_in_order_and_at_least_once(db: Db) {
     let dir = scratch("hooks-crash");
     let out = dir.join("out");
@@ -187,7 +164,7 @@ async fn hook_deliveries_survive_a_killed_worker_in_order_and_at_least_once(db: 
     let config = dir.join("tasker.toml");
     std::fs::write(&config, "[worker]\nlease_secs = 2\n").unwrap();
 
-    let mut first = spawn_worker(&db, &config, "doomed");
+    let mut first = spawn_worker(&db, &config, "doomed", 16);
     wait_for(
         &db,
         "SELECT count(*) FROM hook_outbox WHERE state = 'delivered'",
@@ -234,7 +211,7 @@ async fn hook_deliveries_survive_a_killed_worker_in_order_and_at_least_once(db: 
         "the kill came before the last delivery"
     );
 
-    let mut second = spawn_worker(&db, &config, "rescuer");
+    let mut second = spawn_worker(&db, &config, "rescuer", 16);
     wait_for(
         &db,
         "SELECT count(*) FROM tasks WHERE state = 'complete'",
@@ -254,11 +231,7 @@ async fn hook_deliveries_survive_a_killed_worker_in_order_and_at_least_once(db: 
     )
     .await;
     assert_eq!(count(&db, "SELECT count(*) FROM hook_outbox").await, total);
-    std::process::Command::new("kill")
-        .args(["-TERM", &second.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(second.0.wait().unwrap().success());
+    stop_gracefully(&mut second.0);
 
     // The deliveries the dead worker held were claimed again by the rescuer.
     for id in &in_flight {

@@ -87,10 +87,8 @@ pub trait Store: Send + Sync {
     /// just released among them. The parts are independent: refused completions do not stop
     /// the claim. Returns the completion outcomes (input order) and the claimed steps.
     ///
-    /// This default makes two calls, and its claim is best effort: if it fails after the
-    /// completions were recorded, the outcomes are returned with no claimed step (the
-    /// worker's claim loop will take the work). Both stores override it with one
-    /// transaction.
+    /// Each store makes it one transaction: a claim that fails rolls the completions back
+    /// with it.
     fn complete_and_claim(
         &self,
         items: &[StepCompletion],
@@ -99,33 +97,7 @@ pub trait Store: Send + Sync {
         claim_limit: u32,
         lease: Duration,
         now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)>> + Send {
-        async move {
-            // The claim's arguments are checked before anything is recorded, as on PostgreSQL.
-            if claim_limit > 0 && worker.is_empty() {
-                return Err(StoreError::InvalidInput(
-                    "complete_and_claim_steps: worker must be a non-empty name".into(),
-                ));
-            }
-            if claim_limit > 0 && lease.is_zero() {
-                return Err(StoreError::InvalidInput(
-                    "complete_and_claim_steps: lease must be positive, got 00:00:00".into(),
-                ));
-            }
-            let outcomes = self.complete_with_events(items, events, now).await?;
-            if claim_limit == 0 {
-                return Ok((outcomes, Vec::new()));
-            }
-            let claimed = match self.claim(worker, claim_limit, lease, now).await {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    tracing::warn!(error = %e, worker, "claim after completion failed");
-                    Vec::new()
-                }
-            };
-            Ok((outcomes, claimed))
-        }
-    }
+    ) -> impl Future<Output = Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)>> + Send;
 
     /// Claim up to `limit` hook deliveries (each the oldest undelivered event of its hook
     /// and task) under a lease.

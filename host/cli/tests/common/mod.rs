@@ -210,20 +210,35 @@ pub async fn wait_for(db: &Db, sql: &str, at_least: i64, limit: Duration) {
     }
 }
 
-/// A `tasker worker` process with the given config file (32 steps at once).
-pub fn spawn_worker(db: &Db, config: &Path, id: &str) -> Child {
-    worker_command(db, &plugin_dir(), config, id)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("worker starts")
+/// A `tasker worker` process with the given config file running `concurrency` steps at
+/// once, killed if the test ends before stopping it.
+pub fn spawn_worker(db: &Db, config: &Path, id: &str, concurrency: u32) -> KillOnDrop {
+    KillOnDrop(
+        worker_command(db, &plugin_dir(), config, id, concurrency)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("worker starts"),
+    )
 }
 
 /// The command of [`spawn_worker`], on any plugin directory; stderr is the caller's choice.
-pub fn worker_command(db: &Db, plugins: &Path, config: &Path, id: &str) -> Command {
+pub fn worker_command(
+    db: &Db,
+    plugins: &Path,
+    config: &Path,
+    id: &str,
+    concurrency: u32,
+) -> Command {
     let mut c = tasker(db, plugins);
     c.arg("--config")
         .arg(config)
-        .args(["worker", "--id", id, "--concurrency", "32"])
+        .args([
+            "worker",
+            "--id",
+            id,
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
         .stdout(Stdio::null());
     c
 }
