@@ -195,6 +195,7 @@ mod tests {
             lease_expires_at: chrono::Utc::now(),
             task_started: false,
             pinned_hash: pinned.map(str::to_owned),
+            defect: None,
         }
     }
 

@@ -19,6 +19,14 @@ use serde::{Deserialize, Serialize};
 /// Default maximum for a server-requested delay: one hour.
 pub const DEFAULT_MAX_RETRY_AFTER_MS: u64 = 3_600_000;
 
+/// The longest delay the scheduler applies: 30 days. Templates above it are refused at
+/// validation; a larger stored value (an older row, a template built in code) is clamped to
+/// it, so `now + delay` can never overflow on either store (`tasker_ms` in SQL clamps alike).
+pub const MAX_DELAY_MS: u64 = 30 * 24 * 3_600_000;
+
+/// The largest `multiplier` a template may set (growth past it only reaches `cap_ms` sooner).
+pub const MAX_MULTIPLIER: f64 = 1_000.0;
+
 /// Exponential backoff parameters of one step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -80,6 +88,7 @@ impl Backoff {
             Some(ms) => ms.min(max_retry_after_ms),
             None => self.delay_ms(seed, failure),
         }
+        .min(MAX_DELAY_MS)
     }
 
     /// Problems with these parameters, as `(field, message)`.
@@ -96,6 +105,20 @@ impl Backoff {
                 "jitter",
                 format!("must be within 0..=1, got {}", self.jitter),
             ));
+        }
+        if self.multiplier.is_finite() && self.multiplier > MAX_MULTIPLIER {
+            out.push((
+                "multiplier",
+                format!("must be at most {MAX_MULTIPLIER}, got {}", self.multiplier),
+            ));
+        }
+        for (field, v) in [("base_ms", self.base_ms), ("cap_ms", self.cap_ms)] {
+            if v > MAX_DELAY_MS {
+                out.push((
+                    field,
+                    format!("{v} is over the maximum of {MAX_DELAY_MS} (30 days)"),
+                ));
+            }
         }
         if self.cap_ms < self.base_ms {
             out.push((

@@ -11,3 +11,4 @@ pub mod events;
 pub mod fixtures;
 pub mod state;
 pub mod template;
+pub mod text;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::backoff::{Backoff, DEFAULT_MAX_RETRY_AFTER_MS};
+use crate::backoff::{Backoff, DEFAULT_MAX_RETRY_AFTER_MS, MAX_DELAY_MS};
 use crate::dag::{Dag, DagError};
 use crate::error_kind::ErrorKind;
 
@@ -665,10 +665,23 @@ impl RawTemplate {
 }
 
 fn check_retry(c: &mut Collector, at: &str, r: &RawRetry) {
-    if r.max_attempts == Some(0) {
-        c.push(
+    match r.max_attempts {
+        Some(0) => c.push(
             format!("{at}.max_attempts"),
             "must be at least 1 (it counts the first attempt)",
+        ),
+        Some(n) if n > MAX_ATTEMPTS => c.push(
+            format!("{at}.max_attempts"),
+            format!("{n} is over the maximum of {MAX_ATTEMPTS}"),
+        ),
+        _ => {}
+    }
+    if let Some(ms) = r.max_retry_after_ms
+        && ms > MAX_DELAY_MS
+    {
+        c.push(
+            format!("{at}.max_retry_after_ms"),
+            format!("{ms} is over the maximum of {MAX_DELAY_MS} (30 days)"),
         );
     }
     for kind in r.by_kind.keys() {
@@ -748,17 +761,7 @@ fn resolve_step(
         memory_mb: l.memory_mb.or(dl.memory_mb),
         max_output_bytes: l.max_output_bytes.or(dl.max_output_bytes),
     };
-    for (field, v) in [
-        ("timeout_ms", limits.timeout_ms),
-        ("fuel", limits.fuel),
-        ("memory_mb", limits.memory_mb),
-        ("max_output_bytes", limits.max_output_bytes),
-    ] {
-        if v == Some(0) {
-            c.push(format!("{at}.limits.{field}"), "must be greater than 0");
-        }
-    }
-
+    check_limits(c, at, &limits);
     check_grants(c, at, &raw.grants);
 
     let depends_on = raw.depends_on.into_vec();
@@ -790,15 +793,33 @@ fn parse_policy(c: &mut Collector, at: &str, raw: &str) -> Option<HandlerRef> {
     }
 }
 
+/// The largest value each limit may take: a day of wall time, a WebAssembly memory's 4 GiB,
+/// a 64 MiB result.
+pub const LIMIT_MAXIMA: [(&str, u64); 4] = [
+    ("timeout_ms", 86_400_000),
+    ("fuel", 1_000_000_000_000_000),
+    ("memory_mb", 4_096),
+    ("max_output_bytes", 64 << 20),
+];
+
+/// The most attempts a step (or deliveries a hook) may be given.
+pub const MAX_ATTEMPTS: u32 = 10_000;
+
 fn check_limits(c: &mut Collector, at: &str, limits: &Limits) {
-    for (field, v) in [
-        ("timeout_ms", limits.timeout_ms),
-        ("fuel", limits.fuel),
-        ("memory_mb", limits.memory_mb),
-        ("max_output_bytes", limits.max_output_bytes),
-    ] {
-        if v == Some(0) {
-            c.push(format!("{at}.limits.{field}"), "must be greater than 0");
+    let values = [
+        limits.timeout_ms,
+        limits.fuel,
+        limits.memory_mb,
+        limits.max_output_bytes,
+    ];
+    for ((field, max), v) in LIMIT_MAXIMA.into_iter().zip(values) {
+        match v {
+            Some(0) => c.push(format!("{at}.limits.{field}"), "must be greater than 0"),
+            Some(v) if v > max => c.push(
+                format!("{at}.limits.{field}"),
+                format!("{v} is over the maximum of {max}"),
+            ),
+            _ => {}
         }
     }
 }
@@ -866,11 +887,16 @@ fn resolve_hook(c: &mut Collector, at: &str, raw: RawHook) -> Option<HookTemplat
     check_limits(c, at, &limits);
     check_grants(c, at, &raw.grants);
     let d = &raw.delivery;
-    if d.max_attempts == Some(0) {
-        c.push(
+    match d.max_attempts {
+        Some(0) => c.push(
             format!("{at}.delivery.max_attempts"),
             "must be at least 1 (it counts the first delivery)",
-        );
+        ),
+        Some(n) if n > MAX_ATTEMPTS => c.push(
+            format!("{at}.delivery.max_attempts"),
+            format!("{n} is over the maximum of {MAX_ATTEMPTS}"),
+        ),
+        _ => {}
     }
     let builtin = Backoff::default();
     let backoff = Backoff {

@@ -247,8 +247,12 @@ impl<S: Store + 'static, E: Executor> Coordinator<S, E> {
                 job.task_id,
             ));
         }
-        let execs: Vec<Execution> =
-            join_all(claimed.iter().map(|c| self.executor.execute(c))).await;
+        let execs: Vec<Execution> = join_all(
+            claimed
+                .iter()
+                .map(|c| crate::executor::execute_claimed(&*self.executor, c)),
+        )
+        .await;
         let mut done: Vec<(usize, StepCompletion)> = Vec::new();
         let mut failed: Vec<(usize, StepFailure)> = Vec::new();
         let mut failed_templates = Vec::new();

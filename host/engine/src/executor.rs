@@ -69,3 +69,13 @@ impl Execution {
 pub trait Executor: Send + Sync + 'static {
     fn execute(&self, step: &ClaimedStep) -> impl Future<Output = Execution> + Send;
 }
+
+/// Run `step` on `executor`, unless its stored input could not be decoded: then it fails
+/// permanently (`bad_output`: a parent or the task wrote data the store cannot hand back)
+/// without running, and no other claim of the batch is affected.
+pub async fn execute_claimed<E: Executor>(executor: &E, step: &ClaimedStep) -> Execution {
+    match &step.defect {
+        Some(defect) => Execution::failure(ErrorKind::BadOutput, defect.clone()),
+        None => executor.execute(step).await,
+    }
+}

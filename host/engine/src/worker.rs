@@ -412,7 +412,9 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
             job.attempt as i32,
         ));
         let started = std::time::Instant::now();
-        let exec = self.executor.execute(&job).instrument(span).await;
+        let exec = crate::executor::execute_claimed(&*self.executor, &job)
+            .instrument(span)
+            .await;
         metrics::histogram!("tasker_step_duration_seconds").record(started.elapsed().as_secs_f64());
         let _ = tx.send(Finished { job, exec, permit });
     }

@@ -421,8 +421,94 @@ async fn an_idle_worker_wakes_for_a_retry_another_process_scheduled(pool: PgPool
     listener.await.unwrap();
 }
 
+/// JSON nested `depth` levels deep: `[[[...]]]`.
+fn nested(depth: usize) -> serde_json::Value {
+    let mut v = json!(1);
+    for _ in 0..depth {
+        v = json!([v]);
+    }
+    v
+}
+
+/// A result that decodes alone but not once the claim wraps it in `parent_results` must fail
+/// only its child: before, the whole claim batch failed to decode, forever, and no step of
+/// any task on the store ran again.
+async fn a_result_too_deep_to_hand_on_fails_only_its_child<S: Backend>(s: S) {
+    let store = s.clone();
+    let template = fixtures::linear(2, NOOP);
+    store.register_template(&template).await.unwrap();
+    let mut tasks = Vec::new();
+    for poison in [true, false, false] {
+        let t = store
+            .create_task(
+                &NewTask::new(template.key(), json!({ "poison": poison })),
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        tasks.push(t.task_id);
+    }
+    // serde_json refuses more than 128 levels; the claim adds one.
+    let exec = InProcessExecutor::new().handler("noop", |step| {
+        if step.context["poison"] == json!(true) && step.step_name == "step_1" {
+            Execution::success(nested(127))
+        } else {
+            Execution::success(json!({"ok": step.step_name}))
+        }
+    });
+    let stop = CancellationToken::new();
+    let w = Worker::new(
+        Arc::new(own_pool(&s).await),
+        Arc::new(exec),
+        EventBus::default(),
+        config("w1"),
+    );
+    let run = tokio::spawn(w.run(stop.clone()));
+    wait_until_done(&store, &tasks, Duration::from_secs(60)).await;
+
+    let states: Vec<TaskState> = {
+        let mut v = Vec::new();
+        for t in &tasks {
+            v.push(store.task(*t).await.unwrap().unwrap().state);
+        }
+        v
+    };
+    assert_eq!(
+        states,
+        vec![TaskState::Error, TaskState::Complete, TaskState::Complete]
+    );
+    let steps = store.steps_of_task(tasks[0]).await.unwrap();
+    let child = steps.iter().find(|st| st.name == "step_2").unwrap();
+    let attempts = store.attempts_of_step(child.id).await.unwrap();
+    assert_eq!(
+        attempts.len(),
+        1,
+        "a defective claim is not retried: {attempts:?}"
+    );
+    assert_eq!(attempts[0].error_kind.as_deref(), Some("bad_output"));
+    let message = attempts[0].message.clone().unwrap_or_default();
+    assert!(
+        message.contains("parent results cannot be decoded"),
+        "{message}"
+    );
+    // The store keeps serving: a task created afterwards runs.
+    let late = store
+        .create_task(&NewTask::new(template.key(), json!({})), Utc::now())
+        .await
+        .unwrap()
+        .task_id;
+    wait_until_done(&store, &[late], Duration::from_secs(60)).await;
+    assert_eq!(
+        store.task(late).await.unwrap().unwrap().state,
+        TaskState::Complete
+    );
+    stop.cancel();
+    run.await.unwrap();
+}
+
 tasker_store::on_both_backends!(
     four_workers_run_20000_steps_exactly_once,
+    a_result_too_deep_to_hand_on_fails_only_its_child,
     a_silent_worker_loses_its_leases_and_its_late_completion_is_refused,
     graceful_shutdown_finishes_running_steps,
     shutdown_after_the_grace_period_releases_leases,

@@ -7,6 +7,7 @@
 mod any;
 pub mod conformance;
 mod error;
+mod payload;
 mod pg;
 mod pg_hooks;
 mod sqlite;

@@ -10,6 +10,7 @@ use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
 use crate::error::StoreError;
+use crate::payload::Payload;
 use crate::store::{Result, Store};
 use crate::types::*;
 
@@ -285,8 +286,17 @@ fn transition_row<S>(
 
 fn claimed_step(row: &PgRow) -> Result<ClaimedStep> {
     let handler: String = col(row, "handler")?;
-    let limits: Value = col(row, "limits")?;
-    let grants: Value = col(row, "grants")?;
+    let mut p = Payload::default();
+    let limits = p.typed(
+        "limits",
+        "template_steps.limits",
+        col::<Value>(row, "limits"),
+    );
+    let grants = p.typed(
+        "grants",
+        "template_steps.grants",
+        col::<Value>(row, "grants"),
+    );
     Ok(ClaimedStep {
         step_id: col(row, "step_id")?,
         task_id: col(row, "task_id")?,
@@ -297,17 +307,16 @@ fn claimed_step(row: &PgRow) -> Result<ClaimedStep> {
         handler: handler
             .parse()
             .map_err(|e| StoreError::decode("template_steps.handler", e))?,
-        config: col(row, "config")?,
-        limits: serde_json::from_value(limits)
-            .map_err(|e| StoreError::decode("template_steps.limits", e))?,
-        grants: serde_json::from_value(grants)
-            .map_err(|e| StoreError::decode("template_steps.grants", e))?,
-        context: col(row, "context")?,
-        parent_results: col(row, "parent_results")?,
+        config: p.field("config", col(row, "config")),
+        limits,
+        grants,
+        context: p.field("context", col(row, "context")),
+        parent_results: p.field("parent results", col(row, "parent_results")),
         template_key: col(row, "template_key")?,
         lease_expires_at: col(row, "lease_expires_at")?,
         task_started: col(row, "task_started")?,
         pinned_hash: col(row, "pinned_hash")?,
+        defect: p.defect(),
     })
 }
 

@@ -82,6 +82,10 @@ pub struct ClaimedStep {
     /// For a step pinned `sticky` that ran before: the plugin hash of its first attempt,
     /// which every retry must run.
     pub pinned_hash: Option<String>,
+    /// Why the step's stored input could not be decoded (e.g. a parent's result nested past
+    /// the decoder's depth limit). A defective claim is failed without running its handler;
+    /// the fields that did not decode hold their defaults.
+    pub defect: Option<String>,
 }
 
 impl ClaimedStep {

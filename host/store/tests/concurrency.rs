@@ -328,7 +328,37 @@ async fn cancels_during_concurrent_batches_never_deadlock<S: Backend>(s: S) {
     assert!(partial > 0, "no cancel overlapped with running work");
 }
 
+/// 16 clients, each on its own connections, create a task with the same identity key at
+/// the same moment: exactly one task exists, and every client is told its id.
+async fn sixteen_clients_with_one_identity_key_make_one_task<S: Backend>(s: S) {
+    let t = fixtures::diamond(fixtures::NOOP);
+    s.register_template(&t).await.unwrap();
+    let start = Arc::new(tokio::sync::Barrier::new(16));
+    let mut clients = Vec::new();
+    for i in 0..16 {
+        let store = s.sibling(1).await.unwrap();
+        let start = start.clone();
+        let key = t.key();
+        clients.push(tokio::spawn(async move {
+            let req = NewTask::new(key, serde_json::json!({ "client": i }))
+                .with_identity_key("same-order");
+            start.wait().await;
+            store.create_task(&req, Utc::now()).await.unwrap()
+        }));
+    }
+    let mut created = Vec::new();
+    for c in clients {
+        created.push(c.await.unwrap());
+    }
+    let winners: Vec<_> = created.iter().filter(|c| c.created).collect();
+    assert_eq!(winners.len(), 1, "{created:?}");
+    assert!(created.iter().all(|c| c.task_id == winners[0].task_id));
+    assert_eq!(s.count("SELECT count(*) FROM tasks").await.unwrap(), 1);
+    assert_eq!(s.count("SELECT count(*) FROM steps").await.unwrap(), 4);
+}
+
 tasker_store::on_both_backends!(
+    sixteen_clients_with_one_identity_key_make_one_task,
     four_pools_complete_20000_steps_exactly_once,
     cancels_during_concurrent_batches_never_deadlock,
 );

@@ -329,7 +329,31 @@ async fn health_counts_by_state<S: Backend>(s: S) {
     assert!(h.active_connections >= 1 && h.max_connections > 0);
 }
 
+/// A setting past the validated maximum (a template built in code skips validation) and a
+/// handler asking for u64::MAX ms: the failure is still recorded, due at the 30-day clamp.
+/// Before, the embedded store's interval arithmetic overflowed, the failure was never
+/// recorded and the step ended as `lease_lost`.
+async fn a_huge_retry_after_is_clamped_not_lost<S: Backend>(s: S) {
+    let mut t = one_step(
+        "huge_delay",
+        "{ max_attempts: 5, backoff: { jitter: 0.0 } }",
+    );
+    t.steps[0].retry.max_retry_after_ms = i64::MAX as u64;
+    start(&s, &t, at(0)).await;
+    let c = claim_all(&s, at(0)).await;
+    let o = s
+        .fail(&[failure(&c[0], true, Some(u64::MAX))], at(0))
+        .await
+        .unwrap();
+    let max = tasker_core::backoff::MAX_DELAY_MS as i64;
+    assert_eq!(o[0].decision, Some(RetryDecision::Retry));
+    assert_eq!(o[0].next_ready_at, Some(at(max)));
+    assert!(claim_all(&s, at(max - 1)).await.is_empty());
+    assert_eq!(claim_all(&s, at(max)).await.len(), 1);
+}
+
 tasker_store::on_both_backends!(
+    a_huge_retry_after_is_clamped_not_lost,
     a_never_tried_step_is_ready,
     backoff_is_honoured_to_the_millisecond,
     retries_exhaust_into_error_and_block_the_task,

@@ -325,3 +325,30 @@ fn bad_hooks_and_policies_are_refused_with_their_location() {
     assert!(at("hooks[2].limits.fuel").contains("greater than 0"));
     assert!(at("steps[0] (a).retry_policy").contains("retry policy"));
 }
+
+#[test]
+fn out_of_range_settings_name_the_field_and_the_maximum() {
+    let e = err(&minimal(
+        "  - name: a\n    handler: x@1.0.0\n    retry:\n      max_retry_after_ms: 9223372036854775807\n      max_attempts: 20000\n      backoff: { base_ms: 1, cap_ms: 99999999999999, multiplier: 5000.0 }\n    limits: { timeout_ms: 99999999999, memory_mb: 8192 }\n",
+    ));
+    for (location, maximum) in [
+        ("steps[0] (a).retry.max_retry_after_ms", "2592000000"),
+        ("steps[0] (a).retry.max_attempts", "10000"),
+        ("steps[0] (a).retry.backoff.cap_ms", "2592000000"),
+        ("steps[0] (a).retry.backoff.multiplier", "1000"),
+        ("steps[0] (a).limits.timeout_ms", "86400000"),
+        ("steps[0] (a).limits.memory_mb", "4096"),
+    ] {
+        let p = e
+            .problems
+            .iter()
+            .find(|p| p.location.starts_with(location))
+            .unwrap_or_else(|| panic!("no problem at {location}: {e}"));
+        assert!(p.message.contains(maximum), "{location}: {}", p.message);
+    }
+    // The maxima themselves are accepted.
+    Template::from_yaml(&minimal(
+        "  - name: a\n    handler: x@1.0.0\n    retry: { max_retry_after_ms: 2592000000, max_attempts: 10000 }\n    limits: { timeout_ms: 86400000, memory_mb: 4096 }\n",
+    ))
+    .unwrap();
+}

@@ -22,8 +22,10 @@ use tasker_core::template::Template;
 use super::rows::{col, id_list, json_col, step_state, task_state, ts_col, u32_col};
 use super::{SqliteStore, set_reason, ts, us};
 use crate::error::StoreError;
+use crate::payload::Payload;
 use crate::store::Result;
 use crate::types::*;
+use tasker_core::backoff::MAX_DELAY_MS;
 
 pub(super) type Tx = Transaction<'static, Sqlite>;
 
@@ -718,6 +720,9 @@ const CLAIMED_COLUMNS: &str = "\
 fn claimed_step(row: &SqliteRow, started: &HashSet<TaskId>) -> Result<ClaimedStep> {
     let handler: String = col(row, "handler")?;
     let task_id: TaskId = col(row, "task_id")?;
+    let mut p = Payload::default();
+    let limits = p.typed("limits", "template_steps.limits", json_col(row, "limits"));
+    let grants = p.typed("grants", "template_steps.grants", json_col(row, "grants"));
     Ok(ClaimedStep {
         step_id: col(row, "id")?,
         task_id,
@@ -728,17 +733,16 @@ fn claimed_step(row: &SqliteRow, started: &HashSet<TaskId>) -> Result<ClaimedSte
         handler: handler
             .parse()
             .map_err(|e| StoreError::decode("template_steps.handler", e))?,
-        config: json_col(row, "config")?,
-        limits: serde_json::from_value(json_col(row, "limits")?)
-            .map_err(|e| StoreError::decode("template_steps.limits", e))?,
-        grants: serde_json::from_value(json_col(row, "grants")?)
-            .map_err(|e| StoreError::decode("template_steps.grants", e))?,
-        context: json_col(row, "context")?,
-        parent_results: json_col(row, "parent_results")?,
+        config: p.field("config", json_col(row, "config")),
+        limits,
+        grants,
+        context: p.field("context", json_col(row, "context")),
+        parent_results: p.field("parent results", json_col(row, "parent_results")),
         template_key: col(row, "template_key")?,
         lease_expires_at: ts_col(row, "lease_expires_at")?,
         task_started: started.contains(&task_id),
         pinned_hash: col(row, "pinned_hash")?,
+        defect: p.defect(),
     })
 }
 
@@ -1116,11 +1120,9 @@ fn decide(f: &StepFailure, step: &Current, id: StepId, now: i64) -> Result<Decid
     let backoff = i64::try_from(step.backoff.delay_ms(id, failure)).unwrap_or(i64::MAX);
     let ready_at = match decision {
         RetryDecision::Retry => {
-            let delay = requested
-                .unwrap_or(backoff)
-                .checked_mul(1000)
-                .ok_or_else(|| StoreError::InvalidInput("interval out of range".into()))?;
-            Some(plus_us(now, delay)?)
+            // As `tasker_ms` clamps in SQL: no stored setting can overflow the instant.
+            let delay_ms = requested.unwrap_or(backoff).clamp(0, MAX_DELAY_MS as i64);
+            Some(plus_us(now, delay_ms * 1000)?)
         }
         _ => None,
     };
