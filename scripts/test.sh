@@ -18,7 +18,12 @@ unset RUST_BACKTRACE
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
+rm -rf target/test-reports
 cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+# Figures that long tests checked (e.g. the chaos test).
+for f in target/test-reports/*.txt; do
+    [ -f "$f" ] && { cat "$f"; echo; }
+done
 # One closing line for the whole run (cargo prints one summary per test binary).
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
      END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"

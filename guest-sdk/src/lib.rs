@@ -238,8 +238,8 @@ pub trait Handler {
 }
 
 /// Read an environment variable the step was granted. A variable that is not granted
-/// looks absent to the guest; this turns that into a permanent, clearly named
-/// capability error (the host classifies it as `capability_denied`).
+/// looks absent to the guest (the host cannot see it looked); this turns that into a
+/// permanent, clearly named error of the handler's own (`handler_error`).
 pub fn env_var(name: &str) -> Result<String, StepError> {
     std::env::var(name).map_err(|_| {
         StepError::permanent(format!(

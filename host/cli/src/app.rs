@@ -27,6 +27,11 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: not into logs and pipes.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .try_init();
 }
 
@@ -35,6 +40,19 @@ pub enum Graph {
     Mermaid,
     Dot,
 }
+
+/// What `tasker run` runs.
+#[derive(Debug, Clone)]
+pub enum RunTask {
+    /// A new task of this template file, with this context (JSON text or @file).
+    New { template: PathBuf, context: String },
+    /// An existing task, to its end.
+    Resume(TaskId),
+}
+
+/// How long running steps of an interrupted `tasker run` may take before their leases are
+/// released.
+const RUN_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub struct App {
     settings: Settings,
@@ -134,6 +152,7 @@ impl App {
         let mut cfg = SandboxConfig::new(dir);
         cfg.cache_dir = Some(self.settings.cache_dir.clone());
         cfg.watch = watch;
+        cfg.defaults = self.settings.limits.clone();
         let (sandbox, scan) = Sandbox::new(cfg)
             .await
             .context("cannot start the sandbox")?;
@@ -198,20 +217,30 @@ impl App {
         Ok(created.task_id)
     }
 
-    /// `tasker run`.
-    pub async fn run(
-        &self,
-        template_path: &Path,
-        context: &str,
-        concurrency: usize,
-        plain: bool,
-    ) -> Result<ExitCode> {
-        let template = load_template(template_path)?;
+    /// `tasker run`: a new task of a template file, or an existing task resumed.
+    pub async fn run(&self, what: RunTask, concurrency: usize, plain: bool) -> Result<ExitCode> {
         let store = Arc::new(self.store(8).await?);
-        let sandbox = self.sandbox(false).await?;
-        store.register_template(&template).await?;
         let bus = EventBus::default();
-        let task_id = self.create(&store, &bus, &template, context, None).await?;
+        let (template, task_id) = match what {
+            RunTask::New { template, context } => {
+                let template = load_template(&template)?;
+                store.register_template(&template).await?;
+                let task_id = self.create(&store, &bus, &template, &context, None).await?;
+                (template, task_id)
+            }
+            RunTask::Resume(task_id) => {
+                let row = store
+                    .task(task_id)
+                    .await?
+                    .with_context(|| format!("no task {task_id}"))?;
+                let template = store
+                    .template(&row.template_key)
+                    .await?
+                    .with_context(|| format!("task {task_id}: no template {}", row.template_key))?;
+                (template, task_id)
+            }
+        };
+        let sandbox = self.sandbox(false).await?;
         eprintln!(
             "task {task_id}: {} ({} steps)",
             template.key(),
@@ -223,6 +252,8 @@ impl App {
         let cfg = WorkerConfig {
             concurrency: concurrency.max(1),
             poll_every: Duration::from_millis(100),
+            // Ctrl-C: a step about to finish is recorded, the others are released at once.
+            shutdown_grace: RUN_SHUTDOWN_GRACE,
             ..self.worker_config(None, None)
         };
         let hooks = crate::hooks::spawn_deliverer(store.clone(), &sandbox, &cfg, stop.clone());
@@ -235,11 +266,24 @@ impl App {
             Arc::new(tasker_core::clock::SystemClock),
             policies,
         );
+        let interrupted = shutdown_signal();
         let listener = spawn_listener(&store, &worker, &stop);
         let run = tokio::spawn(worker.run(stop.clone()));
-        let state = wait_for_end(&store, &bus, task_id).await?;
-        // Let the hooks see the task's last events before returning.
-        let drained = crate::hooks::drain(&store, task_id, Duration::from_secs(30)).await?;
+        let ended = tokio::select! {
+            state = wait_for_end(&store, &bus, task_id) => Some(state?),
+            () = interrupted => None,
+        };
+        let drained = match ended {
+            // Let the hooks see the task's last events before returning.
+            Some(_) => crate::hooks::drain(&store, task_id, Duration::from_secs(30)).await?,
+            None => {
+                eprintln!(
+                    "interrupted: no new steps; running steps have {} s to finish, the rest are released",
+                    RUN_SHUTDOWN_GRACE.as_secs()
+                );
+                true
+            }
+        };
         stop.cancel();
         let _ = run.await;
         if let Some(l) = listener {
@@ -255,7 +299,25 @@ impl App {
         if !drained {
             eprintln!("some hook deliveries are still pending; a worker will finish them");
         }
-        Ok(exit_for(state))
+        match ended {
+            Some(state) => Ok(exit_for(state)),
+            None => {
+                let state = store.task(task_id).await?.map(|t| t.state);
+                match state {
+                    Some(s @ (TaskState::Complete | TaskState::Error | TaskState::Cancelled)) => {
+                        Ok(exit_for(s))
+                    }
+                    _ => {
+                        eprintln!(
+                            "task {task_id} was interrupted and is not finished; resume it with \
+                             `tasker run --task {task_id}` (or let any `tasker worker` on this \
+                             store finish it)"
+                        );
+                        Ok(ExitCode::from(130))
+                    }
+                }
+            }
+        }
     }
 
     /// `tasker worker`.
@@ -283,8 +345,9 @@ impl App {
         let listener = spawn_listener(&store, &worker, &stop);
         let signals = tokio::spawn({
             let stop = stop.clone();
+            let signal = shutdown_signal();
             async move {
-                shutdown_signal().await;
+                signal.await;
                 eprintln!("shutting down: finishing running steps");
                 stop.cancel();
             }
@@ -408,6 +471,10 @@ impl App {
 
     pub async fn plugins_list(&self) -> Result<ExitCode> {
         let sandbox = self.sandbox(false).await?;
+        // Plugins compile on first use: compile them all here, so a broken one is named.
+        for (path, err) in sandbox.registry().load_all().await {
+            eprintln!("warning: plugin {} was not loaded: {err}", path.display());
+        }
         report::plugins(&sandbox, &self.settings.cache_dir);
         Ok(ExitCode::SUCCESS)
     }
@@ -415,7 +482,7 @@ impl App {
     pub async fn plugins_inspect(&self, plugin: &str) -> Result<ExitCode> {
         let r: PluginRef = plugin.parse().map_err(anyhow::Error::msg)?;
         let sandbox = self.sandbox(false).await?;
-        let p = sandbox.registry().resolve(&r)?;
+        let p = sandbox.registry().load(&r).await?;
         report::plugin(&p, &self.settings.cache_dir);
         Ok(ExitCode::SUCCESS)
     }
@@ -532,25 +599,34 @@ async fn poll_for_end(store: &AnyStore, task: TaskId) -> Result<TaskState> {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// it is first polled, so a signal that comes before the first poll is not lost (or fatal).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = async {
-                match term.as_mut() {
-                    Some(t) => { t.recv().await; }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).ok();
+        let mut term = signal(SignalKind::terminate()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
                     None => std::future::pending::<()>().await,
                 }
-            } => {}
+            };
+            tokio::select! {
+                () = wait(int.take()) => {}
+                () = wait(term.take()) => {}
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -16,6 +16,10 @@ pub struct FileConfig {
     pub cache_dir: Option<PathBuf>,
     #[serde(default)]
     pub worker: WorkerFile,
+    /// `[limits]`: the host's bounds for every attempt where a template sets none (fuel,
+    /// memory, result size and depth, messages, logs, events, sockets, descriptors, disk).
+    #[serde(default)]
+    pub limits: tasker_sandbox::ResolvedLimits,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -34,6 +38,7 @@ pub struct Settings {
     pub plugin_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub worker: WorkerFile,
+    pub limits: tasker_sandbox::ResolvedLimits,
 }
 
 /// The default plugin directory: where `scripts/build-plugins.sh` stages components.
@@ -91,6 +96,7 @@ impl Settings {
                 .or(file.cache_dir)
                 .unwrap_or_else(|| DEFAULT_CACHE_DIR.into()),
             worker: file.worker,
+            limits: file.limits,
         }
     }
 
@@ -160,6 +166,20 @@ mod tests {
         assert_eq!(s.worker.concurrency, Some(8));
         let s = Settings::resolve(FileConfig::default(), None, None, None, None);
         assert_eq!(s.plugin_dir, PathBuf::from(DEFAULT_PLUGIN_DIR));
+    }
+
+    #[test]
+    fn limits_come_from_the_file_and_typos_are_refused() {
+        let file: FileConfig =
+            toml::from_str("[limits]\nmax_sockets = 4\ndisk_write_bytes = 1024\n").unwrap();
+        let s = Settings::resolve(file, None, None, None, None);
+        assert_eq!(s.limits.max_sockets, 4);
+        assert_eq!(s.limits.disk_write_bytes, 1024);
+        // Unset bounds keep the built-in defaults.
+        let d = tasker_sandbox::ResolvedLimits::default();
+        assert_eq!(s.limits.output_depth, d.output_depth);
+        let e = toml::from_str::<FileConfig>("[limits]\nmax_socket = 4\n").unwrap_err();
+        assert!(e.to_string().contains("max_socket"), "{e}");
     }
 
     #[test]

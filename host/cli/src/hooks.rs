@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::report::guest_text;
 use anyhow::{Context as _, Result};
 use futures::future::BoxFuture;
 use tasker_core::template::{HandlerRef, Template};
@@ -204,7 +205,10 @@ pub async fn summary_lines(store: &AnyStore, task: TaskId) -> Result<Vec<String>
         .map(|c| {
             format!(
                 "hook {}: {} delivered, {} pending, {} dead",
-                c.component, c.delivered, c.pending, c.dead
+                guest_text(&c.component, 120),
+                c.delivered,
+                c.pending,
+                c.dead
             )
         })
         .collect();
@@ -221,15 +225,11 @@ pub async fn summary_lines(store: &AnyStore, task: TaskId) -> Result<Vec<String>
                 .step_id
                 .map(|s| format!(" (step {s})"))
                 .unwrap_or_default();
-            let error: String = row
-                .last_error
-                .unwrap_or_default()
-                .chars()
-                .take(160)
-                .collect();
+            let error = guest_text(row.last_error.as_deref().unwrap_or_default(), 160);
             lines.push(format!(
                 "  dead: {hook} {}{step} after {} attempts: {error}",
-                row.event_name, row.attempts
+                guest_text(&row.event_name, 120),
+                row.attempts
             ));
         }
     }

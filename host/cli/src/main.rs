@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tasker_cli::app::{self, App};
+use tasker_cli::app::{self, App, RunTask};
 use tasker_cli::config::{FileConfig, Settings};
 
 /// Tasker runs multi-step workflows (DAGs of steps) whose handlers are sandboxed WebAssembly
@@ -47,9 +47,16 @@ struct Cli {
 enum Command {
     /// Register a template, submit a task and run it to its end in this process, with live
     /// progress and a summary. Exits non-zero when the task fails.
+    ///
+    /// Ctrl-C stops claiming, gives running steps a moment to finish, releases the rest
+    /// (their leases are given back at once) and prints how to resume: `run --task <id>`.
     Run {
-        /// The template (YAML).
-        template: PathBuf,
+        /// The template (YAML). Not with --task.
+        #[arg(required_unless_present = "task", conflicts_with = "task")]
+        template: Option<PathBuf>,
+        /// Resume this task (of a registered template) instead of creating one.
+        #[arg(long)]
+        task: Option<i64>,
         /// The task context: JSON text, or @file to read it from a file.
         #[arg(long, short, default_value = "{}")]
         context: String,
@@ -172,10 +179,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run {
             template,
+            task,
             context,
             concurrency,
             plain,
-        } => app.run(&template, &context, concurrency, plain).await,
+        } => {
+            let what = match (template, task) {
+                (_, Some(task)) => RunTask::Resume(task),
+                (Some(path), None) => RunTask::New {
+                    template: path,
+                    context,
+                },
+                (None, None) => unreachable!("clap requires a template or --task"),
+            };
+            app.run(what, concurrency, plain).await
+        }
         Command::Worker { concurrency, id } => app.worker(concurrency, id).await,
         Command::Submit {
             template,

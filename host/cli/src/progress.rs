@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tasker_core::events;
+
+use crate::report::guest_text;
 use tasker_core::template::Template;
 use tasker_engine::{Event, EventBus};
 use tasker_store::TaskId;
@@ -26,7 +28,7 @@ pub fn describe(ev: &Event) -> Option<String> {
         events::STEP_COMPLETED => format!("complete (attempt {attempt})"),
         events::STEP_FAILED => format!(
             "attempt {attempt} failed: {}",
-            p["message"].as_str().unwrap_or("?")
+            guest_text(p["message"].as_str().unwrap_or("?"), 500)
         ),
         events::STEP_RETRY_SCHEDULED => format!(
             "waiting for retry at {}",
@@ -37,7 +39,13 @@ pub fn describe(ev: &Event) -> Option<String> {
         events::TASK_COMPLETED => "task complete".to_owned(),
         events::TASK_FAILED => "task failed".to_owned(),
         events::TASK_CANCELLED => "task cancelled".to_owned(),
-        n if n.starts_with(events::CUSTOM_PREFIX) => format!("event {n} {p}"),
+        n if n.starts_with(events::CUSTOM_PREFIX) => {
+            format!(
+                "event {} {}",
+                guest_text(n, 120),
+                guest_text(&p.to_string(), 500)
+            )
+        }
         _ => return None,
     })
 }

@@ -72,6 +72,13 @@ pub fn readiness_reason(r: &ReadinessRow) -> String {
     }
 }
 
+/// Text that came from a guest (or a file name), cut to `max_chars` and with control
+/// characters escaped, so it can never drive the operator's terminal.
+pub(crate) fn guest_text(s: &str, max_chars: usize) -> String {
+    let cut: String = s.chars().take(max_chars).collect();
+    tasker_core::text::escape_control(&cut).into_owned()
+}
+
 fn last_message(attempts: &[AttemptRow]) -> String {
     attempts
         .iter()
@@ -80,14 +87,16 @@ fn last_message(attempts: &[AttemptRow]) -> String {
             a.message.as_ref().map(|m| {
                 // Who decided the retry, when it was not the built-in policy, or why not.
                 let decided = match (&a.decided_by, &a.decision_detail, &a.policy_warning) {
-                    (_, _, Some(w)) => format!(" [warning: {w}]"),
-                    (Some(by), Some(d), None) if by != "builtin" => format!(" [{by}: {d}]"),
+                    (_, _, Some(w)) => format!(" [warning: {}]", guest_text(w, 160)),
+                    (Some(by), Some(d), None) if by != "builtin" => {
+                        format!(" [{}: {}]", guest_text(by, 80), guest_text(d, 160))
+                    }
                     _ => String::new(),
                 };
                 format!(
                     "{}: {}{decided}",
                     a.error_kind.as_deref().unwrap_or("error"),
-                    m.chars().take(160).collect::<String>()
+                    guest_text(m, 160)
                 )
             })
         })
@@ -227,12 +236,12 @@ pub fn plugins(sandbox: &Sandbox, cache_dir: &Path) {
     plugins.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
     for p in plugins {
         t.add_row(vec![
-            format!("{}@{}", p.name, p.version),
+            guest_text(&format!("{}@{}", p.name, p.version), 120),
             p.world().as_str().to_owned(),
             short_hash(&p.hash.to_hex()),
             bytes(p.size_bytes as i64),
             bytes(cache_size(cache_dir, &p) as i64),
-            p.path.display().to_string(),
+            guest_text(&p.path.display().to_string(), 400),
         ]);
     }
     println!("{t}");

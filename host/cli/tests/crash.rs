@@ -9,7 +9,7 @@
 #[macro_use]
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -236,7 +236,117 @@ async fn a_poisoned_plugin_leaves_its_task_recoverable(db: Db) {
     }
 }
 
+/// Ctrl-C of `tasker run`: it stops claiming, gives the running step back at once (its
+/// lease is released and recorded, not left to expire), says how to resume, and
+/// `tasker run --task <id>` then finishes the task.
+async fn ctrl_c_of_run_releases_running_steps_and_run_task_resumes(db: Db) {
+    let dir = scratch("ctrl-c");
+    let file = dir.join("interrupted.yaml");
+    std::fs::write(
+        &file,
+        "namespace: tests\nname: interrupted\nversion: 1.0.0\nsteps:\n\
+         \x20 - {name: first, handler: noop@0.1.0}\n\
+         \x20 - {name: long, handler: slow@0.1.0, depends_on: first, config: {ms: 8000}, limits: {timeout_ms: 60000}}\n\
+         \x20 - {name: last, handler: noop@0.1.0, depends_on: long}\n",
+    )
+    .unwrap();
+    // The schema, so that the test can watch the run from the start.
+    drop(db.store().await);
+    let mut c = tasker(&db, &plugin_dir());
+    c.arg("run")
+        .arg(&file)
+        .arg("--plain")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = KillOnDrop(c.spawn().expect("tasker run starts"));
+    // Drain both pipes while it runs, so that it never blocks on a full one.
+    let drain = |r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(r).read_to_string(&mut text);
+            text
+        })
+    };
+    let out_reader = drain(Box::new(child.0.stdout.take().unwrap()));
+    let err_reader = drain(Box::new(child.0.stderr.take().unwrap()));
+    wait_for(
+        &db,
+        "SELECT count(*) FROM steps WHERE name = 'long' AND state = 'in_progress'",
+        1,
+        Duration::from_secs(120),
+    )
+    .await;
+    let pid = child.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tasker run did not stop after Ctrl-C"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (out, err) = (out_reader.join().unwrap(), err_reader.join().unwrap());
+    eprintln!("--- stdout\n{out}\n--- stderr\n{err}");
+    assert_eq!(status.code(), Some(130), "interrupted, not finished");
+    let task = count(&db, "SELECT max(id) FROM tasks").await;
+    assert!(err.contains(&format!("tasker run --task {task}")), "{err}");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM steps WHERE state = 'in_progress'"
+        )
+        .await,
+        0,
+        "no lease is left to expire"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM attempts a JOIN steps s ON s.id = a.step_id \
+             WHERE s.name = 'long' AND a.outcome = 'released'"
+        )
+        .await,
+        1
+    );
+
+    let mut c = tasker(&db, &plugin_dir());
+    c.args(["run", "--task", &task.to_string(), "--plain"]);
+    let out = run(c);
+    assert!(out.status.success(), "the resumed task completes");
+    let store = db.store().await;
+    assert_eq!(
+        store.task(task).await.unwrap().unwrap().state,
+        TaskState::Complete
+    );
+    for s in store.steps_of_task(task).await.unwrap() {
+        let outcomes: Vec<AttemptOutcome> = store
+            .attempts_of_step(s.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.outcome)
+            .collect();
+        let expected = if s.name == "long" {
+            vec![AttemptOutcome::Released, AttemptOutcome::Completed]
+        } else {
+            vec![AttemptOutcome::Completed]
+        };
+        assert_eq!(outcomes, expected, "{}", s.name);
+    }
+}
+
 cli_on_both_backends!(
     a_killed_worker_loses_its_leases_and_a_new_worker_finishes_everything,
-    a_poisoned_plugin_leaves_its_task_recoverable
+    a_poisoned_plugin_leaves_its_task_recoverable,
+    ctrl_c_of_run_releases_running_steps_and_run_task_resumes
 );

@@ -10,48 +10,14 @@
 #[macro_use]
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use common::*;
 use serde_json::json;
 use sqlx::PgPool;
 use tasker_core::fixtures;
 use tasker_store::{NewTask, Store};
-
-fn restart_postgres() {
-    let command = std::env::var("TASKER_TEST_PG_RESTART").unwrap_or_else(|_| {
-        let newest = std::fs::read_dir("/etc/postgresql")
-            .expect(
-                "no /etc/postgresql: set TASKER_TEST_PG_RESTART to a command that restarts \
-                 the server of DATABASE_URL",
-            )
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
-            .expect("a cluster under /etc/postgresql");
-        format!("pg_ctlcluster --skip-systemctl-redirect --mode=immediate {newest} main restart")
-    });
-    let status = std::process::Command::new("sh")
-        .args(["-c", &command])
-        .status()
-        .expect("the restart command runs");
-    assert!(status.success(), "{command}: {status}");
-}
-
-/// When the server last started; retried while it is coming back up.
-async fn started_at(pool: &PgPool, limit: Duration) -> DateTime<Utc> {
-    let t = Instant::now();
-    loop {
-        match sqlx::query_scalar("SELECT pg_postmaster_start_time()")
-            .fetch_one(pool)
-            .await
-        {
-            Ok(at) => return at,
-            Err(e) => assert!(t.elapsed() < limit, "the server is not back: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[sqlx::test(migrations = false)]
 async fn a_database_restart_mid_run_loses_no_task(pool: PgPool) {

@@ -193,6 +193,44 @@ async fn a_hostile_plugin_fails_its_step_with_its_kind_and_status_shows_why(db: 
     assert!(text.contains("failed (2 of 2 attempts used)"), "{text}");
 }
 
+/// Nothing a guest wrote reaches the terminal raw: its error message and event payload are
+/// printed with control characters (ESC, NUL, C1 CSI, a bidi override) escaped.
+async fn terminal_escapes_from_a_guest_are_printed_escaped(db: Db) {
+    let dir = scratch("escapes");
+    std::fs::write(
+        dir.join("escapes.yaml"),
+        "namespace: tests\nname: escapes\nversion: 1.0.0\nsteps:\n  - name: nasty\n    handler: hostile_escapes@0.1.0\n",
+    )
+    .unwrap();
+    let mut c = tasker(&db, &hostile_plugin_dir());
+    c.arg("run").arg(dir.join("escapes.yaml")).arg("--plain");
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1), "a failed task exits 1");
+    let task = only_task(&db).await;
+    let mut c = tasker(&db, &hostile_plugin_dir());
+    c.args(["status", &task.to_string()]);
+    let status = run(c);
+    assert!(status.status.success());
+    for (what, text) in [
+        ("run stdout", stdout(&out)),
+        ("run stderr", stderr(&out)),
+        ("status", stdout(&status)),
+    ] {
+        for raw in ['\u{1b}', '\0', '\u{9b}', '\u{202e}', '\u{7}'] {
+            assert!(!text.contains(raw), "{what} has a raw {raw:?}: {text:?}");
+        }
+        assert!(
+            text.contains("\\u{1b}[2J"),
+            "{what} shows the escape: {text}"
+        );
+    }
+    assert!(
+        stderr(&out).contains("event custom.nasty"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 async fn a_bad_template_is_refused_before_anything_is_written(db: Db) {
     let dir = scratch("bad-template");
     std::fs::write(
@@ -456,6 +494,7 @@ cli_on_both_backends!(
     order_fulfilment_runs_with_two_rate_limited_payment_attempts,
     data_pipeline_reads_a_read_only_grant_and_writes_its_report,
     a_hostile_plugin_fails_its_step_with_its_kind_and_status_shows_why,
+    terminal_escapes_from_a_guest_are_printed_escaped,
     a_bad_template_is_refused_before_anything_is_written,
     an_invalid_context_is_refused_with_its_path,
     templates_show_prints_the_dag,

@@ -144,7 +144,10 @@ impl<S: Store + 'static> HookDeliverer<S> {
                 HookDeliveryResult {
                     delivery_id: job.delivery_id,
                     token: job.token,
-                    error: outcome.err(),
+                    // A hook's own error text, storable (see `record::to_record`).
+                    error: outcome
+                        .err()
+                        .map(|e| tasker_core::text::storable(&e).into_owned()),
                 }
             }
         });

@@ -197,13 +197,15 @@ pub async fn decide_failures<S: Store>(
                 failures[i].retryable = false;
                 decisions[i] = FailureDecision {
                     decided_by: by,
-                    detail: Some(format!("give up: {reason}")),
+                    detail: Some(format!("give up: {}", tasker_core::text::storable(&reason))),
                     warning: None,
                 };
             }
             Err(e) => {
-                let warning =
-                    format!("retry policy {policy} failed ({e}); the built-in policy decided");
+                let warning = format!(
+                    "retry policy {policy} failed ({}); the built-in policy decided",
+                    tasker_core::text::storable(&e.to_string())
+                );
                 tracing::warn!(step_id = items[i].0.step_id, "{warning}");
                 metrics::counter!("tasker_retry_policy_fallbacks_total").increment(1);
                 decisions[i] = FailureDecision {

@@ -4,9 +4,11 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use tasker_core::error_kind::ErrorKind;
 use tasker_core::events;
 use tasker_core::state::TaskState;
 use tasker_core::template::Template;
+use tasker_core::text;
 
 use tasker_store::{
     ClaimedStep, CompletionOutcome, CustomEventRecord, ExpiredLease, FailureOutcome, RetryDecision,
@@ -23,9 +25,27 @@ pub enum Record {
     Failed(StepFailure),
 }
 
-/// Decides whether a failure retries, from the step's policy in its template.
+/// Decides whether a failure retries, from the step's policy in its template. Guest text is
+/// made storable here, the one path of the worker and the coordinator to the store: a NUL in
+/// a message becomes U+FFFD, and a result with a NUL (which no store could keep as it is)
+/// fails its attempt as `bad_output` instead of failing the whole batch call.
 pub fn to_record(job: &ClaimedStep, exec: &Execution, template: Option<&Template>) -> Record {
-    match &exec.outcome {
+    let nul_result;
+    let outcome = match &exec.outcome {
+        Outcome::Success { result } if text::json_has_nul(result) => {
+            nul_result = Outcome::Failure {
+                kind: ErrorKind::BadOutput,
+                message: "the result contains a NUL character (U+0000), which the store cannot \
+                          keep"
+                    .into(),
+                handler_retryable: None,
+                retry_after_ms: None,
+            };
+            &nul_result
+        }
+        other => other,
+    };
+    match outcome {
         Outcome::Success { result } => Record::Done(StepCompletion {
             step_id: job.step_id,
             token: job.token,
@@ -50,7 +70,7 @@ pub fn to_record(job: &ClaimedStep, exec: &Execution, template: Option<&Template
                 step_id: job.step_id,
                 token: job.token,
                 error_kind: *kind,
-                message: message.clone(),
+                message: text::storable(message).into_owned(),
                 retryable,
                 retry_after_ms: *retry_after_ms,
                 accounting: exec.accounting.clone(),
@@ -195,8 +215,8 @@ pub fn custom_records(job: &ClaimedStep, exec: &Execution) -> Vec<CustomEventRec
         .map(|ev| CustomEventRecord {
             step_id: job.step_id,
             token: job.token,
-            name: ev.name.clone(),
-            payload: ev.payload.clone(),
+            name: text::storable(&ev.name).into_owned(),
+            payload: text::storable_json(&ev.payload),
         })
         .collect()
 }

@@ -506,7 +506,70 @@ async fn a_result_too_deep_to_hand_on_fails_only_its_child<S: Backend>(s: S) {
     run.await.unwrap();
 }
 
+/// PostgreSQL cannot keep NUL in text or jsonb: a result with one fails its own attempt as
+/// `bad_output`, a message with one is kept with U+FFFD, and neither fails the batch call
+/// that records the other steps (before, the whole call failed and every lease in it
+/// expired, again and again).
+async fn a_nul_from_a_guest_fails_only_its_own_attempt<S: Backend>(s: S) {
+    let store = s.clone();
+    let template = fixtures::linear(1, NOOP);
+    store.register_template(&template).await.unwrap();
+    let mut tasks = Vec::new();
+    for what in ["nul_result", "nul_message", "fine"] {
+        let t = store
+            .create_task(
+                &NewTask::new(template.key(), json!({ "what": what })),
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        tasks.push(t.task_id);
+    }
+    let exec =
+        InProcessExecutor::new().handler("noop", |step| match step.context["what"].as_str() {
+            Some("nul_result") => Execution::success(json!({"text": "a\u{0}b"})),
+            Some("nul_message") => Execution::failure(
+                tasker_core::error_kind::ErrorKind::BadOutput,
+                "broken\u{0}message",
+            ),
+            _ => Execution::success(json!({"ok": true})),
+        });
+    let stop = CancellationToken::new();
+    let w = Worker::new(
+        Arc::new(own_pool(&s).await),
+        Arc::new(exec),
+        EventBus::default(),
+        config("w1"),
+    );
+    let run = tokio::spawn(w.run(stop.clone()));
+    wait_until_done(&store, &tasks, Duration::from_secs(60)).await;
+    let mut outcomes = Vec::new();
+    for t in &tasks {
+        let step = &store.steps_of_task(*t).await.unwrap()[0];
+        let a = store.attempts_of_step(step.id).await.unwrap();
+        assert_eq!(a.len(), 1, "one attempt, no lease loss: {a:?}");
+        outcomes.push((a[0].error_kind.clone(), a[0].message.clone()));
+    }
+    assert_eq!(outcomes[0].0.as_deref(), Some("bad_output"));
+    assert!(outcomes[0].1.as_deref().unwrap().contains("NUL"));
+    assert_eq!(
+        outcomes[1],
+        (
+            Some("bad_output".to_owned()),
+            Some("broken\u{fffd}message".to_owned())
+        )
+    );
+    assert_eq!(outcomes[2], (None, None));
+    assert_eq!(
+        store.task(tasks[2]).await.unwrap().unwrap().state,
+        TaskState::Complete
+    );
+    stop.cancel();
+    run.await.unwrap();
+}
+
 tasker_store::on_both_backends!(
+    a_nul_from_a_guest_fails_only_its_own_attempt,
     four_workers_run_20000_steps_exactly_once,
     a_result_too_deep_to_hand_on_fails_only_its_child,
     a_silent_worker_loses_its_leases_and_its_late_completion_is_refused,

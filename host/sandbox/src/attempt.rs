@@ -10,8 +10,10 @@ use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::tasker::plugin::types as wit;
-use crate::caps::{self, Denial, Grants};
+use crate::bounds::{json_depth, truncate};
+use crate::caps::{self, Denial, DenialLog, Grants};
 use crate::error::SandboxError;
+use crate::guard::Guard;
 use crate::host::{EmittedEvent, Journal, LogRecord};
 use crate::limits::{Limits, MemoryLimiter, ResolvedLimits};
 use crate::registry::{Plugin, PluginHash, PluginRef, Pre, World};
@@ -117,7 +119,16 @@ pub(crate) struct AttemptState {
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) journal: Journal,
+    guard: Guard,
     deadline: Instant,
+}
+
+impl AttemptState {
+    /// The WASI context, the resource table and the guard, borrowed apart (for the
+    /// guarded WASI interfaces).
+    pub(crate) fn split(&mut self) -> (&mut WasiCtx, &mut ResourceTable, &mut Guard) {
+        (&mut self.wasi, &mut self.table, &mut self.guard)
+    }
 }
 
 impl WasiView for AttemptState {
@@ -206,6 +217,9 @@ pub(crate) async fn run_call(
         ..AttemptReport::default()
     };
 
+    if let Err(error) = limits.validate() {
+        return Err(AttemptFailure { error, report });
+    }
     if plugin.world() != call.world() {
         let error = SandboxError::Incompatible {
             message: format!(
@@ -223,10 +237,10 @@ pub(crate) async fn run_call(
     let stderr = CappedPipe::new(limits.stdio_bytes);
     let mut b = WasiCtxBuilder::new();
     b.stdout(stdout.clone()).stderr(stderr.clone());
-    let denials = match caps::apply(grants, &mut b).await {
-        Ok(d) => d,
-        Err(error) => return Err(AttemptFailure { error, report }),
-    };
+    let denials = DenialLog::default();
+    if let Err(error) = caps::apply(grants, &mut b, &denials).await {
+        return Err(AttemptFailure { error, report });
+    }
 
     let timeout = Duration::from_millis(limits.timeout_ms);
     let state = AttemptState {
@@ -237,8 +251,12 @@ pub(crate) async fn run_call(
             max_logs: limits.max_logs,
             max_events: limits.max_events,
             max_message_bytes: usize::try_from(limits.max_message_bytes).unwrap_or(usize::MAX),
+            max_log_bytes: usize::try_from(limits.log_bytes).unwrap_or(usize::MAX),
+            max_event_name_bytes: limits.event_name_bytes as usize,
+            max_depth: limits.output_depth as usize,
             ..Journal::default()
         },
+        guard: Guard::new(&limits, !grants.net.is_empty(), denials.clone()),
         deadline: started + timeout,
     };
     let mut store = Store::new(engine, state);
@@ -339,7 +357,7 @@ pub(crate) async fn run_call(
     report.events = state.journal.events;
     report.denials = denials.snapshot();
 
-    let result = classify(outcome, &limits, state.limiter.denied, &report, grants);
+    let result = classify(outcome, &limits, state.limiter.denied, &report);
     match result {
         Ok(output) => Ok(AttemptOutput { output, report }),
         Err(error) => Err(AttemptFailure { error, report }),
@@ -351,8 +369,8 @@ fn classify(
     limits: &ResolvedLimits,
     memory_denied: Option<u64>,
     report: &AttemptReport,
-    grants: &Grants,
 ) -> Result<serde_json::Value, SandboxError> {
+    let max_message = usize::try_from(limits.error_message_bytes).unwrap_or(usize::MAX);
     let failure = match outcome {
         Outcome::Returned(Ok(text)) => {
             if text.len() as u64 > limits.output_bytes {
@@ -361,6 +379,16 @@ fn classify(
                         "output is {} bytes, over the {} byte cap",
                         text.len(),
                         limits.output_bytes
+                    ),
+                });
+            }
+            // Checked before parsing: the store nests a result deeper when it hands it on.
+            let depth = json_depth(&text);
+            if depth > limits.output_depth as usize {
+                return Err(SandboxError::BadOutput {
+                    reason: format!(
+                        "output nests {depth} levels deep, over the {} level cap",
+                        limits.output_depth
                     ),
                 });
             }
@@ -378,12 +406,12 @@ fn classify(
             limit_bytes: limits.memory_bytes,
         },
         Outcome::Returned(Err(wit::StepError::Retryable(r))) => SandboxError::HandlerError {
-            message: r.message,
+            message: truncate(r.message, max_message),
             retryable: true,
             retry_after_ms: r.retry_after_ms,
         },
         Outcome::Returned(Err(wit::StepError::Permanent(message))) => SandboxError::HandlerError {
-            message,
+            message: truncate(message, max_message),
             retryable: false,
             retry_after_ms: None,
         },
@@ -401,18 +429,22 @@ fn classify(
             SandboxError::internal(format!("cannot instantiate: {e:#}"))
         }
         Outcome::InstantiateFailed(e) | Outcome::CallFailed(e) => {
-            trap_error(e, limits, &report.stderr)
+            trap_error(e, limits, &report.stderr, max_message)
         }
     };
-    Err(reclassify_denial(failure, report, grants))
+    Err(reclassify_denial(failure, report))
 }
 
-fn trap_error(e: wasmtime::Error, limits: &ResolvedLimits, stderr: &str) -> SandboxError {
-    let backtrace = e.downcast_ref::<WasmBacktrace>().map(|bt| {
-        let mut s = bt.to_string();
-        s.truncate(4096);
-        s
-    });
+fn trap_error(
+    e: wasmtime::Error,
+    limits: &ResolvedLimits,
+    stderr: &str,
+    max_message: usize,
+) -> SandboxError {
+    // Function names come from the guest's name section: bounded like its messages.
+    let backtrace = e
+        .downcast_ref::<WasmBacktrace>()
+        .map(|bt| truncate(bt.to_string(), max_message));
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => SandboxError::OutOfFuel {
             budget: limits.fuel,
@@ -441,7 +473,7 @@ fn trap_error(e: wasmtime::Error, limits: &ResolvedLimits, stderr: &str) -> Sand
                 }
             };
             SandboxError::Trap {
-                message,
+                message: truncate(message, max_message),
                 trap_code: code,
                 backtrace,
             }
@@ -471,27 +503,20 @@ fn panic_message(stderr: &str) -> Option<String> {
     Some(msg.chars().take(2000).collect())
 }
 
-/// A failure with a recorded or evidenced capability refusal is reported as
-/// `CapabilityDenied`: that is the cause, whatever the guest did after it.
-fn reclassify_denial(
-    failure: SandboxError,
-    report: &AttemptReport,
-    grants: &Grants,
-) -> SandboxError {
+/// A failure after the host refused something is reported as `CapabilityDenied`: that is
+/// the cause, whatever the guest did after it. Only the host's own records count; what
+/// the guest says in its error is its own error.
+fn reclassify_denial(failure: SandboxError, report: &AttemptReport) -> SandboxError {
     if !matches!(
         failure,
         SandboxError::Trap { .. } | SandboxError::HandlerError { .. }
     ) {
         return failure;
     }
-    let denial = report.denials.first().cloned().or_else(|| {
-        let msg = failure.to_string();
-        caps::guest_evidence(&[&msg, &report.stderr], grants)
-    });
-    match denial {
+    match report.denials.first() {
         Some(d) => SandboxError::CapabilityDenied {
             what: format!("{}: {}", d.capability, d.detail),
-            detected_by: d.detected_by,
+            detected_by: d.detected_by.clone(),
             guest_error: failure.to_string(),
         },
         None => failure,

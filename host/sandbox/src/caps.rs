@@ -1,16 +1,12 @@
 //! Capabilities: deny-by-default grants of directories, environment variables and outbound
-//! network, turned into a `WasiCtx` per attempt, plus how denials are detected.
+//! network, turned into a `WasiCtx` per attempt, and the log of what the host refused.
 //!
-//! Detection, honestly:
-//! - **Network**: recorded by the host. Every socket address goes through
-//!   `socket_addr_check`; a refused one is written to the attempt's denial list.
-//! - **Files**: the guest's libc resolves paths against its preopens before the host sees
-//!   them, and the host's own refusals (write to a read-only grant, `..` escapes) come back
-//!   to the guest as an errno only. So file denials are classified from the guest's
-//!   evidence: the errno text in its error message or stderr ([`guest_evidence`]).
-//! - **Environment**: an ungranted variable is simply absent, so the host cannot tell that
-//!   the guest looked. The guest SDK's `env_var` reports it as "capability denied: ...",
-//!   which is the evidence used here.
+//! A denial is only ever what the host itself refused: an address outside the network
+//! allow-list (`socket_addr_check`), a socket without a `net` grant, a path escaping a
+//! preopen or a write to a read-only grant (seen in the filesystem calls, `fs_guard.rs`),
+//! a resource cap or the disk quota (`guard.rs`). What only the guest can see (an absolute
+//! path outside every preopen fails inside its libc; an ungranted variable is absent) is
+//! not a denial: the attempt fails with the guest's own error.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -53,10 +49,10 @@ pub struct DirGrant {
 /// One refused use of a capability.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Denial {
-    /// "net", "fs" or "env".
+    /// "net" or "fs".
     pub capability: String,
     pub detail: String,
-    /// "host" or "guest_evidence".
+    /// Always "host": kept for compatibility with earlier reports.
     pub detected_by: String,
 }
 
@@ -64,6 +60,15 @@ pub struct Denial {
 pub(crate) struct DenialLog(Arc<Mutex<Vec<Denial>>>);
 
 impl DenialLog {
+    /// Record a refusal by the host.
+    pub fn record(&self, capability: &str, detail: String) {
+        self.push(Denial {
+            capability: capability.into(),
+            detail,
+            detected_by: "host".into(),
+        });
+    }
+
     fn push(&self, d: Denial) {
         let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // Bounded: a guest retrying in a loop must not grow this without end.
@@ -119,11 +124,12 @@ async fn parse_net_rule(entry: &str) -> Result<(NetRule, bool), SandboxError> {
     Ok((NetRule { ips, port }, true))
 }
 
-/// Apply `grants` to a WASI builder. Returns the denial log the socket check writes to.
+/// Apply `grants` to a WASI builder; the socket check writes refusals to `denials`.
 pub(crate) async fn apply(
     grants: &Grants,
     b: &mut WasiCtxBuilder,
-) -> Result<DenialLog, SandboxError> {
+    denials: &DenialLog,
+) -> Result<(), SandboxError> {
     for d in &grants.dirs {
         if !d.guest.starts_with('/') {
             return Err(SandboxError::Config {
@@ -161,14 +167,12 @@ pub(crate) async fn apply(
         names |= by_name;
         rules.push(rule);
     }
-    let denials = DenialLog::default();
     let log = denials.clone();
     let rules = Arc::new(rules);
-    // TCP/UDP stay enabled so every use reaches this check and a refusal is recorded;
-    // with no rules the check refuses everything.
-    b.allow_tcp(true)
-        .allow_udp(true)
-        .allow_ip_name_lookup(names);
+    // Without a grant no socket is created at all (`net_guard.rs` refuses and records it);
+    // wasmtime-wasi's own switches say the same as a second line.
+    let net = !grants.net.is_empty();
+    b.allow_tcp(net).allow_udp(net).allow_ip_name_lookup(names);
     b.socket_addr_check(move |addr, use_| {
         let allowed = match use_ {
             SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend => {
@@ -185,142 +189,19 @@ pub(crate) async fn apply(
             }
         };
         if !allowed {
-            log.push(Denial {
-                capability: "net".into(),
-                detail: format!("{use_:?} {addr} is not in the network allow-list"),
-                detected_by: "host".into(),
-            });
+            log.record(
+                "net",
+                format!("{use_:?} {addr} is not in the network allow-list"),
+            );
         }
         Box::pin(async move { allowed })
     });
-    Ok(denials)
-}
-
-/// Error texts that mean "the sandbox refused", as the guest reports them: wasi-libc's
-/// `strerror` for ENOTCAPABLE, EPERM, EACCES and EROFS, the WASI error-code names, and
-/// the guest SDK's own wording.
-const EVIDENCE: &[(&str, &str)] = &[
-    ("capability denied", "guest reported a capability denial"),
-    (
-        "Capabilities insufficient",
-        "path outside the granted directories (ENOTCAPABLE)",
-    ),
-    (
-        "Operation not permitted",
-        "operation not permitted by the grant (EPERM)",
-    ),
-    (
-        "Permission denied",
-        "permission denied by the grant (EACCES)",
-    ),
-    (
-        "Read-only file system",
-        "write to a read-only grant (EROFS)",
-    ),
-    ("NotCapable", "path outside the granted directories"),
-    ("not-permitted", "operation not permitted by the grant"),
-    ("access-denied", "access denied by the grant"),
-    (
-        "environment variable not found",
-        "environment variable not granted",
-    ),
-];
-
-/// Classify a failed attempt's guest output as a capability denial, if it shows one.
-///
-/// An absolute path outside every preopen fails inside the guest's libc with ENOENT, the
-/// same as a missing file; so "No such file or directory" counts as a denial only when
-/// the guest's message names an absolute path outside all of the attempt's grants.
-pub(crate) fn guest_evidence(texts: &[&str], grants: &Grants) -> Option<Denial> {
-    for text in texts {
-        if text.contains("No such file or directory")
-            && let Some(path) = ungranted_path(text, grants)
-        {
-            return Some(Denial {
-                capability: "fs".into(),
-                detail: format!("path {path} is outside the granted directories"),
-                detected_by: "guest_evidence".into(),
-            });
-        }
-        for (needle, what) in EVIDENCE {
-            if text.contains(needle) {
-                let capability =
-                    if needle.contains("environment") || text.contains("environment variable") {
-                        "env"
-                    } else if text.contains("connect") || text.contains("network") {
-                        "net"
-                    } else {
-                        "fs"
-                    };
-                return Some(Denial {
-                    capability: capability.into(),
-                    detail: (*what).to_string(),
-                    detected_by: "guest_evidence".into(),
-                });
-            }
-        }
-    }
-    None
-}
-
-/// The first path in `text` that no directory grant covers: an absolute path outside every
-/// grant, or a relative path climbing out with `../` (the guest has no working directory).
-fn ungranted_path(text: &str, grants: &Grants) -> Option<String> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | ',' | ';' | '(' | ')'))
-        .map(|w| w.trim_end_matches([':', '.']))
-        .filter(|w| (w.starts_with('/') && w.len() > 1) || w.starts_with("../"))
-        .find(|w| {
-            !grants.dirs.iter().any(|d| {
-                let g = d.guest.trim_end_matches('/');
-                *w == g || w.strip_prefix(g).is_some_and(|rest| rest.starts_with('/'))
-            })
-        })
-        .map(str::to_string)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn grants() -> Grants {
-        Grants {
-            dirs: vec![DirGrant {
-                host: "/tmp".into(),
-                guest: "/input".into(),
-                writable: false,
-            }],
-            ..Grants::default()
-        }
-    }
-
-    #[test]
-    fn errno_texts_are_evidence() {
-        for text in [
-            "reading /input/../x: Capabilities insufficient (os error 76)",
-            "write /input/a: Operation not permitted (os error 63)",
-            "Read-only file system (os error 69)",
-            "capability denied: environment variable `X` is not granted to this step",
-        ] {
-            let d = guest_evidence(&[text], &grants()).unwrap_or_else(|| panic!("{text}"));
-            assert_eq!(d.detected_by, "guest_evidence");
-        }
-        let d =
-            guest_evidence(&["capability denied: environment variable `X`"], &grants()).unwrap();
-        assert_eq!(d.capability, "env");
-    }
-
-    #[test]
-    fn enoent_counts_only_outside_the_grants() {
-        let outside = "reading /etc/passwd: No such file or directory (os error 44)";
-        assert_eq!(
-            guest_evidence(&[outside], &grants()).unwrap().capability,
-            "fs"
-        );
-        assert!(guest_evidence(&["reading ../x: No such file or directory"], &grants()).is_some());
-        let inside = "reading /input/missing.txt: No such file or directory (os error 44)";
-        assert_eq!(guest_evidence(&[inside], &grants()), None);
-        assert_eq!(guest_evidence(&["upstream said 503"], &grants()), None);
-    }
 
     #[tokio::test]
     async fn net_rules_parse_and_match() {

@@ -35,9 +35,10 @@ pub enum SandboxError {
         backtrace: Option<String>,
     },
 
-    /// The guest used a capability it was not granted (file outside its grants, write to a
-    /// read-only grant, env var, network). `detected_by` is "host" when the host recorded
-    /// the denial itself, "guest_evidence" when it was read from the guest's error output.
+    /// The host refused something the guest tried and the attempt then failed: a path
+    /// escaping a grant, a write to a read-only grant, a socket without a `net` grant, an
+    /// address outside the allow-list, a resource cap or the disk quota. Only what the host
+    /// itself refused counts; `detected_by` is always "host" (kept for compatibility).
     #[error("capability denied: {what} (guest error: {guest_error})")]
     CapabilityDenied {
         what: String,

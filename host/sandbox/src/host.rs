@@ -1,10 +1,12 @@
 //! The `tasker:plugin/host` interface: logging and custom events, kept on the attempt
-//! with bounds so a chatty guest cannot grow host memory.
+//! with bounds (each message, all logs together, event names and payloads) so a chatty
+//! guest cannot grow host memory or inject control characters into what is printed.
 
 use serde::{Deserialize, Serialize};
 
 use crate::attempt::AttemptState;
 use crate::bindings::tasker::plugin::{host, types};
+use crate::bounds::{json_depth, printable, truncate};
 
 /// One `log` call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +33,11 @@ pub(crate) struct Journal {
     pub max_logs: u32,
     pub max_events: u32,
     pub max_message_bytes: usize,
+    /// Cap on all kept log messages together, in bytes.
+    pub max_log_bytes: usize,
+    pub log_bytes: usize,
+    pub max_event_name_bytes: usize,
+    pub max_depth: usize,
 }
 
 fn level_name(level: types::LogLevel) -> &'static str {
@@ -43,18 +50,6 @@ fn level_name(level: types::LogLevel) -> &'static str {
     }
 }
 
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str("…[truncated]");
-    }
-    s
-}
-
 impl types::Host for AttemptState {}
 
 impl host::Host for AttemptState {
@@ -65,6 +60,12 @@ impl host::Host for AttemptState {
             return;
         }
         let message = truncate(message, j.max_message_bytes);
+        // Over the total: dropped whole (counted), so kept records are never cut twice.
+        if j.log_bytes + message.len() > j.max_log_bytes {
+            j.logs_dropped += 1;
+            return;
+        }
+        j.log_bytes += message.len();
         j.logs.push(LogRecord {
             level: level_name(level).to_string(),
             message,
@@ -76,7 +77,9 @@ impl host::Host for AttemptState {
         // Oversized or invalid events are dropped (counted), never half-kept.
         if j.events.len() >= j.max_events as usize
             || payload.len() > j.max_message_bytes
-            || name.len() > 256
+            || name.len() > j.max_event_name_bytes
+            || !printable(&name)
+            || json_depth(&payload) > j.max_depth
         {
             j.events_dropped += 1;
             return;

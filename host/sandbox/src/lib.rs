@@ -8,11 +8,16 @@
 
 mod attempt;
 mod bindings;
+mod bounds;
 mod caps;
 mod engine;
 mod error;
+mod fs_guard;
+mod fs_streams;
+mod guard;
 mod host;
 mod limits;
+mod net_guard;
 mod registry;
 mod stdio;
 mod worlds;
@@ -33,7 +38,7 @@ pub use caps::{Denial, DirGrant, Grants};
 pub use engine::{AllocatorChoice, AllocatorInUse, EngineConfig, SandboxEngine};
 pub use error::SandboxError;
 pub use host::{EmittedEvent, LogRecord};
-pub use limits::{Limits, ResolvedLimits};
+pub use limits::{ENTRY_COST, Limits, MAX_OUTPUT_DEPTH, ResolvedLimits};
 pub use registry::{
     Plugin, PluginHash, PluginRef, Registry, RegistryEvent, RegistryStats, ScanReport, World,
 };
@@ -84,12 +89,14 @@ struct Inner {
 }
 
 impl Sandbox {
-    /// Build the engine, load the plugin directory once and, if configured, watch it.
-    /// Plugins that fail to load are listed in the returned report, not fatal.
+    /// Build the engine, scan the plugin directory once and, if configured, watch it.
+    /// Nothing is compiled here: plugins compile on first use unless the precompiled cache
+    /// has them. Files refused by the scan are listed in the returned report, not fatal.
     pub async fn new(config: SandboxConfig) -> Result<(Self, ScanReport), SandboxError> {
         let engine = SandboxEngine::new(config.engine.clone())?;
+        config.defaults.validate()?;
         let mut linker = Linker::new(engine.engine());
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        guard::add_to_linker(&mut linker)
             .map_err(|e| SandboxError::internal(format!("cannot link WASI: {e:#}")))?;
         bindings::StepHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| {
             SandboxError::internal(format!("cannot link the host interface: {e:#}"))
@@ -100,7 +107,7 @@ impl Sandbox {
             config.plugin_dir,
             config.cache_dir,
         ));
-        let report = registry.rescan().await?;
+        let report = registry.first_scan().await?;
         if config.watch {
             registry.watch()?;
         }
@@ -186,9 +193,11 @@ impl Sandbox {
             .acquire()
             .await
             .expect("semaphore is never closed");
+        // Waiting for a slot, not the first use's compile below.
+        let queue_wait = queued.elapsed();
         // Resolve once the attempt has a slot: a queued attempt runs the newest version,
-        // a started one keeps the version it resolved.
-        let plugin = match self.inner.registry.resolve(plugin) {
+        // a started one keeps the version it resolved. The first use compiles.
+        let plugin = match self.inner.registry.load(plugin).await {
             Ok(p) => p,
             Err(error) => {
                 let report = AttemptReport {
@@ -208,7 +217,7 @@ impl Sandbox {
             call,
             grants,
             limits,
-            queued.elapsed(),
+            queue_wait,
         )
         .await
     }

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::SandboxError;
+
 /// Limits for one attempt as the engine passes them: `None` means "host default".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -23,10 +25,39 @@ pub struct Limits {
     pub max_events: Option<u32>,
     /// Cap on one event payload or log message, in bytes.
     pub max_message_bytes: Option<u64>,
+    /// Cap on the JSON nesting depth of the handler's result (and of event payloads).
+    /// At most [`MAX_OUTPUT_DEPTH`].
+    pub output_depth: Option<u32>,
+    /// Cap on a handler's error message, a trap message and a backtrace, in bytes (each).
+    /// Longer ones are truncated with a marker.
+    pub error_message_bytes: Option<u64>,
+    /// Cap on the total bytes of log messages kept for the attempt; excess is dropped and
+    /// counted.
+    pub log_bytes: Option<u64>,
+    /// Cap on an event name, in bytes.
+    pub event_name_bytes: Option<u32>,
+    /// Cap on sockets the guest holds open at once (needs a `net` grant to open any).
+    pub max_sockets: Option<u32>,
+    /// Cap on host descriptors the guest holds at once: files and directories it opened,
+    /// streams over files, sockets.
+    pub max_descriptors: Option<u32>,
+    /// Cap on bytes written into `rw` grants during the attempt (every write counts,
+    /// and each new directory entry costs [`ENTRY_COST`]).
+    pub disk_write_bytes: Option<u64>,
 }
 
-/// Limits with every value decided.
+/// Highest accepted `output_depth`: the store wraps a result one or two levels deeper
+/// when it hands it to a child step, and serde_json refuses more than 128 levels.
+pub const MAX_OUTPUT_DEPTH: u32 = 100;
+
+/// Quota charged for each new file, directory or link, so a guest cannot flood a grant
+/// with empty entries.
+pub const ENTRY_COST: u64 = 4096;
+
+/// Limits with every value decided. Fields missing when deserialized take the built-in
+/// defaults (so configs written before a limit existed still load).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ResolvedLimits {
     pub fuel: u64,
     pub timeout_ms: u64,
@@ -36,6 +67,13 @@ pub struct ResolvedLimits {
     pub max_logs: u32,
     pub max_events: u32,
     pub max_message_bytes: u64,
+    pub output_depth: u32,
+    pub error_message_bytes: u64,
+    pub log_bytes: u64,
+    pub event_name_bytes: u32,
+    pub max_sockets: u32,
+    pub max_descriptors: u32,
+    pub disk_write_bytes: u64,
 }
 
 impl Default for ResolvedLimits {
@@ -51,6 +89,13 @@ impl Default for ResolvedLimits {
             max_logs: 256,
             max_events: 64,
             max_message_bytes: 16 << 10,
+            output_depth: 64,
+            error_message_bytes: 16 << 10,
+            log_bytes: 256 << 10,
+            event_name_bytes: 128,
+            max_sockets: 16,
+            max_descriptors: 128,
+            disk_write_bytes: 64 << 20,
         }
     }
 }
@@ -70,7 +115,32 @@ impl Limits {
             max_logs: self.max_logs.unwrap_or(defaults.max_logs),
             max_events: self.max_events.unwrap_or(defaults.max_events),
             max_message_bytes: self.max_message_bytes.unwrap_or(defaults.max_message_bytes),
+            output_depth: self.output_depth.unwrap_or(defaults.output_depth),
+            error_message_bytes: self
+                .error_message_bytes
+                .unwrap_or(defaults.error_message_bytes),
+            log_bytes: self.log_bytes.unwrap_or(defaults.log_bytes),
+            event_name_bytes: self.event_name_bytes.unwrap_or(defaults.event_name_bytes),
+            max_sockets: self.max_sockets.unwrap_or(defaults.max_sockets),
+            max_descriptors: self.max_descriptors.unwrap_or(defaults.max_descriptors),
+            disk_write_bytes: self.disk_write_bytes.unwrap_or(defaults.disk_write_bytes),
         }
+    }
+}
+
+impl ResolvedLimits {
+    /// Refuse settings the host cannot honour safely.
+    pub fn validate(&self) -> Result<(), SandboxError> {
+        if self.output_depth == 0 || self.output_depth > MAX_OUTPUT_DEPTH {
+            return Err(SandboxError::Config {
+                message: format!(
+                    "output_depth {} is out of range: it must be 1..={MAX_OUTPUT_DEPTH} (results \
+                     are nested deeper when handed to child steps; JSON parsing stops at 128)",
+                    self.output_depth
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -146,6 +216,25 @@ mod tests {
         assert_eq!(r.timeout_ms, d.timeout_ms);
         let err = serde_json::from_str::<Limits>(r#"{"fuel": 1, "memory": 2}"#).unwrap_err();
         assert!(err.to_string().contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn output_depth_leaves_headroom_below_serde_json() {
+        let d = ResolvedLimits::default();
+        assert!(d.validate().is_ok());
+        for bad in [0, MAX_OUTPUT_DEPTH + 1, 128] {
+            let r = Limits {
+                output_depth: Some(bad),
+                ..Limits::default()
+            }
+            .resolve(&d, 1 << 30);
+            let e = r.validate().unwrap_err();
+            assert_eq!(e.kind(), "config");
+            assert!(e.to_string().contains("output_depth"), "{e}");
+        }
+        // Configs written before a limit existed still load.
+        let old: ResolvedLimits = serde_json::from_str(r#"{"fuel": 7}"#).unwrap();
+        assert_eq!((old.fuel, old.max_sockets), (7, d.max_sockets));
     }
 
     #[test]

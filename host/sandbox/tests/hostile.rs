@@ -139,27 +139,40 @@ fn ro_input(root: &tempfile::TempDir) -> Grants {
     }
 }
 
+/// The first denial the host recorded, asserting the attempt is `capability_denied` as
+/// the host saw it.
+fn host_denial(f: &tasker_sandbox::AttemptFailure) -> String {
+    assert_eq!(f.kind(), "capability_denied", "{}", f.error);
+    assert!(!f.is_retryable());
+    let SandboxError::CapabilityDenied {
+        detected_by, what, ..
+    } = &f.error
+    else {
+        unreachable!()
+    };
+    assert_eq!(detected_by, "host");
+    assert!(!f.report.denials.is_empty());
+    what.clone()
+}
+
 #[tokio::test]
-async fn reading_outside_the_grant_is_denied() {
+async fn escaping_a_grant_is_denied_by_the_host() {
     let sb = sandbox();
     let root = input_dir();
-    for path in ["/etc/passwd", "/input/../secret.txt", "../secret.txt"] {
-        let f = run_err(
-            sb,
-            request(
-                "hostile_read_outside",
-                json!({ "paths": [path] }),
-                limits(),
-                ro_input(&root),
-            ),
-        )
-        .await;
-        assert_eq!(f.kind(), "capability_denied", "{path}: {}", f.error);
-        let SandboxError::CapabilityDenied { detected_by, .. } = &f.error else {
-            unreachable!()
-        };
-        assert_eq!(detected_by, "guest_evidence");
-    }
+    // The guest's libc hands `../secret.txt` to the /input preopen; cap-std refuses it.
+    let f = run_err(
+        sb,
+        request(
+            "hostile_read_outside",
+            json!({ "paths": ["/input/../secret.txt"] }),
+            limits(),
+            ro_input(&root),
+        ),
+    )
+    .await;
+    let what = host_denial(&f);
+    assert!(what.contains("secret.txt"), "{what}");
+    assert!(!f.error.to_string().contains("the host's secret"));
     // The grant itself works.
     let out = run_ok(
         sb,
@@ -172,6 +185,35 @@ async fn reading_outside_the_grant_is_denied() {
     )
     .await;
     assert_eq!(out.output, json!(["one two three"]));
+    assert_good_still_runs(sb).await;
+}
+
+#[tokio::test]
+async fn a_harmless_enoent_message_is_not_a_denial() {
+    let sb = sandbox();
+    let root = input_dir();
+    // A path outside every preopen fails inside the guest's libc with ENOENT: the host
+    // never sees the call, so it is the guest's own error, whatever its message names.
+    // (The secret is not reachable either way.)
+    for path in ["/etc/passwd", "/input/missing.txt"] {
+        let f = run_err(
+            sb,
+            request(
+                "hostile_read_outside",
+                json!({ "paths": [path] }),
+                limits(),
+                ro_input(&root),
+            ),
+        )
+        .await;
+        assert_eq!(f.kind(), "handler_error", "{path}: {}", f.error);
+        assert!(
+            f.error.to_string().contains("No such file or directory"),
+            "{}",
+            f.error
+        );
+        assert!(f.report.denials.is_empty(), "{:?}", f.report.denials);
+    }
     assert_good_still_runs(sb).await;
 }
 
@@ -189,7 +231,8 @@ async fn writing_to_a_read_only_grant_is_denied() {
         ),
     )
     .await;
-    assert_eq!(f.kind(), "capability_denied", "{}", f.error);
+    let what = host_denial(&f);
+    assert!(what.contains("new.txt"), "{what}");
     assert!(!root.path().join("input/new.txt").exists());
     // Writable grant: the same plugin succeeds.
     let mut g = ro_input(&root);
@@ -213,9 +256,11 @@ async fn writing_to_a_read_only_grant_is_denied() {
 }
 
 #[tokio::test]
-async fn ungranted_env_var_is_denied() {
+async fn an_ungranted_env_var_is_absent_not_a_denial() {
     let sb = sandbox();
-    // PATH exists on the host; it must not leak into a guest without a grant.
+    // PATH exists on the host; it must not leak into a guest without a grant. An ungranted
+    // variable is simply absent: the host cannot see the guest look, so the SDK's
+    // "capability denied" wording is the guest's own (permanent) error.
     let f = run_err(
         sb,
         request(
@@ -226,8 +271,10 @@ async fn ungranted_env_var_is_denied() {
         ),
     )
     .await;
-    assert_eq!(f.kind(), "capability_denied", "{}", f.error);
+    assert_eq!(f.kind(), "handler_error", "{}", f.error);
     assert!(!f.is_retryable());
+    assert!(f.report.denials.is_empty());
+    assert!(!f.error.to_string().contains("/usr"), "{}", f.error);
     // Granted by name (inherited) and by value.
     let g = Grants {
         env: vec!["PATH".into()],
@@ -254,6 +301,7 @@ async fn network_is_denied_by_default_and_recorded_by_the_host() {
     let sb = sandbox();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    // No grant: not even a socket is created.
     let f = run_err(
         sb,
         request(
@@ -264,15 +312,8 @@ async fn network_is_denied_by_default_and_recorded_by_the_host() {
         ),
     )
     .await;
-    assert_eq!(f.kind(), "capability_denied", "{}", f.error);
-    let SandboxError::CapabilityDenied {
-        detected_by, what, ..
-    } = &f.error
-    else {
-        unreachable!()
-    };
-    assert_eq!(detected_by, "host");
-    assert!(what.contains(&addr), "{what}");
+    let what = host_denial(&f);
+    assert!(what.contains("no network grant"), "{what}");
     assert_eq!(f.report.denials.len(), 1);
     // An allow-listed address connects.
     let g = Grants {
@@ -289,7 +330,7 @@ async fn network_is_denied_by_default_and_recorded_by_the_host() {
         "{}",
         out.output
     );
-    // Another port on the same host is still refused.
+    // Another port on the same host is still refused, at the address.
     let other = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -304,7 +345,8 @@ async fn network_is_denied_by_default_and_recorded_by_the_host() {
         request("hostile_net", json!({ "addr": other }), limits(), g),
     )
     .await;
-    assert_eq!(f.kind(), "capability_denied", "{}", f.error);
+    let what = host_denial(&f);
+    assert!(what.contains(&other), "{what}");
     assert_good_still_runs(sb).await;
 }
 
@@ -601,4 +643,484 @@ async fn pooling_falls_back_to_on_demand_when_the_pool_cannot_be_reserved() {
         other => panic!("expected the on-demand fallback, got {other:?}"),
     }
     run_ok(&sb, request("noop", json!({}), limits(), Grants::default())).await;
+}
+
+/// Open descriptors of this process (the host): sockets and files the guests hold.
+fn host_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Poll `cond` until it holds, for up to a minute.
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..6000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("gave up waiting for {what}");
+}
+
+#[tokio::test]
+async fn sockets_without_a_grant_are_refused() {
+    let sb = sandbox();
+    for proto in ["tcp", "udp"] {
+        let f = run_err(
+            sb,
+            request(
+                "hostile_socket_flood",
+                json!({ "addr": "127.0.0.1:9", "proto": proto }),
+                limits(),
+                Grants::default(),
+            ),
+        )
+        .await;
+        let what = host_denial(&f);
+        assert!(what.contains("no network grant"), "{proto}: {what}");
+        assert!(
+            f.error.to_string().contains("opened 0 sockets"),
+            "{proto}: {}",
+            f.error
+        );
+    }
+    assert_good_still_runs(sb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_flood_is_capped_and_good_steps_keep_running() {
+    const FLOODS: usize = 8;
+    let sb = sandbox();
+    let cap = sb.resolve_limits(&limits()).max_sockets as usize;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // Accept and hold every connection until the test lets go.
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let acceptor = {
+        let held = held.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                held.lock().unwrap().push(s);
+            }
+        })
+    };
+    let before = host_fds();
+    let floods: Vec<_> = (0..FLOODS)
+        .map(|_| {
+            let req = request(
+                "hostile_socket_flood",
+                json!({ "addr": addr, "hold": true }),
+                Limits {
+                    timeout_ms: Some(120_000),
+                    ..limits()
+                },
+                Grants {
+                    net: vec![addr.clone()],
+                    ..Grants::default()
+                },
+            );
+            tokio::spawn(async move { sb.run(req).await })
+        })
+        .collect();
+    // The worst case: every flood holds as many sockets as it may.
+    wait_for("every flood to hold its sockets", || {
+        held.lock().unwrap().len() >= FLOODS * cap
+    })
+    .await;
+    // Each connection is two descriptors here (guest side and accepted side); the slack
+    // is for the other tests of this binary running meanwhile.
+    assert!(
+        host_fds() <= before + FLOODS * cap * 2 + 512,
+        "{before} -> {}",
+        host_fds()
+    );
+    // Meanwhile well-behaved attempts run and complete.
+    let good: Vec<_> = (0..50)
+        .map(|i| {
+            let req = request("echo", json!({ "i": i }), limits(), Grants::default());
+            tokio::spawn(async move { sb.run(req).await })
+        })
+        .collect();
+    for (i, g) in good.into_iter().enumerate() {
+        let out = g.await.unwrap().expect("a good step runs beside the flood");
+        assert_eq!(out.output["config"], json!({ "i": i }));
+    }
+    assert_eq!(
+        held.lock().unwrap().len(),
+        FLOODS * cap,
+        "no flood got more"
+    );
+    // Let go: each flood's read ends and it reports what it opened.
+    held.lock().unwrap().clear();
+    for f in floods {
+        let f = f.await.unwrap().expect_err("the flood fails");
+        let what = host_denial(&f);
+        assert!(what.contains("max_sockets"), "{what}");
+        assert!(
+            f.error
+                .to_string()
+                .contains(&format!("opened {cap} sockets")),
+            "{}",
+            f.error
+        );
+    }
+    // Closed sockets are given back: one at a time, far more than the cap.
+    let out = run_ok(
+        sb,
+        request(
+            "hostile_socket_flood",
+            json!({ "addr": addr, "churn": cap * 3 }),
+            limits(),
+            Grants {
+                net: vec![addr.clone()],
+                ..Grants::default()
+            },
+        ),
+    )
+    .await;
+    assert_eq!(out.output, json!(cap * 3));
+    acceptor.abort();
+    assert_good_still_runs(sb).await;
+}
+
+#[tokio::test]
+async fn a_descriptor_flood_is_capped() {
+    let sb = sandbox();
+    let root = input_dir();
+    let l = Limits {
+        max_descriptors: Some(32),
+        ..limits()
+    };
+    let f = run_err(
+        sb,
+        request(
+            "hostile_fd_flood",
+            json!({ "path": "/input/a.txt" }),
+            l,
+            ro_input(&root),
+        ),
+    )
+    .await;
+    let what = host_denial(&f);
+    assert!(what.contains("max_descriptors"), "{what}");
+    // Each held file is a descriptor, plus a stream if its read made one.
+    let msg = f.error.to_string();
+    let held: usize = msg
+        .split("held ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{msg}"));
+    assert!((16..=32).contains(&held), "{msg}");
+    // Closed files are given back: one at a time, far more than the cap.
+    let out = run_ok(
+        sb,
+        request(
+            "hostile_read_outside",
+            json!({ "paths": vec!["/input/a.txt"; 100] }),
+            Limits {
+                max_descriptors: Some(4),
+                ..limits()
+            },
+            ro_input(&root),
+        ),
+    )
+    .await;
+    assert_eq!(out.output.as_array().unwrap().len(), 100);
+    assert_good_still_runs(sb).await;
+}
+
+/// Bytes and entries under `dir`, as the host sees them.
+fn disk_use(dir: &std::path::Path) -> (u64, usize) {
+    let (mut bytes, mut entries) = (0, 0);
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        entries += 1;
+        bytes += e.metadata().unwrap().len();
+    }
+    (bytes, entries)
+}
+
+#[tokio::test]
+async fn disk_quota_stops_a_disk_filler() {
+    let sb = sandbox();
+    const QUOTA: u64 = 4 << 20;
+    for mode in ["write", "append", "set_len", "entries"] {
+        let out = tempfile::tempdir().unwrap();
+        let g = Grants {
+            dirs: vec![DirGrant {
+                host: out.path().to_path_buf(),
+                guest: "/out".into(),
+                writable: true,
+            }],
+            ..Grants::default()
+        };
+        let l = Limits {
+            disk_write_bytes: Some(QUOTA),
+            ..limits()
+        };
+        let f = run_err(
+            sb,
+            request(
+                "hostile_disk_filler",
+                json!({ "dir": "/out", "mode": mode }),
+                l,
+                g,
+            ),
+        )
+        .await;
+        let what = host_denial(&f);
+        assert!(what.contains("disk_write_bytes"), "{mode}: {what}");
+        let (bytes, entries) = disk_use(out.path());
+        assert!(bytes <= QUOTA, "{mode}: {bytes} bytes on disk");
+        assert!(
+            entries as u64 <= QUOTA / tasker_sandbox::ENTRY_COST,
+            "{mode}: {entries} entries"
+        );
+    }
+    assert_good_still_runs(sb).await;
+}
+
+fn rw_out(root: &tempfile::TempDir) -> Grants {
+    std::fs::create_dir_all(root.path().join("out")).unwrap();
+    std::fs::write(root.path().join("out/a.txt"), "inside").unwrap();
+    Grants {
+        dirs: vec![DirGrant {
+            host: root.path().join("out"),
+            guest: "/out".into(),
+            writable: true,
+        }],
+        ..Grants::default()
+    }
+}
+
+#[tokio::test]
+async fn a_symlink_out_of_a_grant_is_refused() {
+    let sb = sandbox();
+    let root = input_dir();
+    let g = rw_out(&root);
+    for target in ["../secret.txt", "/etc/passwd", "sub/../../secret.txt", ".."] {
+        let f = run_err(
+            sb,
+            request(
+                "hostile_symlink",
+                json!({ "target": target, "link": "/out/evil" }),
+                limits(),
+                g.clone(),
+            ),
+        )
+        .await;
+        let what = host_denial(&f);
+        assert!(what.contains("symlink-at"), "{target}: {what}");
+        assert!(
+            std::fs::symlink_metadata(root.path().join("out/evil")).is_err(),
+            "{target}: the link exists on the host"
+        );
+    }
+    // A link below its own directory is fine, and works.
+    let out = run_ok(
+        sb,
+        request(
+            "hostile_symlink",
+            json!({ "target": "a.txt", "link": "/out/ok" }),
+            limits(),
+            g,
+        ),
+    )
+    .await;
+    assert_eq!(out.output, json!("inside"));
+    assert_eq!(
+        std::fs::read_link(root.path().join("out/ok")).unwrap(),
+        std::path::Path::new("a.txt")
+    );
+    assert_good_still_runs(sb).await;
+}
+
+#[tokio::test]
+async fn an_escaping_symlink_cannot_be_followed() {
+    let sb = sandbox();
+    let root = input_dir();
+    // Planted by the host (e.g. by an earlier process): relative and absolute escapes.
+    std::os::unix::fs::symlink("../secret.txt", root.path().join("input/evil")).unwrap();
+    std::os::unix::fs::symlink(
+        root.path().join("secret.txt"),
+        root.path().join("input/abs"),
+    )
+    .unwrap();
+    for path in ["/input/evil", "/input/abs"] {
+        let f = run_err(
+            sb,
+            request(
+                "hostile_read_outside",
+                json!({ "paths": [path] }),
+                limits(),
+                ro_input(&root),
+            ),
+        )
+        .await;
+        let what = host_denial(&f);
+        assert!(what.contains("open-at"), "{path}: {what}");
+        assert!(!f.error.to_string().contains("the host's secret"));
+        assert!(!format!("{:?}", f.report).contains("the host's secret"));
+    }
+    assert_good_still_runs(sb).await;
+}
+
+#[tokio::test]
+async fn deep_json_result_is_bad_output() {
+    let sb = sandbox();
+    let depth = sb.resolve_limits(&limits()).output_depth as usize;
+    let f = run_err(
+        sb,
+        request(
+            "hostile_deep_json",
+            json!({ "depth": depth + 1 }),
+            limits(),
+            Grants::default(),
+        ),
+    )
+    .await;
+    assert_eq!(f.kind(), "bad_output", "{}", f.error);
+    assert!(
+        f.error.to_string().contains(&format!(
+            "{} levels deep, over the {depth} level cap",
+            depth + 1
+        )),
+        "{}",
+        f.error
+    );
+    // At the cap it is accepted; a lower cap refuses less deep results.
+    let out = run_ok(
+        sb,
+        request(
+            "hostile_deep_json",
+            json!({ "depth": depth }),
+            limits(),
+            Grants::default(),
+        ),
+    )
+    .await;
+    assert!(out.output.is_array());
+    let l = Limits {
+        output_depth: Some(8),
+        ..limits()
+    };
+    let f = run_err(
+        sb,
+        request(
+            "hostile_deep_json",
+            json!({ "depth": 9 }),
+            l,
+            Grants::default(),
+        ),
+    )
+    .await;
+    assert_eq!(f.kind(), "bad_output", "{}", f.error);
+    // A cap without headroom below serde_json's 128 levels is refused up front.
+    let l = Limits {
+        output_depth: Some(tasker_sandbox::MAX_OUTPUT_DEPTH + 1),
+        ..limits()
+    };
+    let f = run_err(
+        sb,
+        request(
+            "hostile_deep_json",
+            json!({ "depth": 1 }),
+            l,
+            Grants::default(),
+        ),
+    )
+    .await;
+    assert_eq!(f.kind(), "config", "{}", f.error);
+    assert!(f.error.to_string().contains("output_depth"), "{}", f.error);
+    assert_good_still_runs(sb).await;
+}
+
+#[tokio::test]
+async fn huge_error_message_is_truncated() {
+    let sb = sandbox();
+    const BYTES: usize = 4 << 20;
+    let cap = sb.resolve_limits(&limits()).error_message_bytes as usize;
+    let f = run_err(
+        sb,
+        request(
+            "hostile_huge_error",
+            json!({ "bytes": BYTES }),
+            limits(),
+            Grants::default(),
+        ),
+    )
+    .await;
+    assert_eq!(f.kind(), "handler_error", "{}", f.error);
+    let SandboxError::HandlerError { message, .. } = &f.error else {
+        unreachable!()
+    };
+    let marker = format!("…[truncated {} bytes]", BYTES - cap);
+    assert!(message.ends_with(&marker), "{}", &message[cap - 10..]);
+    assert_eq!(message.len(), cap + marker.len());
+    assert_good_still_runs(sb).await;
+}
+
+#[tokio::test]
+async fn log_flood_is_capped_in_total() {
+    let sb = sandbox();
+    let r = sb.resolve_limits(&limits());
+    let (total, per) = (r.log_bytes as usize, r.max_message_bytes as usize);
+    // Messages under the per-message cap: kept whole until the total is reached.
+    let bytes = 8 << 10;
+    let out = run_ok(
+        sb,
+        request(
+            "hostile_log_flood",
+            json!({ "count": 200, "bytes": bytes }),
+            limits(),
+            Grants::default(),
+        ),
+    )
+    .await;
+    let kept: usize = out.report.logs.iter().map(|l| l.message.len()).sum();
+    assert_eq!(out.report.logs.len(), total / bytes);
+    assert_eq!(out.report.dropped.logs as usize, 200 - total / bytes);
+    assert!(kept <= total);
+    // Oversized messages are truncated with a marker and still count toward the total.
+    let out = run_ok(
+        sb,
+        request(
+            "hostile_log_flood",
+            json!({ "count": 40, "bytes": per * 2 }),
+            limits(),
+            Grants::default(),
+        ),
+    )
+    .await;
+    let kept: usize = out.report.logs.iter().map(|l| l.message.len()).sum();
+    assert!(kept <= total, "{kept}");
+    assert!(out.report.dropped.logs > 0);
+    for l in &out.report.logs {
+        assert!(
+            l.message.ends_with(&format!("…[truncated {per} bytes]")),
+            "{}",
+            &l.message[per - 10..]
+        );
+    }
+    assert_good_still_runs(sb).await;
+}
+
+#[tokio::test]
+async fn control_characters_in_event_names_are_dropped() {
+    let sb = sandbox();
+    let out = run_ok(
+        sb,
+        request(
+            "hostile_event_names",
+            json!({}),
+            limits(),
+            Grants::default(),
+        ),
+    )
+    .await;
+    let names: Vec<_> = out.report.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["order.checked"]);
+    // The escape, the newline, the NUL, the empty and the 10 KB name.
+    assert_eq!(out.report.dropped.events, 5);
+    assert_good_still_runs(sb).await;
 }

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tasker_store::{AnyStore, PgStore, SqliteStore};
 
@@ -287,4 +288,42 @@ pub fn stop_gracefully(worker: &mut Child) {
         .unwrap();
     assert!(status.success());
     assert!(worker.wait().unwrap().success(), "SIGTERM stops it cleanly");
+}
+
+/// Restarts the PostgreSQL server of the test database in immediate mode (a crash, then
+/// recovery from the WAL): `$TASKER_TEST_PG_RESTART` (run by `sh -c`) or else
+/// `pg_ctlcluster` on the newest cluster under /etc/postgresql. Only for a test that is
+/// alone in its binary.
+pub fn restart_postgres() {
+    let command = std::env::var("TASKER_TEST_PG_RESTART").unwrap_or_else(|_| {
+        let newest = std::fs::read_dir("/etc/postgresql")
+            .expect(
+                "no /etc/postgresql: set TASKER_TEST_PG_RESTART to a command that restarts \
+                 the server of DATABASE_URL",
+            )
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+            .expect("a cluster under /etc/postgresql");
+        format!("pg_ctlcluster --skip-systemctl-redirect --mode=immediate {newest} main restart")
+    });
+    let status = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .status()
+        .expect("the restart command runs");
+    assert!(status.success(), "{command}: {status}");
+}
+
+/// When the server last started; retried while it is coming back up.
+pub async fn started_at(pool: &PgPool, limit: Duration) -> DateTime<Utc> {
+    let t = Instant::now();
+    loop {
+        match sqlx::query_scalar("SELECT pg_postmaster_start_time()")
+            .fetch_one(pool)
+            .await
+        {
+            Ok(at) => return at,
+            Err(e) => assert!(t.elapsed() < limit, "the server is not back: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -1,0 +1,210 @@
+//! A hash's code: precompiled cache or compile, then `instantiate_pre` and the typed
+//! export check. Blocking; the registry runs it on tokio's blocking pool, once per hash.
+
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::sync::OnceCell;
+use wasmtime::component::{Component, Linker};
+
+use super::Counters;
+use super::files::MAX_PLUGIN_BYTES;
+use super::ids::{PluginHash, World};
+use crate::attempt::AttemptState;
+use crate::bindings::StepHandlerPre;
+use crate::bindings::hook::EventHookPre;
+use crate::bindings::policy::RetryPolicyPre;
+use crate::engine::SandboxEngine;
+use crate::error::SandboxError;
+
+/// A component's pre-checked instance, by world.
+pub(crate) enum Pre {
+    StepHandler(StepHandlerPre<AttemptState>),
+    EventHook(EventHookPre<AttemptState>),
+    RetryPolicy(RetryPolicyPre<AttemptState>),
+    /// Code not loaded yet (see [`Code`]).
+    NotLoaded,
+}
+
+/// A compiled component, ready to instantiate.
+pub(crate) struct Compiled {
+    pub pre: Pre,
+    pub from_cache: bool,
+}
+
+/// The outcome of loading a hash's code. Errors are the deterministic ones (not a
+/// component, missing import, wrong exports): remembered, never retried for that hash.
+pub(super) type Outcome = Result<Arc<Compiled>, SandboxError>;
+
+/// Filled once per hash, by a cache load during a scan or by the first use; shared by
+/// every plugin with that hash, so concurrent first uses wait for one compile.
+pub(super) type Cell = OnceCell<Outcome>;
+
+/// A plugin's code, loaded lazily.
+pub(crate) struct Code(pub(super) Arc<Cell>);
+
+impl Code {
+    pub(super) fn outcome(&self) -> Option<&Outcome> {
+        self.0.get()
+    }
+}
+
+impl Deref for Code {
+    type Target = Compiled;
+    /// `Sandbox` loads a plugin before running it; code that is not loaded reads as
+    /// `Pre::NotLoaded`, which an attempt refuses, so a misuse is an error, not a panic.
+    fn deref(&self) -> &Compiled {
+        static NOT_LOADED: Compiled = Compiled {
+            pre: Pre::NotLoaded,
+            from_cache: false,
+        };
+        match self.0.get() {
+            Some(Ok(c)) => c,
+            _ => &NOT_LOADED,
+        }
+    }
+}
+
+pub(super) enum Attempt {
+    /// The outcome for this hash, to remember.
+    Done(Result<Compiled, SandboxError>),
+    /// Cache only, and no usable cache file.
+    NotCached,
+    /// The bytes are not at hand now (file replaced or removed since the scan): not
+    /// remembered, a later attempt may succeed.
+    Unavailable(SandboxError),
+}
+
+/// What to read if the cache misses: `None` means cache only.
+pub(super) struct Job<'a> {
+    pub engine: &'a SandboxEngine,
+    pub linker: &'a Linker<AttemptState>,
+    pub hash: PluginHash,
+    pub world: World,
+    pub cache: Option<&'a Path>,
+    pub source: Option<&'a Path>,
+    pub counters: &'a Counters,
+}
+
+/// Blocking: cache lookup, else (if there is a source) compile and write the cache; then
+/// `instantiate_pre` and the typed export check for the world the scan found.
+pub(super) fn load(job: Job<'_>) -> Attempt {
+    let started = Instant::now();
+    let engine = job.engine.engine();
+    let mut from_cache = false;
+    let mut component = None;
+    if let Some(path) = job.cache
+        && path.exists()
+    {
+        // SAFETY: the cache directory is written only by this host (see docs/sandbox.md);
+        // its files are keyed by content hash and engine compatibility hash.
+        match unsafe { Component::deserialize_file(engine, path) } {
+            Ok(c) => {
+                component = Some(c);
+                from_cache = true;
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "discarding unusable precompiled file");
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+    let component = match (component, job.source) {
+        (Some(c), _) => c,
+        (None, None) => return Attempt::NotCached,
+        (None, Some(source)) => {
+            let bytes = match read_source(source, job.hash) {
+                Ok(b) => b,
+                Err(e) => return Attempt::Unavailable(e),
+            };
+            job.counters.compiles.fetch_add(1, Ordering::Relaxed);
+            let c = match Component::new(engine, &bytes) {
+                Ok(c) => c,
+                Err(e) => {
+                    return Attempt::Done(Err(SandboxError::load(format!(
+                        "not a valid WebAssembly component: {e:#}"
+                    ))));
+                }
+            };
+            if let Some(path) = job.cache
+                && let Err(e) = write_cache(&c, path)
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write precompiled cache");
+            }
+            c
+        }
+    };
+    let res = check(job.linker, &component, job.world).map(|pre| Compiled { pre, from_cache });
+    if from_cache && res.is_ok() {
+        job.counters.cache_loads.fetch_add(1, Ordering::Relaxed);
+    }
+    tracing::debug!(
+        hash = %job.hash,
+        from_cache,
+        ok = res.is_ok(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "component loaded"
+    );
+    Attempt::Done(res)
+}
+
+/// The file's bytes, if they still hash to what the scan saw.
+fn read_source(path: &Path, hash: PluginHash) -> Result<Vec<u8>, SandboxError> {
+    let changed = || {
+        SandboxError::load(format!(
+            "{}: no longer holds blake3:{hash} (replaced or removed before its first use, and not in the precompiled cache)",
+            path.display()
+        ))
+    };
+    let len = std::fs::metadata(path).map_err(|_| changed())?.len();
+    if len > MAX_PLUGIN_BYTES {
+        return Err(changed());
+    }
+    let bytes = std::fs::read(path).map_err(|_| changed())?;
+    if PluginHash::of(&bytes) != hash {
+        return Err(changed());
+    }
+    Ok(bytes)
+}
+
+fn check(
+    linker: &Linker<AttemptState>,
+    component: &Component,
+    world: World,
+) -> Result<Pre, SandboxError> {
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| SandboxError::Incompatible {
+            message: format!("needs an import the host does not provide: {e:#}"),
+        })?;
+    let typed = match world {
+        World::StepHandler => StepHandlerPre::new(pre).map(Pre::StepHandler),
+        World::EventHook => EventHookPre::new(pre).map(Pre::EventHook),
+        World::RetryPolicy => RetryPolicyPre::new(pre).map(Pre::RetryPolicy),
+    };
+    typed.map_err(|e| SandboxError::Incompatible {
+        message: format!(
+            "does not export tasker:plugin/{world}@0.1.0 as this host defines it: {e:#}"
+        ),
+    })
+}
+
+/// Write to a temporary name and rename, so a reader never sees half a file.
+fn write_cache(c: &Component, path: &Path) -> std::io::Result<()> {
+    let bytes = c
+        .serialize()
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!(
+        "tmp{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&tmp, &bytes)?;
+    std::fs::rename(&tmp, path)
+}
