@@ -219,16 +219,20 @@ impl App {
 
     /// `tasker run`: a new task of a template file, or an existing task resumed.
     pub async fn run(&self, what: RunTask, concurrency: usize, plain: bool) -> Result<ExitCode> {
+        // A bad template is refused before the store is even opened.
+        let what = match what {
+            RunTask::New { template, context } => Ok((load_template(&template)?, context)),
+            RunTask::Resume(task_id) => Err(task_id),
+        };
         let store = Arc::new(self.store(8).await?);
         let bus = EventBus::default();
         let (template, task_id) = match what {
-            RunTask::New { template, context } => {
-                let template = load_template(&template)?;
+            Ok((template, context)) => {
                 store.register_template(&template).await?;
                 let task_id = self.create(&store, &bus, &template, &context, None).await?;
                 (template, task_id)
             }
-            RunTask::Resume(task_id) => {
+            Err(task_id) => {
                 let row = store
                     .task(task_id)
                     .await?

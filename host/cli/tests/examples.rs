@@ -231,6 +231,127 @@ async fn terminal_escapes_from_a_guest_are_printed_escaped(db: Db) {
     );
 }
 
+/// Every attack at once, on one `tasker worker`: each hostile step fails with its own kind,
+/// the well-behaved steps beside them and a second task on the same store complete, and
+/// nothing a guest did outlives its bound (the 60 MB error message is cut, the disk filler
+/// stops at its quota).
+async fn every_attack_fails_only_its_own_step_on_a_shared_worker(db: Db) {
+    let plugins = scratch("attack-plugins");
+    for name in [
+        "hostile_socket_flood",
+        "hostile_fd_flood",
+        "hostile_disk_filler",
+        "hostile_huge_error",
+        "hostile_deep_json",
+        "hostile_symlink",
+        "hostile_escapes",
+        "hostile_log_flood",
+        "hostile_event_names",
+    ] {
+        let file = format!("{name}@0.1.0.wasm");
+        std::fs::copy(hostile_plugin_dir().join(&file), plugins.join(&file)).unwrap();
+    }
+    std::fs::copy(
+        plugin_dir().join("noop@0.1.0.wasm"),
+        plugins.join("noop@0.1.0.wasm"),
+    )
+    .unwrap();
+    let input = scratch("attack-input");
+    std::fs::write(input.join("a.txt"), "one").unwrap();
+    let out = scratch("attack-out");
+    let (input, out_dir) = (input.display(), out.display());
+    let attacks = tasker_core::template::Template::from_yaml(&format!(
+        "namespace: tests\nname: attacks\nversion: 1.0.0\n\
+         defaults: {{ retry: {{ max_attempts: 1 }} }}\nsteps:\n\
+         \x20 - {{name: sockets, handler: hostile_socket_flood@0.1.0, config: {{addr: '127.0.0.1:9'}}}}\n\
+         \x20 - {{name: descriptors, handler: hostile_fd_flood@0.1.0, config: {{path: /in/a.txt}}, grants: {{dirs: [{{host: '{input}', guest: /in}}]}}}}\n\
+         \x20 - {{name: disk, handler: hostile_disk_filler@0.1.0, config: {{dir: /out, mode: write}}, grants: {{dirs: [{{host: '{out_dir}', guest: /out, mode: rw}}]}}}}\n\
+         \x20 - {{name: symlink, handler: hostile_symlink@0.1.0, config: {{target: '../../etc/passwd', link: /out/evil}}, grants: {{dirs: [{{host: '{out_dir}', guest: /out, mode: rw}}]}}}}\n\
+         \x20 - {{name: shout, handler: hostile_huge_error@0.1.0, config: {{bytes: 60000000}}}}\n\
+         \x20 - {{name: deep, handler: hostile_deep_json@0.1.0, config: {{depth: 127}}}}\n\
+         \x20 - {{name: escapes, handler: hostile_escapes@0.1.0}}\n\
+         \x20 - {{name: logs, handler: hostile_log_flood@0.1.0, config: {{count: 5000, bytes: 16000}}}}\n\
+         \x20 - {{name: names, handler: hostile_event_names@0.1.0}}\n\
+         \x20 - {{name: good, handler: noop@0.1.0}}\n"
+    ))
+    .unwrap();
+    let calm = tasker_core::fixtures::linear(3, "noop@0.1.0");
+    let store = db.store().await;
+    let mut tasks = Vec::new();
+    for t in [&attacks, &calm] {
+        store.register_template(t).await.unwrap();
+        let created = store
+            .create_task(
+                &tasker_store::NewTask::new(t.key(), serde_json::json!({})),
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        tasks.push(created.task_id);
+    }
+    let config = scratch("attack-config").join("tasker.toml");
+    std::fs::write(&config, "").unwrap();
+    let mut worker = KillOnDrop(
+        worker_command(&db, &plugins, &config, "shared", 16)
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("worker starts"),
+    );
+    wait_for(
+        &db,
+        "SELECT count(*) FROM tasks WHERE state IN ('complete', 'error')",
+        2,
+        std::time::Duration::from_secs(120),
+    )
+    .await;
+    stop_gracefully(&mut worker.0);
+
+    assert_eq!(
+        store.task(tasks[1]).await.unwrap().unwrap().state,
+        TaskState::Complete,
+        "the other task on the store"
+    );
+    let mut kinds = std::collections::BTreeMap::new();
+    for s in store.steps_of_task(tasks[0]).await.unwrap() {
+        let attempts = store.attempts_of_step(s.id).await.unwrap();
+        assert_eq!(attempts.len(), 1, "{}: {attempts:?}", s.name);
+        let a = &attempts[0];
+        if s.name == "shout" {
+            let len = a.message.as_deref().unwrap_or_default().len();
+            assert!(len < 20_000, "the 60 MB message was cut: {len} bytes");
+        }
+        kinds.insert(
+            s.name.clone(),
+            a.error_kind.clone().unwrap_or("completed".into()),
+        );
+    }
+    let expected: std::collections::BTreeMap<String, String> = [
+        ("sockets", "capability_denied"),
+        ("descriptors", "capability_denied"),
+        ("disk", "capability_denied"),
+        ("symlink", "capability_denied"),
+        ("shout", "handler_error"),
+        ("deep", "bad_output"),
+        ("escapes", "handler_error"),
+        ("logs", "completed"),
+        ("names", "completed"),
+        ("good", "completed"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .collect();
+    assert_eq!(kinds, expected);
+    let written: u64 = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        written <= 64 << 20,
+        "the disk filler stopped at its quota: {written} bytes"
+    );
+}
+
 async fn a_bad_template_is_refused_before_anything_is_written(db: Db) {
     let dir = scratch("bad-template");
     std::fs::write(
@@ -495,6 +616,7 @@ cli_on_both_backends!(
     data_pipeline_reads_a_read_only_grant_and_writes_its_report,
     a_hostile_plugin_fails_its_step_with_its_kind_and_status_shows_why,
     terminal_escapes_from_a_guest_are_printed_escaped,
+    every_attack_fails_only_its_own_step_on_a_shared_worker,
     a_bad_template_is_refused_before_anything_is_written,
     an_invalid_context_is_refused_with_its_path,
     templates_show_prints_the_dag,

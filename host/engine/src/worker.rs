@@ -652,11 +652,18 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                 .await
             {
                 Ok(outcomes) => {
+                    // A step recorded while the heartbeat was on its way is refused too: only
+                    // a lease this worker still holds is really lost.
+                    let held = self.held.lock().expect("held leases");
                     let lost: Vec<i64> = outcomes
                         .iter()
-                        .filter(|o| o.lease_expires_at.is_none())
-                        .map(|o| o.step_id)
+                        .zip(&leases)
+                        .filter(|(o, l)| {
+                            o.lease_expires_at.is_none() && held.get(&l.step_id) == Some(&l.token)
+                        })
+                        .map(|(o, _)| o.step_id)
                         .collect();
+                    drop(held);
                     if !lost.is_empty() {
                         tracing::warn!(steps = ?lost, "heartbeat refused: these leases were lost");
                     }
