@@ -12,6 +12,8 @@
 #   TASKER_PLUGIN_LANGS   languages to build (default "python js c"): an explicit opt-out,
 #                         never a silent skip
 #   TASKER_TOOLCHAINS_DIR where install-toolchains.sh put the toolchains
+#   TASKER_PLUGIN_ONLY    plugin names to build (default: every one)
+#   TASKER_STAGE_DIR      where to stage them (default: plugins/dist or dist-hostile)
 set -euo pipefail
 shopt -s nullglob
 
@@ -46,6 +48,7 @@ PY
 stage() { # <component> <name> <version>
     local dest="$root/plugins/dist"
     case "$2" in hostile_*) dest="$root/plugins/dist-hostile" ;; esac
+    [ -z "${TASKER_STAGE_DIR:-}" ] || dest="$TASKER_STAGE_DIR"
     cp "$1" "$dest/$2@$3.wasm"
 }
 
@@ -56,6 +59,9 @@ build() {
     shift 3
     local name version
     read -r name version < <(meta "$dir/plugin.json") || die "bad $dir/plugin.json"
+    if [ -n "${TASKER_PLUGIN_ONLY:-}" ]; then
+        case " $TASKER_PLUGIN_ONLY " in *" $name "*) ;; *) return 0 ;; esac
+    fi
     local wasm="$out/$lang/$name.wasm"
     local want
     want="$(digest "$dir/plugin.json" "$@" "$root"/wit/*.wit)"

@@ -1,38 +1,58 @@
 #!/usr/bin/env bash
 # Runs an example workflow end to end on a fresh machine: adds the wasm target, builds the
-# plugins and the tasker binary, then runs the example. No database server is needed: without
-# DATABASE_URL the embedded store (.tasker/tasker.db) is used; set DATABASE_URL=postgres://...
-# to run it on PostgreSQL instead.
-#   scripts/example.sh            # order fulfilment (default)
+# tasker binary and just the plugins the example's template names (installing a Python,
+# JavaScript or C toolchain only when one of them is written in it), then runs it. No
+# database server is needed: without DATABASE_URL the embedded store (.tasker/tasker.db) is
+# used; set DATABASE_URL=postgres://... to run it on PostgreSQL instead.
+#   scripts/example.sh            # order fulfilment (default; Rust handlers only)
 #   scripts/example.sh pipeline   # CSV data pipeline; the report lands in examples/pipeline/out
 #   scripts/example.sh polyglot   # Rust, Python, C and JavaScript steps in one DAG
 #   scripts/example.sh hooks      # an audit hook, a failure notifier and a retry policy
+# TASKER_BIN runs an already built tasker instead of building one; TASKER_STAGE_DIR stages
+# the plugins (and runs them) from another directory than plugins/dist. Tests use both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+started=$SECONDS
 example=${1:-order}
-ensure_wasm_target
-scripts/install-toolchains.sh
-scripts/build-plugins.sh
-echo "==> building tasker"
-cargo build --release -p tasker-cli --bin tasker
-
-tasker=target/release/tasker
 case "$example" in
-    order)
-        exec "$tasker" run examples/order/order.yaml --context @examples/order/context.json ;;
-    pipeline)
-        "$tasker" run examples/pipeline/pipeline.yaml
-        echo "==> report: examples/pipeline/out/report.md"
-        cat examples/pipeline/out/report.md ;;
-    polyglot)
-        exec "$tasker" run examples/polyglot/polyglot.yaml --context @examples/polyglot/context.json ;;
-    hooks)
-        "$tasker" run examples/hooks/hooks.yaml --context @examples/hooks/context.json
-        echo "==> audit trail: examples/hooks/out/events.jsonl"
-        cat examples/hooks/out/events.jsonl ;;
+    order) template=examples/order/order.yaml args=(--context @examples/order/context.json) ;;
+    pipeline) template=examples/pipeline/pipeline.yaml args=() ;;
+    polyglot) template=examples/polyglot/polyglot.yaml args=(--context @examples/polyglot/context.json) ;;
+    hooks) template=examples/hooks/hooks.yaml args=(--context @examples/hooks/context.json) ;;
     *)
         echo "unknown example '$example': use order, pipeline, polyglot or hooks" >&2
         exit 2 ;;
 esac
+
+ensure_wasm_target
+tasker=${TASKER_BIN:-target/release/tasker}
+if [ -z "${TASKER_BIN:-}" ]; then
+    if [ -x "$tasker" ]; then
+        echo "==> building tasker (release)"
+    else
+        echo "==> building tasker (release): the first build takes a few minutes"
+    fi
+    cargo build --release -p tasker-cli --bin tasker
+fi
+if [ -n "${TASKER_STAGE_DIR:-}" ]; then
+    export TASKER_PLUGIN_DIR="$TASKER_STAGE_DIR"
+fi
+plugins=$("$tasker" templates plugins "$template")
+echo "==> the $example example runs: $(echo $plugins)"
+scripts/build-plugins.sh --only $plugins
+if [ -n "${DATABASE_URL:-}" ]; then where=PostgreSQL; else where="the embedded store .tasker/tasker.db"; fi
+echo "==> running $template on $where"
+status=0
+"$tasker" run "$template" "${args[@]}" || status=$?
+case "$example" in
+    pipeline)
+        echo "==> report: examples/pipeline/out/report.md"
+        cat examples/pipeline/out/report.md ;;
+    hooks)
+        echo "==> audit trail: examples/hooks/out/events.jsonl"
+        cat examples/hooks/out/events.jsonl ;;
+esac
+echo "==> done in $((SECONDS - started)) s"
+exit "$status"

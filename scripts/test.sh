@@ -6,13 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+started=$SECONDS
 ensure_wasm_target
 ensure_postgres
 default_database_url
+echo "==> installing the Python, JavaScript and C guest toolchains (first time: a few minutes)"
 scripts/install-toolchains.sh
+echo "==> building every plugin in four languages"
 scripts/build-plugins.sh
 
-echo "==> cargo test"
+echo "==> cargo test (first build of the workspace: several minutes)"
 # Traps capture native backtraces when this is set; tests do not need them.
 unset RUST_BACKTRACE
 log=$(mktemp)
@@ -24,6 +27,7 @@ cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 for f in target/test-reports/*.txt; do
     [ -f "$f" ] && { cat "$f"; echo; }
 done
+echo "==> done in $((SECONDS - started)) s"
 # One closing line for the whole run (cargo prints one summary per test binary).
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
      END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"

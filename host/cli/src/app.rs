@@ -35,6 +35,20 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// The components that these template files run, each once, in order of first use.
+pub fn components_of(files: &[PathBuf]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for f in files {
+        for c in load_template(f)?.components() {
+            let c = c.to_string();
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum Graph {
     Mermaid,

@@ -13,8 +13,18 @@ use tasker_cli::config::{FileConfig, Settings};
 ///
 /// Quick start: build the example plugins (scripts/build-plugins.sh), then
 /// `tasker run examples/order/order.yaml --context @examples/order/context.json`.
+/// `tasker --version`: the release, the commit it was built from, the WIT package it hosts.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TASKER_GIT_COMMIT"),
+    ", hosts WIT ",
+    env!("TASKER_WIT_PACKAGE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "tasker", version, about, long_about)]
+#[command(name = "tasker", version = VERSION, about, long_about)]
 struct Cli {
     /// PostgreSQL URL (postgres://postgres@127.0.0.1:5432/postgres) or sqlite:path/to/file.db.
     /// Without one, the embedded store <data-dir>/tasker.db is used.
@@ -113,6 +123,8 @@ enum Command {
     Plugins(PluginsCmd),
     /// Apply the database migrations.
     Migrate,
+    /// Print shell completions, e.g. `tasker completions bash > /etc/bash_completion.d/tasker`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +133,12 @@ enum TemplatesCmd {
     Register { file: PathBuf },
     /// List registered templates.
     List,
+    /// Print the components (handlers, hooks, retry policies) template files run, one
+    /// name@version per line: what a plugin directory must hold for them.
+    Plugins {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Show a registered template (key) or a template file.
     Show {
         template: String,
@@ -146,6 +164,29 @@ enum PluginsCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that need no settings, store or runtime.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "tasker", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Templates(TemplatesCmd::Plugins { files }) => {
+            return match app::components_of(files) {
+                Ok(names) => {
+                    for n in names {
+                        println!("{n}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        _ => {}
+    }
     app::init_tracing();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -207,6 +248,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resolve { step, result } => app.resolve(step, result.as_deref()).await,
         Command::Templates(TemplatesCmd::Register { file }) => app.register(&file).await,
         Command::Templates(TemplatesCmd::List) => app.templates_list().await,
+        Command::Templates(TemplatesCmd::Plugins { .. }) | Command::Completions { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Templates(TemplatesCmd::Show { template, graph }) => {
             let graph = graph.map(|g| match g {
                 GraphFormat::Mermaid => app::Graph::Mermaid,

@@ -412,6 +412,85 @@ fn without_a_database_url_the_embedded_store_runs_the_example() {
     assert!(stdout(&out).contains("complete"));
 }
 
+/// The README's first command, as a newcomer runs it (with this build of tasker): it stages
+/// exactly the plugins the order example's template names, installs no guest toolchain (its
+/// handlers are Rust), runs the example to completion and says how long it took.
+#[test]
+fn the_default_example_stages_exactly_what_its_template_names() {
+    let stage = scratch("example-stage");
+    let data = scratch("example-data");
+    let out = run({
+        let mut c = Command::new(root().join("scripts/example.sh"));
+        c.current_dir(root())
+            .env("TASKER_BIN", env!("CARGO_BIN_EXE_tasker"))
+            .env("TASKER_STAGE_DIR", &stage)
+            .env("TASKER_DATA_DIR", &data)
+            .env("TASKER_CACHE_DIR", cache_dir())
+            .env_remove("DATABASE_URL")
+            .env_remove("TASKER_CONFIG")
+            .env_remove("TASKER_PLUGIN_DIR");
+        c
+    });
+    assert!(out.status.success(), "scripts/example.sh failed");
+    let template = tasker_core::template::Template::from_yaml(
+        &std::fs::read_to_string(root().join("examples/order/order.yaml")).unwrap(),
+    )
+    .unwrap();
+    let named: std::collections::BTreeSet<String> = template
+        .components()
+        .iter()
+        .map(|c| format!("{c}.wasm"))
+        .collect();
+    let staged: std::collections::BTreeSet<String> = std::fs::read_dir(&stage)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(staged, named);
+    let err = stderr(&out);
+    assert!(
+        !err.contains("toolchain"),
+        "no guest toolchain for Rust handlers: {err}"
+    );
+    let said = format!("{}{err}", stdout(&out));
+    assert!(said.contains("==> done in "), "{said}");
+    assert!(stdout(&out).contains("complete"), "the example ran");
+}
+
+#[test]
+fn version_names_the_commit_and_the_wit_package_and_completions_print() {
+    let out = run({
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tasker"));
+        c.arg("--version");
+        c
+    });
+    assert!(out.status.success());
+    let v = stdout(&out);
+    let wit = std::fs::read_to_string(root().join("wit/worlds.wit")).unwrap();
+    let package = wit
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("package ")
+        .trim_end_matches(';');
+    assert!(
+        v.starts_with(&format!("tasker {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    assert!(v.contains(&format!("hosts WIT {package})")), "{v}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run({
+            let mut c = Command::new(env!("CARGO_BIN_EXE_tasker"));
+            c.args(["completions", shell]);
+            c
+        });
+        assert!(out.status.success(), "{shell}");
+        assert!(
+            stdout(&out).contains("templates"),
+            "{shell} completes subcommands"
+        );
+    }
+}
+
 #[test]
 fn a_bad_database_url_and_a_missing_plugin_dir_each_get_one_clear_sentence() {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tasker"));

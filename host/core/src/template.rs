@@ -291,6 +291,24 @@ impl Template {
         self.steps.iter().find(|s| s.name == name)
     }
 
+    /// Every component this template runs: step handlers, hooks and retry policies, each
+    /// once, in order. What a deployment must stage for it.
+    pub fn components(&self) -> Vec<&HandlerRef> {
+        let mut out: Vec<&HandlerRef> = Vec::new();
+        let all = self
+            .steps
+            .iter()
+            .flat_map(|s| std::iter::once(&s.handler).chain(s.retry_policy.as_ref()))
+            .chain(self.hooks.iter().map(|h| &h.component))
+            .chain(self.retry_policy.as_ref());
+        for r in all {
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+        out
+    }
+
     /// Checks a task context against `context_schema` (anything goes without one).
     pub fn validate_context(&self, context: &Value) -> Result<(), ContextError> {
         let Some(schema) = &self.context_schema else {

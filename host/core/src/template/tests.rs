@@ -352,3 +352,20 @@ fn out_of_range_settings_name_the_field_and_the_maximum() {
     ))
     .unwrap();
 }
+
+#[test]
+fn components_lists_handlers_hooks_and_policies_once() {
+    let t = Template::from_yaml(&format!(
+        "{}retry_policy: smart@1.0.0\nhooks:\n  - {{ component: audit@0.1.0, events: ['*'] }}\n",
+        minimal(
+            "  - { name: a, handler: x@1.0.0 }\n  - { name: b, handler: x@1.0.0, retry_policy: other@2.0.0 }\n"
+        )
+    ))
+    .unwrap();
+    let names: Vec<String> = t.components().iter().map(|c| c.to_string()).collect();
+    // The template's policy is resolved onto step a, which has none of its own.
+    assert_eq!(
+        names,
+        ["x@1.0.0", "smart@1.0.0", "other@2.0.0", "audit@0.1.0"]
+    );
+}
