@@ -67,8 +67,8 @@ enum Command {
         /// Resume this task (of a registered template) instead of creating one.
         #[arg(long)]
         task: Option<i64>,
-        /// The task context: JSON text, or @file to read it from a file.
-        #[arg(long, short, default_value = "{}")]
+        /// The task context: JSON text, or @file to read it from a file. Not with --task.
+        #[arg(long, short, default_value = "{}", conflicts_with = "task")]
         context: String,
         /// Steps running at once.
         #[arg(long, default_value_t = 16)]

@@ -468,10 +468,8 @@ fn version_names_the_commit_and_the_wit_package_and_completions_print() {
     let wit = std::fs::read_to_string(root().join("wit/worlds.wit")).unwrap();
     let package = wit
         .lines()
-        .next()
-        .unwrap()
-        .trim_start_matches("package ")
-        .trim_end_matches(';');
+        .find_map(|l| l.trim().strip_prefix("package ")?.strip_suffix(';'))
+        .unwrap();
     assert!(
         v.starts_with(&format!("tasker {} (commit ", env!("CARGO_PKG_VERSION"))),
         "{v}"

@@ -59,6 +59,8 @@ pub fn to_record(job: &ClaimedStep, exec: &Execution, template: Option<&Template
             retry_after_ms,
         } => {
             let retryable = match template.and_then(|t| t.step(&job.step_name)) {
+                // Its stored input will not decode next time either, whatever `by_kind` says.
+                _ if job.defect.is_some() => false,
                 Some(step) => step.retry.should_retry(*kind, *handler_retryable),
                 // Without its template (deleted?), fall back to the kind's default.
                 None => kind

@@ -257,7 +257,10 @@ pub(crate) async fn run_call(
             ..Journal::default()
         },
         guard: Guard::new(&limits, !grants.net.is_empty(), denials.clone()),
-        deadline: started + timeout,
+        // Saturating: a deadline past the end of time is no deadline, never a panic.
+        deadline: started
+            .checked_add(timeout)
+            .unwrap_or(started + Duration::from_secs(86_400)),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);

@@ -111,7 +111,13 @@ impl GuardedFs<'_> {
                 return Err(e);
             }
         };
-        let inner = self.view.table.delete(res).map_err(FsError::trap)?;
+        let inner = match self.view.table.delete(res) {
+            Ok(inner) => inner,
+            Err(e) => {
+                self.guard.unreserve();
+                return Err(FsError::trap(e));
+            }
+        };
         let stream: DynOutputStream = Box::new(QuotaOutput {
             inner,
             quota: self.guard.disk.clone(),
@@ -297,7 +303,12 @@ impl HostDescriptor for GuardedFs<'_> {
                 .is_err_and(|e| e.downcast_ref() == Some(&ErrorCode::NoEntry));
         let cost = if creates { ENTRY_COST } else { 0 };
         self.reserve(&what)?;
-        self.charge(cost, "open-at")?;
+        if let Err(e) = self.charge(cost, "open-at") {
+            // Refused before anything opened: the reservation is given back, or a guest
+            // looping on creates past its quota would drain the host-wide budget.
+            self.guard.unreserve();
+            return Err(e);
+        }
         let r = HostDescriptor::open_at(&mut self.view, fd, path_flags, path, oflags, flags).await;
         self.refund_failed(&r, cost);
         match &r {
@@ -383,7 +394,13 @@ impl HostDescriptor for GuardedFs<'_> {
                 return Err(e);
             }
         };
-        let inner = self.view.table.delete(res).map_err(FsError::trap)?;
+        let inner = match self.view.table.delete(res) {
+            Ok(inner) => inner,
+            Err(e) => {
+                self.guard.unreserve();
+                return Err(FsError::trap(e));
+            }
+        };
         let stream: DynInputStream = Box::new(LeasedInput {
             inner,
             _lease: self.guard.opened_stream(),

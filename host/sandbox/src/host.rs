@@ -56,13 +56,13 @@ impl host::Host for AttemptState {
     fn log(&mut self, level: types::LogLevel, message: String) {
         let j = &mut self.journal;
         if j.logs.len() >= j.max_logs as usize {
-            j.logs_dropped += 1;
+            j.logs_dropped = j.logs_dropped.saturating_add(1);
             return;
         }
         let message = truncate(message, j.max_message_bytes);
         // Over the total: dropped whole (counted), so kept records are never cut twice.
         if j.log_bytes + message.len() > j.max_log_bytes {
-            j.logs_dropped += 1;
+            j.logs_dropped = j.logs_dropped.saturating_add(1);
             return;
         }
         j.log_bytes += message.len();
@@ -81,12 +81,12 @@ impl host::Host for AttemptState {
             || !printable(&name)
             || json_depth(&payload) > j.max_depth
         {
-            j.events_dropped += 1;
+            j.events_dropped = j.events_dropped.saturating_add(1);
             return;
         }
         match serde_json::from_str(&payload) {
             Ok(payload) => j.events.push(EmittedEvent { name, payload }),
-            Err(_) => j.events_dropped += 1,
+            Err(_) => j.events_dropped = j.events_dropped.saturating_add(1),
         }
     }
 }

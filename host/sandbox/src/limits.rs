@@ -140,9 +140,21 @@ impl ResolvedLimits {
                 ),
             });
         }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(SandboxError::Config {
+                message: format!(
+                    "timeout_ms {} is out of range: it must be 1..={MAX_TIMEOUT_MS} (a day)",
+                    self.timeout_ms
+                ),
+            });
+        }
         Ok(())
     }
 }
+
+/// The longest wall deadline of one attempt: a day (as templates are checked in
+/// `tasker_core::template::LIMIT_MAXIMA`), so `start + timeout` never overflows.
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
 
 /// Enforces the memory cap itself (instead of `StoreLimits`) so that a denied growth is
 /// recorded: a guest whose allocator fails usually aborts with a bare `unreachable` trap,

@@ -844,7 +844,7 @@ fn disk_use(dir: &std::path::Path) -> (u64, usize) {
 async fn disk_quota_stops_a_disk_filler() {
     let sb = sandbox();
     const QUOTA: u64 = 4 << 20;
-    for mode in ["write", "append", "set_len", "entries"] {
+    for mode in ["write", "append", "set_len", "entries", "creates"] {
         let out = tempfile::tempdir().unwrap();
         let g = Grants {
             dirs: vec![DirGrant {
@@ -877,6 +877,31 @@ async fn disk_quota_stops_a_disk_filler() {
             "{mode}: {entries} entries"
         );
     }
+    // 20,000 creates refused past the quota gave back every descriptor they reserved: the
+    // host-wide budget (half the file limit) is intact, so a descriptor flood still stops at
+    // its own per-attempt cap.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("a.txt"), "x").unwrap();
+    let g = Grants {
+        dirs: vec![DirGrant {
+            host: root.path().to_path_buf(),
+            guest: "/in".into(),
+            writable: false,
+        }],
+        ..Grants::default()
+    };
+    let f = run_err(
+        sb,
+        request(
+            "hostile_fd_flood",
+            json!({ "path": "/in/a.txt" }),
+            limits(),
+            g,
+        ),
+    )
+    .await;
+    let what = host_denial(&f);
+    assert!(what.contains("max_descriptors"), "{what}");
     assert_good_still_runs(sb).await;
 }
 

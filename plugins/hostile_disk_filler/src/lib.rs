@@ -7,7 +7,7 @@ use tasker_guest_sdk::{Context, Handler, StepError, export_handler};
 struct Config {
     /// Directory inside a writable grant.
     dir: String,
-    /// "write", "append", "set_len" or "entries".
+    /// "write", "append", "set_len", "entries" or "creates".
     mode: String,
 }
 
@@ -45,6 +45,26 @@ fn fill(cfg: &Config) -> std::io::Result<u64> {
             while written < 1_000_000 {
                 std::fs::create_dir(format!("{}/d{written}", cfg.dir))?;
                 written += 1;
+            }
+        }
+        // Create files until refused, then go on trying 20,000 more times: each refusal
+        // must give back what it reserved.
+        "creates" => {
+            let mut refusal = None;
+            for n in 0..1_000_000u64 {
+                match std::fs::File::create(format!("{}/f{n}", cfg.dir)) {
+                    Ok(_) => written += 1,
+                    Err(e) => {
+                        refusal = Some(e);
+                        for m in 0..20_000u64 {
+                            let _ = std::fs::File::create(format!("{}/g{m}", cfg.dir));
+                        }
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = refusal {
+                return Err(e);
             }
         }
         other => return Err(std::io::Error::other(format!("unknown mode {other}"))),
