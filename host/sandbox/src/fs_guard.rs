@@ -99,25 +99,25 @@ impl GuardedFs<'_> {
         }
     }
 
+    /// The stream a call made on a reservation, out of the table to be wrapped; on any error
+    /// the reservation is given back.
+    fn take_reserved<T: 'static>(&mut self, r: FsResult<Resource<T>>) -> FsResult<T> {
+        let taken = match r {
+            Ok(res) => self.view.table.delete(res).map_err(FsError::trap),
+            Err(e) => Err(e),
+        };
+        if taken.is_err() {
+            self.guard.unreserve();
+        }
+        taken
+    }
+
     /// Put a stream made on a reservation back in the table, leased (and quota-checked).
     fn lease_output(
         &mut self,
         r: FsResult<Resource<DynOutputStream>>,
     ) -> FsResult<Resource<DynOutputStream>> {
-        let res = match r {
-            Ok(res) => res,
-            Err(e) => {
-                self.guard.unreserve();
-                return Err(e);
-            }
-        };
-        let inner = match self.view.table.delete(res) {
-            Ok(inner) => inner,
-            Err(e) => {
-                self.guard.unreserve();
-                return Err(FsError::trap(e));
-            }
-        };
+        let inner = self.take_reserved(r)?;
         let stream: DynOutputStream = Box::new(QuotaOutput {
             inner,
             quota: self.guard.disk.clone(),
@@ -387,20 +387,8 @@ impl HostDescriptor for GuardedFs<'_> {
         offset: types::Filesize,
     ) -> FsResult<Resource<DynInputStream>> {
         self.reserve("read-via-stream")?;
-        let res = match HostDescriptor::read_via_stream(&mut self.view, fd, offset) {
-            Ok(res) => res,
-            Err(e) => {
-                self.guard.unreserve();
-                return Err(e);
-            }
-        };
-        let inner = match self.view.table.delete(res) {
-            Ok(inner) => inner,
-            Err(e) => {
-                self.guard.unreserve();
-                return Err(FsError::trap(e));
-            }
-        };
+        let r = HostDescriptor::read_via_stream(&mut self.view, fd, offset);
+        let inner = self.take_reserved(r)?;
         let stream: DynInputStream = Box::new(LeasedInput {
             inner,
             _lease: self.guard.opened_stream(),
