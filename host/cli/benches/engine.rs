@@ -33,13 +33,13 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
-use tasker_cli::wasm::WasmExecutor;
 use tasker_core::events;
 use tasker_core::fixtures;
 use tasker_core::template::Template;
 use tasker_engine::executor::Executor;
 use tasker_engine::testing::InProcessExecutor;
-use tasker_engine::{EventBus, Worker, WorkerConfig};
+use tasker_engine::{EventBus, WorkerConfig};
+use tasker_runtime::{Node, WasmExecutor, WasmHookRunner, spawn_deliverer};
 use tasker_sandbox::{Sandbox, SandboxConfig};
 use tasker_store::{AnyStore, NewTask, PgStore, SqliteStore, Store, TaskId};
 use tokio::sync::Notify;
@@ -104,32 +104,41 @@ type Started = (
     JoinHandle<()>,
 );
 
-fn spawn_worker<S: Store + 'static, E: Executor>(
-    store: Arc<S>,
-    exec: E,
-    bus: EventBus,
-    cfg: WorkerConfig,
-    stop: CancellationToken,
-) -> Started {
-    let w = Worker::new(store, Arc::new(exec), bus, cfg);
-    let stats = w.stats();
-    let wake = w.wake_handle();
-    let h = tokio::spawn(async move {
-        w.run(stop).await;
-    });
-    (stats, wake, h)
-}
-
 fn start_worker<S: Store + 'static>(
     exec: &Exec,
     store: Arc<S>,
+    listen: Option<PgPool>,
     bus: EventBus,
     cfg: WorkerConfig,
     stop: CancellationToken,
 ) -> Started {
+    fn start<S: Store + 'static, E: Executor>(
+        mut node: Node<S, E>,
+        listen: Option<PgPool>,
+        stop: CancellationToken,
+    ) -> Started {
+        if let Some(pool) = listen {
+            node = node.with_listener(pool);
+        }
+        let node = node.start(stop);
+        let stats = node.stats().clone();
+        let wake = node.wake_handle();
+        let h = tokio::spawn(async move {
+            node.join().await;
+        });
+        (stats, wake, h)
+    }
     match exec {
-        Exec::InProcess => spawn_worker(store, InProcessExecutor::new(), bus, cfg, stop),
-        Exec::Wasm(sb) => spawn_worker(store, WasmExecutor::new(sb.clone()), bus, cfg, stop),
+        Exec::InProcess => start(
+            Node::new(store, InProcessExecutor::new(), cfg).with_bus(bus),
+            listen,
+            stop,
+        ),
+        Exec::Wasm(sb) => start(
+            Node::new(store, WasmExecutor::new(sb.clone()), cfg).with_bus(bus),
+            listen,
+            stop,
+        ),
     }
 }
 
@@ -161,13 +170,8 @@ trait Backend {
         Ok(None)
     }
 
-    /// A task waking `wake` when another process makes steps ready.
-    fn listener(
-        &self,
-        _worker: &Self::S,
-        _wake: Arc<Notify>,
-        _stop: &CancellationToken,
-    ) -> Option<JoinHandle<()>> {
+    /// The database whose NOTIFYs wake a worker when another process makes steps ready.
+    fn listen_pool(&self, _worker: &Self::S) -> Option<PgPool> {
         None
     }
 
@@ -289,17 +293,8 @@ impl Backend for Pg {
         Ok(Some((xacts, lsn)))
     }
 
-    fn listener(
-        &self,
-        worker: &PgStore,
-        wake: Arc<Notify>,
-        stop: &CancellationToken,
-    ) -> Option<JoinHandle<()>> {
-        Some(tasker_engine::pg::spawn_ready_listener(
-            worker.pool().clone(),
-            wake,
-            stop.clone(),
-        ))
+    fn listen_pool(&self, worker: &PgStore) -> Option<PgPool> {
+        Some(worker.pool().clone())
     }
 
     async fn server_readiness(
@@ -515,6 +510,7 @@ async fn throughput<B: Backend>(b: &B, steps: usize, exec: &Exec, pg: Option<f64
         let (st, _, h) = start_worker(
             exec,
             store,
+            None,
             EventBus::default(),
             worker_config(&format!("bench-{i}")),
             stop.clone(),
@@ -597,9 +593,9 @@ async fn hook_cost<B: Backend>(
         let any: Arc<AnyStore> = Arc::new((*store).clone().into());
         let cfg = worker_config(&format!("hooks-{i}"));
         if deliver_during {
-            runs.push(tasker_cli::hooks::spawn_deliverer(
+            runs.push(spawn_deliverer(
                 any,
-                sandbox,
+                Arc::new(WasmHookRunner::new(sandbox.clone())),
                 &cfg,
                 stop.clone(),
             ));
@@ -609,6 +605,7 @@ async fn hook_cost<B: Backend>(
         let (st, _, h) = start_worker(
             &Exec::Wasm(sandbox.clone()),
             store,
+            None,
             EventBus::default(),
             cfg,
             stop.clone(),
@@ -625,9 +622,9 @@ async fn hook_cost<B: Backend>(
     }
     let elapsed = started.elapsed();
     for (store, cfg) in stores {
-        runs.push(tasker_cli::hooks::spawn_deliverer(
+        runs.push(spawn_deliverer(
             store,
-            sandbox,
+            Arc::new(WasmHookRunner::new(sandbox.clone())),
             &cfg,
             stop.clone(),
         ));
@@ -716,11 +713,11 @@ async fn latency<B: Backend>(
         let (_, wake, h) = start_worker(
             exec,
             worker_store.clone(),
+            b.listen_pool(&worker_store),
             bus.clone(),
             worker_config(&format!("lat-{i}")),
             stop.clone(),
         );
-        handles.extend(b.listener(&worker_store, wake.clone(), &stop));
         handles.push(h);
         wakes.push(wake);
     }

@@ -1,8 +1,8 @@
-//! The commands of the `tasker` binary.
+//! What the commands share: settings, opening the store and the sandbox, loading templates
+//! and JSON arguments, creating tasks, exit codes and signals.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -10,15 +10,11 @@ use chrono::Utc;
 use serde_json::Value;
 use tasker_core::state::TaskState;
 use tasker_core::template::Template;
-use tasker_engine::{EventBus, Worker, WorkerConfig, ops};
-use tasker_sandbox::{PluginRef, Sandbox, SandboxConfig};
+use tasker_engine::{EventBus, WorkerConfig, ops};
+use tasker_sandbox::{Sandbox, SandboxConfig};
 use tasker_store::{AnyStore, NewTask, PgStore, SqliteStore, Store, TaskId};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, StoreLocation};
-use crate::progress::Progress;
-use crate::report;
-use crate::wasm::WasmExecutor;
 
 /// Logs go to stderr; `RUST_LOG` filters them (default: warnings).
 pub fn init_tracing() {
@@ -35,41 +31,8 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// The components that these template files run, each once, in order of first use.
-pub fn components_of(files: &[PathBuf]) -> Result<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
-    for f in files {
-        for c in load_template(f)?.components() {
-            let c = c.to_string();
-            if !out.contains(&c) {
-                out.push(c);
-            }
-        }
-    }
-    Ok(out)
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum Graph {
-    Mermaid,
-    Dot,
-}
-
-/// What `tasker run` runs.
-#[derive(Debug, Clone)]
-pub enum RunTask {
-    /// A new task of this template file, with this context (JSON text or @file).
-    New { template: PathBuf, context: String },
-    /// An existing task, to its end.
-    Resume(TaskId),
-}
-
-/// How long running steps of an interrupted `tasker run` may take before their leases are
-/// released.
-const RUN_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
 pub struct App {
-    settings: Settings,
+    pub(crate) settings: Settings,
 }
 
 /// Reads JSON given as text or as `@file`.
@@ -124,7 +87,7 @@ impl App {
 
     /// Opens the configured store (creating the database or file if missing) with its
     /// migrations applied. Without a database URL it is the embedded store, said in one line.
-    async fn store(&self, pool_size: u32) -> Result<AnyStore> {
+    pub(crate) async fn store(&self, pool_size: u32) -> Result<AnyStore> {
         match self.settings.store_location()? {
             StoreLocation::Postgres(url) => {
                 create_database_if_missing(&url).await?;
@@ -155,7 +118,7 @@ impl App {
         }
     }
 
-    async fn sandbox(&self, watch: bool) -> Result<Sandbox> {
+    pub(crate) async fn sandbox(&self, watch: bool) -> Result<Sandbox> {
         let dir = self.settings.require_plugin_dir()?.to_path_buf();
         std::fs::create_dir_all(&self.settings.cache_dir).with_context(|| {
             format!(
@@ -176,7 +139,11 @@ impl App {
         Ok(sandbox)
     }
 
-    fn worker_config(&self, concurrency: Option<usize>, id: Option<String>) -> WorkerConfig {
+    pub(crate) fn worker_config(
+        &self,
+        concurrency: Option<usize>,
+        id: Option<String>,
+    ) -> WorkerConfig {
         let w = &self.settings.worker;
         let mut cfg = WorkerConfig {
             id: id.unwrap_or_else(default_worker_id),
@@ -195,7 +162,7 @@ impl App {
         cfg
     }
 
-    async fn template_for(&self, store: &AnyStore, arg: &str) -> Result<Template> {
+    pub(crate) async fn template_for(&self, store: &AnyStore, arg: &str) -> Result<Template> {
         let path = Path::new(arg);
         if path.is_file() {
             let t = load_template(path)?;
@@ -210,7 +177,7 @@ impl App {
         }
     }
 
-    async fn create(
+    pub(crate) async fn create(
         &self,
         store: &AnyStore,
         bus: &EventBus,
@@ -230,303 +197,6 @@ impl App {
         }
         Ok(created.task_id)
     }
-
-    /// `tasker run`: a new task of a template file, or an existing task resumed.
-    pub async fn run(&self, what: RunTask, concurrency: usize, plain: bool) -> Result<ExitCode> {
-        // A bad template is refused before the store is even opened.
-        let what = match what {
-            RunTask::New { template, context } => Ok((load_template(&template)?, context)),
-            RunTask::Resume(task_id) => Err(task_id),
-        };
-        let store = Arc::new(self.store(8).await?);
-        let bus = EventBus::default();
-        let (template, task_id) = match what {
-            Ok((template, context)) => {
-                store.register_template(&template).await?;
-                let task_id = self.create(&store, &bus, &template, &context, None).await?;
-                (template, task_id)
-            }
-            Err(task_id) => {
-                let row = store
-                    .task(task_id)
-                    .await?
-                    .with_context(|| format!("no task {task_id}"))?;
-                let template = store
-                    .template(&row.template_key)
-                    .await?
-                    .with_context(|| format!("task {task_id}: no template {}", row.template_key))?;
-                (template, task_id)
-            }
-        };
-        let sandbox = self.sandbox(false).await?;
-        eprintln!(
-            "task {task_id}: {} ({} steps)",
-            template.key(),
-            template.steps.len()
-        );
-
-        let progress = Progress::start(&bus, task_id, &template, plain);
-        let stop = CancellationToken::new();
-        let cfg = WorkerConfig {
-            concurrency: concurrency.max(1),
-            poll_every: Duration::from_millis(100),
-            // Ctrl-C: a step about to finish is recorded, the others are released at once.
-            shutdown_grace: RUN_SHUTDOWN_GRACE,
-            ..self.worker_config(None, None)
-        };
-        let hooks = crate::hooks::spawn_deliverer(store.clone(), &sandbox, &cfg, stop.clone());
-        let policies = crate::hooks::policies(&sandbox);
-        let worker = Worker::with_policies(
-            store.clone(),
-            Arc::new(WasmExecutor::new(sandbox)),
-            bus.clone(),
-            cfg,
-            Arc::new(tasker_core::clock::SystemClock),
-            policies,
-        );
-        let interrupted = shutdown_signal();
-        let listener = spawn_listener(&store, &worker, &stop);
-        let run = tokio::spawn(worker.run(stop.clone()));
-        let ended = tokio::select! {
-            state = wait_for_end(&store, &bus, task_id) => Some(state?),
-            () = interrupted => None,
-        };
-        let drained = match ended {
-            // Let the hooks see the task's last events before returning.
-            Some(_) => crate::hooks::drain(&store, task_id, Duration::from_secs(30)).await?,
-            None => {
-                eprintln!(
-                    "interrupted: no new steps; running steps have {} s to finish, the rest are released",
-                    RUN_SHUTDOWN_GRACE.as_secs()
-                );
-                true
-            }
-        };
-        stop.cancel();
-        let _ = run.await;
-        if let Some(l) = listener {
-            let _ = l.await;
-        }
-        let _ = hooks.await;
-        progress.finish().await;
-
-        report::summary(&store, task_id).await?;
-        for line in crate::hooks::summary_lines(&store, task_id).await? {
-            eprintln!("{line}");
-        }
-        if !drained {
-            eprintln!("some hook deliveries are still pending; a worker will finish them");
-        }
-        match ended {
-            Some(state) => Ok(exit_for(state)),
-            None => {
-                let state = store.task(task_id).await?.map(|t| t.state);
-                match state {
-                    Some(s @ (TaskState::Complete | TaskState::Error | TaskState::Cancelled)) => {
-                        Ok(exit_for(s))
-                    }
-                    _ => {
-                        eprintln!(
-                            "task {task_id} was interrupted and is not finished; resume it with \
-                             `tasker run --task {task_id}` (or let any `tasker worker` on this \
-                             store finish it)"
-                        );
-                        Ok(ExitCode::from(130))
-                    }
-                }
-            }
-        }
-    }
-
-    /// `tasker worker`.
-    pub async fn worker(&self, concurrency: Option<usize>, id: Option<String>) -> Result<ExitCode> {
-        let cfg = self.worker_config(concurrency, id);
-        let store = Arc::new(self.store(cfg.concurrency.clamp(2, 16) as u32).await?);
-        let sandbox = self.sandbox(true).await?;
-        eprintln!(
-            "worker {} started: {} concurrent steps, plugins from {}",
-            cfg.id,
-            cfg.concurrency,
-            self.settings.plugin_dir.display()
-        );
-        let stop = CancellationToken::new();
-        let hooks = crate::hooks::spawn_deliverer(store.clone(), &sandbox, &cfg, stop.clone());
-        let policies = crate::hooks::policies(&sandbox);
-        let worker = Worker::with_policies(
-            store.clone(),
-            Arc::new(WasmExecutor::new(sandbox)),
-            EventBus::default(),
-            cfg,
-            Arc::new(tasker_core::clock::SystemClock),
-            policies,
-        );
-        let listener = spawn_listener(&store, &worker, &stop);
-        let signals = tokio::spawn({
-            let stop = stop.clone();
-            let signal = shutdown_signal();
-            async move {
-                signal.await;
-                eprintln!("shutting down: finishing running steps");
-                stop.cancel();
-            }
-        });
-        let totals = worker.run(stop.clone()).await;
-        signals.abort();
-        stop.cancel();
-        if let Some(l) = listener {
-            let _ = l.await;
-        }
-        let _ = hooks.await;
-        eprintln!(
-            "worker stopped: {} claimed, {} completed, {} failed, {} lease losses",
-            totals.claimed, totals.completed, totals.failed, totals.lease_lost
-        );
-        Ok(ExitCode::SUCCESS)
-    }
-
-    /// `tasker submit`.
-    pub async fn submit(
-        &self,
-        template: &str,
-        context: &str,
-        identity_key: Option<String>,
-        wait: bool,
-    ) -> Result<ExitCode> {
-        let store = self.store(2).await?;
-        let t = self.template_for(&store, template).await?;
-        let task_id = self
-            .create(&store, &EventBus::default(), &t, context, identity_key)
-            .await?;
-        println!("{task_id}");
-        if !wait {
-            return Ok(ExitCode::SUCCESS);
-        }
-        let state = poll_for_end(&store, task_id).await?;
-        report::summary(&store, task_id).await?;
-        Ok(exit_for(state))
-    }
-
-    /// `tasker status`.
-    pub async fn status(&self, task: TaskId) -> Result<ExitCode> {
-        let store = self.store(2).await?;
-        report::status(&store, task).await?;
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub async fn cancel(&self, task: TaskId) -> Result<ExitCode> {
-        let store = self.store(2).await?;
-        let out = ops::cancel_task(&store, &EventBus::default(), task, Utc::now()).await?;
-        if out.cancelled {
-            println!("task {task} cancelled ({} steps)", out.steps_cancelled);
-        } else {
-            println!("task {task} was already cancelled");
-        }
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub async fn retry(&self, task: TaskId) -> Result<ExitCode> {
-        let store = self.store(2).await?;
-        let out = ops::retry_task(&store, &EventBus::default(), task, Utc::now()).await?;
-        println!(
-            "task {task}: {} failed steps will run again",
-            out.steps_reset
-        );
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub async fn resolve(&self, step: i64, result: Option<&str>) -> Result<ExitCode> {
-        let result = result.map(|r| read_json_arg(r, "result")).transpose()?;
-        let store = self.store(2).await?;
-        let out = ops::resolve_step(&store, &EventBus::default(), step, result, Utc::now()).await?;
-        println!(
-            "step {step} resolved; {} children are ready; task {} is {}",
-            out.ready_children, out.task_id, out.task_state
-        );
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub async fn register(&self, file: &Path) -> Result<ExitCode> {
-        let t = load_template(file)?;
-        let store = self.store(2).await?;
-        let reg = store.register_template(&t).await?;
-        println!(
-            "{} {} ({} steps)",
-            if reg.created {
-                "registered"
-            } else {
-                "already registered"
-            },
-            reg.key,
-            t.steps.len()
-        );
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub async fn templates_list(&self) -> Result<ExitCode> {
-        let store = self.store(2).await?;
-        report::templates(&store).await?;
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub async fn templates_show(&self, template: &str, graph: Option<Graph>) -> Result<ExitCode> {
-        let t = if Path::new(template).is_file() {
-            load_template(Path::new(template))?
-        } else {
-            let store = self.store(2).await?;
-            store
-                .template(template)
-                .await?
-                .with_context(|| format!("no registered template {template}"))?
-        };
-        let dag = t.dag()?;
-        match graph {
-            Some(Graph::Mermaid) => print!("{}", dag.to_mermaid()),
-            Some(Graph::Dot) => print!("{}", dag.to_dot()),
-            None => print!("{}", serde_yaml_ng::to_string(&t)?),
-        }
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub async fn plugins_list(&self) -> Result<ExitCode> {
-        let sandbox = self.sandbox(false).await?;
-        // Plugins compile on first use: compile them all here, so a broken one is named.
-        for (path, err) in sandbox.registry().load_all().await {
-            eprintln!("warning: plugin {} was not loaded: {err}", path.display());
-        }
-        report::plugins(&sandbox, &self.settings.cache_dir);
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub async fn plugins_inspect(&self, plugin: &str) -> Result<ExitCode> {
-        let r: PluginRef = plugin.parse().map_err(anyhow::Error::msg)?;
-        let sandbox = self.sandbox(false).await?;
-        let p = sandbox.registry().load(&r).await?;
-        report::plugin(&p, &self.settings.cache_dir);
-        Ok(ExitCode::SUCCESS)
-    }
-
-    pub async fn migrate(&self) -> Result<ExitCode> {
-        self.store(1).await?;
-        println!("database is up to date");
-        Ok(ExitCode::SUCCESS)
-    }
-}
-
-/// On PostgreSQL, LISTEN/NOTIFY wakes the worker when another process makes steps ready (the
-/// embedded store's writers are this process, or take turns on the file: the poll covers
-/// them).
-fn spawn_listener<E: tasker_engine::Executor>(
-    store: &AnyStore,
-    worker: &Worker<AnyStore, E>,
-    stop: &CancellationToken,
-) -> Option<tokio::task::JoinHandle<()>> {
-    store.postgres().map(|pg| {
-        tasker_engine::pg::spawn_ready_listener(
-            pg.pool().clone(),
-            worker.wake_handle(),
-            stop.clone(),
-        )
-    })
 }
 
 /// A first run on a fresh server creates its database, as `sqlx database create` would.
@@ -549,7 +219,7 @@ async fn create_database_if_missing(url: &str) -> Result<()> {
     Ok(())
 }
 
-fn exit_for(state: TaskState) -> ExitCode {
+pub(crate) fn exit_for(state: TaskState) -> ExitCode {
     if state == TaskState::Complete {
         ExitCode::SUCCESS
     } else {
@@ -578,48 +248,9 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Waits for the task's end event; a periodic check covers events missed by a slow reader.
-async fn wait_for_end(store: &AnyStore, bus: &EventBus, task: TaskId) -> Result<TaskState> {
-    let mut sub = bus.subscribe(&["task.*"]);
-    loop {
-        if let Some(row) = store.task(task).await?
-            && matches!(
-                row.state,
-                TaskState::Complete | TaskState::Error | TaskState::Cancelled
-            )
-        {
-            return Ok(row.state);
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            while let Some(ev) = sub.recv().await {
-                if ev.task_id == Some(task) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-}
-
-async fn poll_for_end(store: &AnyStore, task: TaskId) -> Result<TaskState> {
-    loop {
-        let row = store
-            .task(task)
-            .await?
-            .with_context(|| format!("task {task} disappeared"))?;
-        if matches!(
-            row.state,
-            TaskState::Complete | TaskState::Error | TaskState::Cancelled
-        ) {
-            return Ok(row.state);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
 /// it is first polled, so a signal that comes before the first poll is not lost (or fatal).
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

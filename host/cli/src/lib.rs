@@ -1,8 +1,8 @@
-//! The `tasker` binary's library: settings, the WASM executor and the commands.
+//! The `tasker` binary's library: settings, the commands and what they print.
 
 pub mod app;
+pub mod commands;
 pub mod config;
 pub mod hooks;
 pub mod progress;
 pub mod report;
-pub mod wasm;

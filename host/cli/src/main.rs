@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tasker_cli::app::{self, App, RunTask};
+use tasker_cli::app::{self, App};
+use tasker_cli::commands::{self, RunTask};
 use tasker_cli::config::{FileConfig, Settings};
 
 /// Tasker runs multi-step workflows (DAGs of steps) whose handlers are sandboxed WebAssembly
@@ -172,7 +173,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Templates(TemplatesCmd::Plugins { files }) => {
-            return match app::components_of(files) {
+            return match commands::components_of(files) {
                 Ok(names) => {
                     for n in names {
                         println!("{n}");
@@ -253,8 +254,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Templates(TemplatesCmd::Show { template, graph }) => {
             let graph = graph.map(|g| match g {
-                GraphFormat::Mermaid => app::Graph::Mermaid,
-                GraphFormat::Dot => app::Graph::Dot,
+                GraphFormat::Mermaid => commands::Graph::Mermaid,
+                GraphFormat::Dot => commands::Graph::Dot,
             });
             app.templates_show(&template, graph).await
         }

@@ -14,7 +14,7 @@ use common::*;
 use serde_json::{Value, json};
 use tasker_core::state::TaskState;
 use tasker_core::template::Template;
-use tasker_engine::{EventBus, Worker, WorkerConfig};
+use tasker_engine::WorkerConfig;
 use tasker_store::{AnyStore, NewTask, Store, TaskId};
 use tokio_util::sync::CancellationToken;
 
@@ -290,16 +290,7 @@ async fn hostile_hooks_never_hold_up_the_workflow(db: Db) {
         poll_every: Duration::from_millis(20),
         ..WorkerConfig::default()
     };
-    let hooks = tasker_cli::hooks::spawn_deliverer(store.clone(), &sandbox, &wcfg, stop.clone());
-    let worker = Worker::with_policies(
-        store.clone(),
-        Arc::new(tasker_cli::wasm::WasmExecutor::new(sandbox.clone())),
-        EventBus::default(),
-        wcfg,
-        Arc::new(tasker_core::clock::SystemClock),
-        tasker_cli::hooks::policies(&sandbox),
-    );
-    let run = tokio::spawn(worker.run(stop.clone()));
+    let node = tasker_runtime::Node::wasm(store.clone(), &sandbox, wcfg).start(stop.clone());
 
     let started = Instant::now();
     let task = store
@@ -344,8 +335,7 @@ async fn hostile_hooks_never_hold_up_the_workflow(db: Db) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.cancel();
-    let _ = run.await;
-    let _ = hooks.await;
+    node.join().await;
     let counts = store.hook_counts(Some(task)).await.unwrap();
     let by = |name: &str| {
         counts

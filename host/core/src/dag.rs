@@ -32,7 +32,8 @@ pub struct Dag {
 }
 
 impl Dag {
-    /// Builds the graph from `(step name, its dependencies)` in declaration order.
+    /// Builds the graph from `(step name, its dependencies)` in declaration order; on failure,
+    /// the first of [`Dag::problems`].
     pub fn build<'a, I, D>(steps: I) -> Result<Dag, DagError>
     where
         I: IntoIterator<Item = (&'a str, D)>,
@@ -42,88 +43,31 @@ impl Dag {
             .into_iter()
             .map(|(n, d)| (n, d.into_iter().collect()))
             .collect();
-        if steps.is_empty() {
-            return Err(DagError::Empty);
+        let graph = Graph::of(&steps);
+        if let Some(first) = graph.problems.into_iter().next() {
+            return Err(first);
         }
-        let mut index = HashMap::with_capacity(steps.len());
-        for (i, (name, _)) in steps.iter().enumerate() {
-            if index.insert(*name, i).is_some() {
-                return Err(DagError::DuplicateStep {
-                    name: (*name).to_owned(),
-                });
-            }
-        }
-        let n = steps.len();
-        let mut parents = vec![Vec::new(); n];
-        let mut children = vec![Vec::new(); n];
-        for (i, (name, deps)) in steps.iter().enumerate() {
-            for dep in deps {
-                let p = *index.get(dep).ok_or_else(|| DagError::UnknownDependency {
-                    step: (*name).to_owned(),
-                    dependency: (*dep).to_owned(),
-                })?;
-                if parents[i].contains(&p) {
-                    return Err(DagError::DuplicateDependency {
-                        step: (*name).to_owned(),
-                        dependency: (*dep).to_owned(),
-                    });
-                }
-                parents[i].push(p);
-                children[p].push(i);
-            }
-        }
-        let names = steps.iter().map(|(n, _)| (*n).to_owned()).collect();
-        let mut dag = Dag {
-            names,
-            parents,
-            children,
-            order: Vec::new(),
-        };
-        dag.order = dag.topological_order()?;
-        Ok(dag)
+        let order = graph.order.expect("a graph without problems has an order");
+        Ok(Dag {
+            names: steps.iter().map(|(n, _)| (*n).to_owned()).collect(),
+            parents: graph.parents,
+            children: graph.children,
+            order,
+        })
     }
 
-    /// Kahn's algorithm, stable in declaration order; on failure, finds one cycle to print.
-    fn topological_order(&self) -> Result<Vec<usize>, DagError> {
-        let n = self.names.len();
-        let mut indegree: Vec<usize> = self.parents.iter().map(Vec::len).collect();
-        let mut ready: std::collections::VecDeque<usize> =
-            (0..n).filter(|&i| indegree[i] == 0).collect();
-        let mut order = Vec::with_capacity(n);
-        while let Some(i) = ready.pop_front() {
-            order.push(i);
-            for &c in &self.children[i] {
-                indegree[c] -= 1;
-                if indegree[c] == 0 {
-                    ready.push_back(c);
-                }
-            }
-        }
-        if order.len() == n {
-            return Ok(order);
-        }
-        // Every node left has a parent left, so walking parents must revisit a node.
-        let start = (0..n)
-            .find(|&i| indegree[i] > 0)
-            .expect("a node in a cycle");
-        let mut seen_at = HashMap::new();
-        let mut walk = Vec::new();
-        let mut cur = start;
-        while !seen_at.contains_key(&cur) {
-            seen_at.insert(cur, walk.len());
-            walk.push(cur);
-            cur = *self.parents[cur]
-                .iter()
-                .find(|&&p| indegree[p] > 0)
-                .expect("a remaining parent");
-        }
-        // `walk` follows parent edges; reverse it so the path reads in dependency order.
-        let mut cycle: Vec<usize> = walk[seen_at[&cur]..].to_vec();
-        cycle.reverse();
-        cycle.push(cycle[0]);
-        Err(DagError::Cycle {
-            path: cycle.into_iter().map(|i| self.names[i].clone()).collect(),
-        })
+    /// Every reason the steps are not a DAG, in declaration order: each repeated step, each
+    /// unknown or repeated dependency, and one cycle per knot of mutually dependent steps.
+    pub fn problems<'a, I, D>(steps: I) -> Vec<DagError>
+    where
+        I: IntoIterator<Item = (&'a str, D)>,
+        D: IntoIterator<Item = &'a str>,
+    {
+        let steps: Vec<(&str, Vec<&str>)> = steps
+            .into_iter()
+            .map(|(n, d)| (n, d.into_iter().collect()))
+            .collect();
+        Graph::of(&steps).problems
     }
 
     pub fn len(&self) -> usize {
@@ -197,6 +141,211 @@ impl Dag {
         }
         out.push_str("}\n");
         out
+    }
+}
+
+/// The edges that make sense (unknown and repeated dependencies dropped) and what is wrong.
+struct Graph {
+    parents: Vec<Vec<usize>>,
+    children: Vec<Vec<usize>>,
+    /// Kahn's order, when there is no cycle.
+    order: Option<Vec<usize>>,
+    problems: Vec<DagError>,
+}
+
+impl Graph {
+    fn of(steps: &[(&str, Vec<&str>)]) -> Graph {
+        let n = steps.len();
+        let mut problems = Vec::new();
+        if n == 0 {
+            problems.push(DagError::Empty);
+        }
+        let mut index = HashMap::with_capacity(n);
+        for (i, (name, _)) in steps.iter().enumerate() {
+            if index.contains_key(name) {
+                problems.push(DagError::DuplicateStep {
+                    name: (*name).to_owned(),
+                });
+            } else {
+                index.insert(*name, i);
+            }
+        }
+        let mut parents = vec![Vec::new(); n];
+        let mut children = vec![Vec::new(); n];
+        for (i, (name, deps)) in steps.iter().enumerate() {
+            for dep in deps {
+                let problem = match index.get(dep) {
+                    None => Some(DagError::UnknownDependency {
+                        step: (*name).to_owned(),
+                        dependency: (*dep).to_owned(),
+                    }),
+                    Some(p) if parents[i].contains(p) => Some(DagError::DuplicateDependency {
+                        step: (*name).to_owned(),
+                        dependency: (*dep).to_owned(),
+                    }),
+                    Some(&p) => {
+                        parents[i].push(p);
+                        children[p].push(i);
+                        None
+                    }
+                };
+                problems.extend(problem);
+            }
+        }
+        let mut graph = Graph {
+            parents,
+            children,
+            order: None,
+            problems,
+        };
+        match graph.kahn() {
+            Ok(order) => graph.order = Some(order),
+            Err(left) => {
+                let cycles = graph.cycles(&left, steps);
+                graph.problems.extend(cycles);
+            }
+        }
+        graph
+    }
+
+    /// Kahn's algorithm, stable in declaration order; on failure, the steps left over (every
+    /// one is on a cycle or downstream of one).
+    fn kahn(&self) -> Result<Vec<usize>, Vec<bool>> {
+        let n = self.parents.len();
+        let mut indegree: Vec<usize> = self.parents.iter().map(Vec::len).collect();
+        let mut ready: std::collections::VecDeque<usize> =
+            (0..n).filter(|&i| indegree[i] == 0).collect();
+        let mut order = Vec::with_capacity(n);
+        while let Some(i) = ready.pop_front() {
+            order.push(i);
+            for &c in &self.children[i] {
+                indegree[c] -= 1;
+                if indegree[c] == 0 {
+                    ready.push_back(c);
+                }
+            }
+        }
+        if order.len() == n {
+            Ok(order)
+        } else {
+            Err(indegree.iter().map(|&d| d > 0).collect())
+        }
+    }
+
+    /// One cycle per strongly connected component of the leftover steps that has one (more
+    /// than one step, or a step depending on itself), each read along dependency edges.
+    fn cycles(&self, left: &[bool], steps: &[(&str, Vec<&str>)]) -> Vec<DagError> {
+        let components = self.components(left);
+        let mut out = Vec::new();
+        let mut done = vec![false; left.len()];
+        for start in 0..left.len() {
+            if !left[start] || done[start] {
+                continue;
+            }
+            let knot = components[start];
+            let members: Vec<usize> = (0..left.len())
+                .filter(|&i| left[i] && components[i] == knot)
+                .collect();
+            for &m in &members {
+                done[m] = true;
+            }
+            let self_loop = self.parents[start].contains(&start);
+            if members.len() == 1 && !self_loop {
+                continue;
+            }
+            let path = self.shortest_cycle(start, |i| left[i] && components[i] == knot);
+            out.push(DagError::Cycle {
+                path: path.into_iter().map(|i| steps[i].0.to_owned()).collect(),
+            });
+        }
+        out
+    }
+
+    /// Tarjan's strongly connected components over the leftover steps, iteratively (a
+    /// template may have thousands of steps): a component id per step.
+    fn components(&self, left: &[bool]) -> Vec<usize> {
+        let n = left.len();
+        let mut index = vec![usize::MAX; n];
+        let mut low = vec![0; n];
+        let mut on_stack = vec![false; n];
+        let mut stack = Vec::new();
+        let mut component = vec![usize::MAX; n];
+        let mut next = 0;
+        let mut count = 0;
+        for root in (0..n).filter(|&i| left[i]) {
+            if index[root] != usize::MAX {
+                continue;
+            }
+            // (step, position in its children list)
+            let mut calls = vec![(root, 0usize)];
+            index[root] = next;
+            low[root] = next;
+            next += 1;
+            stack.push(root);
+            on_stack[root] = true;
+            while let Some(&mut (v, ref mut pos)) = calls.last_mut() {
+                if let Some(&w) = self.children[v].get(*pos) {
+                    *pos += 1;
+                    if !left[w] {
+                        continue;
+                    }
+                    if index[w] == usize::MAX {
+                        index[w] = next;
+                        low[w] = next;
+                        next += 1;
+                        stack.push(w);
+                        on_stack[w] = true;
+                        calls.push((w, 0));
+                    } else if on_stack[w] {
+                        low[v] = low[v].min(index[w]);
+                    }
+                    continue;
+                }
+                calls.pop();
+                if let Some(&(parent, _)) = calls.last() {
+                    low[parent] = low[parent].min(low[v]);
+                }
+                if low[v] == index[v] {
+                    while let Some(w) = stack.pop() {
+                        on_stack[w] = false;
+                        component[w] = count;
+                        if w == v {
+                            break;
+                        }
+                    }
+                    count += 1;
+                }
+            }
+        }
+        component
+    }
+
+    /// The shortest walk from `start` along child edges inside `within` back to `start`.
+    fn shortest_cycle(&self, start: usize, within: impl Fn(usize) -> bool) -> Vec<usize> {
+        let mut came_from = HashMap::new();
+        let mut queue = std::collections::VecDeque::from([start]);
+        while let Some(v) = queue.pop_front() {
+            for &c in &self.children[v] {
+                if c == start {
+                    let mut back = Vec::new();
+                    let mut cur = v;
+                    while cur != start {
+                        back.push(cur);
+                        cur = came_from[&cur];
+                    }
+                    back.reverse();
+                    let mut path = vec![start];
+                    path.extend(back);
+                    path.push(start);
+                    return path;
+                }
+                if within(c) && !came_from.contains_key(&c) && c != start {
+                    came_from.insert(c, v);
+                    queue.push_back(c);
+                }
+            }
+        }
+        unreachable!("a step of a strongly connected component reaches itself")
     }
 }
 
@@ -276,6 +425,54 @@ mod tests {
             dag(&[("a", &[]), ("b", &["a", "a"])]).unwrap_err(),
             DagError::DuplicateDependency { .. }
         ));
+    }
+
+    #[test]
+    fn every_problem_is_listed_not_only_the_first() {
+        let steps: &[(&str, &[&str])] = &[
+            ("a", &["b"]),
+            ("b", &["a"]),
+            ("c", &["nope", "d"]),
+            ("d", &["c", "c"]),
+            ("e", &["e"]),
+            ("a", &[]),
+            ("f", &["a"]),
+        ];
+        let problems = Dag::problems(steps.iter().map(|(n, d)| (*n, d.iter().copied())));
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            vec![
+                "step 'a' is defined more than once",
+                "step 'c' depends on unknown step 'nope'",
+                "step 'd' lists dependency 'c' more than once",
+                "dependency cycle: a -> b -> a",
+                "dependency cycle: c -> d -> c",
+                "dependency cycle: e -> e",
+            ]
+        );
+        // A cycle downstream of another is not a second cycle.
+        assert!(
+            Dag::problems([("x", vec!["y"]), ("y", vec!["x"]), ("z", vec!["x"])])
+                .iter()
+                .all(|p| p.to_string() == "dependency cycle: x -> y -> x")
+        );
+    }
+
+    #[test]
+    fn a_long_chain_closed_into_a_ring_is_one_cycle() {
+        let names: Vec<String> = (0..5000).map(|i| format!("s{i}")).collect();
+        let steps = (0..names.len()).map(|i| {
+            let parent = &names[(i + names.len() - 1) % names.len()];
+            (names[i].as_str(), [parent.as_str()])
+        });
+        let problems = Dag::problems(steps);
+        assert_eq!(problems.len(), 1);
+        let DagError::Cycle { path } = &problems[0] else {
+            panic!("{problems:?}")
+        };
+        assert_eq!(path.len(), 5001);
+        assert_eq!((path[0].as_str(), path[1].as_str()), ("s0", "s1"));
     }
 
     #[test]

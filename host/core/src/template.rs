@@ -498,6 +498,14 @@ enum OneOrMany {
 }
 
 impl OneOrMany {
+    fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+
     fn into_vec(self) -> Vec<String> {
         match self {
             OneOrMany::None => Vec::new(),
@@ -623,6 +631,11 @@ impl RawTemplate {
                 hooks.push(h);
             }
         }
+        let graph: Vec<(String, Vec<String>)> = self
+            .steps
+            .iter()
+            .map(|raw| (raw.name.clone(), raw.depends_on.to_vec()))
+            .collect();
         let mut steps = Vec::with_capacity(self.steps.len());
         let mut seen = HashSet::new();
         for (i, raw) in self.steps.into_iter().enumerate() {
@@ -646,23 +659,26 @@ impl RawTemplate {
             }
         }
 
-        // Graph problems only make sense once names are unique and known.
-        if !steps.is_empty() && c.0.is_empty() {
-            let dag = Dag::build(
-                steps
+        // The graph is checked from the names as written, so that its problems are listed
+        // beside every other one, even when a step failed to resolve.
+        if !graph.is_empty() {
+            let problems = Dag::problems(
+                graph
                     .iter()
-                    .map(|s| (s.name.as_str(), s.depends_on.iter().map(String::as_str))),
+                    .map(|(name, deps)| (name.as_str(), deps.iter().map(String::as_str))),
             );
-            if let Err(e) = dag {
-                let location = match &e {
+            for problem in problems {
+                let location = match &problem {
+                    // Reported above, with its step's location.
+                    DagError::DuplicateStep { .. } | DagError::Empty => continue,
                     DagError::UnknownDependency { step, .. }
                     | DagError::DuplicateDependency { step, .. } => {
-                        let i = steps.iter().position(|s| &s.name == step).unwrap_or(0);
+                        let i = graph.iter().position(|(n, _)| n == step).unwrap_or(0);
                         format!("steps[{i}] ({step}).depends_on")
                     }
-                    _ => "steps".to_owned(),
+                    DagError::Cycle { .. } => "steps".to_owned(),
                 };
-                c.push(location, e.to_string());
+                c.push(location, problem.to_string());
             }
         }
 

@@ -179,3 +179,35 @@ async fn a_reopened_file_keeps_its_tasks_and_migrates_once() {
     );
     assert_eq!(ready_names(&s, task, at(3)).await, names(&["b", "c"]));
 }
+
+/// A worker and a `submit` opening one new file at the same moment both succeed: creating the
+/// file, switching it to WAL and migrating happen one opener at a time, and an opener that
+/// meets a writer waits for it instead of failing with "database is locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_openers_of_one_new_file_at_once_all_succeed() {
+    for round in 0..25 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasker.db");
+        let openers = (0..6).map(|i| {
+            let path = path.clone();
+            tokio::spawn(async move {
+                let s = SqliteStore::open(&path, 1)
+                    .await
+                    .unwrap_or_else(|e| panic!("round {round}, opener {i}: {e}"));
+                // Each opener writes at once, as a worker's first claim or a submit does.
+                start(&s, &fixtures::diamond(fixtures::NOOP), at(0)).await
+            })
+        });
+        let mut tasks = Vec::new();
+        for o in openers {
+            tasks.push(o.await.unwrap());
+        }
+        tasks.sort_unstable();
+        tasks.dedup();
+        assert_eq!(
+            tasks.len(),
+            6,
+            "round {round}: every opener made its own task"
+        );
+    }
+}

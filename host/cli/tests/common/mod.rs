@@ -160,13 +160,58 @@ pub fn tasker(db: &Db, plugin_dir: &Path) -> Command {
 
 /// Runs and returns the output, printing it when the test fails.
 pub fn run(mut c: Command) -> Output {
-    let out = c.output().expect("tasker runs");
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("tasker runs");
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out_reader = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err_reader = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = wait_bounded(&mut child, CALL_BOUND);
+    let out = Output {
+        status: status.unwrap_or_else(|| {
+            let _ = child.kill();
+            child.wait().expect("a killed child is reaped")
+        }),
+        stdout: out_reader.join().expect("stdout reader"),
+        stderr: err_reader.join().expect("stderr reader"),
+    };
     eprintln!(
         "--- stdout\n{}\n--- stderr\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        status.is_some(),
+        "{c:?} did not finish within {CALL_BOUND:?} and was killed (output above)"
+    );
     out
+}
+
+/// How long one `tasker` call in a test may take: far above a busy CI machine's worst, so
+/// that a hang fails its own test instead of stalling the whole run.
+pub const CALL_BOUND: Duration = Duration::from_secs(600);
+
+/// The child's exit status, or `None` if it is still running after `bound`.
+pub fn wait_bounded(child: &mut Child, bound: Duration) -> Option<std::process::ExitStatus> {
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if t.elapsed() >= bound {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -287,7 +332,11 @@ pub fn stop_gracefully(worker: &mut Child) {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(worker.wait().unwrap().success(), "SIGTERM stops it cleanly");
+    let stopped = wait_bounded(worker, CALL_BOUND);
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "SIGTERM stops it cleanly: {stopped:?}"
+    );
 }
 
 /// Restarts the PostgreSQL server of the test database in immediate mode (a crash, then

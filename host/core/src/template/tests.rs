@@ -369,3 +369,20 @@ fn components_lists_handlers_hooks_and_policies_once() {
         ["x@1.0.0", "smart@1.0.0", "other@2.0.0", "audit@0.1.0"]
     );
 }
+
+#[test]
+fn graph_problems_are_listed_with_every_other_problem() {
+    let e = err(&minimal(concat!(
+        "  - {name: a, handler: not-a-ref, depends_on: c}\n",
+        "  - {name: b, handler: h@1.0.0, depends_on: [a, pack], limits: {fuel: 0}}\n",
+        "  - {name: c, handler: h@1.0.0, depends_on: b}\n",
+        "  - {name: d, handler: h@1.0.0, depends_on: d}\n",
+    )));
+    let locations: Vec<&str> = e.problems.iter().map(|p| p.location.as_str()).collect();
+    assert!(locations.contains(&"steps[0] (a).handler"), "{e}");
+    assert!(locations.contains(&"steps[1] (b).depends_on"), "{e}");
+    assert!(e.mentions("step 'b' depends on unknown step 'pack'"), "{e}");
+    assert!(e.mentions("dependency cycle: a -> b -> c -> a"), "{e}");
+    assert!(e.mentions("dependency cycle: d -> d"), "{e}");
+    assert!(e.problems.len() >= 5, "{e}");
+}

@@ -36,6 +36,8 @@ pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migr
 
 /// How long a writer waits for another process's write transaction on the same file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an open keeps retrying a lock conflict before giving up.
+const OPEN_PATIENCE: Duration = Duration::from_secs(60);
 
 /// The embedded store: one SQLite file (plus its WAL).
 #[derive(Debug, Clone)]
@@ -69,6 +71,26 @@ impl SqliteStore {
         readers: u32,
         temp: Option<Arc<tempfile::TempDir>>,
     ) -> Result<Self> {
+        // A conflict at open is another process holding a lock SQLite would not wait for (one
+        // that opened the file without `init_lock`, e.g. an older tasker): wait it out.
+        let deadline = tokio::time::Instant::now() + OPEN_PATIENCE;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match Self::open_once(path, readers, temp.clone()).await {
+                Err(StoreError::Conflict { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_once(
+        path: &Path,
+        readers: u32,
+        temp: Option<Arc<tempfile::TempDir>>,
+    ) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::InvalidInput(format!("database directory {}: {e}", dir.display()))
@@ -80,12 +102,18 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        // Creating the file, switching it to WAL and migrating happen one opener at a time:
+        // a worker and a `submit` starting together on a new file would otherwise race for
+        // the exclusive lock the WAL switch needs, and SQLite refuses the loser at once
+        // ("database is locked") instead of waiting.
+        let init = init_lock(path).await?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .connect_with(base.clone().create_if_missing(true))
             .await?;
-        migrate_locked(path, &writer).await?;
+        SQLITE_MIGRATOR.run(&writer).await?;
+        drop(init);
         let reader = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
             .connect_with(base.read_only(true))
@@ -143,15 +171,15 @@ impl SqliteStore {
     }
 }
 
-/// Apply the migrations while holding an exclusive lock on `<file>.lock`. SQLite has no
-/// advisory lock (sqlx takes none for it), so two processes opening a new file at once (a
-/// worker and a `submit`) would both run migration 1; the second waits here instead and then
-/// finds nothing to do.
-async fn migrate_locked(path: &Path, writer: &SqlitePool) -> Result<()> {
+/// An exclusive lock on `<file>.lock`, held while a process opens and migrates the file.
+/// SQLite has no advisory lock (sqlx takes none for it), so two processes opening a new file
+/// at once would both run migration 1; the second waits here instead and then finds nothing
+/// to do.
+async fn init_lock(path: &Path) -> Result<std::fs::File> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock_path = PathBuf::from(lock_path);
-    let lock = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -162,10 +190,7 @@ async fn migrate_locked(path: &Path, writer: &SqlitePool) -> Result<()> {
     })
     .await
     .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(e))))?
-    .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
-    let out = SQLITE_MIGRATOR.run(writer).await;
-    drop(lock);
-    Ok(out?)
+    .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))
 }
 
 /// Set the reason that the audit triggers write into transition metadata (PostgreSQL's

@@ -1,4 +1,4 @@
-//! The production executor: each attempt runs in the WASM sandbox with the step's limits and
+//! The production step executor: each attempt runs in the WASM sandbox with the step's limits and
 //! grants from its template.
 //!
 //! Sandbox errors map onto [`ErrorKind`]s; whether a kind retries is decided by the engine

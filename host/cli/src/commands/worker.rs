@@ -1,0 +1,43 @@
+//! `tasker worker`: a long-lived node until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use tasker_runtime::Node;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, shutdown_signal};
+
+impl App {
+    /// `tasker worker`.
+    pub async fn worker(&self, concurrency: Option<usize>, id: Option<String>) -> Result<ExitCode> {
+        let cfg = self.worker_config(concurrency, id);
+        let store = Arc::new(self.store(cfg.concurrency.clamp(2, 16) as u32).await?);
+        let sandbox = self.sandbox(true).await?;
+        eprintln!(
+            "worker {} started: {} concurrent steps, plugins from {}",
+            cfg.id,
+            cfg.concurrency,
+            self.settings.plugin_dir.display()
+        );
+        let stop = CancellationToken::new();
+        let node = Node::wasm(store, &sandbox, cfg).start(stop.clone());
+        let signals = tokio::spawn({
+            let stop = stop.clone();
+            let signal = shutdown_signal();
+            async move {
+                signal.await;
+                eprintln!("shutting down: finishing running steps");
+                stop.cancel();
+            }
+        });
+        let totals = node.join().await;
+        signals.abort();
+        eprintln!(
+            "worker stopped: {} claimed, {} completed, {} failed, {} lease losses",
+            totals.claimed, totals.completed, totals.failed, totals.lease_lost
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
