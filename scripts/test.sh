@@ -15,6 +15,8 @@ scripts/install-toolchains.sh
 echo "==> building every plugin in four languages"
 scripts/build-plugins.sh
 
+echo "==> building the tasker binary the end-to-end suites run"
+cargo build -p tasker-cli --bin tasker
 echo "==> cargo test (first build of the workspace: several minutes)"
 # Traps capture native backtraces when this is set; tests do not need them.
 unset RUST_BACKTRACE

@@ -12,7 +12,7 @@ use tasker_engine::executor::Execution;
 use tasker_engine::testing::InProcessExecutor;
 use tasker_engine::{EventBus, Worker};
 use tasker_store::NewTask;
-use tasker_store::conformance::Backend;
+use tasker_tests::Backend;
 use tasker_tests::{own_pool, wait_until_done, worker_config as config};
 use tokio_util::sync::CancellationToken;
 
@@ -163,7 +163,7 @@ async fn a_nul_from_a_guest_fails_only_its_own_attempt<S: Backend>(s: S) {
     run.await.unwrap();
 }
 
-tasker_store::on_both_backends!(
+tasker_tests::on_both_backends!(
     a_result_too_deep_to_hand_on_fails_only_its_child,
     a_nul_from_a_guest_fails_only_its_own_attempt,
 );

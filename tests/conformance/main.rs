@@ -1,4 +1,18 @@
 //! Store and engine scenarios that run on both backends (`on_both_backends!`), a module per
-//! area. More suites move here from the crates' own `tests/` folders (issue #13).
+//! area; the few that only one backend has (PostgreSQL's claim cursor, SQLite's schema
+//! triggers) say so in their module docs.
 
+mod claim_cursor;
+mod complete_and_claim;
+mod coordinator;
+mod fencing;
 mod guest_data;
+mod hooks_policy;
+mod operations;
+mod outbox;
+mod pinning;
+mod readiness;
+mod sqlite_schema;
+mod store_concurrency;
+mod worker;
+mod worker_hops;

@@ -1,10 +1,17 @@
-//! The harness the cross-crate suites share: workers with test timings, their own
-//! connections, and polling for tasks to end.
+//! The harness the cross-crate suites share: running a scenario on both backends
+//! ([`on_both_backends!`]), the store drivers at fixed instants ([`store`]), workers with test
+//! timings, their own connections, polling for tasks to end, and the `tasker` binary against
+//! a test database on either backend ([`cli`]).
+
+pub mod backends;
+pub mod cli;
+pub mod store;
+
+pub use backends::Backend;
 
 use std::time::Duration;
 
 use tasker_engine::WorkerConfig;
-use tasker_store::conformance::Backend;
 
 /// Another handle on the same test database: on PostgreSQL each worker gets its own
 /// connections.

@@ -5,7 +5,6 @@
 //! and maps rows to typed results. See `docs/store.md` for the schema and invariants.
 
 mod any;
-pub mod conformance;
 mod error;
 mod payload;
 mod pg;

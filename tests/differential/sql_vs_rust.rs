@@ -1,0 +1,223 @@
+//! The SQL copies of tasker-core's tables and formulas agree with the Rust originals, and
+//! the database refuses what the state machines refuse.
+//!
+//! PostgreSQL only: these are the PL/pgSQL copies (the embedded store computes backoff with
+//! tasker-core itself; its state tables and triggers are checked in sqlite_schema.rs).
+
+use sqlx::PgPool;
+use tasker_core::backoff::{Backoff, jitter_unit};
+use tasker_core::state::{StepState, TaskState};
+use tasker_store::{PgStore, StoreError};
+use tasker_tests::store::*;
+
+#[sqlx::test(migrator = "tasker_store::MIGRATOR")]
+async fn step_transition_table_matches_rust(pool: PgPool) {
+    let mut checked = 0;
+    for from in StepState::ALL {
+        for to in StepState::ALL {
+            let sql: bool = sqlx::query_scalar("SELECT tasker_step_transition_allowed($1, $2)")
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(sql, from.can_transition_to(to), "step {from} -> {to}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 49);
+    // No pair in SQL names a state Rust does not know.
+    let pairs: Vec<(String, String)> =
+        sqlx::query_as("SELECT from_state, to_state FROM step_state_transitions")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for (f, t) in pairs {
+        assert!(
+            f.parse::<StepState>().is_ok() && t.parse::<StepState>().is_ok(),
+            "{f}->{t}"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "tasker_store::MIGRATOR")]
+async fn task_transition_table_matches_rust(pool: PgPool) {
+    for from in TaskState::ALL {
+        for to in TaskState::ALL {
+            let sql: bool = sqlx::query_scalar("SELECT tasker_task_transition_allowed($1, $2)")
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(sql, from.can_transition_to(to), "task {from} -> {to}");
+        }
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM task_state_transitions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let rust = TaskState::ALL
+        .iter()
+        .flat_map(|f| TaskState::ALL.iter().map(move |t| f.can_transition_to(*t)))
+        .filter(|x| *x)
+        .count();
+    assert_eq!(n as usize, rust);
+}
+
+#[sqlx::test(migrator = "tasker_store::MIGRATOR")]
+async fn backoff_formula_matches_rust_on_a_grid(pool: PgPool) {
+    let params = [
+        Backoff::default(),
+        Backoff {
+            base_ms: 1_000,
+            multiplier: 2.0,
+            cap_ms: 10_000,
+            jitter: 0.0,
+        },
+        Backoff {
+            base_ms: 250,
+            multiplier: 1.5,
+            cap_ms: 3_600_000,
+            jitter: 0.25,
+        },
+        Backoff {
+            base_ms: 1,
+            multiplier: 1.0,
+            cap_ms: 1,
+            jitter: 1.0,
+        },
+        Backoff {
+            base_ms: 0,
+            multiplier: 3.0,
+            cap_ms: 5_000,
+            jitter: 0.5,
+        },
+        Backoff {
+            base_ms: 777,
+            multiplier: 10.0,
+            cap_ms: 9_000_000_000_000,
+            jitter: 0.1,
+        },
+    ];
+    let seeds = [0i64, 1, 2, 42, 1_000_003, -7, i64::MAX, i64::MIN];
+    let failures = [0u32, 1, 2, 3, 5, 8, 13, 40, 1_000, 100_000, u32::MAX];
+    let mut checked = 0;
+    for b in &params {
+        for &seed in &seeds {
+            for &n in &failures {
+                let sql: i64 =
+                    sqlx::query_scalar("SELECT tasker_backoff_ms($1, $2, $3, $4, $5, $6)")
+                        .bind(b.base_ms as i64)
+                        .bind(b.multiplier)
+                        .bind(b.cap_ms as i64)
+                        .bind(b.jitter)
+                        .bind(seed)
+                        .bind(i64::from(n))
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                assert_eq!(
+                    sql as u64,
+                    b.delay_ms(seed, n),
+                    "{b:?} seed {seed} failure {n}"
+                );
+                checked += 1;
+            }
+            let u: f64 = sqlx::query_scalar("SELECT tasker_jitter_unit($1, $2)")
+                .bind(seed)
+                .bind(7i64)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(u, jitter_unit(seed, 7), "jitter seed {seed}");
+        }
+    }
+    assert_eq!(checked, params.len() * seeds.len() * failures.len());
+}
+
+#[sqlx::test(migrator = "tasker_store::MIGRATOR")]
+async fn illegal_transitions_are_refused_by_sql(pool: PgPool) {
+    let s = PgStore::new(pool.clone());
+    let task = start(&s, &tasker_core::fixtures::diamond("noop@1.0.0"), at(0)).await;
+    let ids = ids(&s, task).await;
+
+    // pending -> complete skips the claim.
+    let err = sqlx::query("UPDATE steps SET state = 'complete', ready_at = NULL WHERE id = $1")
+        .bind(ids["a"])
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    let err = StoreError::from(err);
+    assert!(matches!(err, StoreError::Constraint { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("illegal step transition pending -> complete"),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+
+    // Tasks too: in_progress -> pending is not a transition.
+    sqlx::query("UPDATE tasks SET state = 'in_progress' WHERE id = $1")
+        .bind(task)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let before = snapshot(&s).await;
+    let err = sqlx::query("UPDATE tasks SET state = 'pending' WHERE id = $1")
+        .bind(task)
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("illegal task transition in_progress -> pending"),
+        "{err}"
+    );
+
+    // Every refused pair, for steps, through the real table.
+    for from in StepState::ALL {
+        for to in StepState::ALL {
+            if from == to || from.can_transition_to(to) {
+                continue;
+            }
+            let mut tx = pool.begin().await.unwrap();
+            // Put the step into `from` without the trigger, then try the move.
+            sqlx::query("ALTER TABLE steps DISABLE TRIGGER steps_audit")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query(
+                "UPDATE steps SET state = $2, ready_at = NULL, lease_expires_at = \
+                 CASE WHEN $2 = 'in_progress' THEN now() END, unfinished_parents = 1 WHERE id = $1",
+            )
+            .bind(ids["d"])
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query("ALTER TABLE steps ENABLE TRIGGER steps_audit")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let r = sqlx::query(
+                "UPDATE steps SET state = $2, ready_at = NULL, lease_expires_at = \
+                 CASE WHEN $2 = 'in_progress' THEN now() END WHERE id = $1",
+            )
+            .bind(ids["d"])
+            .bind(to.as_str())
+            .execute(&mut *tx)
+            .await;
+            let err = r.expect_err(&format!("{from} -> {to} must be refused"));
+            assert!(
+                err.to_string()
+                    .contains(&format!("illegal step transition {from} -> {to}")),
+                "{err}"
+            );
+            tx.rollback().await.unwrap();
+        }
+    }
+    // Nothing the refused statements tried was kept.
+    let after = snapshot(&s).await;
+    assert_eq!(before, after);
+}

@@ -1,0 +1,7 @@
+//! The real `tasker` binary end to end, on both backends: the examples, operations, hooks
+//! and policies, the four guest languages, and crashes (kill -9, a poisoned plugin, Ctrl-C).
+
+mod crash;
+mod examples;
+mod hooks;
+mod polyglot;
