@@ -5,6 +5,8 @@ use serde_json::json;
 use std::time::Duration;
 use tasker_core::fixtures;
 use tasker_core::state::StepState;
+use tasker_store::StepId;
+use tasker_store::TaskId;
 use tasker_store::*;
 use tasker_tests::Backend;
 use tasker_tests::store::*;
@@ -12,7 +14,7 @@ use tasker_tests::store::*;
 /// A task's whole history with its ids blanked, so two tasks of one template compare.
 async fn history<S: Store>(s: &S, task: TaskId) -> String {
     let mut row = s.task(task).await.unwrap().expect("task");
-    row.id = 0;
+    row.id = TaskId::new(0);
     let mut out = format!("{row:?}\n");
     for mut t in s.task_transitions(task).await.unwrap() {
         t.id = 0;
@@ -20,10 +22,10 @@ async fn history<S: Store>(s: &S, task: TaskId) -> String {
     }
     for mut step in s.steps_of_task(task).await.unwrap() {
         let id = step.id;
-        (step.id, step.task_id) = (0, 0);
+        (step.id, step.task_id) = (StepId::new(0), TaskId::new(0));
         out += &format!("{step:?}\n");
         for mut a in s.attempts_of_step(id).await.unwrap() {
-            (a.step_id, a.task_id) = (0, 0);
+            (a.step_id, a.task_id) = (StepId::new(0), TaskId::new(0));
             out += &format!("{a:?}\n");
         }
         for mut t in s.step_transitions(id).await.unwrap() {

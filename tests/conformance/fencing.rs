@@ -4,6 +4,7 @@ use serde_json::json;
 use std::time::Duration;
 use tasker_core::fixtures;
 use tasker_core::state::{StepState, TaskState};
+use tasker_store::StepId;
 use tasker_store::*;
 use tasker_tests::Backend;
 use tasker_tests::store::*;
@@ -51,7 +52,7 @@ async fn a_stale_token_is_refused_and_changes_nothing<S: Backend>(s: S) {
     let out = s
         .complete(
             &[StepCompletion {
-                step_id: 123_456,
+                step_id: StepId::new(123_456),
                 token: 1,
                 result: json!(1),
                 accounting: Accounting::default(),

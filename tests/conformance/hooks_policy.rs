@@ -12,6 +12,7 @@ use tasker_engine::Coordinator;
 use tasker_engine::hooks::{DeliveryConfig, HookDeliverer, HookRunner};
 use tasker_engine::policy::{Policies, PolicyAnswer, PolicyFailure, RetryPolicyRunner};
 use tasker_engine::testing::{Fault, FaultInjector, InProcessExecutor};
+use tasker_store::TaskId;
 use tasker_store::{HookDeliveryJob, RetryDecision};
 use tasker_tests::Backend;
 
@@ -237,7 +238,7 @@ async fn a_failing_policy_falls_back_to_the_builtin_one_with_a_warning<S: Backen
 /// Records deliveries; `bad@*` hooks always fail.
 #[derive(Default)]
 struct Recorder {
-    seen: Mutex<Vec<(String, i64, String)>>,
+    seen: Mutex<Vec<(String, TaskId, String)>>,
 }
 
 impl HookRunner for Recorder {
@@ -351,7 +352,7 @@ async fn hooks_get_every_event_in_order_at_least_once_and_bad_ones_go_dead<S: Ba
 /// Fails the first delivery of every fifth outbox row, then accepts; records every call.
 #[derive(Default)]
 struct Flaky {
-    seen: Mutex<Vec<(i64, i64, String)>>,
+    seen: Mutex<Vec<(TaskId, i64, String)>>,
 }
 
 impl HookRunner for Flaky {
@@ -453,7 +454,7 @@ async fn concurrent_workers_and_delivery_loops_keep_every_task_in_order<S: Backe
     assert_eq!(tasks, 60);
     for task in 1..=tasks {
         let want: Vec<i64> = store
-            .hook_outbox_of_task(task)
+            .hook_outbox_of_task(TaskId::new(task))
             .await
             .unwrap()
             .iter()

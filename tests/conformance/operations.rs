@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use std::time::Duration;
 use tasker_core::fixtures;
 use tasker_core::state::{StepState, TaskState};
+use tasker_store::TaskId;
 use tasker_store::*;
 use tasker_tests::Backend;
 use tasker_tests::store::*;
@@ -173,7 +174,10 @@ async fn cancel_stops_everything<S: Backend>(s: S) {
     run_ready(&s, at(5)).await;
     let err = s.cancel_task(done, at(6)).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidState(_)), "{err}");
-    let err = s.cancel_task(424_242, at(6)).await.unwrap_err();
+    let err = s
+        .cancel_task(TaskId::new(424_242), at(6))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
 }
 
@@ -185,7 +189,10 @@ async fn retry_gives_failed_steps_a_fresh_budget<S: Backend>(s: S) {
     s.complete(&[completion(cc[0])], at(2)).await.unwrap();
     let o = s.fail(&[failure(b[0], false, None)], at(2)).await.unwrap();
     assert_eq!(o[0].task_finalized, Some(TaskState::Error));
-    let err = s.retry_task(task + 1000, at(3)).await.unwrap_err();
+    let err = s
+        .retry_task(TaskId::new(task.get() + 1000), at(3))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)));
 
     let r = s.retry_task(task, at(3)).await.unwrap();

@@ -4,6 +4,7 @@
 use tasker_core::backoff::Backoff;
 use tasker_core::fixtures;
 use tasker_core::state::{StepState, TaskState};
+use tasker_store::TaskId;
 use tasker_store::*;
 use tasker_tests::Backend;
 use tasker_tests::store::*;
@@ -58,7 +59,7 @@ async fn backoff_is_honoured_to_the_millisecond<S: Backend>(s: S) {
         assert_eq!(c.len(), 1, "failure {failure}");
         assert_eq!(c[0].attempt, failure);
         let out = s.fail(&[failure_of(&c[0])], at(now)).await.unwrap();
-        let delay = b.delay_ms(step, failure) as i64;
+        let delay = b.delay_ms(step.get(), failure) as i64;
         assert_eq!(out[0].decision, Some(RetryDecision::Retry));
         assert_eq!(out[0].next_ready_at, Some(at(now + delay)));
         // One millisecond early: neither the readiness function nor the claim sees it.
@@ -265,7 +266,7 @@ async fn execution_status_precedence_with_parallel_steps<S: Backend>(s: S) {
         run_ready(&s, at(6 + i)).await;
     }
     let both = s
-        .execution_context_batch(&[task, t2.task_id, 999_999], at(10))
+        .execution_context_batch(&[task, t2.task_id, TaskId::new(999_999)], at(10))
         .await
         .unwrap();
     assert_eq!(both.len(), 2);

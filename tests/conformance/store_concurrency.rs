@@ -219,7 +219,7 @@ async fn worker<S: Store>(
         let mut failures = Vec::new();
         for c in &claimed {
             // A few first attempts fail retryably and come back at once.
-            if c.attempt == 1 && (c.step_id * 7919) % 37 == 0 {
+            if c.attempt == 1 && (c.step_id.get() * 7919) % 37 == 0 {
                 failures.push(failure(c, true, Some(0)));
             } else {
                 completions.push(completion(c));

@@ -14,6 +14,7 @@ use tasker_core::state::TaskState;
 use tasker_engine::executor::{Execution, Executor};
 use tasker_engine::testing::InProcessExecutor;
 use tasker_engine::{EventBus, Worker, WorkerConfig};
+use tasker_store::TaskId;
 use tasker_store::{AttemptOutcome, ClaimedStep, NewTask, PgStore, Store};
 use tasker_tests::{Backend, own_pool, wait_until_done, worker_config as config};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +30,7 @@ fn outcome_name(o: AttemptOutcome) -> &'static str {
 }
 
 /// Registers `template` and creates one task from it.
-async fn start_task<S: Store>(store: &S, template: &tasker_core::template::Template) -> i64 {
+async fn start_task<S: Store>(store: &S, template: &tasker_core::template::Template) -> TaskId {
     store.register_template(template).await.unwrap();
     store
         .create_task(&NewTask::new(template.key(), json!({})), Utc::now())

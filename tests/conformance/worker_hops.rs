@@ -15,6 +15,7 @@ use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 use tasker_engine::executor::{Execution, Executor};
 use tasker_engine::{EventBus, Worker, WorkerConfig};
+use tasker_store::TaskId;
 use tasker_store::{ClaimedStep, NewTask, Store};
 use tasker_tests::Backend;
 use tokio_util::sync::CancellationToken;
@@ -65,7 +66,7 @@ fn config(id: &str, concurrency: usize) -> WorkerConfig {
     }
 }
 
-async fn start_task<S: Store>(s: &S, t: &Template) -> i64 {
+async fn start_task<S: Store>(s: &S, t: &Template) -> TaskId {
     s.register_template(t).await.unwrap();
     s.create_task(&NewTask::new(t.key(), json!({})), Utc::now())
         .await
@@ -73,7 +74,7 @@ async fn start_task<S: Store>(s: &S, t: &Template) -> i64 {
         .task_id
 }
 
-async fn wait_complete<S: Store>(s: &S, task: i64) {
+async fn wait_complete<S: Store>(s: &S, task: TaskId) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let state = s.task(task).await.unwrap().unwrap().state;

@@ -13,6 +13,8 @@ use tasker_core::error_kind::ErrorKind;
 use tasker_core::fixtures::{self, NOOP};
 use tasker_core::state::TaskState;
 use tasker_core::template::Template;
+use tasker_store::StepId;
+use tasker_store::TaskId;
 use tasker_store::*;
 use tasker_tests::store::*;
 
@@ -117,7 +119,7 @@ async fn scenario<S: Store>(s: &S) -> Vec<String> {
     let mut stale = completion(root);
     stale.token += 1;
     let unknown = StepCompletion {
-        step_id: 99_999,
+        step_id: StepId::new(99_999),
         token: 1,
         result: json!(null),
         accounting: Accounting::default(),
@@ -187,7 +189,7 @@ async fn scenario<S: Store>(s: &S) -> Vec<String> {
                 c.lease(),
                 b.lease(),
                 Lease {
-                    step_id: 123_456,
+                    step_id: StepId::new(123_456),
                     token: 1,
                 },
             ],
@@ -678,7 +680,7 @@ async fn sqlite_workers_in_one_process_never_hold_a_step_twice() {
         seen.claims.len(),
         "one attempt per claim"
     );
-    let t = s.task(1).await.unwrap().unwrap();
+    let t = s.task(TaskId::new(1)).await.unwrap().unwrap();
     assert_eq!(t.state, TaskState::Complete);
     assert_eq!(s.next_ready_at().await.unwrap(), None);
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 use tasker_core::template::Template;
+use tasker_store::TaskId;
 use tasker_store::*;
 use tasker_tests::Backend;
 use tasker_tests::store::*;
@@ -326,12 +327,21 @@ impl Pair {
         assert_same_table(pg, lite, "hook_outbox", "id", &["payload"]).await;
         for task in 1..=3 {
             assert_eq!(
-                self.pg.hook_outbox_of_task(task).await.unwrap(),
-                self.lite.hook_outbox_of_task(task).await.unwrap()
+                self.pg
+                    .hook_outbox_of_task(TaskId::new(task))
+                    .await
+                    .unwrap(),
+                self.lite
+                    .hook_outbox_of_task(TaskId::new(task))
+                    .await
+                    .unwrap()
             );
             assert_eq!(
-                self.pg.hook_counts(Some(task)).await.unwrap(),
-                self.lite.hook_counts(Some(task)).await.unwrap()
+                self.pg.hook_counts(Some(TaskId::new(task))).await.unwrap(),
+                self.lite
+                    .hook_counts(Some(TaskId::new(task)))
+                    .await
+                    .unwrap()
             );
         }
         assert_eq!(
@@ -840,7 +850,7 @@ async fn sqlite_writes_the_same_outbox_as_postgres(pool: PgPool) {
     assert_heads(&lite).await;
 
     let names: Vec<String> = lite
-        .hook_outbox_of_task(1)
+        .hook_outbox_of_task(TaskId::new(1))
         .await
         .unwrap()
         .into_iter()
@@ -857,7 +867,7 @@ async fn sqlite_writes_the_same_outbox_as_postgres(pool: PgPool) {
         ]
     );
     let t2: Vec<(String, Value)> = lite
-        .hook_outbox_of_task(2)
+        .hook_outbox_of_task(TaskId::new(2))
         .await
         .unwrap()
         .into_iter()

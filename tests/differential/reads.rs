@@ -17,6 +17,8 @@ use sqlx::PgPool;
 use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
+use tasker_store::StepId;
+use tasker_store::TaskId;
 use tasker_store::*;
 use tasker_tests::store::*;
 
@@ -211,7 +213,8 @@ fn no_connections(mut h: HealthCounts) -> HealthCounts {
 
 /// Every read of the Store trait, on both, for these tasks and instants.
 async fn same_reads(pg: &PgStore, lite: &SqliteStore, tasks: &[TaskId], times: &[i64]) {
-    let unknown: TaskId = 1_000_000;
+    let unknown = TaskId::new(1_000_000);
+    let unknown_step = StepId::new(1_000_000);
     let mut all_steps = Vec::new();
     for &task in tasks.iter().chain([&unknown]) {
         assert_eq!(
@@ -252,10 +255,10 @@ async fn same_reads(pg: &PgStore, lite: &SqliteStore, tasks: &[TaskId], times: &
             "task {task} levels"
         );
     }
-    assert_eq!(lite.step(unknown).await.unwrap(), None);
-    assert_eq!(pg.step(unknown).await.unwrap(), None);
+    assert_eq!(lite.step(unknown_step).await.unwrap(), None);
+    assert_eq!(pg.step(unknown_step).await.unwrap(), None);
     let mut asked = all_steps.clone();
-    asked.extend([unknown, all_steps[0]]);
+    asked.extend([unknown_step, all_steps[0]]);
     asked.reverse();
     // PostgreSQL's first_attempt_at has no ORDER BY (callers look ids up): compare as sets.
     let sorted = |r: Result<Vec<(StepId, Option<DateTime<Utc>>)>>| {
@@ -398,16 +401,16 @@ async fn reads_and_operations_agree_with_postgres(pool: PgPool) {
     let now = end + 50;
     let unknown = 1_000_000;
     assert_eq!(
-        res(lite.cancel_task(unknown, at(now)).await),
-        res(pg.cancel_task(unknown, at(now)).await)
+        res(lite.cancel_task(TaskId::new(unknown), at(now)).await),
+        res(pg.cancel_task(TaskId::new(unknown), at(now)).await)
     );
     assert_eq!(
-        res(lite.retry_task(unknown, at(now)).await),
-        res(pg.retry_task(unknown, at(now)).await)
+        res(lite.retry_task(TaskId::new(unknown), at(now)).await),
+        res(pg.retry_task(TaskId::new(unknown), at(now)).await)
     );
     assert_eq!(
-        res(lite.resolve_step(unknown, None, at(now)).await),
-        res(pg.resolve_step(unknown, None, at(now)).await)
+        res(lite.resolve_step(StepId::new(unknown), None, at(now)).await),
+        res(pg.resolve_step(StepId::new(unknown), None, at(now)).await)
     );
     let mut kinds = BTreeSet::new();
     for (i, &task) in tasks.iter().enumerate() {
@@ -616,18 +619,29 @@ async fn empty_stores_agree(pool: PgPool) {
         no_connections(pg.health_counts(now).await.unwrap())
     );
     assert_eq!(
-        res(lite.dependency_levels(1).await),
-        res(pg.dependency_levels(1).await)
+        res(lite.dependency_levels(TaskId::new(1)).await),
+        res(pg.dependency_levels(TaskId::new(1)).await)
     );
     assert_eq!(
         res(lite.first_attempt_at(&[]).await),
         res(pg.first_attempt_at(&[]).await)
     );
-    assert_eq!(res(lite.first_attempt_at(&[1, 2]).await), Ok(Vec::new()));
-    assert_eq!(res(pg.first_attempt_at(&[1, 2]).await), Ok(Vec::new()));
-    assert_eq!(res(lite.task(1).await), res(pg.task(1).await));
     assert_eq!(
-        res(lite.attempts_of_step(1).await),
-        res(pg.attempts_of_step(1).await)
+        res(lite
+            .first_attempt_at(&[StepId::new(1), StepId::new(2)])
+            .await),
+        Ok(Vec::new())
+    );
+    assert_eq!(
+        res(pg.first_attempt_at(&[StepId::new(1), StepId::new(2)]).await),
+        Ok(Vec::new())
+    );
+    assert_eq!(
+        res(lite.task(TaskId::new(1)).await),
+        res(pg.task(TaskId::new(1)).await)
+    );
+    assert_eq!(
+        res(lite.attempts_of_step(StepId::new(1)).await),
+        res(pg.attempts_of_step(StepId::new(1)).await)
     );
 }

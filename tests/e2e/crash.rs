@@ -15,6 +15,7 @@ use chrono::Utc;
 use serde_json::json;
 use tasker_core::fixtures;
 use tasker_core::state::{StepState, TaskState};
+use tasker_store::TaskId;
 use tasker_store::{AttemptOutcome, NewTask, Store};
 use tasker_tests::cli::*;
 
@@ -322,10 +323,10 @@ async fn ctrl_c_of_run_releases_running_steps_and_run_task_resumes(db: Db) {
     assert!(out.status.success(), "the resumed task completes");
     let store = db.store().await;
     assert_eq!(
-        store.task(task).await.unwrap().unwrap().state,
+        store.task(TaskId::new(task)).await.unwrap().unwrap().state,
         TaskState::Complete
     );
-    for s in store.steps_of_task(task).await.unwrap() {
+    for s in store.steps_of_task(TaskId::new(task)).await.unwrap() {
         let outcomes: Vec<AttemptOutcome> = store
             .attempts_of_step(s.id)
             .await

@@ -6,12 +6,13 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use tasker_core::state::{StepState, TaskState};
+use tasker_store::TaskId;
 use tasker_store::{AttemptOutcome, RetryDecision, Store};
 use tasker_tests::cli::*;
 
-async fn only_task(db: &Db) -> i64 {
+async fn only_task(db: &Db) -> TaskId {
     assert_eq!(count(db, "SELECT count(*) FROM tasks").await, 1);
-    count(db, "SELECT min(id) FROM tasks").await
+    TaskId::new(count(db, "SELECT min(id) FROM tasks").await)
 }
 
 async fn order_fulfilment_runs_with_two_rate_limited_payment_attempts(db: Db) {
@@ -604,7 +605,12 @@ async fn operations_resolve_cancel_and_retry_through_the_cli(db: Db) {
     c.args(["cancel", &second.to_string()]);
     assert!(stdout(&run(c)).contains("cancelled (2 steps)"));
     assert_eq!(
-        store.task(second).await.unwrap().unwrap().state,
+        store
+            .task(TaskId::new(second))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         TaskState::Cancelled
     );
 

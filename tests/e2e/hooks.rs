@@ -67,7 +67,7 @@ async fn the_hooks_example_audits_every_event_and_its_policy_decides_retries(db:
     assert!(stderr(&out).contains("hook audit_hook@0.1.0: 17 delivered, 0 pending, 0 dead"));
 
     let store = db.store().await;
-    let task: TaskId = count(&db, "SELECT min(id) FROM tasks").await;
+    let task = TaskId::new(count(&db, "SELECT min(id) FROM tasks").await);
     assert_eq!(
         store.task(task).await.unwrap().unwrap().state,
         TaskState::Complete
@@ -117,7 +117,7 @@ async fn the_hooks_example_audits_every_event_and_its_policy_decides_retries(db:
     let out = run(c);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("hook notify_hook@0.1.0: 1 delivered"));
-    let failed: TaskId = count(&db, "SELECT max(id) FROM tasks").await;
+    let failed = TaskId::new(count(&db, "SELECT max(id) FROM tasks").await);
     let steps = store.steps_of_task(failed).await.unwrap();
     let rc = steps.iter().find(|s| s.name == "refund_check").unwrap();
     let a = store.attempts_of_step(rc.id).await.unwrap();

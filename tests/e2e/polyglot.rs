@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 use tasker_core::state::{StepState, TaskState};
 use tasker_sandbox::PluginHash;
+use tasker_store::TaskId;
 use tasker_store::{AttemptOutcome, RetryDecision, Store};
 use tasker_tests::cli::*;
 
@@ -44,10 +45,10 @@ async fn the_polyglot_example_runs_rust_python_c_and_javascript_steps(db: Db) {
     let store = db.store().await;
     let task: i64 = count(&db, "SELECT min(id) FROM tasks").await;
     assert_eq!(
-        store.task(task).await.unwrap().unwrap().state,
+        store.task(TaskId::new(task)).await.unwrap().unwrap().state,
         TaskState::Complete
     );
-    let steps = store.steps_of_task(task).await.unwrap();
+    let steps = store.steps_of_task(TaskId::new(task)).await.unwrap();
     let result = |name: &str| -> Value {
         steps
             .iter()

@@ -12,6 +12,7 @@ pub use backends::Backend;
 use std::time::Duration;
 
 use tasker_engine::WorkerConfig;
+use tasker_store::TaskId;
 
 /// Another handle on the same test database: on PostgreSQL each worker gets its own
 /// connections.
@@ -37,9 +38,9 @@ pub fn worker_config(id: &str) -> WorkerConfig {
 }
 
 /// Polls until none of `tasks` is open any more, failing the test after `limit`.
-pub async fn wait_until_done<S: Backend>(store: &S, tasks: &[i64], limit: Duration) {
+pub async fn wait_until_done<S: Backend>(store: &S, tasks: &[TaskId], limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
-    let ids: Vec<String> = tasks.iter().map(i64::to_string).collect();
+    let ids: Vec<String> = tasks.iter().map(TaskId::to_string).collect();
     let sql = format!(
         "SELECT count(*) FROM tasks WHERE id IN ({}) AND state NOT IN ('complete','error','cancelled')",
         ids.join(",")

@@ -125,6 +125,7 @@ pub async fn snapshot<S: Store>(s: &S) -> String {
     let (mut found, mut id) = (0, 0);
     while found < health.total_tasks && id < 2 * health.total_tasks + 100 {
         id += 1;
+        let id = TaskId::new(id);
         let Some(task) = s.task(id).await.unwrap() else {
             continue;
         };

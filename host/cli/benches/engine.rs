@@ -262,7 +262,7 @@ impl Backend for Pg {
         let (id,): (i64,) = sqlx::query_as("SELECT max(id) FROM tasks")
             .fetch_one(pool)
             .await?;
-        Ok(id)
+        Ok(TaskId::new(id))
     }
 
     /// One probe of the pending-rows index.
@@ -435,7 +435,7 @@ impl Backend for Lite {
         let newest = futures::stream::iter(0..tasks)
             .map(|_| setup.create_task(&req, Utc::now()))
             .buffered(4)
-            .try_fold(0, |m, c| async move { Ok(m.max(c.task_id)) })
+            .try_fold(TaskId::new(0), |m, c| async move { Ok(m.max(c.task_id)) })
             .await?;
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(setup.writer())

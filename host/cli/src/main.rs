@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tasker_cli::app::{self, App};
 use tasker_cli::commands::{self, RunTask};
 use tasker_cli::config::{FileConfig, Settings};
+use tasker_store::{StepId, TaskId};
 
 /// Tasker runs multi-step workflows (DAGs of steps) whose handlers are sandboxed WebAssembly
 /// components. State lives in an embedded SQLite file (.tasker/tasker.db) by default, or in
@@ -67,7 +68,7 @@ enum Command {
         template: Option<PathBuf>,
         /// Resume this task (of a registered template) instead of creating one.
         #[arg(long)]
-        task: Option<i64>,
+        task: Option<TaskId>,
         /// The task context: JSON text, or @file to read it from a file. Not with --task.
         #[arg(long, short, default_value = "{}", conflicts_with = "task")]
         context: String,
@@ -104,14 +105,14 @@ enum Command {
         wait: bool,
     },
     /// Show a task's steps and, for each step not yet run, why it is not ready.
-    Status { task: i64 },
+    Status { task: TaskId },
     /// Cancel a task: unfinished steps are cancelled, late results refused.
-    Cancel { task: i64 },
+    Cancel { task: TaskId },
     /// Retry a task in error: its failed steps get a fresh attempt budget.
-    Retry { task: i64 },
+    Retry { task: TaskId },
     /// Mark a step as done by hand (it counts as complete for its children).
     Resolve {
-        step: i64,
+        step: StepId,
         /// The step's result, as JSON text or @file.
         #[arg(long)]
         result: Option<String>,

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tasker_core::events;
+use tasker_store::{StepId, TaskId};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
@@ -20,19 +21,19 @@ pub struct Event {
     /// A name from [`tasker_core::events`], or `custom.<name>` from a handler.
     pub name: String,
     pub at: DateTime<Utc>,
-    pub task_id: Option<i64>,
-    pub step_id: Option<i64>,
+    pub task_id: Option<TaskId>,
+    pub step_id: Option<StepId>,
     pub step_name: Option<String>,
     pub attempt: Option<i32>,
     pub payload: Value,
 }
 
 impl Event {
-    pub fn task(name: &str, at: DateTime<Utc>, task_id: i64) -> Event {
+    pub fn task(name: &str, at: DateTime<Utc>, task_id: impl Into<TaskId>) -> Event {
         Event {
             name: name.to_owned(),
             at,
-            task_id: Some(task_id),
+            task_id: Some(task_id.into()),
             step_id: None,
             step_name: None,
             attempt: None,
@@ -43,16 +44,16 @@ impl Event {
     pub fn step(
         name: &str,
         at: DateTime<Utc>,
-        task_id: i64,
-        step_id: i64,
+        task_id: impl Into<TaskId>,
+        step_id: impl Into<StepId>,
         step_name: &str,
         attempt: i32,
     ) -> Event {
         Event {
             name: name.to_owned(),
             at,
-            task_id: Some(task_id),
-            step_id: Some(step_id),
+            task_id: Some(task_id.into()),
+            step_id: Some(step_id.into()),
             step_name: Some(step_name.to_owned()),
             attempt: Some(attempt),
             payload: Value::Null,
@@ -89,8 +90,8 @@ impl EventBus {
         tracing::info!(
             target: "tasker::event",
             event = %event.name,
-            task_id = event.task_id,
-            step_id = event.step_id,
+            task_id = event.task_id.map(TaskId::get),
+            step_id = event.step_id.map(StepId::get),
             step = event.step_name.as_deref(),
             attempt = event.attempt,
             "{}",
@@ -240,8 +241,8 @@ mod tests {
             .unwrap_err();
         assert!(err.is_panic());
         bus.publish(Event::task(TASK_COMPLETED, at(), 2));
-        assert_eq!(good.recv().await.unwrap().task_id, Some(1));
-        assert_eq!(good.recv().await.unwrap().task_id, Some(2));
+        assert_eq!(good.recv().await.unwrap().task_id, Some(TaskId::new(1)));
+        assert_eq!(good.recv().await.unwrap().task_id, Some(TaskId::new(2)));
     }
 
     #[test]

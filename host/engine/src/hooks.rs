@@ -167,7 +167,7 @@ impl<S: Store + 'static> HookDeliverer<S> {
                 self.stats.dead.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     hook = %job.component,
-                    task_id = job.task_id,
+                    task_id = job.task_id.get(),
                     event = %job.event_name,
                     error = res.error.as_deref().unwrap_or(""),
                     "hook delivery dead after {} attempts",

@@ -16,13 +16,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::future::{BoxFuture, join_all};
 use tasker_core::template::{HandlerRef, StepTemplate};
-use tasker_store::{ClaimedStep, FailureDecision, StepFailure, Store};
+use tasker_store::{ClaimedStep, FailureDecision, StepFailure, StepId, Store, TaskId};
 
 /// A failed attempt, as a policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyFailure {
-    pub task_id: i64,
-    pub step_id: i64,
+    pub task_id: TaskId,
+    pub step_id: StepId,
     pub step_name: String,
     /// 1 for the first attempt.
     pub attempt: u32,
@@ -124,7 +124,7 @@ pub async fn decide_failures<S: Store>(
     if asks.is_empty() {
         return decisions;
     }
-    let step_ids: Vec<i64> = asks.iter().map(|&i| items[i].0.step_id).collect();
+    let step_ids: Vec<StepId> = asks.iter().map(|&i| items[i].0.step_id).collect();
     let firsts = match store.first_attempt_at(&step_ids).await {
         Ok(v) => v,
         Err(e) => {
@@ -132,7 +132,7 @@ pub async fn decide_failures<S: Store>(
             Vec::new()
         }
     };
-    let since = |step_id: i64| {
+    let since = |step_id: StepId| {
         firsts
             .iter()
             .find(|(id, _)| *id == step_id)
@@ -206,7 +206,7 @@ pub async fn decide_failures<S: Store>(
                     "retry policy {policy} failed ({}); the built-in policy decided",
                     tasker_core::text::storable(&e.to_string())
                 );
-                tracing::warn!(step_id = items[i].0.step_id, "{warning}");
+                tracing::warn!(step_id = items[i].0.step_id.get(), "{warning}");
                 metrics::counter!("tasker_retry_policy_fallbacks_total").increment(1);
                 decisions[i] = FailureDecision {
                     decided_by: "builtin".into(),

@@ -12,7 +12,7 @@ use tasker_core::text;
 
 use tasker_store::{
     ClaimedStep, CompletionOutcome, CustomEventRecord, ExpiredLease, FailureOutcome, RetryDecision,
-    StepCompletion, StepFailure,
+    StepCompletion, StepFailure, TaskId,
 };
 
 use crate::event::{Event, EventBus};
@@ -105,10 +105,10 @@ fn publish_refusal(bus: &EventBus, now: DateTime<Utc>, job: &ClaimedStep, refusa
 /// Task ends seen in one batch. The store reports a finished task on every item of it in
 /// the batch; each task's end is published once, after the step events.
 #[derive(Debug, Default)]
-pub struct TaskEnds(std::collections::BTreeMap<i64, TaskState>);
+pub struct TaskEnds(std::collections::BTreeMap<TaskId, TaskState>);
 
 impl TaskEnds {
-    pub fn note(&mut self, task_id: i64, state: Option<TaskState>) {
+    pub fn note(&mut self, task_id: TaskId, state: Option<TaskState>) {
         if let Some(s) = state {
             self.0.insert(task_id, s);
         }
@@ -189,7 +189,7 @@ pub fn publish_expired(bus: &EventBus, now: DateTime<Utc>, x: &ExpiredLease) {
 pub fn publish_task_end(
     bus: &EventBus,
     now: DateTime<Utc>,
-    task_id: i64,
+    task_id: TaskId,
     state: Option<TaskState>,
 ) {
     let name = match state {

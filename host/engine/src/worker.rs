@@ -20,7 +20,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use tasker_store::{ClaimedStep, Lease, StepCompletion, StepFailure, Store, StoreError};
+use tasker_store::{ClaimedStep, Lease, StepCompletion, StepFailure, StepId, Store, StoreError};
 
 use crate::event::{Event, EventBus};
 use crate::executor::{Execution, Executor};
@@ -145,7 +145,7 @@ pub struct Worker<S: Store, E: Executor> {
     /// Retry policy components and the host's limits on them.
     policies: Policies,
     /// Leases held: step id -> token.
-    held: Mutex<HashMap<i64, i64>>,
+    held: Mutex<HashMap<StepId, i64>>,
     /// Pokes the claim loop when work may be ready.
     wake: Arc<Notify>,
     /// Earliest retry instant this worker has scheduled, to wake for it without polling.
@@ -397,8 +397,8 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
     ) {
         let span = tracing::info_span!(
             "step",
-            task_id = job.task_id,
-            step_id = job.step_id,
+            task_id = job.task_id.get(),
+            step_id = job.step_id.get(),
             step = %job.step_name,
             attempt = job.attempt,
             handler = %job.handler,
@@ -657,7 +657,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                     // a hint (debug). A real loss shows when its result is refused
                     // (`step.lease_lost`, counted and published).
                     let held = self.held.lock().expect("held leases");
-                    let lost: Vec<i64> = outcomes
+                    let lost: Vec<StepId> = outcomes
                         .iter()
                         .zip(&leases)
                         .filter(|(o, l)| {

@@ -179,8 +179,8 @@ mod tests {
 
     fn step(handler: &str, pinned: Option<&str>) -> ClaimedStep {
         ClaimedStep {
-            step_id: 1,
-            task_id: 1,
+            step_id: 1.into(),
+            task_id: 1.into(),
             token: 2,
             attempt: 2,
             max_attempts: 3,

@@ -6,6 +6,7 @@
 
 mod any;
 mod error;
+mod ids;
 mod payload;
 mod pg;
 mod pg_hooks;

@@ -509,7 +509,7 @@ impl Store for PgStore {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = leases.iter().map(|l| l.step_id).collect();
+        let ids: Vec<i64> = leases.iter().map(|l| l.step_id.get()).collect();
         let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
         let rows = sqlx::query("SELECT * FROM heartbeat_steps($1, $2, $3, $4, $5)")
             .bind(worker)
@@ -560,7 +560,7 @@ impl Store for PgStore {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = leases.iter().map(|l| l.step_id).collect();
+        let ids: Vec<i64> = leases.iter().map(|l| l.step_id.get()).collect();
         let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
         let rows = sqlx::query("SELECT * FROM release_steps($1, $2, $3, $4)")
             .bind(worker)
@@ -812,7 +812,7 @@ impl CompletionArgs {
             hash: Vec::with_capacity(items.len()),
         };
         for c in items {
-            a.ids.push(c.step_id);
+            a.ids.push(c.step_id.get());
             a.tokens.push(c.token);
             a.results.push(c.result.clone());
             a.fuel.push(opt_i64(c.accounting.fuel, "fuel")?);
@@ -904,7 +904,7 @@ async fn fail_on<'c, E: sqlx::PgExecutor<'c>>(
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<i64> = items.iter().map(|f| f.step_id).collect();
+    let ids: Vec<i64> = items.iter().map(|f| f.step_id.get()).collect();
     let tokens: Vec<i64> = items.iter().map(|f| f.token).collect();
     let kinds: Vec<String> = items
         .iter()

@@ -18,7 +18,7 @@ pub(crate) async fn enqueue_custom<'c, E: sqlx::PgExecutor<'c>>(
     events: &[CustomEventRecord],
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let ids: Vec<i64> = events.iter().map(|e| e.step_id).collect();
+    let ids: Vec<i64> = events.iter().map(|e| e.step_id.get()).collect();
     let tokens: Vec<i64> = events.iter().map(|e| e.token).collect();
     let names: Vec<String> = events.iter().map(|e| e.name.clone()).collect();
     let payloads: Vec<Value> = events.iter().map(|e| e.payload.clone()).collect();

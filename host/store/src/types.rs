@@ -7,9 +7,7 @@ use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::{Grants, HandlerRef, Limits};
 
-/// Database ids.
-pub type TaskId = i64;
-pub type StepId = i64;
+pub use crate::ids::{StepId, TaskId};
 
 /// A template as registered.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -408,7 +408,7 @@ pub(super) async fn create_task(
         )));
     }
     if let Some(identity) = &task.identity_key {
-        let existing: Option<i64> =
+        let existing: Option<TaskId> =
             sqlx::query_scalar("SELECT id FROM tasks WHERE namespace_id = ? AND identity_key = ?")
                 .bind(namespace_id)
                 .bind(identity)
@@ -423,7 +423,7 @@ pub(super) async fn create_task(
         }
     }
 
-    let task_id: i64 = sqlx::query_scalar(
+    let task_id: TaskId = sqlx::query_scalar(
         "INSERT INTO tasks (namespace_id, template_id, state, context, identity_key, metadata, \
                             step_count, unfinished_steps, created_at, updated_at) \
          VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?6, ?7, ?7) RETURNING id",
@@ -650,8 +650,8 @@ pub(super) async fn finalize_tasks(
     if tasks.is_empty() {
         return Ok(HashMap::new());
     }
-    let ids: Vec<i64> = tasks.iter().copied().collect();
-    let rows: Vec<(i64, String)> = sqlx::query_as(
+    let ids: Vec<i64> = tasks.iter().map(|t| t.get()).collect();
+    let rows: Vec<(TaskId, String)> = sqlx::query_as(
         "UPDATE tasks \
          SET state = CASE WHEN unfinished_steps = 0 THEN 'complete' ELSE 'error' END, \
              finished_at = ?1, updated_at = ?1 \
@@ -1117,7 +1117,7 @@ fn decide(f: &StepFailure, step: &Current, id: StepId, now: i64) -> Result<Decid
     });
     let failure = u32::try_from(step.attempts + 1)
         .map_err(|_| StoreError::decode("steps.attempts", step.attempts))?;
-    let backoff = i64::try_from(step.backoff.delay_ms(id, failure)).unwrap_or(i64::MAX);
+    let backoff = i64::try_from(step.backoff.delay_ms(id.get(), failure)).unwrap_or(i64::MAX);
     let ready_at = match decision {
         RetryDecision::Retry => {
             // As `tasker_ms` clamps in SQL: no stored setting can overflow the instant.

@@ -33,7 +33,7 @@ const READINESS_SQL: &str = "\
     ORDER BY s.task_id, s.id";
 
 fn readiness_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<ReadinessRow> {
-    let step_id: i64 = col(row, "id")?;
+    let step_id: StepId = col(row, "id")?;
     let state = step_state(&col::<String>(row, "state")?)?;
     let attempts = u32_col(row, "attempts")?;
     let max_attempts = u32_col(row, "max_attempts")?;
@@ -53,7 +53,7 @@ fn readiness_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<ReadinessRow> {
         (StepState::WaitingForRetry, Some(failed_at)) => {
             let delay_ms = match backoff_request_ms {
                 Some(ms) => ms,
-                None => backoff_ms(row, step_id, attempts)?,
+                None => backoff_ms(row, step_id.get(), attempts)?,
             };
             Some(plus_ms(failed_at, delay_ms)?)
         }
@@ -169,7 +169,7 @@ pub(super) async fn execution_context_batch(
     }
     // One read transaction: the tasks and their steps from the same snapshot.
     let mut tx = s.reader().begin().await?;
-    let tasks: Vec<(i64, String)> = sqlx::query_as(
+    let tasks: Vec<(TaskId, String)> = sqlx::query_as(
         "SELECT id, state FROM tasks WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
     )
     .bind(id_list(task_ids))
@@ -281,7 +281,7 @@ pub(super) async fn dependency_levels(
     s: &SqliteStore,
     task_id: TaskId,
 ) -> Result<Vec<DependencyLevel>> {
-    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+    let rows: Vec<(StepId, String, i64)> = sqlx::query_as(
         "WITH RECURSIVE walk (step_id, level) AS ( \
              SELECT s.id, 0 \
              FROM steps s \

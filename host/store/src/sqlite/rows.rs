@@ -57,8 +57,8 @@ pub(super) fn task_state(s: &str) -> Result<TaskState> {
 }
 
 /// Ids as a JSON array, for `json_each(?)` (SQLite's stand-in for `= ANY ($1)`).
-pub(super) fn id_list(ids: &[i64]) -> String {
-    Value::from(ids.to_vec()).to_string()
+pub(super) fn id_list<T: Copy + Into<i64>>(ids: &[T]) -> String {
+    Value::from(ids.iter().map(|&id| id.into()).collect::<Vec<i64>>()).to_string()
 }
 
 pub(super) async fn template(s: &SqliteStore, key: &str) -> Result<Option<Template>> {
@@ -83,7 +83,7 @@ pub(super) async fn first_attempt_at(
     if step_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
+    let rows: Vec<(StepId, Option<i64>)> = sqlx::query_as(
         "SELECT s.id, coalesce((SELECT min(a.started_at) FROM attempts a WHERE a.step_id = s.id), \
                                s.last_attempted_at) \
          FROM steps s WHERE s.id IN (SELECT value FROM json_each(?)) ORDER BY s.id",
