@@ -1,0 +1,13 @@
+-- Why an item of a batch was refused, given the step's state now.
+CREATE OR REPLACE FUNCTION tasker_refusal(p_state text, p_claim_count int, p_token bigint, p_duplicate boolean)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_duplicate THEN 'duplicate_in_batch'
+        WHEN p_state IS NULL THEN 'unknown_step'
+        WHEN p_state = 'cancelled' THEN 'cancelled'
+        WHEN p_claim_count IS DISTINCT FROM p_token THEN 'stale_token'
+        WHEN p_state <> 'in_progress' THEN 'not_in_progress'
+        ELSE 'refused'
+    END
+$$;

@@ -1,0 +1,305 @@
+-- The PostgreSQL schema as it stands after every migration in migrations/ (tables, indexes,
+-- constraints, the state tables' rows). Readable reference, not run by the store: changes
+-- still go in a new migration. tests/sql_definitions.rs checks it matches the migrated
+-- database. Functions are in functions/, triggers in triggers.sql; docs/store.md explains
+-- the design.
+
+-- Hot-path design (see docs/store.md):
+--  * a step row is narrow; the handler, config, limits and grants live once per template
+--    in template_steps and are joined at claim time;
+--  * steps.unfinished_parents counts parents not yet complete/resolved, and steps.ready_at is
+--    set exactly when a step can be claimed (CHECK steps_ready_at), so a claim is an index range scan
+--    on (ready_at, id) that never re-evaluates the DAG and never sees the backlog of blocked
+--    steps;
+--  * steps.claim_count is the fencing token: every claim increments it, and a completion,
+--    failure, heartbeat or release must present the current value while the step is
+--    in_progress;
+--  * every change of steps.state / tasks.state goes through a statement-level trigger that
+--    refuses transitions missing from the state tables below and writes the audit rows.
+
+-- State machines (mirror of tasker_core::state; a test checks both agree on every pair).
+CREATE TABLE step_state_transitions (
+    from_state text NOT NULL,
+    to_state   text NOT NULL,
+    PRIMARY KEY (from_state, to_state)
+);
+INSERT INTO step_state_transitions (from_state, to_state) VALUES
+    ('pending', 'in_progress'),
+    ('pending', 'cancelled'),
+    ('pending', 'resolved_manually'),
+    ('in_progress', 'complete'),
+    ('in_progress', 'waiting_for_retry'),
+    ('in_progress', 'error'),
+    ('in_progress', 'cancelled'),
+    ('waiting_for_retry', 'in_progress'),
+    ('waiting_for_retry', 'cancelled'),
+    ('waiting_for_retry', 'resolved_manually'),
+    ('error', 'pending'),
+    ('error', 'cancelled'),
+    ('error', 'resolved_manually');
+
+CREATE TABLE task_state_transitions (
+    from_state text NOT NULL,
+    to_state   text NOT NULL,
+    PRIMARY KEY (from_state, to_state)
+);
+INSERT INTO task_state_transitions (from_state, to_state) VALUES
+    ('pending', 'in_progress'),
+    ('pending', 'cancelled'),
+    ('pending', 'complete'),
+    ('pending', 'error'),
+    ('in_progress', 'complete'),
+    ('in_progress', 'error'),
+    ('in_progress', 'cancelled'),
+    ('error', 'pending'),
+    ('error', 'cancelled');
+CREATE TABLE namespaces (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL UNIQUE CHECK (name <> ''),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- A registered template version is immutable: the same key with another definition is refused.
+CREATE TABLE templates (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    namespace_id    bigint NOT NULL REFERENCES namespaces (id),
+    name            text NOT NULL CHECK (name <> ''),
+    version         text NOT NULL CHECK (version <> ''),
+    template_key    text NOT NULL UNIQUE,
+    description     text,
+    context_schema  jsonb,
+    definition      jsonb NOT NULL,
+    step_count      int NOT NULL CHECK (step_count > 0),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (namespace_id, name, version)
+);
+
+-- One row per step of a template; position = index in the template's step list.
+CREATE TABLE template_steps (
+    template_id         bigint NOT NULL REFERENCES templates (id),
+    position            int NOT NULL,
+    name                text NOT NULL,
+    handler             text NOT NULL,
+    config              jsonb NOT NULL DEFAULT '{}',
+    limits              jsonb NOT NULL DEFAULT '{}',
+    grants              jsonb NOT NULL DEFAULT '{}',
+    parent_positions    int[] NOT NULL DEFAULT '{}',
+    level               int NOT NULL,
+    max_attempts        int NOT NULL CHECK (max_attempts >= 1),
+    retryable           boolean NOT NULL,
+    backoff_base_ms     bigint NOT NULL CHECK (backoff_base_ms >= 0),
+    backoff_multiplier  float8 NOT NULL CHECK (backoff_multiplier >= 1),
+    backoff_cap_ms      bigint NOT NULL CHECK (backoff_cap_ms >= backoff_base_ms),
+    backoff_jitter      float8 NOT NULL CHECK (backoff_jitter >= 0 AND backoff_jitter <= 1),
+    max_retry_after_ms  bigint NOT NULL CHECK (max_retry_after_ms >= 0),
+    max_lease_losses    int NOT NULL CHECK (max_lease_losses >= 1),
+    -- sticky: a retry runs the plugin hash of the step's first attempt; latest: resolve again.
+    pin                 text NOT NULL DEFAULT 'sticky' CHECK (pin IN ('sticky', 'latest')),
+    PRIMARY KEY (template_id, position),
+    UNIQUE (template_id, name)
+);
+
+CREATE TABLE tasks (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    namespace_id      bigint NOT NULL REFERENCES namespaces (id),
+    template_id       bigint NOT NULL REFERENCES templates (id),
+    state             text NOT NULL DEFAULT 'pending'
+                      CHECK (state IN ('pending', 'in_progress', 'complete', 'error', 'cancelled')),
+    context           jsonb NOT NULL DEFAULT '{}',
+    -- Caller-provided idempotency key: a second create with it returns the first task.
+    identity_key      text,
+    -- Request metadata (initiator, source system, reason, tags...).
+    metadata          jsonb NOT NULL DEFAULT '{}',
+    step_count        int NOT NULL,
+    -- Steps not complete / resolved_manually; 0 finalizes the task as complete in O(1).
+    unfinished_steps  int NOT NULL CHECK (unfinished_steps >= 0),
+    -- Steps in error; only tasks with some are checked for "blocked".
+    error_steps       int NOT NULL DEFAULT 0 CHECK (error_steps >= 0),
+    created_at        timestamptz NOT NULL,
+    updated_at        timestamptz NOT NULL,
+    started_at        timestamptz,
+    finished_at       timestamptz
+);
+CREATE UNIQUE INDEX tasks_identity_key ON tasks (namespace_id, identity_key)
+    WHERE identity_key IS NOT NULL;
+CREATE INDEX tasks_template ON tasks (template_id);
+
+CREATE TABLE steps (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task_id             bigint NOT NULL REFERENCES tasks (id),
+    position            int NOT NULL,
+    name                text NOT NULL,
+    state               text NOT NULL DEFAULT 'pending'
+                        CHECK (state IN ('pending', 'in_progress', 'waiting_for_retry', 'complete',
+                                         'error', 'cancelled', 'resolved_manually')),
+    unfinished_parents  int NOT NULL CHECK (unfinished_parents >= 0),
+    -- Set iff the step can be claimed once ready_at <= now (see CHECK steps_ready_at).
+    ready_at            timestamptz,
+    -- Handler outcomes that count against max_attempts (lease losses and releases do not).
+    attempts            int NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    max_attempts        int NOT NULL CHECK (max_attempts >= 1),
+    retryable           boolean NOT NULL,
+    backoff_base_ms     bigint NOT NULL,
+    backoff_multiplier  float8 NOT NULL,
+    backoff_cap_ms      bigint NOT NULL,
+    backoff_jitter      float8 NOT NULL,
+    max_retry_after_ms  bigint NOT NULL,
+    -- Fencing token: incremented by every claim; also the attempt number in `attempts`.
+    claim_count         int NOT NULL DEFAULT 0,
+    lease_losses        int NOT NULL DEFAULT 0,
+    max_lease_losses    int NOT NULL,
+    -- Worker of the latest claim.
+    worker              text,
+    lease_expires_at    timestamptz,
+    last_attempted_at   timestamptz,
+    -- Last time the step left in_progress without completing (failure, lease loss, release).
+    last_failure_at     timestamptz,
+    -- Delay applied after the last interruption when it was not the computed backoff: a
+    -- handler's retry-after (capped), or 0 after a lease loss / release.
+    backoff_request_ms  bigint,
+    last_error_kind     text,
+    result              jsonb,
+    created_at          timestamptz NOT NULL,
+    updated_at          timestamptz NOT NULL,
+    finished_at         timestamptz,
+    UNIQUE (task_id, name),
+    CONSTRAINT steps_ready_at CHECK (
+        (ready_at IS NOT NULL) = (state IN ('pending', 'waiting_for_retry') AND unfinished_parents = 0)),
+    CONSTRAINT steps_lease CHECK ((lease_expires_at IS NOT NULL) = (state = 'in_progress'))
+);
+-- Every claim leaves a dead entry at the head of the claim queue until vacuum removes it, so
+-- vacuum this table often (its live size is what matters, not a fraction of it). The spare
+-- page room lets counter-only updates (a child still waiting on other parents) stay HOT.
+ALTER TABLE steps SET (
+    fillfactor = 90,
+    autovacuum_vacuum_scale_factor = 0.01,
+    autovacuum_vacuum_threshold = 5000,
+    autovacuum_vacuum_insert_scale_factor = 0.05,
+    autovacuum_analyze_scale_factor = 0.02,
+    autovacuum_vacuum_cost_delay = 0
+);
+-- The claim queue: matches claim_ready_steps' ORDER BY; holds only claimable steps.
+CREATE INDEX steps_claim_queue ON steps (ready_at, id) WHERE ready_at IS NOT NULL;
+-- The lease sweeper: holds only in_progress steps.
+CREATE INDEX steps_lease_expiry ON steps (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+
+-- Parent -> child, both steps of the same task. Immutable after task creation.
+CREATE TABLE edges (
+    task_id    bigint NOT NULL,
+    parent_id  bigint NOT NULL REFERENCES steps (id),
+    child_id   bigint NOT NULL REFERENCES steps (id),
+    PRIMARY KEY (parent_id, child_id),
+    CHECK (parent_id <> child_id)
+);
+CREATE INDEX edges_child ON edges (child_id);
+
+-- Audit rows. No foreign keys (hot path): rows are written by the audit triggers
+-- (triggers.sql) or by the two hot functions, in the same statement as the state change.
+-- The initial state (pending) has no row.
+CREATE TABLE task_transitions (
+    task_id      bigint NOT NULL,
+    sort_key     int NOT NULL,
+    from_state   text NOT NULL,
+    to_state     text NOT NULL,
+    metadata     jsonb NOT NULL DEFAULT '{}',
+    most_recent  boolean NOT NULL,
+    created_at   timestamptz NOT NULL,
+    PRIMARY KEY (task_id, sort_key)
+);
+CREATE UNIQUE INDEX task_transitions_most_recent ON task_transitions (task_id) WHERE most_recent;
+
+CREATE TABLE step_transitions (
+    step_id      bigint NOT NULL,
+    sort_key     int NOT NULL,
+    from_state   text NOT NULL,
+    to_state     text NOT NULL,
+    metadata     jsonb NOT NULL DEFAULT '{}',
+    most_recent  boolean NOT NULL,
+    created_at   timestamptz NOT NULL,
+    PRIMARY KEY (step_id, sort_key)
+);
+CREATE UNIQUE INDEX step_transitions_most_recent ON step_transitions (step_id) WHERE most_recent;
+
+-- One row per claim that ended (completed, failed, lease lost, released, cancelled).
+-- attempt_no is the claim's fencing token.
+CREATE TABLE attempts (
+    step_id            bigint NOT NULL,
+    attempt_no         int NOT NULL,
+    task_id            bigint NOT NULL,
+    worker             text,
+    started_at         timestamptz NOT NULL,
+    finished_at        timestamptz NOT NULL,
+    outcome            text NOT NULL
+                       CHECK (outcome IN ('completed', 'failed', 'lease_lost', 'released', 'cancelled')),
+    error_kind         text,
+    message            text,
+    retryable          boolean,
+    -- retry | permanent | exhausted (failures and lease losses), null otherwise.
+    decision           text CHECK (decision IN ('retry', 'permanent', 'exhausted')),
+    next_ready_at      timestamptz,
+    fuel               bigint,
+    peak_memory_bytes  bigint,
+    wall_us            bigint,
+    plugin_hash        text,
+    -- Who decided a failed attempt's retry: 'builtin' or 'policy:<component>'; what it
+    -- answered; and why a policy was not used (it failed and the built-in policy decided).
+    decided_by         text,
+    decision_detail    text,
+    policy_warning     text,
+    PRIMARY KEY (step_id, attempt_no)
+);
+
+-- One row per hook of a template, from the template's definition (`hooks:`), written by a
+-- trigger when the template is registered, so register_template needs no change.
+CREATE TABLE template_hooks (
+    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    template_id        bigint NOT NULL REFERENCES templates (id),
+    position           int NOT NULL,
+    component          text NOT NULL,
+    patterns           text[] NOT NULL,
+    limits             jsonb NOT NULL DEFAULT '{}',
+    grants             jsonb NOT NULL DEFAULT '{}',
+    max_attempts       int NOT NULL CHECK (max_attempts >= 1),
+    backoff_base_ms    bigint NOT NULL,
+    backoff_multiplier float8 NOT NULL,
+    backoff_cap_ms     bigint NOT NULL,
+    backoff_jitter     float8 NOT NULL,
+    UNIQUE (template_id, position)
+);
+
+-- The outbox: one row per (event, subscribed hook). Rows of one (hook, task) are delivered
+-- strictly in id order: only the lowest pending row of a (hook, task), flagged `head`, may
+-- be claimed (the head is the per-hook, per-task delivery cursor). Ids are taken while
+-- holding the task's row lock (see tasker_hook_lock_tasks), so within a task they follow
+-- commit order.
+CREATE TABLE hook_outbox (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    hook_id           bigint NOT NULL,
+    task_id           bigint NOT NULL,
+    step_id           bigint,
+    step_name         text,
+    event_name        text NOT NULL,
+    attempt           int,
+    payload           jsonb NOT NULL DEFAULT '{}',
+    event_at          timestamptz NOT NULL,
+    -- pending (not yet delivered), delivered, dead (gave up after max_attempts).
+    state             text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+    -- Finished deliveries that failed or succeeded (a lost lease does not count).
+    attempts          int NOT NULL DEFAULT 0,
+    -- Claim counter: the fencing token of a delivery lease.
+    claims            int NOT NULL DEFAULT 0,
+    next_attempt_at   timestamptz NOT NULL,
+    lease_owner       text,
+    lease_expires_at  timestamptz,
+    last_error        text,
+    finished_at       timestamptz,
+    -- The lowest pending row of its (hook, task). Set on insert (under the task's row lock)
+    -- and moved on by finish_hook_deliveries (under a share lock of the task row), so the
+    -- claim reads only heads, however long a (hook, task) backlog grows.
+    head              boolean NOT NULL DEFAULT false
+);
+CREATE INDEX hook_outbox_queue ON hook_outbox (next_attempt_at, id)
+    WHERE state = 'pending' AND head;
+CREATE INDEX hook_outbox_head ON hook_outbox (hook_id, task_id, id) WHERE state = 'pending';
+CREATE INDEX hook_outbox_task ON hook_outbox (task_id, id);
+ALTER TABLE hook_outbox SET (autovacuum_vacuum_scale_factor = 0.02);
