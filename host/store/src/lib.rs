@@ -1,8 +1,10 @@
 //! Tasker's store: templates, tasks and steps in PostgreSQL or in an embedded SQLite file.
 //!
-//! The logic lives in PL/pgSQL functions in `migrations/` (readiness, execution context, the
-//! batched claim / complete / fail hot path, leases, task operations); this crate calls them
-//! and maps rows to typed results. See `docs/store.md` for the schema and invariants.
+//! Two backends behind one `Store` trait: `PgStore`, whose logic is PL/pgSQL (readiness,
+//! execution context, the batched claim / complete / fail hot path, leases, task operations;
+//! the current definitions in `host/store/sql/`), and `SqliteStore`, the embedded default,
+//! which runs the same operations as Rust in one write transaction each. `AnyStore` is
+//! either, chosen at run time. See `docs/store.md` for the schema and invariants.
 
 mod any;
 mod error;

@@ -1,4 +1,5 @@
-//! PostgreSQL implementation: each operation is one call of a function in `migrations/`.
+//! PostgreSQL implementation: each operation is one call of a PL/pgSQL function, whose current
+//! definition is `host/store/sql/functions/<name>.sql` (the migrations install it).
 
 use std::time::Duration;
 

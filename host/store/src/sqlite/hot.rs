@@ -1,6 +1,8 @@
-//! The hot path on SQLite: templates, task creation, claim, complete, fail, leases.
-//! Mirrors migrations/0003_hot_path.sql, 0004 (register/create) and 0005 (fail_steps_decided),
-//! function for function; the comments name the PL/pgSQL each piece reproduces.
+//! The hot path on SQLite: templates, task creation, claim, complete (and the fused
+//! complete-and-claim), fail, leases. Mirrors PostgreSQL's functions of the same names in
+//! `host/store/sql/functions/` (`register_template`, `create_task`, `claim_ready_steps`,
+//! `complete_and_claim_steps`, `fail_steps_decided`, `expire_leases`, ...), function for
+//! function; the comments name the PL/pgSQL each piece reproduces.
 //!
 //! PostgreSQL's row locks have no counterpart: every write runs in one `BEGIN IMMEDIATE`
 //! transaction on the single writer connection, so a batch sees no concurrent change. What
