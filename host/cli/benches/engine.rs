@@ -143,7 +143,7 @@ fn start_worker<S: Store + 'static>(
 }
 
 /// What the shared measurements need from a store backend beyond the `Store` trait.
-trait Backend {
+trait BenchBackend {
     type S: Store + Clone + Into<AnyStore> + 'static;
     const NAME: &'static str;
     /// No cross-process wake-up exists: whoever submits must wake the workers itself.
@@ -221,7 +221,7 @@ impl Pg {
     }
 }
 
-impl Backend for Pg {
+impl BenchBackend for Pg {
     type S = PgStore;
     const NAME: &'static str = "postgres";
     const SUBMIT_WAKES: bool = false;
@@ -408,7 +408,7 @@ impl Lite {
     }
 }
 
-impl Backend for Lite {
+impl BenchBackend for Lite {
     type S = SqliteStore;
     const NAME: &'static str = "sqlite";
     const SUBMIT_WAKES: bool = true;
@@ -491,7 +491,12 @@ impl Summary {
 }
 
 /// (a) + (b): two workers drain a ready backlog. Returns steps/s.
-async fn throughput<B: Backend>(b: &B, steps: usize, exec: &Exec, pg: Option<f64>) -> Result<f64> {
+async fn throughput<B: BenchBackend>(
+    b: &B,
+    steps: usize,
+    exec: &Exec,
+    pg: Option<f64>,
+) -> Result<f64> {
     let width = 50;
     let setup = b.fresh().await?;
     b.backlog(&setup, &fan(width), steps / width).await?;
@@ -562,7 +567,7 @@ async fn throughput<B: Backend>(b: &B, steps: usize, exec: &Exec, pg: Option<f64
 /// how long the deliveries took to drain after the last step. With `deliver_during` false
 /// the delivery loops start only after the last step: the workflow then pays only for
 /// writing the outbox, not for delivering concurrently on the same cores.
-async fn hook_cost<B: Backend>(
+async fn hook_cost<B: BenchBackend>(
     b: &B,
     steps: usize,
     sandbox: &Sandbox,
@@ -669,7 +674,7 @@ async fn hook_cost<B: Backend>(
 }
 
 /// The three (e) figures: no hooks, one hook delivered during, one delivered after.
-async fn hook_costs<B: Backend>(
+async fn hook_costs<B: BenchBackend>(
     b: &B,
     steps: usize,
     sandbox: &Sandbox,
@@ -695,7 +700,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// (c): submit a linear 4-step task and wait for its completion event, one at a time.
 /// Returns the P50 and P99 in ms.
-async fn latency<B: Backend>(
+async fn latency<B: BenchBackend>(
     b: &B,
     runs: usize,
     exec: &Exec,
@@ -778,7 +783,7 @@ async fn store_readiness_time<S: Store>(store: &S, task_id: TaskId, n: usize) ->
 
 /// (d): readiness of one 10-step task as the table grows from 10k to `big` step rows.
 /// Returns the `Store::readiness` medians (µs) at each size.
-async fn readiness<B: Backend>(b: &B, big: usize, pg: Option<&[f64]>) -> Result<Vec<f64>> {
+async fn readiness<B: BenchBackend>(b: &B, big: usize, pg: Option<&[f64]>) -> Result<Vec<f64>> {
     let setup = b.fresh().await?;
     let template = fixtures::linear(10, fixtures::NOOP);
     let mut rows = 0usize;

@@ -97,7 +97,7 @@ pub struct StepTemplate {
     /// Which plugin a retry runs: the hash of the first attempt, or the newest one.
     #[serde(default)]
     pub pin: Pin,
-    pub retry: RetryPolicy,
+    pub retry: RetrySettings,
     pub limits: Limits,
     #[serde(default)]
     pub grants: Grants,
@@ -122,7 +122,7 @@ pub enum HandlerRef {
 /// Retry behaviour of one step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RetryPolicy {
+pub struct RetrySettings {
     /// Total attempts, the first included. At least 1.
     pub max_attempts: u32,
     /// Whether failures retry when nothing more specific decides.
@@ -135,7 +135,7 @@ pub struct RetryPolicy {
     pub by_kind: BTreeMap<ErrorKind, bool>,
 }
 
-impl RetryPolicy {
+impl RetrySettings {
     /// Does a failure of this kind retry? `handler_says` is the handler's own verdict, for
     /// `handler_error`. Whether attempts are left is checked separately.
     pub fn should_retry(&self, kind: ErrorKind, handler_says: Option<bool>) -> bool {
@@ -773,7 +773,7 @@ fn resolve_step(
             by_kind.insert(kind, *v);
         }
     }
-    let retry = RetryPolicy {
+    let retry = RetrySettings {
         max_attempts: r
             .max_attempts
             .or(d.max_attempts)

@@ -11,8 +11,8 @@ use tasker_core::error_kind::ErrorKind;
 use tasker_core::template::{self, HandlerRef};
 use tasker_engine::executor::{CustomEvent, Execution, Executor, Outcome};
 use tasker_sandbox::{
-    AttemptReport, DirGrant, Grants, Limits, PluginHash, PluginRef, Sandbox, SandboxError,
-    StepContext,
+    AttemptGrants, AttemptLimits, AttemptReport, HostDir, PluginHash, PluginRef, Sandbox,
+    SandboxError, StepContext,
 };
 use tasker_store::{Accounting, ClaimedStep};
 
@@ -53,24 +53,24 @@ pub fn plugin_ref(step: &ClaimedStep) -> Result<PluginRef, String> {
 }
 
 /// The template's limits in the sandbox's terms (unset values take the host defaults).
-pub fn limits(l: &template::Limits) -> Limits {
-    Limits {
+pub fn limits(l: &template::Limits) -> AttemptLimits {
+    AttemptLimits {
         fuel: l.fuel,
         timeout_ms: l.timeout_ms,
         memory_bytes: l.memory_mb.map(|mb| mb.saturating_mul(1 << 20)),
         output_bytes: l.max_output_bytes,
-        ..Limits::default()
+        ..AttemptLimits::default()
     }
 }
 
 /// The template's grants in the sandbox's terms. Host paths were made absolute when the
 /// template was loaded.
-pub fn grants(g: &template::Grants) -> Grants {
-    Grants {
+pub fn grants(g: &template::Grants) -> AttemptGrants {
+    AttemptGrants {
         dirs: g
             .dirs
             .iter()
-            .map(|d| DirGrant {
+            .map(|d| HostDir {
                 host: d.host.clone().into(),
                 guest: d.guest.clone(),
                 writable: d.mode == template::DirMode::ReadWrite,
@@ -78,7 +78,7 @@ pub fn grants(g: &template::Grants) -> Grants {
             .collect(),
         env: g.env.clone(),
         net: g.net.clone(),
-        ..Grants::default()
+        ..AttemptGrants::default()
     }
 }
 

@@ -14,14 +14,14 @@ use crate::hooks::component_ref;
 #[derive(Clone)]
 pub struct WasmPolicyRunner {
     sandbox: Sandbox,
-    limits: tasker_sandbox::Limits,
+    limits: tasker_sandbox::AttemptLimits,
 }
 
 impl WasmPolicyRunner {
     pub fn new(sandbox: Sandbox) -> Self {
         WasmPolicyRunner {
             sandbox,
-            limits: tasker_sandbox::Limits {
+            limits: tasker_sandbox::AttemptLimits {
                 timeout_ms: Some(1_000),
                 fuel: Some(100_000_000),
                 memory_bytes: Some(16 << 20),
@@ -33,7 +33,7 @@ impl WasmPolicyRunner {
     async fn run(&self, policy: &HandlerRef, f: &PolicyFailure) -> Result<PolicyAnswer, String> {
         let req = PolicyRequest {
             plugin: component_ref(policy)?,
-            failure: tasker_sandbox::PolicyFailure {
+            failure: tasker_sandbox::PolicyInput {
                 step_name: f.step_name.clone(),
                 attempt: f.attempt,
                 max_attempts: f.max_attempts,

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use serde_json::json;
 use tasker_sandbox::{
-    AllocatorChoice, AllocatorInUse, AttemptRequest, EngineConfig, Grants, Limits, Sandbox,
-    SandboxConfig, StepContext,
+    AllocatorChoice, AllocatorInUse, AttemptGrants, AttemptLimits, AttemptRequest, EngineConfig,
+    Sandbox, SandboxConfig, StepContext,
 };
 
 fn plugin_dir() -> PathBuf {
@@ -43,8 +43,8 @@ fn request() -> AttemptRequest {
             attempt: 1,
             ..StepContext::default()
         },
-        limits: Limits::default(),
-        grants: Grants::default(),
+        limits: AttemptLimits::default(),
+        grants: AttemptGrants::default(),
     }
 }
 
@@ -276,8 +276,8 @@ fn lang_request(l: &Lang) -> AttemptRequest {
             parent_results: [(l.parent.0.to_string(), l.parent.1.clone())].into(),
             config: json!({}),
         },
-        limits: Limits::default(),
-        grants: Grants::default(),
+        limits: AttemptLimits::default(),
+        grants: AttemptGrants::default(),
     }
 }
 

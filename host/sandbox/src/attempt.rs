@@ -11,11 +11,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::tasker::plugin::types as wit;
 use crate::bounds::{json_depth, truncate};
-use crate::caps::{self, Denial, DenialLog, Grants};
+use crate::caps::{self, AttemptGrants, Denial, DenialLog};
 use crate::error::SandboxError;
 use crate::guard::Guard;
 use crate::host::{EmittedEvent, Journal, LogRecord};
-use crate::limits::{Limits, MemoryLimiter, ResolvedLimits};
+use crate::limits::{AttemptLimits, MemoryLimiter, ResolvedLimits};
 use crate::registry::{Plugin, PluginHash, PluginRef, Pre, World};
 use crate::stdio::CappedPipe;
 
@@ -38,9 +38,9 @@ pub struct AttemptRequest {
     pub plugin: PluginRef,
     pub ctx: StepContext,
     #[serde(default)]
-    pub limits: Limits,
+    pub limits: AttemptLimits,
     #[serde(default)]
-    pub grants: Grants,
+    pub grants: AttemptGrants,
 }
 
 /// Identity of the code that ran.
@@ -53,7 +53,7 @@ pub struct PluginId {
 
 /// What the attempt cost. Present on success and on failure.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Accounting {
+pub struct Usage {
     /// `None` when the plugin could not be resolved.
     pub plugin: Option<PluginId>,
     pub fuel_budget: u64,
@@ -70,7 +70,7 @@ pub struct Accounting {
 /// Everything an attempt produced besides its result.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AttemptReport {
-    pub accounting: Accounting,
+    pub accounting: Usage,
     pub logs: Vec<LogRecord>,
     pub events: Vec<EmittedEvent>,
     pub stdout: String,
@@ -197,13 +197,13 @@ pub(crate) async fn run_call(
     engine: &wasmtime::Engine,
     plugin: &Plugin,
     call: Call,
-    grants: &Grants,
+    grants: &AttemptGrants,
     limits: ResolvedLimits,
     queue_wait: Duration,
 ) -> Result<AttemptOutput, AttemptFailure> {
     let started = Instant::now();
     let mut report = AttemptReport {
-        accounting: Accounting {
+        accounting: Usage {
             plugin: Some(PluginId {
                 hash: plugin.hash,
                 name: plugin.name.clone(),
@@ -212,7 +212,7 @@ pub(crate) async fn run_call(
             fuel_budget: limits.fuel,
             queue_wait_us: queue_wait.as_micros() as u64,
             limits: Some(limits.clone()),
-            ..Accounting::default()
+            ..Usage::default()
         },
         ..AttemptReport::default()
     };

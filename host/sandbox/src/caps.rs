@@ -22,9 +22,9 @@ use crate::error::SandboxError;
 /// What one attempt may reach. The default grants nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Grants {
+pub struct AttemptGrants {
     /// Host directories preopened in the guest.
-    pub dirs: Vec<DirGrant>,
+    pub dirs: Vec<HostDir>,
     /// Environment variables passed through from the host process (by name).
     pub env: Vec<String>,
     /// Environment variables with explicit values.
@@ -36,7 +36,7 @@ pub struct Grants {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DirGrant {
+pub struct HostDir {
     /// Directory on the host. Must exist.
     pub host: PathBuf,
     /// Where the guest sees it, e.g. "/input".
@@ -126,7 +126,7 @@ async fn parse_net_rule(entry: &str) -> Result<(NetRule, bool), SandboxError> {
 
 /// Apply `grants` to a WASI builder; the socket check writes refusals to `denials`.
 pub(crate) async fn apply(
-    grants: &Grants,
+    grants: &AttemptGrants,
     b: &mut WasiCtxBuilder,
     denials: &DenialLog,
 ) -> Result<(), SandboxError> {

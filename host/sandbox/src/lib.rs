@@ -1,7 +1,7 @@
 //! Tasker's sandboxed step runtime.
 //!
 //! [`Sandbox::run`] runs one attempt of a step handler (a `tasker:plugin/step-handler`
-//! component) in a fresh store with the attempt's [`Limits`] and [`Grants`], and returns
+//! component) in a fresh store with the attempt's [`AttemptLimits`] and [`AttemptGrants`], and returns
 //! its JSON output or a typed [`SandboxError`], both with an [`AttemptReport`] (accounting,
 //! logs, events, captured stdio). Plugins come from a directory watched by the
 //! [`Registry`]. See `docs/sandbox.md`.
@@ -31,18 +31,18 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
 
 pub use attempt::{
-    Accounting, AttemptFailure, AttemptOutput, AttemptReport, AttemptRequest, Dropped, PluginId,
-    StepContext,
+    AttemptFailure, AttemptOutput, AttemptReport, AttemptRequest, Dropped, PluginId, StepContext,
+    Usage,
 };
-pub use caps::{Denial, DirGrant, Grants};
+pub use caps::{AttemptGrants, Denial, HostDir};
 pub use engine::{AllocatorChoice, AllocatorInUse, EngineConfig, SandboxEngine};
 pub use error::SandboxError;
 pub use host::{EmittedEvent, LogRecord};
-pub use limits::{ENTRY_COST, Limits, MAX_OUTPUT_DEPTH, ResolvedLimits};
+pub use limits::{AttemptLimits, ENTRY_COST, MAX_OUTPUT_DEPTH, ResolvedLimits};
 pub use registry::{
     Plugin, PluginHash, PluginRef, Registry, RegistryEvent, RegistryStats, ScanReport, World,
 };
-pub use worlds::{HookEvent, HookRequest, PolicyDecision, PolicyFailure, PolicyRequest};
+pub use worlds::{HookEvent, HookRequest, PolicyDecision, PolicyInput, PolicyRequest};
 
 /// Host-wide sandbox settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,7 +134,7 @@ impl Sandbox {
     }
 
     /// The limits an attempt with `limits` would run under.
-    pub fn resolve_limits(&self, limits: &Limits) -> ResolvedLimits {
+    pub fn resolve_limits(&self, limits: &AttemptLimits) -> ResolvedLimits {
         limits.resolve(
             &self.inner.defaults,
             self.inner.engine.config().max_memory_bytes,
@@ -181,8 +181,8 @@ impl Sandbox {
     async fn run_call(
         &self,
         plugin: &PluginRef,
-        limits: &Limits,
-        grants: &Grants,
+        limits: &AttemptLimits,
+        grants: &AttemptGrants,
         call: attempt::Call,
     ) -> Result<AttemptOutput, AttemptFailure> {
         let limits = self.resolve_limits(limits);
@@ -201,10 +201,10 @@ impl Sandbox {
             Ok(p) => p,
             Err(error) => {
                 let report = AttemptReport {
-                    accounting: Accounting {
+                    accounting: Usage {
                         fuel_budget: limits.fuel,
                         limits: Some(limits),
-                        ..Accounting::default()
+                        ..Usage::default()
                     },
                     ..AttemptReport::default()
                 };

@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::SandboxError;
 
-/// Limits for one attempt as the engine passes them: `None` means "host default".
+/// AttemptLimits for one attempt as the engine passes them: `None` means "host default".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Limits {
+pub struct AttemptLimits {
     /// Fuel budget (roughly one unit per WebAssembly instruction).
     pub fuel: Option<u64>,
     /// Wall-clock deadline for instantiate + call, in milliseconds.
@@ -54,7 +54,7 @@ pub const MAX_OUTPUT_DEPTH: u32 = 100;
 /// with empty entries.
 pub const ENTRY_COST: u64 = 4096;
 
-/// Limits with every value decided. Fields missing when deserialized take the built-in
+/// AttemptLimits with every value decided. Fields missing when deserialized take the built-in
 /// defaults (so configs written before a limit existed still load).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -100,7 +100,7 @@ impl Default for ResolvedLimits {
     }
 }
 
-impl Limits {
+impl AttemptLimits {
     /// Fill unset values from `defaults`; clamp memory to what the engine can give.
     pub fn resolve(&self, defaults: &ResolvedLimits, engine_max_memory: u64) -> ResolvedLimits {
         ResolvedLimits {
@@ -217,16 +217,16 @@ mod tests {
     #[test]
     fn unset_limits_take_defaults_and_memory_is_clamped() {
         let d = ResolvedLimits::default();
-        let r = Limits {
+        let r = AttemptLimits {
             fuel: Some(5),
             memory_bytes: Some(1 << 40),
-            ..Limits::default()
+            ..AttemptLimits::default()
         }
         .resolve(&d, 256 << 20);
         assert_eq!(r.fuel, 5);
         assert_eq!(r.memory_bytes, 256 << 20);
         assert_eq!(r.timeout_ms, d.timeout_ms);
-        let err = serde_json::from_str::<Limits>(r#"{"fuel": 1, "memory": 2}"#).unwrap_err();
+        let err = serde_json::from_str::<AttemptLimits>(r#"{"fuel": 1, "memory": 2}"#).unwrap_err();
         assert!(err.to_string().contains("memory"), "{err}");
     }
 
@@ -235,9 +235,9 @@ mod tests {
         let d = ResolvedLimits::default();
         assert!(d.validate().is_ok());
         for bad in [0, MAX_OUTPUT_DEPTH + 1, 128] {
-            let r = Limits {
+            let r = AttemptLimits {
                 output_depth: Some(bad),
-                ..Limits::default()
+                ..AttemptLimits::default()
             }
             .resolve(&d, 1 << 30);
             let e = r.validate().unwrap_err();

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::tasker::plugin::types as wit;
-use crate::caps::Grants;
-use crate::limits::Limits;
+use crate::caps::AttemptGrants;
+use crate::limits::AttemptLimits;
 use crate::registry::PluginRef;
 
 /// A lifecycle event, as an `event-hook` receives it.
@@ -38,14 +38,14 @@ pub struct HookRequest {
     pub plugin: PluginRef,
     pub event: HookEvent,
     #[serde(default)]
-    pub limits: Limits,
+    pub limits: AttemptLimits,
     #[serde(default)]
-    pub grants: Grants,
+    pub grants: AttemptGrants,
 }
 
 /// A failed attempt, as a `retry-policy` sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyFailure {
+pub struct PolicyInput {
     pub step_name: String,
     pub attempt: u32,
     pub max_attempts: u32,
@@ -56,7 +56,7 @@ pub struct PolicyFailure {
     pub since_first_attempt_ms: u64,
 }
 
-impl PolicyFailure {
+impl PolicyInput {
     pub(crate) fn to_wit(&self) -> wit::Failure {
         wit::Failure {
             step_name: self.step_name.clone(),
@@ -74,11 +74,11 @@ impl PolicyFailure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicyRequest {
     pub plugin: PluginRef,
-    pub failure: PolicyFailure,
+    pub failure: PolicyInput,
     #[serde(default)]
-    pub limits: Limits,
+    pub limits: AttemptLimits,
     #[serde(default)]
-    pub grants: Grants,
+    pub grants: AttemptGrants,
 }
 
 /// A retry policy's answer.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-use tasker_sandbox::{Grants, Limits};
+use tasker_sandbox::{AttemptGrants, AttemptLimits};
 
 const LOOP_DEADLINE_MS: u64 = 3_000;
 
@@ -16,16 +16,16 @@ fn case(
 ) -> (
     &'static str,
     serde_json::Value,
-    Limits,
+    AttemptLimits,
     Option<&'static str>,
 ) {
-    let d = Limits::default();
+    let d = AttemptLimits::default();
     match i % 10 {
         // Spins with a budget it cannot exhaust: only the 3 s deadline stops it.
         0 => (
             "hostile_loop",
             json!({}),
-            Limits {
+            AttemptLimits {
                 timeout_ms: Some(LOOP_DEADLINE_MS),
                 fuel: Some(100_000_000_000),
                 ..d
@@ -35,7 +35,7 @@ fn case(
         1 => (
             "hostile_memory",
             json!({}),
-            Limits {
+            AttemptLimits {
                 memory_bytes: Some(16 << 20),
                 ..d
             },
@@ -51,7 +51,7 @@ fn case(
         4 => (
             "hostile_loop",
             json!({}),
-            Limits {
+            AttemptLimits {
                 fuel: Some(2_000_000),
                 ..d
             },
@@ -72,7 +72,7 @@ async fn thousand_mixed_attempts_on_two_threads() {
     let mut tasks = Vec::new();
     for i in 0..1000 {
         let (plugin, config, limits, expect) = case(i);
-        let req = request(plugin, config, limits, Grants::default());
+        let req = request(plugin, config, limits, AttemptGrants::default());
         tasks.push(tokio::spawn(async move {
             let res = sb.run(req).await;
             (i, plugin, expect, res, start.elapsed())

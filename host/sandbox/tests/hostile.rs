@@ -5,22 +5,26 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use tasker_sandbox::{DirGrant, Grants, Limits, SandboxConfig, SandboxError};
+use tasker_sandbox::{AttemptGrants, AttemptLimits, HostDir, SandboxConfig, SandboxError};
 
-fn limits() -> Limits {
-    Limits::default()
+fn limits() -> AttemptLimits {
+    AttemptLimits::default()
 }
 
 #[tokio::test]
 async fn infinite_loop_times_out() {
     let sb = sandbox();
     // A budget far beyond what 300 ms can burn: the deadline must stop it.
-    let l = Limits {
+    let l = AttemptLimits {
         timeout_ms: Some(300),
         fuel: Some(100_000_000_000),
         ..limits()
     };
-    let f = run_err(sb, request("hostile_loop", json!({}), l, Grants::default())).await;
+    let f = run_err(
+        sb,
+        request("hostile_loop", json!({}), l, AttemptGrants::default()),
+    )
+    .await;
     assert_eq!(f.kind(), "timeout", "{}", f.error);
     assert!(f.is_retryable());
     let wall = f.report.accounting.wall_time_us;
@@ -39,12 +43,16 @@ async fn infinite_loop_times_out() {
 #[tokio::test]
 async fn infinite_loop_runs_out_of_fuel() {
     let sb = sandbox();
-    let l = Limits {
+    let l = AttemptLimits {
         fuel: Some(5_000_000),
         timeout_ms: Some(20_000),
         ..limits()
     };
-    let f = run_err(sb, request("hostile_loop", json!({}), l, Grants::default())).await;
+    let f = run_err(
+        sb,
+        request("hostile_loop", json!({}), l, AttemptGrants::default()),
+    )
+    .await;
     assert_eq!(f.kind(), "out_of_fuel", "{}", f.error);
     assert!(!f.is_retryable());
     assert_eq!(f.report.accounting.fuel_consumed, 5_000_000);
@@ -54,13 +62,13 @@ async fn infinite_loop_runs_out_of_fuel() {
 #[tokio::test]
 async fn memory_bomb_is_out_of_memory() {
     let sb = sandbox();
-    let l = Limits {
+    let l = AttemptLimits {
         memory_bytes: Some(32 << 20),
         ..limits()
     };
     let f = run_err(
         sb,
-        request("hostile_memory", json!({}), l, Grants::default()),
+        request("hostile_memory", json!({}), l, AttemptGrants::default()),
     )
     .await;
     assert_eq!(f.kind(), "out_of_memory", "{}", f.error);
@@ -84,7 +92,12 @@ async fn deep_recursion_traps() {
     let sb = sandbox();
     let f = run_err(
         sb,
-        request("hostile_recursion", json!({}), limits(), Grants::default()),
+        request(
+            "hostile_recursion",
+            json!({}),
+            limits(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
     assert_eq!(f.kind(), "trap", "{}", f.error);
@@ -105,7 +118,12 @@ async fn panic_is_a_trap_with_its_message() {
     let sb = sandbox();
     let f = run_err(
         sb,
-        request("hostile_panic", json!({}), limits(), Grants::default()),
+        request(
+            "hostile_panic",
+            json!({}),
+            limits(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
     assert_eq!(f.kind(), "trap", "{}", f.error);
@@ -128,14 +146,14 @@ fn input_dir() -> tempfile::TempDir {
     root
 }
 
-fn ro_input(root: &tempfile::TempDir) -> Grants {
-    Grants {
-        dirs: vec![DirGrant {
+fn ro_input(root: &tempfile::TempDir) -> AttemptGrants {
+    AttemptGrants {
+        dirs: vec![HostDir {
             host: root.path().join("input"),
             guest: "/input".into(),
             writable: false,
         }],
-        ..Grants::default()
+        ..AttemptGrants::default()
     }
 }
 
@@ -267,7 +285,7 @@ async fn an_ungranted_env_var_is_absent_not_a_denial() {
             "hostile_env",
             json!({ "var": "PATH" }),
             limits(),
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -276,10 +294,10 @@ async fn an_ungranted_env_var_is_absent_not_a_denial() {
     assert!(f.report.denials.is_empty());
     assert!(!f.error.to_string().contains("/usr"), "{}", f.error);
     // Granted by name (inherited) and by value.
-    let g = Grants {
+    let g = AttemptGrants {
         env: vec!["PATH".into()],
         env_values: [("GREETING".to_string(), "hi".to_string())].into(),
-        ..Grants::default()
+        ..AttemptGrants::default()
     };
     let out = run_ok(
         sb,
@@ -308,7 +326,7 @@ async fn network_is_denied_by_default_and_recorded_by_the_host() {
             "hostile_net",
             json!({ "addr": addr }),
             limits(),
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -316,9 +334,9 @@ async fn network_is_denied_by_default_and_recorded_by_the_host() {
     assert!(what.contains("no network grant"), "{what}");
     assert_eq!(f.report.denials.len(), 1);
     // An allow-listed address connects.
-    let g = Grants {
+    let g = AttemptGrants {
         net: vec![addr.clone()],
-        ..Grants::default()
+        ..AttemptGrants::default()
     };
     let out = run_ok(
         sb,
@@ -336,9 +354,9 @@ async fn network_is_denied_by_default_and_recorded_by_the_host() {
         .local_addr()
         .unwrap()
         .to_string();
-    let g = Grants {
+    let g = AttemptGrants {
         net: vec![addr],
-        ..Grants::default()
+        ..AttemptGrants::default()
     };
     let f = run_err(
         sb,
@@ -359,7 +377,7 @@ async fn huge_output_is_bad_output() {
             "hostile_huge_output",
             json!({}),
             limits(),
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -377,7 +395,12 @@ async fn non_json_output_is_bad_output() {
     let sb = sandbox();
     let f = run_err(
         sb,
-        request("hostile_not_json", json!({}), limits(), Grants::default()),
+        request(
+            "hostile_not_json",
+            json!({}),
+            limits(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
     assert_eq!(f.kind(), "bad_output", "{}", f.error);
@@ -398,7 +421,7 @@ async fn missing_import_is_incompatible() {
             "hostile_missing_import",
             json!({}),
             limits(),
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -421,7 +444,7 @@ async fn incompatible_wit_version_is_incompatible() {
             "hostile_wit_version",
             json!({}),
             limits(),
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -460,7 +483,7 @@ async fn malformed_wasm_is_a_load_error() {
     }
     let f = run_err(
         &sb,
-        request("broken", json!({}), limits(), Grants::default()),
+        request("broken", json!({}), limits(), AttemptGrants::default()),
     )
     .await;
     assert_eq!(f.kind(), "load", "{}", f.error);
@@ -470,13 +493,13 @@ async fn malformed_wasm_is_a_load_error() {
 #[tokio::test]
 async fn guest_blocked_in_a_host_call_times_out() {
     let sb = sandbox();
-    let l = Limits {
+    let l = AttemptLimits {
         timeout_ms: Some(200),
         ..limits()
     };
     let f = run_err(
         sb,
-        request("slow", json!({ "ms": 60_000 }), l, Grants::default()),
+        request("slow", json!({ "ms": 60_000 }), l, AttemptGrants::default()),
     )
     .await;
     assert_eq!(f.kind(), "timeout", "{}", f.error);
@@ -493,7 +516,7 @@ async fn handler_errors_keep_their_retryability() {
             "fail",
             json!({ "mode": "retryable", "retry_after_ms": 250 }),
             limits(),
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -506,7 +529,7 @@ async fn handler_errors_keep_their_retryability() {
             "fail",
             json!({ "mode": "permanent" }),
             limits(),
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -523,7 +546,12 @@ async fn good_plugin_reports_accounting_logs_and_events() {
     let sb = sandbox();
     let out = run_ok(
         sb,
-        request("echo", json!({ "x": 1 }), limits(), Grants::default()),
+        request(
+            "echo",
+            json!({ "x": 1 }),
+            limits(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
     let acc = &out.report.accounting;
@@ -551,20 +579,20 @@ async fn granted_directories_read_and_write() {
     let root = input_dir();
     std::fs::write(root.path().join("input/b.txt"), "four five").unwrap();
     let out_dir = tempfile::tempdir().unwrap();
-    let g = Grants {
+    let g = AttemptGrants {
         dirs: vec![
-            DirGrant {
+            HostDir {
                 host: root.path().join("input"),
                 guest: "/input".into(),
                 writable: false,
             },
-            DirGrant {
+            HostDir {
                 host: out_dir.path().to_path_buf(),
                 guest: "/output".into(),
                 writable: true,
             },
         ],
-        ..Grants::default()
+        ..AttemptGrants::default()
     };
     let out = run_ok(
         sb,
@@ -589,13 +617,13 @@ async fn granted_directories_read_and_write() {
 #[tokio::test]
 async fn a_missing_granted_directory_is_a_config_error() {
     let sb = sandbox();
-    let g = Grants {
-        dirs: vec![DirGrant {
+    let g = AttemptGrants {
+        dirs: vec![HostDir {
             host: "/nonexistent/tasker".into(),
             guest: "/input".into(),
             writable: false,
         }],
-        ..Grants::default()
+        ..AttemptGrants::default()
     };
     let f = run_err(sb, request("echo", json!({}), limits(), g)).await;
     assert_eq!(f.kind(), "config", "{}", f.error);
@@ -605,24 +633,24 @@ async fn a_missing_granted_directory_is_a_config_error() {
 #[tokio::test]
 async fn captured_output_logs_and_events_are_capped() {
     let sb = sandbox();
-    let l = Limits {
+    let l = AttemptLimits {
         stdio_bytes: Some(16),
         ..limits()
     };
     let f = run_err(
         sb,
-        request("hostile_panic", json!({}), l, Grants::default()),
+        request("hostile_panic", json!({}), l, AttemptGrants::default()),
     )
     .await;
     assert_eq!(f.kind(), "trap");
     assert!(f.report.stderr.len() <= 16, "{:?}", f.report.stderr);
     assert!(f.report.dropped.stderr_bytes > 0);
-    let l = Limits {
+    let l = AttemptLimits {
         max_logs: Some(0),
         max_events: Some(0),
         ..limits()
     };
-    let out = run_ok(sb, request("echo", json!({}), l, Grants::default())).await;
+    let out = run_ok(sb, request("echo", json!({}), l, AttemptGrants::default())).await;
     assert!(out.report.logs.is_empty() && out.report.events.is_empty());
     assert_eq!((out.report.dropped.logs, out.report.dropped.events), (1, 1));
 }
@@ -642,7 +670,11 @@ async fn pooling_falls_back_to_on_demand_when_the_pool_cannot_be_reserved() {
         }
         other => panic!("expected the on-demand fallback, got {other:?}"),
     }
-    run_ok(&sb, request("noop", json!({}), limits(), Grants::default())).await;
+    run_ok(
+        &sb,
+        request("noop", json!({}), limits(), AttemptGrants::default()),
+    )
+    .await;
 }
 
 /// Open descriptors of this process (the host): sockets and files the guests hold.
@@ -671,7 +703,7 @@ async fn sockets_without_a_grant_are_refused() {
                 "hostile_socket_flood",
                 json!({ "addr": "127.0.0.1:9", "proto": proto }),
                 limits(),
-                Grants::default(),
+                AttemptGrants::default(),
             ),
         )
         .await;
@@ -709,13 +741,13 @@ async fn a_socket_flood_is_capped_and_good_steps_keep_running() {
             let req = request(
                 "hostile_socket_flood",
                 json!({ "addr": addr, "hold": true }),
-                Limits {
+                AttemptLimits {
                     timeout_ms: Some(120_000),
                     ..limits()
                 },
-                Grants {
+                AttemptGrants {
                     net: vec![addr.clone()],
-                    ..Grants::default()
+                    ..AttemptGrants::default()
                 },
             );
             tokio::spawn(async move { sb.run(req).await })
@@ -736,7 +768,12 @@ async fn a_socket_flood_is_capped_and_good_steps_keep_running() {
     // Meanwhile well-behaved attempts run and complete.
     let good: Vec<_> = (0..50)
         .map(|i| {
-            let req = request("echo", json!({ "i": i }), limits(), Grants::default());
+            let req = request(
+                "echo",
+                json!({ "i": i }),
+                limits(),
+                AttemptGrants::default(),
+            );
             tokio::spawn(async move { sb.run(req).await })
         })
         .collect();
@@ -770,9 +807,9 @@ async fn a_socket_flood_is_capped_and_good_steps_keep_running() {
             "hostile_socket_flood",
             json!({ "addr": addr, "churn": cap * 3 }),
             limits(),
-            Grants {
+            AttemptGrants {
                 net: vec![addr.clone()],
-                ..Grants::default()
+                ..AttemptGrants::default()
             },
         ),
     )
@@ -786,7 +823,7 @@ async fn a_socket_flood_is_capped_and_good_steps_keep_running() {
 async fn a_descriptor_flood_is_capped() {
     let sb = sandbox();
     let root = input_dir();
-    let l = Limits {
+    let l = AttemptLimits {
         max_descriptors: Some(32),
         ..limits()
     };
@@ -817,7 +854,7 @@ async fn a_descriptor_flood_is_capped() {
         request(
             "hostile_read_outside",
             json!({ "paths": vec!["/input/a.txt"; 100] }),
-            Limits {
+            AttemptLimits {
                 max_descriptors: Some(4),
                 ..limits()
             },
@@ -846,15 +883,15 @@ async fn disk_quota_stops_a_disk_filler() {
     const QUOTA: u64 = 4 << 20;
     for mode in ["write", "append", "set_len", "entries", "creates"] {
         let out = tempfile::tempdir().unwrap();
-        let g = Grants {
-            dirs: vec![DirGrant {
+        let g = AttemptGrants {
+            dirs: vec![HostDir {
                 host: out.path().to_path_buf(),
                 guest: "/out".into(),
                 writable: true,
             }],
-            ..Grants::default()
+            ..AttemptGrants::default()
         };
-        let l = Limits {
+        let l = AttemptLimits {
             disk_write_bytes: Some(QUOTA),
             ..limits()
         };
@@ -882,13 +919,13 @@ async fn disk_quota_stops_a_disk_filler() {
     // its own per-attempt cap.
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("a.txt"), "x").unwrap();
-    let g = Grants {
-        dirs: vec![DirGrant {
+    let g = AttemptGrants {
+        dirs: vec![HostDir {
             host: root.path().to_path_buf(),
             guest: "/in".into(),
             writable: false,
         }],
-        ..Grants::default()
+        ..AttemptGrants::default()
     };
     let f = run_err(
         sb,
@@ -905,16 +942,16 @@ async fn disk_quota_stops_a_disk_filler() {
     assert_good_still_runs(sb).await;
 }
 
-fn rw_out(root: &tempfile::TempDir) -> Grants {
+fn rw_out(root: &tempfile::TempDir) -> AttemptGrants {
     std::fs::create_dir_all(root.path().join("out")).unwrap();
     std::fs::write(root.path().join("out/a.txt"), "inside").unwrap();
-    Grants {
-        dirs: vec![DirGrant {
+    AttemptGrants {
+        dirs: vec![HostDir {
             host: root.path().join("out"),
             guest: "/out".into(),
             writable: true,
         }],
-        ..Grants::default()
+        ..AttemptGrants::default()
     }
 }
 
@@ -1000,7 +1037,7 @@ async fn deep_json_result_is_bad_output() {
             "hostile_deep_json",
             json!({ "depth": depth + 1 }),
             limits(),
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -1020,12 +1057,12 @@ async fn deep_json_result_is_bad_output() {
             "hostile_deep_json",
             json!({ "depth": depth }),
             limits(),
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
     assert!(out.output.is_array());
-    let l = Limits {
+    let l = AttemptLimits {
         output_depth: Some(8),
         ..limits()
     };
@@ -1035,13 +1072,13 @@ async fn deep_json_result_is_bad_output() {
             "hostile_deep_json",
             json!({ "depth": 9 }),
             l,
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
     assert_eq!(f.kind(), "bad_output", "{}", f.error);
     // A cap without headroom below serde_json's 128 levels is refused up front.
-    let l = Limits {
+    let l = AttemptLimits {
         output_depth: Some(tasker_sandbox::MAX_OUTPUT_DEPTH + 1),
         ..limits()
     };
@@ -1051,7 +1088,7 @@ async fn deep_json_result_is_bad_output() {
             "hostile_deep_json",
             json!({ "depth": 1 }),
             l,
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -1071,7 +1108,7 @@ async fn huge_error_message_is_truncated() {
             "hostile_huge_error",
             json!({ "bytes": BYTES }),
             limits(),
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -1098,7 +1135,7 @@ async fn log_flood_is_capped_in_total() {
             "hostile_log_flood",
             json!({ "count": 200, "bytes": bytes }),
             limits(),
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -1113,7 +1150,7 @@ async fn log_flood_is_capped_in_total() {
             "hostile_log_flood",
             json!({ "count": 40, "bytes": per * 2 }),
             limits(),
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -1139,7 +1176,7 @@ async fn control_characters_in_event_names_are_dropped() {
             "hostile_event_names",
             json!({}),
             limits(),
-            Grants::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;

@@ -11,7 +11,8 @@ use std::sync::OnceLock;
 use common::*;
 use serde_json::{Value, json};
 use tasker_sandbox::{
-    AttemptRequest, DirGrant, EngineConfig, Grants, Limits, Sandbox, SandboxConfig, SandboxError,
+    AttemptGrants, AttemptLimits, AttemptRequest, EngineConfig, HostDir, Sandbox, SandboxConfig,
+    SandboxError,
 };
 
 /// Rust test guests (from the plugin build dir) that the cross-language cases compare with.
@@ -98,12 +99,12 @@ fn attack(attack: &str) -> Vec<(&'static str, Value)> {
 async fn an_infinite_loop_times_out_in_every_language() {
     let sb = sandbox();
     for (plugin, config) in attack("loop") {
-        let l = Limits {
+        let l = AttemptLimits {
             timeout_ms: Some(300),
             fuel: Some(100_000_000_000),
-            ..Limits::default()
+            ..AttemptLimits::default()
         };
-        let f = run_err(sb, request(plugin, config, l, Grants::default())).await;
+        let f = run_err(sb, request(plugin, config, l, AttemptGrants::default())).await;
         assert_eq!(f.kind(), "timeout", "{plugin}: {}", f.error);
         assert!(f.is_retryable());
         let wall = f.report.accounting.wall_time_us;
@@ -127,12 +128,12 @@ async fn an_infinite_loop_runs_out_of_fuel_in_every_language() {
         // Enough for the interpreters to reach the loop (their `raise` path fits easily),
         // far less than the loop burns before the deadline.
         let budget = 200_000_000;
-        let l = Limits {
+        let l = AttemptLimits {
             fuel: Some(budget),
             timeout_ms: Some(60_000),
-            ..Limits::default()
+            ..AttemptLimits::default()
         };
-        let f = run_err(sb, request(plugin, config, l, Grants::default())).await;
+        let f = run_err(sb, request(plugin, config, l, AttemptGrants::default())).await;
         assert_eq!(f.kind(), "out_of_fuel", "{plugin}: {}", f.error);
         assert!(!f.is_retryable());
         assert_eq!(f.report.accounting.fuel_consumed, budget, "{plugin}");
@@ -154,8 +155,8 @@ async fn a_memory_bomb_is_out_of_memory_in_every_language() {
                 request(
                     plugin,
                     json!({ "attack": "raise" }),
-                    Limits::default(),
-                    Grants::default(),
+                    AttemptLimits::default(),
+                    AttemptGrants::default(),
                 ),
             )
             .await;
@@ -163,12 +164,12 @@ async fn a_memory_bomb_is_out_of_memory_in_every_language() {
             f.report.accounting.peak_memory_bytes
         };
         let cap = (base + (32 << 20)).next_multiple_of(64 << 10);
-        let l = Limits {
+        let l = AttemptLimits {
             memory_bytes: Some(cap),
             timeout_ms: Some(30_000),
-            ..Limits::default()
+            ..AttemptLimits::default()
         };
-        let f = run_err(sb, request(plugin, config, l, Grants::default())).await;
+        let f = run_err(sb, request(plugin, config, l, AttemptGrants::default())).await;
         eprintln!(
             "{plugin}: {} (peak {})",
             f.error, f.report.accounting.peak_memory_bytes
@@ -201,14 +202,14 @@ fn input_dir() -> tempfile::TempDir {
     root
 }
 
-fn ro_input(root: &Path) -> Grants {
-    Grants {
-        dirs: vec![DirGrant {
+fn ro_input(root: &Path) -> AttemptGrants {
+    AttemptGrants {
+        dirs: vec![HostDir {
             host: root.join("input"),
             guest: "/input".into(),
             writable: false,
         }],
-        ..Grants::default()
+        ..AttemptGrants::default()
     }
 }
 
@@ -222,7 +223,12 @@ async fn reading_outside_the_grant_is_denied_in_every_language() {
         config["paths"] = json!(["/input/../secret.txt"]);
         let f = run_err(
             sb,
-            request(plugin, config, Limits::default(), ro_input(root.path())),
+            request(
+                plugin,
+                config,
+                AttemptLimits::default(),
+                ro_input(root.path()),
+            ),
         )
         .await;
         eprintln!("{plugin} /input/../secret.txt: {}", f.error);
@@ -240,7 +246,12 @@ async fn reading_outside_the_grant_is_denied_in_every_language() {
             config["paths"] = json!([path]);
             let f = run_err(
                 sb,
-                request(plugin, config, Limits::default(), ro_input(root.path())),
+                request(
+                    plugin,
+                    config,
+                    AttemptLimits::default(),
+                    ro_input(root.path()),
+                ),
             )
             .await;
             eprintln!("{plugin} {path}: {}", f.error);
@@ -253,7 +264,12 @@ async fn reading_outside_the_grant_is_denied_in_every_language() {
         config["paths"] = json!(["/input/a.txt"]);
         let out = run_ok(
             sb,
-            request(plugin, config, Limits::default(), ro_input(root.path())),
+            request(
+                plugin,
+                config,
+                AttemptLimits::default(),
+                ro_input(root.path()),
+            ),
         )
         .await;
         assert_eq!(out.output, json!(["one two three"]), "{plugin}");
@@ -267,7 +283,12 @@ async fn an_uncaught_exception_or_panic_is_a_trap_in_every_language() {
     for (plugin, config) in attack("panic") {
         let f = run_err(
             sb,
-            request(plugin, config, Limits::default(), Grants::default()),
+            request(
+                plugin,
+                config,
+                AttemptLimits::default(),
+                AttemptGrants::default(),
+            ),
         )
         .await;
         eprintln!("{plugin}: {} / stderr: {}", f.error, f.report.stderr);
@@ -304,8 +325,8 @@ async fn an_exception_through_the_sdk_is_a_retryable_handler_error() {
             request(
                 plugin,
                 json!({ "attack": "raise" }),
-                Limits::default(),
-                Grants::default(),
+                AttemptLimits::default(),
+                AttemptGrants::default(),
             ),
         )
         .await;
@@ -331,8 +352,8 @@ async fn an_exception_through_the_sdk_is_a_retryable_handler_error() {
             request(
                 plugin,
                 json!({ "attack": "retry_later", "retry_after_ms": 250 }),
-                Limits::default(),
-                Grants::default(),
+                AttemptLimits::default(),
+                AttemptGrants::default(),
             ),
         )
         .await;
@@ -350,8 +371,8 @@ async fn an_exception_through_the_sdk_is_a_retryable_handler_error() {
             request(
                 plugin,
                 json!({ "attack": "nonsense" }),
-                Limits::default(),
-                Grants::default(),
+                AttemptLimits::default(),
+                AttemptGrants::default(),
             ),
         )
         .await;
@@ -397,8 +418,8 @@ async fn the_python_javascript_and_c_handlers_work() {
         request(
             "py_normalise",
             json!({ "countries": ["GB", "US"] }),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
         &[("ingest", ingested())],
     );
@@ -435,8 +456,8 @@ async fn the_python_javascript_and_c_handlers_work() {
         request(
             "c_checksum",
             json!({ "bucket_cents": 50000, "max_buckets": 2 }),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
         &[("normalise", norm.clone())],
     );
@@ -457,8 +478,8 @@ async fn the_python_javascript_and_c_handlers_work() {
         request(
             "c_checksum",
             json!({ "bucket_cents": 0 }),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
         &[("normalise", norm.clone())],
     );
@@ -476,8 +497,8 @@ async fn the_python_javascript_and_c_handlers_work() {
         request(
             "js_summary",
             json!({}),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
         &[("normalise", norm), ("checksum", sums.clone())],
     );
@@ -519,8 +540,8 @@ async fn the_c_sdk_reads_json_fields_and_strings_exactly() {
         request(
             "c_checksum",
             json!({ "a": [1, { "bucket_cents": "}" }], "bucket_cents": 20000, "max_buckets": 5 }),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
         &[("normalise", parent)],
     );
@@ -540,8 +561,8 @@ async fn the_c_sdk_reads_json_fields_and_strings_exactly() {
         request(
             "c_checksum",
             json!({}),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
         &[(
             "normalise",
@@ -608,7 +629,12 @@ fn large_components_compile_once_off_the_runtime_and_then_load_from_cache() {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             run_ok(
                 &sb,
-                request("noop", json!({}), Limits::default(), Grants::default()),
+                request(
+                    "noop",
+                    json!({}),
+                    AttemptLimits::default(),
+                    AttemptGrants::default(),
+                ),
             )
             .await;
             if !scan.is_finished() {
@@ -629,8 +655,8 @@ fn large_components_compile_once_off_the_runtime_and_then_load_from_cache() {
             request(
                 "js_b",
                 json!({ "attack": "raise" }),
-                Limits::default(),
-                Grants::default(),
+                AttemptLimits::default(),
+                AttemptGrants::default(),
             ),
         )
         .await;
@@ -646,8 +672,8 @@ fn large_components_compile_once_off_the_runtime_and_then_load_from_cache() {
             request(
                 "js_a",
                 json!({ "attack": "raise" }),
-                Limits::default(),
-                Grants::default(),
+                AttemptLimits::default(),
+                AttemptGrants::default(),
             ),
         )
         .await;

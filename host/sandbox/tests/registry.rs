@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 use tasker_sandbox::{
-    EngineConfig, Grants, Limits, PluginHash, PluginRef, RegistryEvent, RegistryStats, Sandbox,
-    SandboxConfig,
+    AttemptGrants, AttemptLimits, EngineConfig, PluginHash, PluginRef, RegistryEvent,
+    RegistryStats, Sandbox, SandboxConfig,
 };
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::TryRecvError;
@@ -76,8 +76,8 @@ async fn hot_reload_keeps_in_flight_calls_and_refuses_corrupt_files() {
             sb.run(request(
                 "svc@1.0.0",
                 json!({ "ms": 3000 }),
-                Limits::default(),
-                Grants::default(),
+                AttemptLimits::default(),
+                AttemptGrants::default(),
             ))
             .await
         })
@@ -95,8 +95,8 @@ async fn hot_reload_keeps_in_flight_calls_and_refuses_corrupt_files() {
         request(
             "svc",
             json!({ "n": 1 }),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -117,8 +117,8 @@ async fn hot_reload_keeps_in_flight_calls_and_refuses_corrupt_files() {
         ..request(
             "svc",
             json!({ "ms": 1 }),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         )
     };
     let out = run_ok(&sb, pinned).await;
@@ -142,8 +142,8 @@ async fn hot_reload_keeps_in_flight_calls_and_refuses_corrupt_files() {
         request(
             "svc@1.0.0",
             json!({ "n": 2 }),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -158,7 +158,12 @@ async fn hot_reload_keeps_in_flight_calls_and_refuses_corrupt_files() {
     }
     let f = run_err(
         &sb,
-        request("svc", json!({}), Limits::default(), Grants::default()),
+        request(
+            "svc",
+            json!({}),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
     assert_eq!(f.kind(), "load", "{}", f.error);
@@ -171,7 +176,12 @@ async fn hot_reload_keeps_in_flight_calls_and_refuses_corrupt_files() {
         &sb,
         tasker_sandbox::AttemptRequest {
             plugin: PluginRef::Hash(v2),
-            ..request("svc", json!({}), Limits::default(), Grants::default())
+            ..request(
+                "svc",
+                json!({}),
+                AttemptLimits::default(),
+                AttemptGrants::default(),
+            )
         },
     )
     .await;
@@ -193,7 +203,12 @@ async fn versions_and_sidecar_manifests() {
     // Highest version wins when none is named (numeric, not textual, order).
     let out = run_ok(
         &sb,
-        request("tool", json!({}), Limits::default(), Grants::default()),
+        request(
+            "tool",
+            json!({}),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
     assert_eq!(
@@ -205,8 +220,8 @@ async fn versions_and_sidecar_manifests() {
         request(
             "tool@1.2.0",
             json!({}),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -216,8 +231,8 @@ async fn versions_and_sidecar_manifests() {
         request(
             "failer@2.0.0",
             json!({ "mode": "permanent" }),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -227,8 +242,8 @@ async fn versions_and_sidecar_manifests() {
         request(
             "tool@9.9.9",
             json!({}),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -268,7 +283,12 @@ async fn precompiled_cache_and_compile_once() {
             tokio::spawn(async move {
                 run_ok(
                     &sb,
-                    request(n, json!({}), Limits::default(), Grants::default()),
+                    request(
+                        n,
+                        json!({}),
+                        AttemptLimits::default(),
+                        AttemptGrants::default(),
+                    ),
                 )
                 .await
             })
@@ -289,7 +309,12 @@ async fn precompiled_cache_and_compile_once() {
     assert!(second.registry().plugins().iter().all(|p| p.from_cache));
     run_ok(
         &second,
-        request("a", json!({ "k": 1 }), Limits::default(), Grants::default()),
+        request(
+            "a",
+            json!({ "k": 1 }),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
 }
@@ -304,7 +329,12 @@ async fn a_corrupt_cache_file_is_replaced_by_a_compile() {
     let first = build(cfg.clone());
     run_ok(
         &first,
-        request("noop", json!({}), Limits::default(), Grants::default()),
+        request(
+            "noop",
+            json!({}),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
     drop(first);
@@ -320,7 +350,12 @@ async fn a_corrupt_cache_file_is_replaced_by_a_compile() {
     assert_eq!((s.compiles, s.cache_loads), (0, 0), "{s:?}");
     run_ok(
         &sb,
-        request("noop", json!({}), Limits::default(), Grants::default()),
+        request(
+            "noop",
+            json!({}),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
     assert_eq!(sb.registry().stats().compiles, 1);
@@ -421,7 +456,12 @@ fn fifty_plugins_start_without_compiling_and_a_first_attempt_compiles_one() {
 
         let out = run_ok(
             &sb,
-            request("p07", json!({}), Limits::default(), Grants::default()),
+            request(
+                "p07",
+                json!({}),
+                AttemptLimits::default(),
+                AttemptGrants::default(),
+            ),
         )
         .await;
         let first = t.elapsed();
@@ -472,7 +512,12 @@ async fn a_watched_directory_rescans_once_per_change_and_reads_only_what_changed
     std::fs::set_permissions(&files[0], perms).unwrap();
     run_ok(
         &sb,
-        request("a", json!({}), Limits::default(), Grants::default()),
+        request(
+            "a",
+            json!({}),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
 
@@ -495,8 +540,8 @@ async fn a_watched_directory_rescans_once_per_change_and_reads_only_what_changed
         request(
             "new",
             json!({ "k": 1 }),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -546,7 +591,12 @@ async fn a_refused_file_is_read_and_logged_once_until_it_changes() {
     assert_eq!(reg.rejected().len(), 2, "still refused, quietly");
     let f = run_err(
         &sb,
-        request("bad", json!({}), Limits::default(), Grants::default()),
+        request(
+            "bad",
+            json!({}),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
     assert_eq!(f.kind(), "load", "{}", f.error);
@@ -571,8 +621,8 @@ async fn a_refused_file_is_read_and_logged_once_until_it_changes() {
         request(
             "bad",
             json!({ "n": 1 }),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -601,7 +651,12 @@ async fn a_failed_first_use_is_typed_remembered_and_retried_only_after_a_change(
     for _ in 0..5 {
         let f = run_err(
             &sb,
-            request("mi", json!({}), Limits::default(), Grants::default()),
+            request(
+                "mi",
+                json!({}),
+                AttemptLimits::default(),
+                AttemptGrants::default(),
+            ),
         )
         .await;
         assert_eq!(f.kind(), "incompatible", "{}", f.error);
@@ -614,7 +669,12 @@ async fn a_failed_first_use_is_typed_remembered_and_retried_only_after_a_change(
     for _ in 0..3 {
         let f = run_err(
             &sb,
-            request("broken", json!({}), Limits::default(), Grants::default()),
+            request(
+                "broken",
+                json!({}),
+                AttemptLimits::default(),
+                AttemptGrants::default(),
+            ),
         )
         .await;
         assert_eq!(f.kind(), "load", "{}", f.error);
@@ -654,7 +714,12 @@ async fn a_failed_first_use_is_typed_remembered_and_retried_only_after_a_change(
     // An unversioned name skips a version that cannot load; the exact one says why.
     let out = run_ok(
         &sb,
-        request("tool", json!({}), Limits::default(), Grants::default()),
+        request(
+            "tool",
+            json!({}),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
     assert_eq!(
@@ -666,8 +731,8 @@ async fn a_failed_first_use_is_typed_remembered_and_retried_only_after_a_change(
         request(
             "tool@2.0.0",
             json!({}),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
@@ -684,7 +749,12 @@ async fn a_failed_first_use_is_typed_remembered_and_retried_only_after_a_change(
     assert_eq!(report.loaded.len(), 1, "{report:?}");
     run_ok(
         &sb,
-        request("mi", json!({}), Limits::default(), Grants::default()),
+        request(
+            "mi",
+            json!({}),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
     assert_eq!(reg.stats().compiles, 5);
@@ -701,8 +771,8 @@ async fn a_failed_first_use_is_typed_remembered_and_retried_only_after_a_change(
         request(
             "tool@1.0.0",
             json!({}),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;

@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use serde_json::json;
 use tasker_sandbox::{
-    DirGrant, Grants, HookEvent, HookRequest, Limits, PolicyDecision, PolicyFailure, PolicyRequest,
-    World,
+    AttemptGrants, AttemptLimits, HookEvent, HookRequest, HostDir, PolicyDecision, PolicyInput,
+    PolicyRequest, World,
 };
 
 fn event(name: &str) -> HookEvent {
@@ -22,7 +22,7 @@ fn event(name: &str) -> HookEvent {
     }
 }
 
-fn hook(plugin: &str, limits: Limits, grants: Grants) -> HookRequest {
+fn hook(plugin: &str, limits: AttemptLimits, grants: AttemptGrants) -> HookRequest {
     HookRequest {
         plugin: plugin.parse().unwrap(),
         event: event("step.failed"),
@@ -31,8 +31,8 @@ fn hook(plugin: &str, limits: Limits, grants: Grants) -> HookRequest {
     }
 }
 
-fn failure(message: &str, attempt: u32, retry_after_ms: Option<u64>) -> PolicyFailure {
-    PolicyFailure {
+fn failure(message: &str, attempt: u32, retry_after_ms: Option<u64>) -> PolicyInput {
+    PolicyInput {
         step_name: "charge".into(),
         attempt,
         max_attempts: 5,
@@ -43,13 +43,13 @@ fn failure(message: &str, attempt: u32, retry_after_ms: Option<u64>) -> PolicyFa
     }
 }
 
-async fn decide(plugin: &str, f: PolicyFailure) -> Result<PolicyDecision, String> {
+async fn decide(plugin: &str, f: PolicyInput) -> Result<PolicyDecision, String> {
     sandbox()
         .run_policy(PolicyRequest {
             plugin: plugin.parse().unwrap(),
             failure: f,
-            limits: Limits::default(),
-            grants: Grants::default(),
+            limits: AttemptLimits::default(),
+            grants: AttemptGrants::default(),
         })
         .await
         .map(|(d, _)| d)
@@ -75,7 +75,11 @@ async fn the_registry_knows_each_components_world() {
 async fn a_component_of_another_world_is_incompatible() {
     let sb = sandbox();
     let f = sb
-        .run_hook(hook("noop", Limits::default(), Grants::default()))
+        .run_hook(hook(
+            "noop",
+            AttemptLimits::default(),
+            AttemptGrants::default(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(f.kind(), "incompatible");
@@ -88,7 +92,12 @@ async fn a_component_of_another_world_is_incompatible() {
     );
     let f = run_err(
         sb,
-        request("hook_noop", json!({}), Limits::default(), Grants::default()),
+        request(
+            "hook_noop",
+            json!({}),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
+        ),
     )
     .await;
     assert_eq!(f.kind(), "incompatible", "{}", f.error);
@@ -101,11 +110,19 @@ async fn a_component_of_another_world_is_incompatible() {
 #[tokio::test]
 async fn hooks_run_with_their_grants_and_report_their_errors() {
     let sb = sandbox();
-    sb.run_hook(hook("hook_noop", Limits::default(), Grants::default()))
-        .await
-        .unwrap();
+    sb.run_hook(hook(
+        "hook_noop",
+        AttemptLimits::default(),
+        AttemptGrants::default(),
+    ))
+    .await
+    .unwrap();
     let f = sb
-        .run_hook(hook("hook_fail", Limits::default(), Grants::default()))
+        .run_hook(hook(
+            "hook_fail",
+            AttemptLimits::default(),
+            AttemptGrants::default(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(f.kind(), "handler_error");
@@ -119,22 +136,26 @@ async fn hooks_run_with_their_grants_and_report_their_errors() {
     // the grant `/audit` is no preopen: the guest's libc fails the open itself (ENOENT) and
     // the host never sees a call, so this is the hook's own error, not a capability denial.
     let f = sb
-        .run_hook(hook("audit_hook", Limits::default(), Grants::default()))
+        .run_hook(hook(
+            "audit_hook",
+            AttemptLimits::default(),
+            AttemptGrants::default(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(f.kind(), "handler_error", "{}", f.error);
     assert!(f.report.denials.is_empty(), "{:?}", f.report.denials);
     let dir = tempdir();
-    let grants = Grants {
-        dirs: vec![DirGrant {
+    let grants = AttemptGrants {
+        dirs: vec![HostDir {
             host: dir.clone(),
             guest: "/audit".into(),
             writable: true,
         }],
-        ..Grants::default()
+        ..AttemptGrants::default()
     };
     for _ in 0..2 {
-        sb.run_hook(hook("audit_hook", Limits::default(), grants.clone()))
+        sb.run_hook(hook("audit_hook", AttemptLimits::default(), grants.clone()))
             .await
             .unwrap();
     }
@@ -161,30 +182,30 @@ fn tempdir() -> std::path::PathBuf {
 #[tokio::test]
 async fn hostile_hooks_get_typed_errors() {
     let sb = sandbox();
-    let l = Limits {
+    let l = AttemptLimits {
         timeout_ms: Some(300),
         fuel: Some(100_000_000_000),
-        ..Limits::default()
+        ..AttemptLimits::default()
     };
     let f = sb
-        .run_hook(hook("hostile_hook_loop", l, Grants::default()))
+        .run_hook(hook("hostile_hook_loop", l, AttemptGrants::default()))
         .await
         .unwrap_err();
     assert_eq!(f.kind(), "timeout", "{}", f.error);
-    let l = Limits {
+    let l = AttemptLimits {
         memory_bytes: Some(16 << 20),
-        ..Limits::default()
+        ..AttemptLimits::default()
     };
     let f = sb
-        .run_hook(hook("hostile_hook_memory", l, Grants::default()))
+        .run_hook(hook("hostile_hook_memory", l, AttemptGrants::default()))
         .await
         .unwrap_err();
     assert_eq!(f.kind(), "out_of_memory", "{}", f.error);
     let f = sb
         .run_hook(hook(
             "hostile_hook_panic",
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ))
         .await
         .unwrap_err();
@@ -197,9 +218,13 @@ async fn hostile_hooks_get_typed_errors() {
         f.error
     );
     // The host is fine: a good hook still runs.
-    sb.run_hook(hook("hook_noop", Limits::default(), Grants::default()))
-        .await
-        .unwrap();
+    sb.run_hook(hook(
+        "hook_noop",
+        AttemptLimits::default(),
+        AttemptGrants::default(),
+    ))
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 
 use serde_json::json;
 use tasker_sandbox::{
-    AttemptFailure, AttemptOutput, AttemptRequest, EngineConfig, Grants, Limits, Sandbox,
-    SandboxConfig, StepContext,
+    AttemptFailure, AttemptGrants, AttemptLimits, AttemptOutput, AttemptRequest, EngineConfig,
+    Sandbox, SandboxConfig, StepContext,
 };
 
 /// Built components: `TASKER_PLUGIN_BUILD_DIR`, else `plugins/target/wasm32-wasip2/release`.
@@ -85,8 +85,8 @@ pub fn ctx(config: serde_json::Value) -> StepContext {
 pub fn request(
     plugin: &str,
     config: serde_json::Value,
-    limits: Limits,
-    grants: Grants,
+    limits: AttemptLimits,
+    grants: AttemptGrants,
 ) -> AttemptRequest {
     AttemptRequest {
         plugin: plugin.parse().unwrap(),
@@ -122,8 +122,8 @@ pub async fn assert_good_still_runs(sb: &Sandbox) {
         request(
             "echo",
             json!({ "n": 7 }),
-            Limits::default(),
-            Grants::default(),
+            AttemptLimits::default(),
+            AttemptGrants::default(),
         ),
     )
     .await;
