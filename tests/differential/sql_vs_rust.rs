@@ -221,3 +221,100 @@ async fn illegal_transitions_are_refused_by_sql(pool: PgPool) {
     let after = snapshot(&s).await;
     assert_eq!(before, after);
 }
+
+/// Random inputs of the two per-item rules, in one round trip each: PostgreSQL's answers
+/// (`tasker_refusal`, `tasker_retry_decision`) must equal `tasker_store::rules`' on every one.
+#[sqlx::test(migrator = "tasker_store::MIGRATOR")]
+async fn refusal_and_retry_decision_match_rust_on_random_inputs(pool: PgPool) {
+    use rand::{Rng, SeedableRng};
+    use tasker_store::rules;
+    use tasker_store::{Refusal, RetryDecision};
+
+    const CASES: usize = 5000;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x07a5_ce12);
+    // Small numbers, so tokens and claim counts often coincide; now and then a large one.
+    let small = |rng: &mut rand::rngs::StdRng| -> i64 {
+        if rng.random_bool(0.05) {
+            rng.random_range(0..=i64::from(i32::MAX))
+        } else {
+            rng.random_range(0..4)
+        }
+    };
+
+    let (mut states, mut counts, mut tokens, mut dups) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..CASES {
+        let state = rng
+            .random_bool(0.9)
+            .then(|| StepState::ALL[rng.random_range(0..StepState::ALL.len())]);
+        states.push(state);
+        counts.push(small(&mut rng));
+        tokens.push(small(&mut rng));
+        dups.push(rng.random_bool(0.1));
+    }
+    let sql: Vec<String> = sqlx::query_scalar(
+        "SELECT tasker_refusal(s, c::int, t, d) \
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::boolean[]) \
+              WITH ORDINALITY AS x(s, c, t, d, n) ORDER BY n",
+    )
+    .bind(
+        states
+            .iter()
+            .map(|s| s.map(StepState::as_str))
+            .collect::<Vec<_>>(),
+    )
+    .bind(&counts)
+    .bind(&tokens)
+    .bind(&dups)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for i in 0..CASES {
+        let rust = rules::refusal(states[i].map(|s| (s, counts[i])), tokens[i], dups[i]);
+        assert_eq!(
+            Refusal::parse(&sql[i]),
+            rust,
+            "refusal of state {:?}, claim_count {}, token {}, duplicate {}",
+            states[i],
+            counts[i],
+            tokens[i],
+            dups[i]
+        );
+    }
+
+    let (mut fr, mut sr, mut att, mut max) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..CASES {
+        fr.push(rng.random_bool(0.8));
+        sr.push(rng.random_bool(0.8));
+        let m = rng.random_range(1..=12_i64);
+        max.push(m);
+        att.push(rng.random_range(0..=m + 1));
+    }
+    let sql: Vec<String> = sqlx::query_scalar(
+        "SELECT tasker_retry_decision(f, s, a::int, m::int) \
+         FROM unnest($1::boolean[], $2::boolean[], $3::bigint[], $4::bigint[]) \
+              WITH ORDINALITY AS x(f, s, a, m, n) ORDER BY n",
+    )
+    .bind(&fr)
+    .bind(&sr)
+    .bind(&att)
+    .bind(&max)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..CASES {
+        let rust = rules::retry_decision(fr[i], sr[i], att[i], max[i]);
+        seen.insert(format!("{rust:?}"));
+        assert_eq!(
+            RetryDecision::parse(&sql[i]),
+            Ok(rust),
+            "decision of failure retryable {}, step retryable {}, attempts {}, max {}",
+            fr[i],
+            sr[i],
+            att[i],
+            max[i]
+        );
+    }
+    // The inputs reach every answer.
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}

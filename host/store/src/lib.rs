@@ -12,6 +12,7 @@ mod ids;
 mod payload;
 mod pg;
 mod pg_hooks;
+pub mod rules;
 mod sqlite;
 mod store;
 mod types;

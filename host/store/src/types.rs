@@ -158,7 +158,8 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub(crate) fn parse(s: &str) -> Refusal {
+    /// From PostgreSQL's `tasker_refusal` text.
+    pub fn parse(s: &str) -> Refusal {
         match s {
             "stale_token" => Refusal::StaleToken,
             "not_in_progress" => Refusal::NotInProgress,
@@ -201,7 +202,8 @@ pub enum RetryDecision {
 }
 
 impl RetryDecision {
-    pub(crate) fn parse(s: &str) -> Result<Self, String> {
+    /// From PostgreSQL's text.
+    pub fn parse(s: &str) -> Result<Self, String> {
         match s {
             "retry" => Ok(RetryDecision::Retry),
             "permanent" => Ok(RetryDecision::Permanent),

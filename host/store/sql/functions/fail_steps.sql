@@ -56,9 +56,8 @@ BEGIN
         ORDER BY x.sid, x.ord
     ), d AS (
         SELECT s.id, i.*,
-               CASE WHEN NOT (coalesce(i.retryable, false) AND s.retryable) THEN 'permanent'
-                    WHEN s.attempts + 1 >= s.max_attempts THEN 'exhausted'
-                    ELSE 'retry' END AS decision,
+               tasker_retry_decision(i.retryable, s.retryable, s.attempts, s.max_attempts)
+                   AS decision,
                CASE WHEN i.retry_after IS NOT NULL
                     THEN least(greatest(i.retry_after, 0), s.max_retry_after_ms) END AS requested,
                tasker_backoff_ms(s.backoff_base_ms, s.backoff_multiplier, s.backoff_cap_ms,

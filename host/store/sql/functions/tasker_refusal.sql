@@ -1,4 +1,5 @@
--- Why an item of a batch was refused, given the step's state now.
+-- Why an item of a batch was refused, given the step's state now; tasker_store::rules::refusal is
+-- the same rule for the embedded store (checked against this one on random inputs).
 CREATE OR REPLACE FUNCTION tasker_refusal(p_state text, p_claim_count int, p_token bigint, p_duplicate boolean)
 RETURNS text
 LANGUAGE sql IMMUTABLE AS $$

@@ -18,13 +18,14 @@ use serde_json::{Value, json};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, Transaction};
 use tasker_core::backoff::Backoff;
-use tasker_core::state::TaskState;
+use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
 use super::rows::{col, id_list, json_col, step_state, task_state, ts_col, u32_col};
 use super::{SqliteStore, set_reason, ts, us};
 use crate::error::StoreError;
 use crate::payload::Payload;
+use crate::rules::{self, refusal};
 use crate::store::Result;
 use crate::types::*;
 use tasker_core::backoff::MAX_DELAY_MS;
@@ -505,18 +506,6 @@ fn plus_us(now: i64, delta: i64) -> Result<i64> {
         .ok_or_else(|| StoreError::InvalidInput("timestamp out of range".into()))
 }
 
-/// `tasker_refusal`: why an item of a batch was refused, given the step's state now.
-fn refusal(step: Option<(&str, i64)>, token: i64, duplicate: bool) -> Refusal {
-    match step {
-        _ if duplicate => Refusal::DuplicateInBatch,
-        None => Refusal::UnknownStep,
-        Some(("cancelled", _)) => Refusal::Cancelled,
-        Some((_, claim_count)) if claim_count != token => Refusal::StaleToken,
-        Some((state, _)) if state != "in_progress" => Refusal::NotInProgress,
-        Some(_) => Refusal::Other("refused".into()),
-    }
-}
-
 /// For each item, whether it is the first occurrence of its step in the batch.
 fn first_occurrences(ids: impl Iterator<Item = StepId>) -> Vec<bool> {
     let mut seen = HashSet::new();
@@ -546,7 +535,7 @@ fn accounting_json(a: &Accounting) -> Result<[(&'static str, Value); 4]> {
 /// The current row of each step a batch names.
 struct Current {
     task_id: TaskId,
-    state: String,
+    state: StepState,
     claim_count: i64,
     worker: Option<String>,
     attempts: i64,
@@ -563,7 +552,7 @@ fn current_row(row: &SqliteRow) -> Result<Current> {
     };
     Ok(Current {
         task_id: col(row, "task_id")?,
-        state: col(row, "state")?,
+        state: step_state(&col::<String>(row, "state")?)?,
         claim_count: col(row, "claim_count")?,
         worker: col(row, "worker")?,
         attempts: col(row, "attempts")?,
@@ -975,7 +964,7 @@ async fn complete_in(
             first
                 && cur
                     .get(&c.step_id)
-                    .is_some_and(|s| s.state == "in_progress" && s.claim_count == c.token)
+                    .is_some_and(|s| s.state == StepState::InProgress && s.claim_count == c.token)
         })
         .collect();
 
@@ -1053,7 +1042,7 @@ async fn complete_in(
                     step_id: c.step_id,
                     task_id,
                     refusal: Some(refusal(
-                        step.map(|s| (s.state.as_str(), s.claim_count)),
+                        step.map(|s| (s.state, s.claim_count)),
                         c.token,
                         !first[i],
                     )),
@@ -1105,13 +1094,12 @@ fn decision_str(d: RetryDecision) -> &'static str {
 /// fail_steps' decision for an accepted failure: retry, permanent or exhausted, and when a
 /// retry is due (a capped retry-after, else the step's backoff).
 fn decide(f: &StepFailure, step: &Current, id: StepId, now: i64) -> Result<Decided> {
-    let decision = if !(f.retryable && step.retryable) {
-        RetryDecision::Permanent
-    } else if step.attempts + 1 >= step.max_attempts {
-        RetryDecision::Exhausted
-    } else {
-        RetryDecision::Retry
-    };
+    let decision = rules::retry_decision(
+        f.retryable,
+        step.retryable,
+        step.attempts,
+        step.max_attempts,
+    );
     let requested = f.retry_after_ms.map(|ms| {
         i64::try_from(ms)
             .unwrap_or(i64::MAX)
@@ -1159,7 +1147,7 @@ async fn fail_in(
         let Some(step) = cur.get(&f.step_id) else {
             continue;
         };
-        if !(first[i] && step.state == "in_progress" && step.claim_count == f.token) {
+        if !(first[i] && step.state == StepState::InProgress && step.claim_count == f.token) {
             continue;
         }
         let d = decide(f, step, f.step_id, now)?;
@@ -1270,7 +1258,7 @@ async fn fail_in(
                     step_id: f.step_id,
                     task_id,
                     refusal: Some(refusal(
-                        step.map(|s| (s.state.as_str(), s.claim_count)),
+                        step.map(|s| (s.state, s.claim_count)),
                         f.token,
                         !first[i],
                     )),
@@ -1463,7 +1451,7 @@ pub(super) async fn release(
         .map(|(l, &first)| {
             first
                 && cur.get(&l.step_id).is_some_and(|s| {
-                    s.state == "in_progress"
+                    s.state == StepState::InProgress
                         && s.claim_count == l.token
                         && s.worker.as_deref() == Some(worker)
                 })
@@ -1511,13 +1499,13 @@ pub(super) async fn release(
                 None
             } else if step.is_some_and(|s| {
                 s.worker.as_deref() != Some(worker)
-                    && s.state == "in_progress"
+                    && s.state == StepState::InProgress
                     && s.claim_count == l.token
             }) {
                 Some(Refusal::OtherWorker)
             } else {
                 Some(refusal(
-                    step.map(|s| (s.state.as_str(), s.claim_count)),
+                    step.map(|s| (s.state, s.claim_count)),
                     l.token,
                     !first[i],
                 ))

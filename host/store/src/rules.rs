@@ -1,0 +1,72 @@
+//! The decisions both stores make about one item, written once. The SQLite store calls these;
+//! PostgreSQL's functions of the same names (`tasker_refusal`, `tasker_retry_decision` in
+//! `host/store/sql/functions/`) mirror them, and `tests/differential/sql_vs_rust.rs` checks
+//! on random inputs that the two agree.
+
+use tasker_core::state::StepState;
+
+use crate::types::{Refusal, RetryDecision};
+
+/// Why an item of a batch (a completion, failure, heartbeat or release) was refused, given
+/// the step's state now (`None`: no such step) and its fencing token.
+pub fn refusal(step: Option<(StepState, i64)>, token: i64, duplicate: bool) -> Refusal {
+    match step {
+        _ if duplicate => Refusal::DuplicateInBatch,
+        None => Refusal::UnknownStep,
+        Some((StepState::Cancelled, _)) => Refusal::Cancelled,
+        Some((_, claim_count)) if claim_count != token => Refusal::StaleToken,
+        Some((state, _)) if state != StepState::InProgress => Refusal::NotInProgress,
+        Some(_) => Refusal::Other("refused".into()),
+    }
+}
+
+/// What an accepted failure does to its step: retry while both the failure and the step
+/// allow it and attempts are left (`attempts` counts the ones before this failure).
+pub fn retry_decision(
+    failure_retryable: bool,
+    step_retryable: bool,
+    attempts: i64,
+    max_attempts: i64,
+) -> RetryDecision {
+    if !(failure_retryable && step_retryable) {
+        RetryDecision::Permanent
+    } else if attempts.saturating_add(1) >= max_attempts {
+        RetryDecision::Exhausted
+    } else {
+        RetryDecision::Retry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_attempt_is_exhausted_and_a_refused_kind_is_permanent() {
+        assert_eq!(retry_decision(true, true, 0, 3), RetryDecision::Retry);
+        assert_eq!(retry_decision(true, true, 2, 3), RetryDecision::Exhausted);
+        assert_eq!(retry_decision(false, true, 0, 3), RetryDecision::Permanent);
+        assert_eq!(retry_decision(true, false, 2, 3), RetryDecision::Permanent);
+    }
+
+    #[test]
+    fn a_duplicate_is_named_before_anything_else() {
+        assert_eq!(
+            refusal(Some((StepState::InProgress, 1)), 1, true),
+            Refusal::DuplicateInBatch
+        );
+        assert_eq!(refusal(None, 1, false), Refusal::UnknownStep);
+        assert_eq!(
+            refusal(Some((StepState::Cancelled, 9)), 1, false),
+            Refusal::Cancelled
+        );
+        assert_eq!(
+            refusal(Some((StepState::InProgress, 2)), 1, false),
+            Refusal::StaleToken
+        );
+        assert_eq!(
+            refusal(Some((StepState::Complete, 1)), 1, false),
+            Refusal::NotInProgress
+        );
+    }
+}
