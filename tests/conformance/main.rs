@@ -2,3 +2,4 @@
 //! area. More suites move here from the crates' own `tests/` folders (issue #13).
 
 mod guest_data;
+mod random_dags;

@@ -1,6 +1,8 @@
 //! The harness the cross-crate suites share: workers with test timings, their own
 //! connections, and polling for tasks to end.
 
+pub mod model;
+
 use std::time::Duration;
 
 use tasker_engine::WorkerConfig;
