@@ -1,5 +1,6 @@
 //! The harness the cross-crate suites share: workers with test timings, their own
-//! connections, and polling for tasks to end.
+//! connections, and polling for tasks to end; and the reference model of the stores'
+//! scheduling semantics ([`model`]).
 
 pub mod model;
 

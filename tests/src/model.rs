@@ -125,33 +125,6 @@ pub fn percentage(done: u32, total: u32) -> f64 {
     hundredths as f64 / 100.0
 }
 
-/// The longest path from a root to each step of a template, by position.
-pub fn levels(t: &Template) -> Vec<u32> {
-    let pos: BTreeMap<&str, usize> = t
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-    let mut level = vec![None::<u32>; t.steps.len()];
-    while level.iter().any(Option::is_none) {
-        for (i, s) in t.steps.iter().enumerate() {
-            if level[i].is_some() {
-                continue;
-            }
-            let ps: Option<Vec<u32>> = s
-                .depends_on
-                .iter()
-                .map(|d| level[pos[d.as_str()]])
-                .collect();
-            if let Some(ps) = ps {
-                level[i] = Some(ps.into_iter().map(|l| l + 1).max().unwrap_or(0));
-            }
-        }
-    }
-    level.into_iter().map(|l| l.unwrap_or(0)).collect()
-}
-
 impl Model {
     pub fn new(claim_cursor: bool) -> Self {
         Model {
