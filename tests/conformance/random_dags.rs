@@ -382,26 +382,25 @@ impl<'a, S: Backend> Case<'a, S> {
             .any(|s| s.lease_expires_at.is_some_and(|t| t < now));
         let error_task = self.task_in(TaskState::Error);
         let done = if self.lazy { 1 } else { 4 };
+        let sweep = match (expired, self.lazy) {
+            (true, true) => 30,
+            (true, false) => 10,
+            _ => 2,
+        };
         let more_tasks = u32::from(self.model.steps.len() < 100 && self.tasks.len() < 4);
         let weights = [
-            if ready { 30 } else { 3 },               // claim
-            if live { 5 * done } else { 0 },          // complete
-            if live { 3 * done } else { 0 },          // complete and claim
-            if live { 3 * done } else { 0 },          // fail
-            if live && !self.lazy { 4 } else { 0 },   // heartbeat
-            if live { 3 } else { 0 },                 // release
-            if ready && !self.lazy { 6 } else { 25 }, // time passes
-            if expired && self.lazy {
-                30
-            } else if expired {
-                10
-            } else {
-                2
-            }, // sweep
-            if error_task.is_some() { 8 } else { 2 }, // resolve
-            1,                                        // cancel
+            if ready { 30 } else { 3 },                // claim
+            if live { 5 * done } else { 0 },           // complete
+            if live { 3 * done } else { 0 },           // complete and claim
+            if live { 3 * done } else { 0 },           // fail
+            if live && !self.lazy { 4 } else { 0 },    // heartbeat
+            if live { 3 } else { 0 },                  // release
+            if ready && !self.lazy { 6 } else { 25 },  // time passes
+            sweep,                                     // sweep
+            if error_task.is_some() { 8 } else { 2 },  // resolve
+            1,                                         // cancel
             if error_task.is_some() { 10 } else { 1 }, // retry the task
-            more_tasks,                               // one more task
+            more_tasks,                                // one more task
         ];
         let total: u32 = weights.iter().sum();
         let mut r = self.rng.random_range(0..total);
