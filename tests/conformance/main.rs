@@ -11,6 +11,7 @@ mod hooks_policy;
 mod operations;
 mod outbox;
 mod pinning;
+mod random_dags;
 mod readiness;
 mod sqlite_schema;
 mod store_concurrency;

@@ -1,10 +1,12 @@
 //! The harness the cross-crate suites share: running a scenario on both backends
 //! ([`on_both_backends!`]), the store drivers at fixed instants ([`store`]), workers with test
-//! timings, their own connections, polling for tasks to end, and the `tasker` binary against
-//! a test database on either backend ([`cli`]).
+//! timings, their own connections, polling for tasks to end, the `tasker` binary against a
+//! test database on either backend ([`cli`]), and the reference model of the stores'
+//! scheduling semantics ([`model`]).
 
 pub mod backends;
 pub mod cli;
+pub mod model;
 pub mod store;
 
 pub use backends::Backend;
