@@ -130,9 +130,12 @@ fn opt_i64(v: Option<u64>, what: &str) -> Result<Option<i64>> {
     v.map(|x| to_i64(x, what)).transpose()
 }
 
-fn interval(d: Duration, what: &str) -> Result<sqlx::postgres::types::PgInterval> {
-    sqlx::postgres::types::PgInterval::try_from(d)
-        .map_err(|e| StoreError::InvalidInput(format!("{what}: {e}")))
+pub(crate) fn interval(d: Duration, what: &str) -> Result<sqlx::postgres::types::PgInterval> {
+    Ok(sqlx::postgres::types::PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: crate::rules::micros(what, d)?,
+    })
 }
 
 fn refusal(row: &PgRow) -> Result<Option<Refusal>> {

@@ -68,8 +68,7 @@ pub(crate) async fn claim(
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<Vec<HookDeliveryJob>> {
-    let lease = sqlx::postgres::types::PgInterval::try_from(lease)
-        .map_err(|e| StoreError::InvalidInput(format!("lease: {e}")))?;
+    let lease = crate::pg::interval(lease, "lease")?;
     let rows = sqlx::query("SELECT * FROM claim_hook_deliveries($1, $2, $3, $4)")
         .bind(worker)
         .bind(i32::try_from(limit).unwrap_or(i32::MAX))

@@ -3,9 +3,24 @@
 //! `host/store/sql/functions/`) mirror them, and `tests/differential/sql_vs_rust.rs` checks
 //! on random inputs that the two agree.
 
+use std::time::Duration;
+
 use tasker_core::state::StepState;
 
+use crate::error::StoreError;
 use crate::types::{Refusal, RetryDecision};
+
+/// A lease (or any duration a store keeps) in whole microseconds, the resolution of both
+/// stores' instants; anything finer, or too long for 64 bits, is refused the same on both.
+pub fn micros(what: &str, d: Duration) -> Result<i64, StoreError> {
+    if !d.as_nanos().is_multiple_of(1000) {
+        return Err(StoreError::InvalidInput(format!(
+            "{what}: {d:?} is not a whole number of microseconds"
+        )));
+    }
+    i64::try_from(d.as_micros())
+        .map_err(|_| StoreError::InvalidInput(format!("{what}: {d:?} is too long")))
+}
 
 /// Why an item of a batch (a completion, failure, heartbeat or release) was refused, given
 /// the step's state now (`None`: no such step) and its fencing token.

@@ -35,7 +35,10 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<CreatedTask>> + Send;
 
-    /// Claim up to `limit` ready steps (oldest `ready_at` first) under a lease.
+    /// Claim up to `limit` ready steps under a lease, in `(ready_at, id)` order. SQLite reads
+    /// the queue from its head; PostgreSQL resumes each session's scan where its last full
+    /// claim ended (the claim cursor, docs/store.md), so a claim may take newer steps while
+    /// older ones wait: a short claim, and every 64th, scans from the head again.
     fn claim(
         &self,
         worker: &str,

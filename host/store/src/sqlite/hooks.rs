@@ -100,16 +100,6 @@ pub(super) async fn enqueue_custom_events(
     Ok(())
 }
 
-/// A lease as µs, refused as PostgreSQL's interval conversion (sqlx's `PgInterval`) refuses it.
-fn lease_us(lease: Duration) -> Result<i64> {
-    if !lease.as_nanos().is_multiple_of(1000) {
-        return Err(StoreError::InvalidInput(
-            "lease: PostgreSQL `INTERVAL` does not support nanoseconds precision".into(),
-        ));
-    }
-    i64::try_from(lease.as_micros()).map_err(|e| StoreError::InvalidInput(format!("lease: {e}")))
-}
-
 fn job(row: &SqliteRow) -> Result<HookDeliveryJob> {
     let limits = json_col(row, "limits")?;
     let grants = json_col(row, "grants")?;
@@ -147,7 +137,7 @@ pub(super) async fn claim_deliveries(
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<Vec<HookDeliveryJob>> {
-    let lease = lease_us(lease)?;
+    let lease = crate::rules::micros("lease", lease)?;
     let now = us(now);
     let mut tx = s.write().await?;
     let ids: Vec<i64> = sqlx::query_scalar(

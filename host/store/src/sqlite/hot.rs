@@ -489,16 +489,6 @@ pub(super) async fn commit(mut tx: Tx) -> Result<()> {
     Ok(())
 }
 
-/// A lease as microseconds, refused where PgStore's interval conversion refuses it.
-fn lease_micros(lease: Duration) -> Result<i64> {
-    if !lease.as_nanos().is_multiple_of(1000) {
-        return Err(StoreError::InvalidInput(
-            "lease: PostgreSQL `INTERVAL` does not support nanoseconds precision".into(),
-        ));
-    }
-    i64::try_from(lease.as_micros()).map_err(|e| StoreError::InvalidInput(format!("lease: {e}")))
-}
-
 /// `now + delta` in microseconds, refused like PostgreSQL's timestamp arithmetic out of range.
 fn plus_us(now: i64, delta: i64) -> Result<i64> {
     now.checked_add(delta)
@@ -754,7 +744,7 @@ fn claim_args(
 ) -> Result<ClaimArgs> {
     let limit = i32::try_from(limit)
         .map_err(|_| StoreError::InvalidInput(format!("claim limit {limit} is too large")))?;
-    let lease = lease_micros(lease)?;
+    let lease = rules::micros("lease", lease)?;
     if worker.is_empty() {
         return Err(StoreError::InvalidInput(format!(
             "{fname}: worker must be a non-empty name"
@@ -1284,7 +1274,7 @@ pub(super) async fn heartbeat(
     if leases.is_empty() {
         return Ok(Vec::new());
     }
-    let lease = lease_micros(lease)?;
+    let lease = rules::micros("lease", lease)?;
     if lease <= 0 {
         return Err(StoreError::InvalidInput(
             "heartbeat_steps: lease must be positive, got 00:00:00".into(),
