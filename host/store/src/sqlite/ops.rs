@@ -1,5 +1,5 @@
-//! Task operations on SQLite: cancel, retry, resolve. Mirrors migrations/0004_operations.sql
-//! statement for statement (the audit triggers write the transitions); its RAISEs map to the
+//! Task operations on SQLite: cancel, retry, resolve. Mirrors PostgreSQL's `cancel_task`,
+//! `retry_task` and `resolve_step` (host/store/sql/functions/) statement for statement (the audit triggers write the transitions); its RAISEs map to the
 //! errors PostgreSQL's SQLSTATEs map to: P0002 -> NotFound, 55000 -> InvalidState.
 
 use std::collections::BTreeSet;
@@ -8,17 +8,19 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::hot::{Tx, commit, finalize_tasks, release_children};
-use super::rows::task_state;
+use super::rows::{step_state, task_state};
 use super::{SqliteStore, set_reason, us};
 use crate::error::StoreError;
 use crate::store::Result;
 use crate::types::*;
+use tasker_core::state::{StepState, TaskState};
 
-async fn task_state_of(tx: &mut Tx, task_id: TaskId) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT state FROM tasks WHERE id = ?")
+async fn task_state_of(tx: &mut Tx, task_id: TaskId) -> Result<Option<TaskState>> {
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM tasks WHERE id = ?")
         .bind(task_id)
         .fetch_optional(&mut **tx)
-        .await?)
+        .await?;
+    state.as_deref().map(task_state).transpose()
 }
 
 pub(super) async fn cancel_task(
@@ -31,14 +33,14 @@ pub(super) async fn cancel_task(
     let state = task_state_of(&mut tx, task_id)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("unknown task {task_id}")))?;
-    if state == "cancelled" {
+    if state == TaskState::Cancelled {
         return Ok(CancelOutcome {
             task_id,
             cancelled: false,
             steps_cancelled: 0,
         });
     }
-    if state == "complete" {
+    if state == TaskState::Complete {
         return Err(StoreError::InvalidState(format!(
             "task {task_id} is complete and cannot be cancelled"
         )));
@@ -93,7 +95,9 @@ pub(super) async fn cancel_task(
     if done == 0 {
         // PostgreSQL's guard against a task finishing between its read and its lock; the
         // single writer makes it unreachable here, but the answer stays the same.
-        let state = task_state_of(&mut tx, task_id).await?.unwrap_or_default();
+        let state = task_state_of(&mut tx, task_id)
+            .await?
+            .map_or("", TaskState::as_str);
         return Err(StoreError::InvalidState(format!(
             "task {task_id} is {state} and cannot be cancelled"
         )));
@@ -116,7 +120,7 @@ pub(super) async fn retry_task(
     let state = task_state_of(&mut tx, task_id)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("unknown task {task_id}")))?;
-    if state != "error" {
+    if state != TaskState::Error {
         return Err(StoreError::InvalidState(format!(
             "task {task_id} is {state}; only a task in error can be retried"
         )));
@@ -175,8 +179,12 @@ pub(super) async fn resolve_step(
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("unknown step {step_id}")))?;
+    let state = step_state(&state)?;
     set_reason(&mut tx, Some("resolved_manually")).await?;
-    if !matches!(state.as_str(), "pending" | "waiting_for_retry" | "error") {
+    if !matches!(
+        state,
+        StepState::Pending | StepState::WaitingForRetry | StepState::Error
+    ) {
         return Err(StoreError::InvalidState(format!(
             "step {step_id} is {state}; only a pending, waiting_for_retry or error step can be \
              resolved"
@@ -204,12 +212,12 @@ pub(super) async fn resolve_step(
          WHERE id = ?3 \
          RETURNING state",
     )
-    .bind(i64::from(state == "error"))
+    .bind(i64::from(state == StepState::Error))
     .bind(now)
     .bind(task_id)
     .fetch_one(&mut *tx)
     .await?;
-    if task_state_now == "error" {
+    if task_state(&task_state_now)? == TaskState::Error {
         // Blocked before; unblocked now if something can move or nothing is left.
         sqlx::query(
             "UPDATE tasks SET state = 'pending', finished_at = NULL, updated_at = ?1 \
@@ -233,7 +241,7 @@ pub(super) async fn resolve_step(
         step_id,
         task_id,
         ready_children: ready,
-        task_state: task_state(&final_state)?,
+        task_state: final_state,
     })
 }
 
