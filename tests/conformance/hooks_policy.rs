@@ -6,17 +6,18 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::json;
+use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::TaskState;
 use tasker_core::template::{HandlerRef, Template};
-use tasker_engine::Coordinator;
 use tasker_engine::hooks::{DeliveryConfig, HookDeliverer, HookRunner};
 use tasker_engine::policy::{Policies, PolicyAnswer, PolicyFailure, RetryPolicyRunner};
 use tasker_engine::testing::{Fault, FaultInjector, InProcessExecutor};
+use tasker_engine::{ComponentError, Coordinator};
 use tasker_store::TaskId;
 use tasker_store::{HookDeliveryJob, RetryDecision};
 use tasker_tests::Backend;
 
-type Answer = Box<dyn Fn(&PolicyFailure) -> Result<PolicyAnswer, String> + Send + Sync>;
+type Answer = Box<dyn Fn(&PolicyFailure) -> Result<PolicyAnswer, ComponentError> + Send + Sync>;
 
 /// A policy answering from a closure, recording what it was asked.
 struct FnPolicy {
@@ -26,7 +27,7 @@ struct FnPolicy {
 
 impl FnPolicy {
     fn new(
-        f: impl Fn(&PolicyFailure) -> Result<PolicyAnswer, String> + Send + Sync + 'static,
+        f: impl Fn(&PolicyFailure) -> Result<PolicyAnswer, ComponentError> + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(FnPolicy {
             answer: Box::new(f),
@@ -43,7 +44,7 @@ impl RetryPolicyRunner for FnPolicy {
         &'a self,
         policy: &'a HandlerRef,
         failure: &'a PolicyFailure,
-    ) -> BoxFuture<'a, Result<PolicyAnswer, String>> {
+    ) -> BoxFuture<'a, Result<PolicyAnswer, ComponentError>> {
         self.asked
             .lock()
             .unwrap()
@@ -196,7 +197,12 @@ async fn a_policy_cannot_exceed_max_attempts<S: Backend>(s: S) {
 }
 
 async fn a_failing_policy_falls_back_to_the_builtin_one_with_a_warning<S: Backend>(s: S) {
-    let p = FnPolicy::new(|_| Err("trap: policy bug".into()));
+    let p = FnPolicy::new(|_| {
+        Err(ComponentError::Failed {
+            kind: ErrorKind::Trap,
+            message: "policy bug".into(),
+        })
+    });
     let c = coordinator(&s, Fault::retryable(1), Policies::with_runner(p));
     let r = c.run(&one_step("broken", 3), json!({})).await.unwrap();
     assert_eq!(r.state, TaskState::Complete);
@@ -242,14 +248,20 @@ struct Recorder {
 }
 
 impl HookRunner for Recorder {
-    fn deliver<'a>(&'a self, job: &'a HookDeliveryJob) -> BoxFuture<'a, Result<(), String>> {
+    fn deliver<'a>(
+        &'a self,
+        job: &'a HookDeliveryJob,
+    ) -> BoxFuture<'a, Result<(), ComponentError>> {
         self.seen.lock().unwrap().push((
             job.component.clone(),
             job.task_id,
             job.event_name.clone(),
         ));
         let out = if job.component.starts_with("bad@") {
-            Err(format!("refused {}", job.event_name))
+            Err(ComponentError::Failed {
+                kind: ErrorKind::HandlerError,
+                message: format!("refused {}", job.event_name),
+            })
         } else {
             Ok(())
         };
@@ -340,7 +352,10 @@ async fn hooks_get_every_event_in_order_at_least_once_and_bad_ones_go_dead<S: Ba
             outbox.iter().filter(|r| r.hook_id != rec_hook).collect();
         assert_eq!(bad.len(), 3, "step.completed x3");
         assert!(bad.iter().all(|r| r.state == "dead" && r.attempts == 2));
-        assert_eq!(bad[0].last_error.as_deref(), Some("refused step.completed"));
+        assert_eq!(
+            bad[0].last_error.as_deref(),
+            Some("handler_error: refused step.completed")
+        );
     }
     let counts = store.hook_counts(None).await.unwrap();
     let bad = counts.iter().find(|c| c.component == "bad@1.0.0").unwrap();
@@ -356,13 +371,16 @@ struct Flaky {
 }
 
 impl HookRunner for Flaky {
-    fn deliver<'a>(&'a self, job: &'a HookDeliveryJob) -> BoxFuture<'a, Result<(), String>> {
+    fn deliver<'a>(
+        &'a self,
+        job: &'a HookDeliveryJob,
+    ) -> BoxFuture<'a, Result<(), ComponentError>> {
         self.seen
             .lock()
             .unwrap()
             .push((job.task_id, job.delivery_id, job.event_name.clone()));
         let out = if job.delivery_id % 5 == 0 && job.delivery_no == 1 {
-            Err("transient".to_owned())
+            Err(ComponentError::NoAnswer(Duration::from_millis(1)))
         } else {
             Ok(())
         };

@@ -20,10 +20,14 @@ use tasker_store::{HookDeliveryJob, HookDeliveryResult, Store};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-/// Delivers one event to one hook component. Implemented with the sandbox in `tasker-cli`.
-/// Every way the hook can fail (trap, timeout, out of fuel, its own error) is `Err`.
+use crate::component::ComponentError;
+
+/// Delivers one event to one hook component. Implemented with the sandbox in
+/// `tasker-runtime`. Every way the hook can fail (trap, timeout, out of fuel, its own error)
+/// is `Err`.
 pub trait HookRunner: Send + Sync + 'static {
-    fn deliver<'a>(&'a self, job: &'a HookDeliveryJob) -> BoxFuture<'a, Result<(), String>>;
+    fn deliver<'a>(&'a self, job: &'a HookDeliveryJob)
+    -> BoxFuture<'a, Result<(), ComponentError>>;
 }
 
 /// How a delivery loop behaves.
@@ -136,10 +140,7 @@ impl<S: Store + 'static> HookDeliverer<S> {
                         .await
                     {
                         Ok(r) => r,
-                        Err(_) => Err(format!(
-                            "no answer within {} ms",
-                            self.cfg.call_timeout.as_millis()
-                        )),
+                        Err(_) => Err(ComponentError::NoAnswer(self.cfg.call_timeout)),
                     };
                 HookDeliveryResult {
                     delivery_id: job.delivery_id,
@@ -147,7 +148,7 @@ impl<S: Store + 'static> HookDeliverer<S> {
                     // A hook's own error text, storable (see `record::to_record`).
                     error: outcome
                         .err()
-                        .map(|e| tasker_core::text::storable(&e).into_owned()),
+                        .map(|e| tasker_core::text::storable(&e.to_string()).into_owned()),
                 }
             }
         });

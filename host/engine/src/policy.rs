@@ -18,6 +18,8 @@ use futures::future::{BoxFuture, join_all};
 use tasker_core::template::{HandlerRef, StepTemplate};
 use tasker_store::{ClaimedStep, FailureDecision, StepFailure, StepId, Store, TaskId};
 
+use crate::component::ComponentError;
+
 /// A failed attempt, as a policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyFailure {
@@ -42,14 +44,14 @@ pub enum PolicyAnswer {
     GiveUp { reason: String },
 }
 
-/// Asks a policy component for a decision. Implemented with the sandbox in `tasker-cli`.
-/// Every way the component can fail must come back as `Err(description)`.
+/// Asks a policy component for a decision. Implemented with the sandbox in
+/// `tasker-runtime`. Every way the component can fail must come back as `Err`.
 pub trait RetryPolicyRunner: Send + Sync + 'static {
     fn decide<'a>(
         &'a self,
         policy: &'a HandlerRef,
         failure: &'a PolicyFailure,
-    ) -> BoxFuture<'a, Result<PolicyAnswer, String>>;
+    ) -> BoxFuture<'a, Result<PolicyAnswer, ComponentError>>;
 }
 
 /// Default host-wide maximum retry delay a policy may ask for: one hour.
@@ -158,15 +160,12 @@ pub async fn decide_failures<S: Store>(
         };
         async move {
             let answer = match &policies.runner {
-                None => Err("no retry-policy runner on this host".to_owned()),
+                None => Err(ComponentError::NoRunner("retry-policy")),
                 Some(r) => {
                     match tokio::time::timeout(policies.timeout, r.decide(&policy, &failure)).await
                     {
                         Ok(a) => a,
-                        Err(_) => Err(format!(
-                            "no answer within {} ms",
-                            policies.timeout.as_millis()
-                        )),
+                        Err(_) => Err(ComponentError::NoAnswer(policies.timeout)),
                     }
                 }
             };

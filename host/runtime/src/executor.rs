@@ -82,7 +82,7 @@ pub fn grants(g: &template::Grants) -> AttemptGrants {
     }
 }
 
-fn kind_of(e: &SandboxError) -> ErrorKind {
+pub(crate) fn kind_of(e: &SandboxError) -> ErrorKind {
     match e {
         SandboxError::Timeout { .. } => ErrorKind::Timeout,
         SandboxError::OutOfFuel { .. } => ErrorKind::OutOfFuel,

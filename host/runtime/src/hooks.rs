@@ -2,14 +2,15 @@
 
 use futures::future::BoxFuture;
 use tasker_core::template::HandlerRef;
+use tasker_engine::ComponentError;
 use tasker_engine::hooks::HookRunner;
 use tasker_sandbox::{HookEvent, HookRequest, PluginHash, PluginRef, Sandbox};
 use tasker_store::HookDeliveryJob;
 
-use crate::executor::{grants, limits};
+use crate::executor::{grants, kind_of, limits};
 
 /// A `name@version` or `blake3:` reference in the registry's terms.
-pub fn component_ref(h: &HandlerRef) -> Result<PluginRef, String> {
+pub fn component_ref(h: &HandlerRef) -> Result<PluginRef, ComponentError> {
     match h {
         HandlerRef::Named { name, version } => Ok(PluginRef::Name {
             name: name.clone(),
@@ -18,7 +19,7 @@ pub fn component_ref(h: &HandlerRef) -> Result<PluginRef, String> {
         HandlerRef::Hash(hex) => hex
             .parse::<PluginHash>()
             .map(PluginRef::Hash)
-            .map_err(|e| format!("component hash {hex}: {e}")),
+            .map_err(|e| ComponentError::BadReference(format!("component hash {hex}: {e}"))),
     }
 }
 
@@ -34,11 +35,11 @@ impl WasmHookRunner {
         WasmHookRunner { sandbox }
     }
 
-    async fn run(&self, job: &HookDeliveryJob) -> Result<(), String> {
+    async fn run(&self, job: &HookDeliveryJob) -> Result<(), ComponentError> {
         let handler: HandlerRef = job
             .component
             .parse()
-            .map_err(|e| format!("hook component: {e}"))?;
+            .map_err(|e| ComponentError::BadReference(format!("hook component: {e}")))?;
         let req = HookRequest {
             plugin: component_ref(&handler)?,
             event: HookEvent {
@@ -56,12 +57,23 @@ impl WasmHookRunner {
             .run_hook(req)
             .await
             .map(|_| ())
-            .map_err(|f| format!("{}: {}", f.kind(), f.error))
+            .map_err(|f| failed(&f.error))
     }
 }
 
 impl HookRunner for WasmHookRunner {
-    fn deliver<'a>(&'a self, job: &'a HookDeliveryJob) -> BoxFuture<'a, Result<(), String>> {
+    fn deliver<'a>(
+        &'a self,
+        job: &'a HookDeliveryJob,
+    ) -> BoxFuture<'a, Result<(), ComponentError>> {
         Box::pin(self.run(job))
+    }
+}
+
+/// A sandbox failure of a hook or policy component, with its kind.
+pub(crate) fn failed(e: &tasker_sandbox::SandboxError) -> ComponentError {
+    ComponentError::Failed {
+        kind: kind_of(e),
+        message: e.to_string(),
     }
 }

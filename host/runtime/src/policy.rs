@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use tasker_core::template::HandlerRef;
+use tasker_engine::ComponentError;
 use tasker_engine::policy::{Policies, PolicyAnswer, PolicyFailure, RetryPolicyRunner};
 use tasker_sandbox::{PolicyDecision, PolicyRequest, Sandbox};
 
-use crate::hooks::component_ref;
+use crate::hooks::{component_ref, failed};
 
 /// Asks `retry-policy` components, each call in a fresh sandbox with the host's default
 /// limits (tight: a decision is a few instructions) and no grants.
@@ -30,7 +31,11 @@ impl WasmPolicyRunner {
         }
     }
 
-    async fn run(&self, policy: &HandlerRef, f: &PolicyFailure) -> Result<PolicyAnswer, String> {
+    async fn run(
+        &self,
+        policy: &HandlerRef,
+        f: &PolicyFailure,
+    ) -> Result<PolicyAnswer, ComponentError> {
         let req = PolicyRequest {
             plugin: component_ref(policy)?,
             failure: tasker_sandbox::PolicyInput {
@@ -48,7 +53,7 @@ impl WasmPolicyRunner {
         match self.sandbox.run_policy(req).await {
             Ok((PolicyDecision::Retry(ms), _)) => Ok(PolicyAnswer::Retry { after_ms: ms }),
             Ok((PolicyDecision::GiveUp(reason), _)) => Ok(PolicyAnswer::GiveUp { reason }),
-            Err(f) => Err(format!("{}: {}", f.kind(), f.error)),
+            Err(f) => Err(failed(&f.error)),
         }
     }
 }
@@ -58,7 +63,7 @@ impl RetryPolicyRunner for WasmPolicyRunner {
         &'a self,
         policy: &'a HandlerRef,
         failure: &'a PolicyFailure,
-    ) -> BoxFuture<'a, Result<PolicyAnswer, String>> {
+    ) -> BoxFuture<'a, Result<PolicyAnswer, ComponentError>> {
         Box::pin(self.run(policy, failure))
     }
 }
