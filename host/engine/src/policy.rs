@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::{BoxFuture, join_all};
+use tasker_core::error_kind::ErrorKind;
 use tasker_core::template::{HandlerRef, StepTemplate};
 use tasker_store::{ClaimedStep, FailureDecision, StepFailure, StepId, Store, TaskId};
 
@@ -30,7 +31,7 @@ pub struct PolicyFailure {
     pub attempt: u32,
     pub max_attempts: u32,
     /// An error kind name: `handler_error`, `timeout`, `trap`, ...
-    pub error_kind: String,
+    pub error_kind: ErrorKind,
     pub message: String,
     /// The handler's own requested delay.
     pub retry_after_ms: Option<u64>,
@@ -153,7 +154,7 @@ pub async fn decide_failures<S: Store>(
             step_name: job.step_name.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
-            error_kind: f.error_kind.as_str().to_owned(),
+            error_kind: f.error_kind,
             message: f.message.clone(),
             retry_after_ms: f.retry_after_ms,
             since_first_attempt_ms: since(job.step_id),

@@ -42,7 +42,7 @@ impl WasmPolicyRunner {
                 step_name: f.step_name.clone(),
                 attempt: f.attempt,
                 max_attempts: f.max_attempts,
-                error_kind: f.error_kind.clone(),
+                error_kind: f.error_kind.as_str().to_owned(),
                 message: f.message.clone(),
                 retry_after_ms: f.retry_after_ms,
                 since_first_attempt_ms: f.since_first_attempt_ms,
