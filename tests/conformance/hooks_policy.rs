@@ -14,7 +14,7 @@ use tasker_engine::policy::{Policies, PolicyAnswer, PolicyFailure, RetryPolicyRu
 use tasker_engine::testing::{Fault, FaultInjector, InProcessExecutor};
 use tasker_engine::{ComponentError, Coordinator};
 use tasker_store::TaskId;
-use tasker_store::{HookDeliveryJob, RetryDecision};
+use tasker_store::{DeliveryState, HookDeliveryJob, RetryDecision};
 use tasker_tests::Backend;
 
 type Answer = Box<dyn Fn(&PolicyFailure) -> Result<PolicyAnswer, ComponentError> + Send + Sync>;
@@ -345,13 +345,16 @@ async fn hooks_get_every_event_in_order_at_least_once_and_bad_ones_go_dead<S: Ba
             outbox
                 .iter()
                 .filter(|r| r.hook_id == rec_hook)
-                .all(|r| r.state == "delivered")
+                .all(|r| r.state == DeliveryState::Delivered)
         );
         // The bad hook: each step event tried twice, in order, then parked as dead.
         let bad: Vec<&tasker_store::OutboxRow> =
             outbox.iter().filter(|r| r.hook_id != rec_hook).collect();
         assert_eq!(bad.len(), 3, "step.completed x3");
-        assert!(bad.iter().all(|r| r.state == "dead" && r.attempts == 2));
+        assert!(
+            bad.iter()
+                .all(|r| r.state == DeliveryState::Dead && r.attempts == 2)
+        );
         assert_eq!(
             bad[0].last_error.as_deref(),
             Some("handler_error: refused step.completed")

@@ -194,8 +194,8 @@ async fn deliveries_are_in_order_leased_retried_and_dead_lettered<S: Backend>(s:
         )
         .await
         .unwrap();
-    assert_eq!(done[0].state.as_deref(), Some("delivered"));
-    assert_eq!(done[1].state.as_deref(), Some("pending"));
+    assert_eq!(done[0].state, Some(DeliveryState::Delivered));
+    assert_eq!(done[1].state, Some(DeliveryState::Pending));
     // Backoff 100 ms, no jitter, from the finish.
     assert_eq!(done[1].next_attempt_at, Some(at(5130)));
 
@@ -226,7 +226,7 @@ async fn deliveries_are_in_order_leased_retried_and_dead_lettered<S: Backend>(s:
         )
         .await
         .unwrap();
-    assert_eq!(dead[0].state.as_deref(), Some("dead"));
+    assert_eq!(dead[0].state, Some(DeliveryState::Dead));
     assert_heads(&s).await;
     // A dead event no longer blocks the queue: task.failed is next for that hook.
     let after = s
@@ -246,7 +246,10 @@ async fn deliveries_are_in_order_leased_retried_and_dead_lettered<S: Backend>(s:
         .unwrap();
     assert_eq!((f.dead, f.delivered, f.pending), (1, 0, 1));
     let rows = s.hook_outbox_of_task(task).await.unwrap();
-    let d = rows.iter().find(|r| r.state == "dead").unwrap();
+    let d = rows
+        .iter()
+        .find(|r| r.state == DeliveryState::Dead)
+        .unwrap();
     assert_eq!(d.last_error.as_deref(), Some("trap: boom again"));
     assert_eq!(d.attempts, 2);
 }

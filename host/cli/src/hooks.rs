@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::report::guest_text;
 use anyhow::{Context as _, Result};
 use tasker_core::template::Template;
-use tasker_store::{AnyStore, Store, TaskId};
+use tasker_store::{AnyStore, DeliveryState, Store, TaskId};
 
 /// Wait until no delivery of `task` is pending (or `timeout` passes); `tasker run` uses it so
 /// the hooks have seen the task's last events before the command returns.
@@ -67,7 +67,7 @@ pub async fn summary_lines(store: &AnyStore, task: TaskId) -> Result<Vec<String>
         .collect();
     if counts.iter().any(|c| c.dead > 0) {
         for row in store.hook_outbox_of_task(task).await? {
-            if row.state != "dead" {
+            if row.state != DeliveryState::Dead {
                 continue;
             }
             let hook = counts

@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tasker_core::clock::{Clock, SystemClock};
-use tasker_store::{HookDeliveryJob, HookDeliveryResult, Store};
+use tasker_store::{DeliveryState, HookDeliveryJob, HookDeliveryResult, Store};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -164,7 +164,7 @@ impl<S: Store + 'static> HookDeliverer<S> {
             } else if res.error.is_none() {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 "delivered"
-            } else if rec.state.as_deref() == Some("dead") {
+            } else if rec.state == Some(DeliveryState::Dead) {
                 self.stats.dead.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     hook = %job.component,

@@ -104,7 +104,9 @@ pub(crate) async fn finish(
             Ok(HookFinishOutcome {
                 delivery_id: col(row, "delivery_id")?,
                 accepted: col(row, "accepted")?,
-                state: col(row, "state")?,
+                state: col::<Option<String>>(row, "state")?
+                    .map(|s| DeliveryState::parse(&s).map_err(|e| StoreError::decode("state", e)))
+                    .transpose()?,
                 next_attempt_at: col(row, "next_attempt_at")?,
             })
         })
@@ -143,7 +145,8 @@ pub(crate) async fn outbox_of_task(db: &sqlx::PgPool, task_id: TaskId) -> Result
                 step_id: col(row, "step_id")?,
                 event_name: col(row, "event_name")?,
                 payload: col(row, "payload")?,
-                state: col(row, "state")?,
+                state: DeliveryState::parse(&col::<String>(row, "state")?)
+                    .map_err(|e| StoreError::decode("state", e))?,
                 attempts: col(row, "attempts")?,
                 claims: col(row, "claims")?,
                 last_error: col(row, "last_error")?,

@@ -532,14 +532,49 @@ pub struct HookDeliveryResult {
     pub error: Option<String>,
 }
 
+/// Where one hook delivery (an outbox row) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Not delivered yet: waiting for its turn, its lease, or its next attempt.
+    Pending,
+    Delivered,
+    /// Failed `max_attempts` times: a dead letter.
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "pending" => Ok(DeliveryState::Pending),
+            "delivered" => Ok(DeliveryState::Delivered),
+            "dead" => Ok(DeliveryState::Dead),
+            other => Err(format!("unknown delivery state '{other}'")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the store recorded for a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookFinishOutcome {
     pub delivery_id: i64,
     /// False: the lease was lost (another worker took the delivery over).
     pub accepted: bool,
-    /// `delivered`, `pending` (will retry at `next_attempt_at`) or `dead`.
-    pub state: Option<String>,
+    /// Delivered, pending (will retry at `next_attempt_at`) or dead; `None` when refused.
+    pub state: Option<DeliveryState>,
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
@@ -562,7 +597,7 @@ pub struct OutboxRow {
     pub step_id: Option<StepId>,
     pub event_name: String,
     pub payload: Value,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i32,
     pub claims: i32,
     pub last_error: Option<String>,

@@ -181,7 +181,7 @@ pub(super) async fn claim_deliveries(
 
 /// What finish_hook_deliveries wrote for one row.
 struct Finished {
-    state: &'static str,
+    state: DeliveryState,
     next_attempt_at: i64,
 }
 
@@ -230,11 +230,11 @@ pub(super) async fn finish_deliveries(
         let ok = r.error.is_none();
         let ends = ok || attempts >= max_attempts;
         let state = if ok {
-            "delivered"
+            DeliveryState::Delivered
         } else if ends {
-            "dead"
+            DeliveryState::Dead
         } else {
-            "pending"
+            DeliveryState::Pending
         };
         let next_attempt_at = if ends {
             next_at
@@ -259,7 +259,7 @@ pub(super) async fn finish_deliveries(
         )
         .bind(id)
         .bind(attempts)
-        .bind(state)
+        .bind(state.as_str())
         .bind(next_attempt_at)
         .bind(ok)
         .bind(error)
@@ -298,7 +298,7 @@ pub(super) async fn finish_deliveries(
                 Some(f) => HookFinishOutcome {
                     delivery_id: r.delivery_id,
                     accepted: true,
-                    state: Some(f.state.to_owned()),
+                    state: Some(f.state),
                     next_attempt_at: Some(ts(f.next_attempt_at)?),
                 },
                 None => HookFinishOutcome {
@@ -383,7 +383,8 @@ pub(super) async fn outbox_of_task(s: &SqliteStore, task_id: TaskId) -> Result<V
                 step_id: col(row, "step_id")?,
                 event_name: col(row, "event_name")?,
                 payload: json_col(row, "payload")?,
-                state: col(row, "state")?,
+                state: DeliveryState::parse(&col::<String>(row, "state")?)
+                    .map_err(|e| StoreError::decode("state", e))?,
                 attempts: col(row, "attempts")?,
                 claims: col(row, "claims")?,
                 last_error: col(row, "last_error")?,
