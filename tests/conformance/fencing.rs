@@ -4,7 +4,6 @@ use serde_json::json;
 use std::time::Duration;
 use tasker_core::fixtures;
 use tasker_core::state::{StepState, TaskState};
-use tasker_store::StepId;
 use tasker_store::*;
 use tasker_tests::Backend;
 use tasker_tests::store::*;

@@ -13,8 +13,7 @@ use tasker_engine::hooks::{DeliveryConfig, HookDeliverer, HookRunner};
 use tasker_engine::policy::{Policies, PolicyAnswer, PolicyFailure, RetryPolicyRunner};
 use tasker_engine::testing::{Fault, FaultInjector, InProcessExecutor};
 use tasker_engine::{ComponentError, Coordinator};
-use tasker_store::TaskId;
-use tasker_store::{DeliveryState, HookDeliveryJob, RetryDecision};
+use tasker_store::{DeliveryState, HookDeliveryJob, RetryDecision, TaskId};
 use tasker_tests::Backend;
 
 type Answer = Box<dyn Fn(&PolicyFailure) -> Result<PolicyAnswer, ComponentError> + Send + Sync>;

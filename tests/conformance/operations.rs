@@ -5,7 +5,6 @@ use sqlx::PgPool;
 use std::time::Duration;
 use tasker_core::fixtures;
 use tasker_core::state::{StepState, TaskState};
-use tasker_store::TaskId;
 use tasker_store::*;
 use tasker_tests::Backend;
 use tasker_tests::store::*;

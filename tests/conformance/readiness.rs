@@ -4,7 +4,6 @@
 use tasker_core::backoff::Backoff;
 use tasker_core::fixtures;
 use tasker_core::state::{StepState, TaskState};
-use tasker_store::TaskId;
 use tasker_store::*;
 use tasker_tests::Backend;
 use tasker_tests::store::*;

@@ -14,8 +14,7 @@ use tasker_core::state::TaskState;
 use tasker_engine::executor::{Execution, Executor};
 use tasker_engine::testing::InProcessExecutor;
 use tasker_engine::{EventBus, Worker, WorkerConfig};
-use tasker_store::TaskId;
-use tasker_store::{AttemptOutcome, ClaimedStep, NewTask, PgStore, Store};
+use tasker_store::{AttemptOutcome, ClaimedStep, NewTask, PgStore, Store, TaskId};
 use tasker_tests::{Backend, own_pool, wait_until_done, worker_config as config};
 use tokio_util::sync::CancellationToken;
 

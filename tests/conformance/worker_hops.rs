@@ -15,8 +15,7 @@ use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 use tasker_engine::executor::{Execution, Executor};
 use tasker_engine::{EventBus, Worker, WorkerConfig};
-use tasker_store::TaskId;
-use tasker_store::{ClaimedStep, NewTask, Store};
+use tasker_store::{ClaimedStep, NewTask, Store, TaskId};
 use tasker_tests::Backend;
 use tokio_util::sync::CancellationToken;
 

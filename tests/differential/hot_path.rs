@@ -13,8 +13,6 @@ use tasker_core::error_kind::ErrorKind;
 use tasker_core::fixtures::{self, NOOP};
 use tasker_core::state::TaskState;
 use tasker_core::template::Template;
-use tasker_store::StepId;
-use tasker_store::TaskId;
 use tasker_store::*;
 use tasker_tests::store::*;
 

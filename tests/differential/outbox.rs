@@ -13,7 +13,6 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 use tasker_core::template::Template;
-use tasker_store::TaskId;
 use tasker_store::*;
 use tasker_tests::Backend;
 use tasker_tests::store::*;

@@ -17,8 +17,6 @@ use sqlx::PgPool;
 use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
-use tasker_store::StepId;
-use tasker_store::TaskId;
 use tasker_store::*;
 use tasker_tests::store::*;
 

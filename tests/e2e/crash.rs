@@ -15,8 +15,7 @@ use chrono::Utc;
 use serde_json::json;
 use tasker_core::fixtures;
 use tasker_core::state::{StepState, TaskState};
-use tasker_store::TaskId;
-use tasker_store::{AttemptOutcome, NewTask, Store};
+use tasker_store::{AttemptOutcome, NewTask, Store, TaskId};
 use tasker_tests::cli::*;
 
 async fn a_killed_worker_loses_its_leases_and_a_new_worker_finishes_everything(db: Db) {

@@ -6,8 +6,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use tasker_core::state::{StepState, TaskState};
-use tasker_store::TaskId;
-use tasker_store::{AttemptOutcome, RetryDecision, Store};
+use tasker_store::{AttemptOutcome, RetryDecision, Store, TaskId};
 use tasker_tests::cli::*;
 
 async fn only_task(db: &Db) -> TaskId {
@@ -413,6 +412,48 @@ fn without_a_database_url_the_embedded_store_runs_the_example() {
 /// The README's first command, as a newcomer runs it (with this build of tasker): it stages
 /// exactly the plugins the order example's template names, installs no guest toolchain (its
 /// handlers are Rust), runs the example to completion and says how long it took.
+/// Processes that open one new embedded store at the same moment (a worker starting beside a
+/// `submit`, in CI) all get it: creating the file, switching it to WAL and migrating happen one
+/// process at a time, so none is refused with "database is locked".
+#[test]
+fn processes_opening_one_new_embedded_store_at_once_all_succeed() {
+    for round in 0..8 {
+        let db = Db::sqlite("concurrent_open");
+        let commands: [&[&str]; 4] = [
+            &["migrate"],
+            &["templates", "register", "examples/order/order.yaml"],
+            &[
+                "submit",
+                "examples/order/order.yaml",
+                "--context",
+                "@examples/order/context.json",
+            ],
+            &["migrate"],
+        ];
+        let mut children: Vec<_> = commands
+            .iter()
+            .map(|args| {
+                let mut c = tasker(&db, &plugin_dir());
+                c.args(*args)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped());
+                KillOnDrop(c.spawn().expect("tasker starts"))
+            })
+            .collect();
+        for (args, child) in commands.iter().zip(&mut children) {
+            let status = wait_bounded(&mut child.0, CALL_BOUND);
+            let mut err = String::new();
+            if let Some(mut pipe) = child.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
+            }
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "round {round}: tasker {args:?} failed ({status:?}): {err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_default_example_stages_exactly_what_its_template_names() {
     let stage = scratch("example-stage");

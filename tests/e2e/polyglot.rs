@@ -4,8 +4,7 @@
 use serde_json::{Value, json};
 use tasker_core::state::{StepState, TaskState};
 use tasker_sandbox::PluginHash;
-use tasker_store::TaskId;
-use tasker_store::{AttemptOutcome, RetryDecision, Store};
+use tasker_store::{AttemptOutcome, RetryDecision, Store, TaskId};
 use tasker_tests::cli::*;
 
 /// CRC-32 (IEEE), computed here independently of the C and Rust guests.

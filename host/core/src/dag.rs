@@ -236,29 +236,27 @@ impl Graph {
     /// than one step, or a step depending on itself), each read along dependency edges.
     fn cycles(&self, left: &[bool], steps: &[(&str, Vec<&str>)]) -> Vec<DagError> {
         let components = self.components(left);
-        let mut out = Vec::new();
-        let mut done = vec![false; left.len()];
-        for start in 0..left.len() {
-            if !left[start] || done[start] {
-                continue;
-            }
-            let knot = components[start];
-            let members: Vec<usize> = (0..left.len())
-                .filter(|&i| left[i] && components[i] == knot)
-                .collect();
-            for &m in &members {
-                done[m] = true;
-            }
-            let self_loop = self.parents[start].contains(&start);
-            if members.len() == 1 && !self_loop {
-                continue;
-            }
-            let path = self.shortest_cycle(start, |i| left[i] && components[i] == knot);
-            out.push(DagError::Cycle {
-                path: path.into_iter().map(|i| steps[i].0.to_owned()).collect(),
+        // Members of each component, in declaration order; components by their first member.
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut slot: HashMap<usize, usize> = HashMap::new();
+        for i in (0..left.len()).filter(|&i| left[i]) {
+            let k = *slot.entry(components[i]).or_insert_with(|| {
+                members.push(Vec::new());
+                members.len() - 1
             });
+            members[k].push(i);
         }
-        out
+        members
+            .into_iter()
+            .filter(|m| m.len() > 1 || self.parents[m[0]].contains(&m[0]))
+            .map(|m| {
+                let knot = components[m[0]];
+                let path = self.shortest_cycle(m[0], |i| left[i] && components[i] == knot);
+                DagError::Cycle {
+                    path: path.into_iter().map(|i| steps[i].0.to_owned()).collect(),
+                }
+            })
+            .collect()
     }
 
     /// Tarjan's strongly connected components over the leftover steps, iteratively (a
