@@ -109,7 +109,7 @@ async fn a_permanent_failure_is_not_retried<S: Backend>(s: S) {
     let s1 = report.attempts_of("step_1");
     assert_eq!(s1.len(), 1);
     assert_eq!(s1[0].decision, Some(RetryDecision::Permanent));
-    assert_eq!(s1[0].error_kind.as_deref(), Some("handler_error"));
+    assert_eq!(s1[0].error_kind, Some(ErrorKind::HandlerError));
 }
 
 async fn error_kinds_follow_defaults_and_template_overrides<S: Backend>(s: S) {

@@ -2,6 +2,7 @@
 
 use serde_json::json;
 use std::time::Duration;
+use tasker_core::error_kind::ErrorKind;
 use tasker_core::fixtures;
 use tasker_core::state::{StepState, TaskState};
 use tasker_store::*;
@@ -150,7 +151,7 @@ async fn an_expired_lease_moves_to_another_worker_and_the_late_completion_is_ref
         (attempts[0].outcome, attempts[0].worker.as_deref()),
         (AttemptOutcome::LeaseLost, Some("slow"))
     );
-    assert_eq!(attempts[0].error_kind.as_deref(), Some("lease_lost"));
+    assert_eq!(attempts[0].error_kind, Some(ErrorKind::LeaseLost));
     assert_eq!(
         (attempts[1].outcome, attempts[1].worker.as_deref()),
         (AttemptOutcome::Completed, Some("fast"))

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
+use tasker_core::error_kind::ErrorKind;
 use tasker_core::fixtures::{self, NOOP};
 use tasker_core::state::TaskState;
 use tasker_engine::executor::Execution;
@@ -80,7 +81,7 @@ async fn a_result_too_deep_to_hand_on_fails_only_its_child<S: Backend>(s: S) {
         1,
         "a defective claim is not retried: {attempts:?}"
     );
-    assert_eq!(attempts[0].error_kind.as_deref(), Some("bad_output"));
+    assert_eq!(attempts[0].error_kind, Some(ErrorKind::BadOutput));
     let message = attempts[0].message.clone().unwrap_or_default();
     assert!(
         message.contains("parent results cannot be decoded"),
@@ -123,10 +124,7 @@ async fn a_nul_from_a_guest_fails_only_its_own_attempt<S: Backend>(s: S) {
     let exec =
         InProcessExecutor::new().handler("noop", |step| match step.context["what"].as_str() {
             Some("nul_result") => Execution::success(json!({"text": "a\u{0}b"})),
-            Some("nul_message") => Execution::failure(
-                tasker_core::error_kind::ErrorKind::BadOutput,
-                "broken\u{0}message",
-            ),
+            Some("nul_message") => Execution::failure(ErrorKind::BadOutput, "broken\u{0}message"),
             _ => Execution::success(json!({"ok": true})),
         });
     let stop = CancellationToken::new();
@@ -143,14 +141,14 @@ async fn a_nul_from_a_guest_fails_only_its_own_attempt<S: Backend>(s: S) {
         let step = &store.steps_of_task(*t).await.unwrap()[0];
         let a = store.attempts_of_step(step.id).await.unwrap();
         assert_eq!(a.len(), 1, "one attempt, no lease loss: {a:?}");
-        outcomes.push((a[0].error_kind.clone(), a[0].message.clone()));
+        outcomes.push((a[0].error_kind, a[0].message.clone()));
     }
-    assert_eq!(outcomes[0].0.as_deref(), Some("bad_output"));
+    assert_eq!(outcomes[0].0, Some(ErrorKind::BadOutput));
     assert!(outcomes[0].1.as_deref().unwrap().contains("NUL"));
     assert_eq!(
         outcomes[1],
         (
-            Some("bad_output".to_owned()),
+            Some(ErrorKind::BadOutput),
             Some("broken\u{fffd}message".to_owned())
         )
     );

@@ -2,6 +2,7 @@
 //! the hot-path functions at exact instants.
 
 use tasker_core::backoff::Backoff;
+use tasker_core::error_kind::ErrorKind;
 use tasker_core::fixtures;
 use tasker_core::state::{StepState, TaskState};
 use tasker_store::*;
@@ -121,7 +122,7 @@ async fn retries_exhaust_into_error_and_block_the_task<S: Backend>(s: S) {
     assert_eq!(a.len(), 2);
     assert_eq!(a[0].decision, Some(RetryDecision::Retry));
     assert_eq!(a[1].decision, Some(RetryDecision::Exhausted));
-    assert_eq!(a[1].error_kind.as_deref(), Some("trap"));
+    assert_eq!(a[1].error_kind, Some(ErrorKind::Trap));
 }
 
 async fn a_permanent_error_blocks_only_when_nothing_else_can_move<S: Backend>(s: S) {

@@ -189,20 +189,6 @@ async fn simulate(pg: &PgStore) -> (Vec<TaskId>, i64) {
     (tasks, now)
 }
 
-/// An error as its kind and message (StoreError has no PartialEq).
-fn err(e: StoreError) -> String {
-    match e {
-        StoreError::NotFound(m) => format!("NotFound: {m}"),
-        StoreError::InvalidState(m) => format!("InvalidState: {m}"),
-        StoreError::InvalidInput(m) => format!("InvalidInput: {m}"),
-        other => format!("other: {other}"),
-    }
-}
-
-fn res<T>(r: Result<T>) -> std::result::Result<T, String> {
-    r.map_err(err)
-}
-
 fn no_connections(mut h: HealthCounts) -> HealthCounts {
     h.active_connections = 0;
     h.max_connections = 0;
@@ -215,14 +201,10 @@ async fn same_reads(pg: &PgStore, lite: &SqliteStore, tasks: &[TaskId], times: &
     let unknown_step = StepId::new(1_000_000);
     let mut all_steps = Vec::new();
     for &task in tasks.iter().chain([&unknown]) {
+        assert_eq!(lite.task(task).await, pg.task(task).await, "task {task}");
         assert_eq!(
-            res(lite.task(task).await),
-            res(pg.task(task).await),
-            "task {task}"
-        );
-        assert_eq!(
-            res(lite.task_transitions(task).await),
-            res(pg.task_transitions(task).await),
+            lite.task_transitions(task).await,
+            pg.task_transitions(task).await,
             "task {task} transitions"
         );
         let steps = pg.steps_of_task(task).await.unwrap();
@@ -248,8 +230,8 @@ async fn same_reads(pg: &PgStore, lite: &SqliteStore, tasks: &[TaskId], times: &
             );
         }
         assert_eq!(
-            res(lite.dependency_levels(task).await),
-            res(pg.dependency_levels(task).await),
+            lite.dependency_levels(task).await,
+            pg.dependency_levels(task).await,
             "task {task} levels"
         );
     }
@@ -283,34 +265,34 @@ async fn same_reads(pg: &PgStore, lite: &SqliteStore, tasks: &[TaskId], times: &
         let now = at(ms);
         for &task in tasks {
             assert_eq!(
-                res(lite.readiness(task, None, now).await),
-                res(pg.readiness(task, None, now).await),
+                lite.readiness(task, None, now).await,
+                pg.readiness(task, None, now).await,
                 "task {task} at {ms}"
             );
             let ids: Vec<StepId> = all_steps.iter().step_by(3).copied().collect();
             assert_eq!(
-                res(lite.readiness(task, Some(&ids), now).await),
-                res(pg.readiness(task, Some(&ids), now).await),
+                lite.readiness(task, Some(&ids), now).await,
+                pg.readiness(task, Some(&ids), now).await,
                 "task {task} some steps at {ms}"
             );
             assert_eq!(
-                res(lite.readiness(task, Some(&[]), now).await),
-                res(pg.readiness(task, Some(&[]), now).await)
+                lite.readiness(task, Some(&[]), now).await,
+                pg.readiness(task, Some(&[]), now).await
             );
             assert_eq!(
-                res(lite.execution_context(task, now).await),
-                res(pg.execution_context(task, now).await),
+                lite.execution_context(task, now).await,
+                pg.execution_context(task, now).await,
                 "task {task} context at {ms}"
             );
         }
         assert_eq!(
-            res(lite.readiness_batch(&batch, now).await),
-            res(pg.readiness_batch(&batch, now).await),
+            lite.readiness_batch(&batch, now).await,
+            pg.readiness_batch(&batch, now).await,
             "batch at {ms}"
         );
         assert_eq!(
-            res(lite.execution_context_batch(&batch, now).await),
-            res(pg.execution_context_batch(&batch, now).await),
+            lite.execution_context_batch(&batch, now).await,
+            pg.execution_context_batch(&batch, now).await,
             "contexts at {ms}"
         );
         assert_eq!(
@@ -399,16 +381,16 @@ async fn reads_and_operations_agree_with_postgres(pool: PgPool) {
     let now = end + 50;
     let unknown = 1_000_000;
     assert_eq!(
-        res(lite.cancel_task(TaskId::new(unknown), at(now)).await),
-        res(pg.cancel_task(TaskId::new(unknown), at(now)).await)
+        lite.cancel_task(TaskId::new(unknown), at(now)).await,
+        pg.cancel_task(TaskId::new(unknown), at(now)).await
     );
     assert_eq!(
-        res(lite.retry_task(TaskId::new(unknown), at(now)).await),
-        res(pg.retry_task(TaskId::new(unknown), at(now)).await)
+        lite.retry_task(TaskId::new(unknown), at(now)).await,
+        pg.retry_task(TaskId::new(unknown), at(now)).await
     );
     assert_eq!(
-        res(lite.resolve_step(StepId::new(unknown), None, at(now)).await),
-        res(pg.resolve_step(StepId::new(unknown), None, at(now)).await)
+        lite.resolve_step(StepId::new(unknown), None, at(now)).await,
+        pg.resolve_step(StepId::new(unknown), None, at(now)).await
     );
     let mut kinds = BTreeSet::new();
     for (i, &task) in tasks.iter().enumerate() {
@@ -425,8 +407,8 @@ async fn reads_and_operations_agree_with_postgres(pool: PgPool) {
             match op.as_str() {
                 "cancel" => {
                     let (a, b) = (
-                        res(lite.cancel_task(task, now).await),
-                        res(pg.cancel_task(task, now).await),
+                        lite.cancel_task(task, now).await,
+                        pg.cancel_task(task, now).await,
                     );
                     kinds.insert(match &b {
                         Ok(o) => format!("cancel {}", o.cancelled),
@@ -436,8 +418,8 @@ async fn reads_and_operations_agree_with_postgres(pool: PgPool) {
                 }
                 "retry" => {
                     let (a, b) = (
-                        res(lite.retry_task(task, now).await),
-                        res(pg.retry_task(task, now).await),
+                        lite.retry_task(task, now).await,
+                        pg.retry_task(task, now).await,
                     );
                     kinds.insert(format!("retry {}", b.is_ok()));
                     assert_eq!(a, b, "retry {task}");
@@ -455,8 +437,8 @@ async fn reads_and_operations_agree_with_postgres(pool: PgPool) {
                         }
                         let result = (k % 2 == 0).then(|| json!({"by": "hand", "k": k}));
                         let (a, b) = (
-                            res(lite.resolve_step(st.id, result.clone(), now).await),
-                            res(pg.resolve_step(st.id, result, now).await),
+                            lite.resolve_step(st.id, result.clone(), now).await,
+                            pg.resolve_step(st.id, result, now).await,
                         );
                         kinds.insert(format!(
                             "resolve {}",
@@ -523,8 +505,8 @@ async fn blocked_task_is_unblocked_and_finished_by_hand(pool: PgPool) {
     // Resolving b leaves c in error: still blocked (error -> pending -> error is not taken).
     for s in ["b", "c", "d"] {
         let (x, y) = (
-            res(lite.resolve_step(steps[s], None, at(10)).await),
-            res(pg.resolve_step(steps[s], None, at(10)).await),
+            lite.resolve_step(steps[s], None, at(10)).await,
+            pg.resolve_step(steps[s], None, at(10)).await,
         );
         assert_eq!(x, y, "resolve {s}");
     }
@@ -552,13 +534,13 @@ async fn blocked_task_is_unblocked_and_finished_by_hand(pool: PgPool) {
     let lite = SqliteStore::temporary().await.unwrap();
     copy_into(&pool, &lite).await;
     assert_eq!(
-        res(lite.retry_task(task2, at(30)).await),
-        res(pg.retry_task(task2, at(30)).await)
+        lite.retry_task(task2, at(30)).await,
+        pg.retry_task(task2, at(30)).await
     );
     // The retried root is claimable again at once; a second retry is refused.
     assert_eq!(
-        res(lite.retry_task(task2, at(31)).await),
-        res(pg.retry_task(task2, at(31)).await)
+        lite.retry_task(task2, at(31)).await,
+        pg.retry_task(task2, at(31)).await
     );
     same_reads(&pg, &lite, &[task, task2], &[30, 31]).await;
     let root = ids(&lite, task2).await["a"];
@@ -588,8 +570,8 @@ async fn cancel_records_the_in_flight_attempt(pool: PgPool) {
     let lite = SqliteStore::temporary().await.unwrap();
     copy_into(&pool, &lite).await;
     let (x, y) = (
-        res(lite.cancel_task(task, at(9)).await),
-        res(pg.cancel_task(task, at(9)).await),
+        lite.cancel_task(task, at(9)).await,
+        pg.cancel_task(task, at(9)).await,
     );
     assert_eq!(x, y);
     assert_eq!(x.unwrap().steps_cancelled, 4);
@@ -617,29 +599,28 @@ async fn empty_stores_agree(pool: PgPool) {
         no_connections(pg.health_counts(now).await.unwrap())
     );
     assert_eq!(
-        res(lite.dependency_levels(TaskId::new(1)).await),
-        res(pg.dependency_levels(TaskId::new(1)).await)
+        lite.dependency_levels(TaskId::new(1)).await,
+        pg.dependency_levels(TaskId::new(1)).await
     );
     assert_eq!(
-        res(lite.first_attempt_at(&[]).await),
-        res(pg.first_attempt_at(&[]).await)
+        lite.first_attempt_at(&[]).await,
+        pg.first_attempt_at(&[]).await
     );
     assert_eq!(
-        res(lite
-            .first_attempt_at(&[StepId::new(1), StepId::new(2)])
-            .await),
+        lite.first_attempt_at(&[StepId::new(1), StepId::new(2)])
+            .await,
         Ok(Vec::new())
     );
     assert_eq!(
-        res(pg.first_attempt_at(&[StepId::new(1), StepId::new(2)]).await),
+        pg.first_attempt_at(&[StepId::new(1), StepId::new(2)]).await,
         Ok(Vec::new())
     );
     assert_eq!(
-        res(lite.task(TaskId::new(1)).await),
-        res(pg.task(TaskId::new(1)).await)
+        lite.task(TaskId::new(1)).await,
+        pg.task(TaskId::new(1)).await
     );
     assert_eq!(
-        res(lite.attempts_of_step(StepId::new(1)).await),
-        res(pg.attempts_of_step(StepId::new(1)).await)
+        lite.attempts_of_step(StepId::new(1)).await,
+        pg.attempts_of_step(StepId::new(1)).await
     );
 }

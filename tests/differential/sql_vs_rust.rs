@@ -318,3 +318,55 @@ async fn refusal_and_retry_decision_match_rust_on_random_inputs(pool: PgPool) {
     // The inputs reach every answer.
     assert_eq!(seen.len(), 3, "{seen:?}");
 }
+
+/// Random task states and counts: PostgreSQL's `tasker_finalize_decision` must equal
+/// `tasker_store::rules::finalize` on every one.
+#[sqlx::test(migrator = "tasker_store::MIGRATOR")]
+async fn finalize_decision_matches_rust_on_random_inputs(pool: PgPool) {
+    use rand::{Rng, SeedableRng};
+    use tasker_core::state::TaskState;
+    use tasker_store::rules;
+
+    const CASES: usize = 5000;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xf1_a11e);
+    let (mut states, mut unfinished, mut errors, mut moving) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..CASES {
+        states.push(TaskState::ALL[rng.random_range(0..TaskState::ALL.len())]);
+        unfinished.push(rng.random_range(0..4_i32));
+        errors.push(rng.random_range(0..3_i32));
+        moving.push(rng.random_bool(0.5));
+    }
+    let sql: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT tasker_finalize_decision(s, u, e, m) \
+         FROM unnest($1::text[], $2::int[], $3::int[], $4::boolean[]) \
+              WITH ORDINALITY AS x(s, u, e, m, n) ORDER BY n",
+    )
+    .bind(states.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+    .bind(&unfinished)
+    .bind(&errors)
+    .bind(&moving)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..CASES {
+        let rust = rules::finalize(
+            states[i],
+            i64::from(unfinished[i]),
+            i64::from(errors[i]),
+            moving[i],
+        );
+        seen.insert(format!("{rust:?}"));
+        assert_eq!(
+            sql[i].as_deref(),
+            rust.map(TaskState::as_str),
+            "finalize of {:?} with {} unfinished, {} in error, steps can move: {}",
+            states[i],
+            unfinished[i],
+            errors[i],
+            moving[i]
+        );
+    }
+    // The inputs reach every answer: complete, error, no change.
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
+use tasker_core::error_kind::ErrorKind;
 use tasker_core::fixtures;
 use tasker_core::state::{StepState, TaskState};
 use tasker_store::{AttemptOutcome, NewTask, Store, TaskId};
@@ -185,9 +186,7 @@ async fn a_poisoned_plugin_leaves_its_task_recoverable(db: Db) {
     let tried = store.attempts_of_step(b).await.unwrap();
     assert_eq!(tried.len(), 2);
     assert!(
-        tried
-            .iter()
-            .all(|a| a.error_kind.as_deref() == Some("trap")),
+        tried.iter().all(|a| a.error_kind == Some(ErrorKind::Trap)),
         "{tried:?}"
     );
 

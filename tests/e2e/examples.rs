@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
+use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_store::{AttemptOutcome, RetryDecision, Store, TaskId};
 use tasker_tests::cli::*;
@@ -52,7 +53,7 @@ async fn order_fulfilment_runs_with_two_rate_limited_payment_attempts(db: Db) {
     let attempts = store.attempts_of_step(charge.id).await.unwrap();
     for a in &attempts[..2] {
         assert_eq!(a.outcome, AttemptOutcome::Failed);
-        assert_eq!(a.error_kind.as_deref(), Some("handler_error"));
+        assert_eq!(a.error_kind, Some(ErrorKind::HandlerError));
         assert_eq!(a.decision, Some(RetryDecision::Retry));
         // The gateway's retry-after (300 ms) became the next retry time.
         let wait = (a.next_ready_at.unwrap() - a.finished_at).num_milliseconds();
@@ -176,7 +177,7 @@ async fn a_hostile_plugin_fails_its_step_with_its_kind_and_status_shows_why(db: 
     assert!(
         attempts
             .iter()
-            .all(|a| a.error_kind.as_deref() == Some("timeout"))
+            .all(|a| a.error_kind == Some(ErrorKind::Timeout))
     );
     assert_eq!(attempts[1].decision, Some(RetryDecision::Exhausted));
 
@@ -319,7 +320,7 @@ async fn every_attack_fails_only_its_own_step_on_a_shared_worker(db: Db) {
         }
         kinds.insert(
             s.name.clone(),
-            a.error_kind.clone().unwrap_or("completed".into()),
+            a.error_kind.map_or("completed", |k| k.as_str()).to_owned(),
         );
     }
     let expected: std::collections::BTreeMap<String, String> = [

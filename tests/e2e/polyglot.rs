@@ -2,6 +2,7 @@
 //! one DAG) through the real `tasker` binary against PostgreSQL.
 
 use serde_json::{Value, json};
+use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_sandbox::PluginHash;
 use tasker_store::{AttemptOutcome, RetryDecision, Store, TaskId};
@@ -86,7 +87,7 @@ async fn the_polyglot_example_runs_rust_python_c_and_javascript_steps(db: Db) {
     let attempts = store.attempts_of_step(normalise.id).await.unwrap();
     let first = &attempts[0];
     assert_eq!(first.outcome, AttemptOutcome::Failed);
-    assert_eq!(first.error_kind.as_deref(), Some("handler_error"));
+    assert_eq!(first.error_kind, Some(ErrorKind::HandlerError));
     assert_eq!(first.retryable, Some(true));
     assert_eq!(first.decision, Some(RetryDecision::Retry));
     assert_eq!(

@@ -95,7 +95,8 @@ fn last_message(attempts: &[AttemptRow]) -> String {
                 };
                 format!(
                     "{}: {}{decided}",
-                    a.error_kind.as_deref().unwrap_or("error"),
+                    a.error_kind
+                        .map_or_else(|| a.outcome.as_str(), |k| k.as_str()),
                     guest_text(m, 160)
                 )
             })

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde_json::Value;
 use tasker_core::clock::{Clock, ManualClock};
+use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::TaskState;
 use tasker_core::template::Template;
 use tasker_store::{
@@ -59,7 +60,7 @@ pub struct AttemptRecord {
     pub step: String,
     pub attempt: u32,
     /// `None` for success; otherwise the error kind.
-    pub error_kind: Option<String>,
+    pub error_kind: Option<ErrorKind>,
     pub decision: Option<RetryDecision>,
     pub next_ready_at: Option<DateTime<Utc>>,
     /// The store refused the outcome (stale token...).
@@ -325,7 +326,7 @@ impl<S: Store + 'static, E: Executor> Coordinator<S, E> {
                 record::publish_custom(&self.bus, now, job, &execs[*i]);
                 record::publish_failed(&self.bus, now, job, f, rec, &mut ends);
                 out.push(AttemptRecord {
-                    error_kind: Some(f.error_kind.as_str().to_owned()),
+                    error_kind: Some(f.error_kind),
                     decision: rec.decision,
                     next_ready_at: rec.next_ready_at,
                     refused: rec.refusal.is_some(),

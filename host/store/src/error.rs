@@ -48,6 +48,48 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
 }
 
+/// Errors are equal when they are the same kind of failure with the same text: the wrapped
+/// sqlx and migration errors have no equality of their own, so they compare by message.
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        use StoreError::*;
+        match (self, other) {
+            (Unavailable(a), Unavailable(b)) | (Database(a), Database(b)) => {
+                a.to_string() == b.to_string()
+            }
+            (Migrate(a), Migrate(b)) => a.to_string() == b.to_string(),
+            (
+                Conflict { code, message },
+                Conflict {
+                    code: c2,
+                    message: m2,
+                },
+            ) => code == c2 && message == m2,
+            (NotFound(a), NotFound(b))
+            | (InvalidInput(a), InvalidInput(b))
+            | (InvalidState(a), InvalidState(b)) => a == b,
+            (
+                Constraint {
+                    constraint,
+                    message,
+                },
+                Constraint {
+                    constraint: c2,
+                    message: m2,
+                },
+            ) => constraint == c2 && message == m2,
+            (
+                Decode { what, message },
+                Decode {
+                    what: w2,
+                    message: m2,
+                },
+            ) => what == w2 && message == m2,
+            _ => false,
+        }
+    }
+}
+
 impl StoreError {
     /// Whether the same call may succeed if retried (after a reconnect or a short pause).
     pub fn is_retryable(&self) -> bool {
@@ -155,5 +197,25 @@ mod tests {
         );
         assert!(StoreError::from(sqlx::Error::PoolClosed).is_retryable());
         assert!(!StoreError::from(sqlx::Error::RowNotFound).is_retryable());
+    }
+
+    #[test]
+    fn equality_is_kind_and_text() {
+        assert_eq!(
+            StoreError::NotFound("task 1".into()),
+            StoreError::NotFound("task 1".into())
+        );
+        assert_ne!(
+            StoreError::NotFound("task 1".into()),
+            StoreError::InvalidInput("task 1".into())
+        );
+        assert_eq!(
+            StoreError::Unavailable(sqlx::Error::PoolClosed),
+            StoreError::Unavailable(sqlx::Error::PoolClosed)
+        );
+        assert_ne!(
+            StoreError::Unavailable(sqlx::Error::PoolClosed),
+            StoreError::Unavailable(sqlx::Error::PoolTimedOut)
+        );
     }
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row};
+use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
@@ -97,6 +98,11 @@ where
 {
     row.try_get(name)
         .map_err(|e| StoreError::decode(format!("column {name}"), e))
+}
+
+/// An `error_kind` column as an [`ErrorKind`].
+fn kind_col(row: &PgRow, name: &str) -> Result<Option<ErrorKind>> {
+    stored_error_kind(col(row, name)?).map_err(|e| StoreError::decode(format!("column {name}"), e))
 }
 
 fn u32_col(row: &PgRow, name: &str) -> Result<u32> {
@@ -213,7 +219,7 @@ fn step_row(row: &PgRow) -> Result<StepRow> {
         last_attempted_at: col(row, "last_attempted_at")?,
         last_failure_at: col(row, "last_failure_at")?,
         backoff_request_ms: col(row, "backoff_request_ms")?,
-        last_error_kind: col(row, "last_error_kind")?,
+        last_error_kind: kind_col(row, "last_error_kind")?,
         result: col(row, "result")?,
         finished_at: col(row, "finished_at")?,
     })
@@ -253,7 +259,7 @@ fn attempt_row(row: &PgRow) -> Result<AttemptRow> {
         finished_at: col(row, "finished_at")?,
         outcome: AttemptOutcome::parse(&outcome)
             .map_err(|e| StoreError::decode("attempts.outcome", e))?,
-        error_kind: col(row, "error_kind")?,
+        error_kind: kind_col(row, "error_kind")?,
         message: col(row, "message")?,
         retryable: col(row, "retryable")?,
         decision: decision

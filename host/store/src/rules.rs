@@ -1,11 +1,11 @@
 //! The decisions both stores make about one item, written once. The SQLite store calls these;
-//! PostgreSQL's functions of the same names (`tasker_refusal`, `tasker_retry_decision` in
-//! `host/store/sql/functions/`) mirror them, and `tests/differential/sql_vs_rust.rs` checks
+//! PostgreSQL's functions of the same names (`tasker_refusal`, `tasker_retry_decision`,
+//! `tasker_finalize_decision` in `host/store/sql/functions/`) mirror them, and `tests/differential/sql_vs_rust.rs` checks
 //! on random inputs that the two agree.
 
 use std::time::Duration;
 
-use tasker_core::state::StepState;
+use tasker_core::state::{StepState, TaskState};
 
 use crate::error::StoreError;
 use crate::types::{Refusal, RetryDecision};
@@ -52,6 +52,26 @@ pub fn retry_decision(
     }
 }
 
+/// What a task becomes after its steps changed (None: it stays as it is): complete when no
+/// unfinished step is left; error when a step is in error and no other step can move (none
+/// in progress, waiting for retry or claimable). Only pending and in-progress tasks finalize.
+pub fn finalize(
+    state: TaskState,
+    unfinished_steps: i64,
+    error_steps: i64,
+    steps_can_move: bool,
+) -> Option<TaskState> {
+    if !matches!(state, TaskState::Pending | TaskState::InProgress) {
+        None
+    } else if unfinished_steps == 0 {
+        Some(TaskState::Complete)
+    } else if error_steps > 0 && !steps_can_move {
+        Some(TaskState::Error)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +82,21 @@ mod tests {
         assert_eq!(retry_decision(true, true, 2, 3), RetryDecision::Exhausted);
         assert_eq!(retry_decision(false, true, 0, 3), RetryDecision::Permanent);
         assert_eq!(retry_decision(true, false, 2, 3), RetryDecision::Permanent);
+    }
+
+    #[test]
+    fn a_task_ends_in_error_only_when_nothing_else_can_move() {
+        assert_eq!(
+            finalize(TaskState::InProgress, 0, 0, false),
+            Some(TaskState::Complete)
+        );
+        assert_eq!(
+            finalize(TaskState::InProgress, 2, 1, false),
+            Some(TaskState::Error)
+        );
+        assert_eq!(finalize(TaskState::InProgress, 2, 1, true), None);
+        assert_eq!(finalize(TaskState::Pending, 2, 0, false), None);
+        assert_eq!(finalize(TaskState::Cancelled, 0, 0, false), None);
     }
 
     #[test]

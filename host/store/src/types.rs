@@ -407,7 +407,8 @@ pub struct StepRow {
     pub last_attempted_at: Option<DateTime<Utc>>,
     pub last_failure_at: Option<DateTime<Utc>>,
     pub backoff_request_ms: Option<i64>,
-    pub last_error_kind: Option<String>,
+    /// The kind of the last failure (None after a release, which is no failure).
+    pub last_error_kind: Option<ErrorKind>,
     pub result: Option<Value>,
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -423,6 +424,16 @@ pub enum AttemptOutcome {
 }
 
 impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Completed => "completed",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::LeaseLost => "lease_lost",
+            AttemptOutcome::Released => "released",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
+
     pub(crate) fn parse(s: &str) -> Result<Self, String> {
         Ok(match s {
             "completed" => AttemptOutcome::Completed,
@@ -432,6 +443,15 @@ impl AttemptOutcome {
             "cancelled" => AttemptOutcome::Cancelled,
             other => return Err(format!("unknown attempt outcome '{other}'")),
         })
+    }
+}
+
+/// The `error_kind` column of steps and attempts: an [`ErrorKind`] name, or `released` /
+/// `cancelled`, which the outcome already says and which are no error kind.
+pub(crate) fn stored_error_kind(text: Option<String>) -> Result<Option<ErrorKind>, String> {
+    match text.as_deref() {
+        None | Some("released") | Some("cancelled") => Ok(None),
+        Some(k) => k.parse().map(Some),
     }
 }
 
@@ -446,8 +466,9 @@ pub struct AttemptRow {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub outcome: AttemptOutcome,
-    /// An [`ErrorKind`] name, or `released` / `cancelled`.
-    pub error_kind: Option<String>,
+    /// Why a failed or lost attempt failed (None when it completed, was released or was
+    /// cancelled: `outcome` says which).
+    pub error_kind: Option<ErrorKind>,
     pub message: Option<String>,
     pub retryable: Option<bool>,
     pub decision: Option<RetryDecision>,

@@ -179,18 +179,22 @@ BEGIN
                 -- tasker_finalize_tasks(v_candidates, p_now); c.state is the state before.
                 WITH f AS (
                     UPDATE tasks t
-                    SET state = CASE WHEN t.unfinished_steps = 0 THEN 'complete' ELSE 'error' END,
+                    SET state = tasker_finalize_decision(
+                            t.state, t.unfinished_steps, t.error_steps,
+                            EXISTS (SELECT 1 FROM steps s
+                                    WHERE s.task_id = t.id
+                                      AND (s.state IN ('in_progress', 'waiting_for_retry')
+                                           OR s.ready_at IS NOT NULL))),
                         finished_at = p_now,
                         updated_at = p_now
                     FROM unnest(v_candidates, v_cand_states) AS c(id, state)
                     WHERE t.id = c.id
-                      AND t.state IN ('pending', 'in_progress')
-                      AND (t.unfinished_steps = 0
-                           OR (t.error_steps > 0
-                               AND NOT EXISTS (SELECT 1 FROM steps s
-                                               WHERE s.task_id = t.id
-                                                 AND (s.state IN ('in_progress', 'waiting_for_retry')
-                                                      OR s.ready_at IS NOT NULL))))
+                      AND tasker_finalize_decision(
+                            t.state, t.unfinished_steps, t.error_steps,
+                            EXISTS (SELECT 1 FROM steps s
+                                    WHERE s.task_id = t.id
+                                      AND (s.state IN ('in_progress', 'waiting_for_retry')
+                                           OR s.ready_at IS NOT NULL))) IS NOT NULL
                     RETURNING t.id, c.state AS from_state, t.state
                 ), prev AS (
                     UPDATE task_transitions tr SET most_recent = false

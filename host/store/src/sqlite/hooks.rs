@@ -243,7 +243,11 @@ pub(super) async fn finish_deliveries(
             backoff_ms(&row, id, attempts)?
                 .checked_mul(1000)
                 .and_then(|d| now_us.checked_add(d))
-                .ok_or_else(|| StoreError::InvalidInput("timestamp out of range".into()))?
+                .ok_or_else(|| {
+                    StoreError::InvalidInput(format!(
+                        "hook delivery {id}: the next attempt is past the last instant"
+                    ))
+                })?
         };
         let error = r
             .error

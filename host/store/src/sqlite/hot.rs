@@ -92,16 +92,16 @@ fn step_settings(spec: &Value) -> std::result::Result<StepSettings, String> {
         Some(v) => v.to_string(),
         None => default.to_owned(),
     };
-    let int = |key: &str, default: i64, max: i64, ty: &str| match spec_text(spec, key) {
+    let int = |key: &str, default: i64, max: i64| match spec_text(spec, key) {
         None => Ok(default),
         Some(t) => t
             .parse::<i64>()
             .ok()
             .filter(|v| (-max - 1..=max).contains(v))
-            .ok_or_else(|| format!("value \"{t}\" is out of range for type {ty}")),
+            .ok_or_else(|| format!("{key} is {t}, not an integer within {}..={max}", -max - 1)),
     };
     let float = |key: &str, default: f64| spec.get(key).and_then(Value::as_f64).unwrap_or(default);
-    let max_attempts = int("max_attempts", 3, i64::from(i32::MAX), "integer")?;
+    let max_attempts = int("max_attempts", 3, i64::from(i32::MAX))?;
     let settings = StepSettings {
         config: json_or("config", "{}"),
         limits: json_or("limits", "{}"),
@@ -111,12 +111,12 @@ fn step_settings(spec: &Value) -> std::result::Result<StepSettings, String> {
             .get("retryable")
             .and_then(Value::as_bool)
             .unwrap_or(true),
-        backoff_base_ms: int("backoff_base_ms", 1000, i64::MAX, "bigint")?,
+        backoff_base_ms: int("backoff_base_ms", 1000, i64::MAX)?,
         backoff_multiplier: float("backoff_multiplier", 2.0),
-        backoff_cap_ms: int("backoff_cap_ms", 300_000, i64::MAX, "bigint")?,
+        backoff_cap_ms: int("backoff_cap_ms", 300_000, i64::MAX)?,
         backoff_jitter: float("backoff_jitter", 0.1),
-        max_retry_after_ms: int("max_retry_after_ms", 3_600_000, i64::MAX, "bigint")?,
-        max_lease_losses: int("max_lease_losses", 5, i64::from(i32::MAX), "integer")?,
+        max_retry_after_ms: int("max_retry_after_ms", 3_600_000, i64::MAX)?,
+        max_lease_losses: int("max_lease_losses", 5, i64::from(i32::MAX))?,
         pin: spec_text(spec, "pin").unwrap_or_else(|| "sticky".to_owned()),
     };
     let s = &settings;
@@ -489,11 +489,13 @@ pub(super) async fn commit(mut tx: Tx) -> Result<()> {
     Ok(())
 }
 
-/// `now + delta` in microseconds, refused like PostgreSQL's timestamp arithmetic out of range.
+/// `now + delta` in microseconds, refused (as PostgreSQL refuses it) past the last instant.
 fn plus_us(now: i64, delta: i64) -> Result<i64> {
     now.checked_add(delta)
         .filter(|v| DateTime::from_timestamp_micros(*v).is_some())
-        .ok_or_else(|| StoreError::InvalidInput("timestamp out of range".into()))
+        .ok_or_else(|| {
+            StoreError::InvalidInput(format!("{now} µs + {delta} µs is past the last instant"))
+        })
 }
 
 /// For each item, whether it is the first occurrence of its step in the batch.
@@ -620,9 +622,9 @@ async fn add_to_tasks(
     Ok(())
 }
 
-/// `tasker_finalize_tasks`: complete when no unfinished step is left; error when a step is in
-/// error and nothing else can move. Returns the finalized tasks and their new state. Tasks
-/// are updated in ascending id order, PostgreSQL's event order.
+/// `tasker_finalize_tasks`: each task becomes what [`rules::finalize`] says. Returns the
+/// finalized tasks and their new state. Tasks are updated in ascending id order, PostgreSQL's
+/// event order.
 pub(super) async fn finalize_tasks(
     tx: &mut Tx,
     tasks: &BTreeSet<TaskId>,
@@ -632,27 +634,35 @@ pub(super) async fn finalize_tasks(
         return Ok(HashMap::new());
     }
     let ids: Vec<i64> = tasks.iter().map(|t| t.get()).collect();
-    let rows: Vec<(TaskId, String)> = sqlx::query_as(
-        "UPDATE tasks \
-         SET state = CASE WHEN unfinished_steps = 0 THEN 'complete' ELSE 'error' END, \
-             finished_at = ?1, updated_at = ?1 \
-         WHERE id IN (SELECT value FROM json_each(?2)) \
-           AND state IN ('pending', 'in_progress') \
-           AND (unfinished_steps = 0 \
-                OR (error_steps > 0 \
-                    AND NOT EXISTS (SELECT 1 FROM steps s \
-                                    WHERE s.task_id = tasks.id \
-                                      AND (s.state IN ('in_progress', 'waiting_for_retry') \
-                                           OR s.ready_at IS NOT NULL)))) \
-         RETURNING id, state",
+    // Whether a step can move is asked only where the answer depends on it, as PostgreSQL's
+    // inlined CASE does.
+    let rows: Vec<(TaskId, String, i64, i64, bool)> = sqlx::query_as(
+        "SELECT t.id, t.state, t.unfinished_steps, t.error_steps, \
+                CASE WHEN t.unfinished_steps > 0 AND t.error_steps > 0 THEN \
+                    EXISTS (SELECT 1 FROM steps s \
+                            WHERE s.task_id = t.id \
+                              AND (s.state IN ('in_progress', 'waiting_for_retry') \
+                                   OR s.ready_at IS NOT NULL)) \
+                ELSE 1 END \
+         FROM tasks t WHERE t.id IN (SELECT value FROM json_each(?1)) ORDER BY t.id",
     )
-    .bind(now)
     .bind(id_list(&ids))
     .fetch_all(&mut **tx)
     .await?;
-    rows.into_iter()
-        .map(|(id, state)| Ok((id, task_state(&state)?)))
-        .collect()
+    let mut finalized = HashMap::new();
+    for (id, state, unfinished, errors, can_move) in rows {
+        let Some(to) = rules::finalize(task_state(&state)?, unfinished, errors, can_move) else {
+            continue;
+        };
+        sqlx::query("UPDATE tasks SET state = ?1, finished_at = ?2, updated_at = ?2 WHERE id = ?3")
+            .bind(to.as_str())
+            .bind(now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        finalized.insert(id, to);
+    }
+    Ok(finalized)
 }
 
 /// `enqueue_custom_events`: the handlers' custom events of the attempts this transaction

@@ -28,6 +28,11 @@ pub(super) fn u32_col(row: &SqliteRow, name: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| StoreError::decode(format!("column {name}"), "out of range"))
 }
 
+/// An `error_kind` column as an [`ErrorKind`](tasker_core::error_kind::ErrorKind).
+fn kind_col(row: &SqliteRow, name: &str) -> Result<Option<tasker_core::error_kind::ErrorKind>> {
+    stored_error_kind(col(row, name)?).map_err(|e| StoreError::decode(format!("column {name}"), e))
+}
+
 pub(super) fn ts_col(row: &SqliteRow, name: &str) -> Result<DateTime<Utc>> {
     ts(col(row, name)?)
 }
@@ -121,7 +126,7 @@ fn step_row(row: &SqliteRow) -> Result<StepRow> {
         last_attempted_at: opt_ts_col(row, "last_attempted_at")?,
         last_failure_at: opt_ts_col(row, "last_failure_at")?,
         backoff_request_ms: col(row, "backoff_request_ms")?,
-        last_error_kind: col(row, "last_error_kind")?,
+        last_error_kind: kind_col(row, "last_error_kind")?,
         result: opt_json_col(row, "result")?,
         finished_at: opt_ts_col(row, "finished_at")?,
     })
@@ -161,7 +166,7 @@ fn attempt_row(row: &SqliteRow) -> Result<AttemptRow> {
         finished_at: ts_col(row, "finished_at")?,
         outcome: AttemptOutcome::parse(&outcome)
             .map_err(|e| StoreError::decode("attempts.outcome", e))?,
-        error_kind: col(row, "error_kind")?,
+        error_kind: kind_col(row, "error_kind")?,
         message: col(row, "message")?,
         retryable: col(row, "retryable")?,
         decision: decision
