@@ -35,4 +35,18 @@ fn main() {
     println!("cargo:rerun-if-changed=../../wit/worlds.wit");
     println!("cargo:rerun-if-changed=../../.git/HEAD");
     println!("cargo:rerun-if-changed=../../.git/index");
+    // A commit moves the branch HEAD names, not HEAD itself (nor always the index). Only
+    // files that exist: a missing one would rerun this script on every build.
+    let branch = std::fs::read_to_string("../../.git/HEAD")
+        .ok()
+        .and_then(|h| h.trim().strip_prefix("ref: ").map(str::to_owned));
+    for path in branch
+        .map(|b| format!("../../.git/{b}"))
+        .into_iter()
+        .chain(["../../.git/packed-refs".to_owned()])
+    {
+        if std::path::Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 }
