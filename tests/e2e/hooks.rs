@@ -295,35 +295,31 @@ async fn hostile_hooks_never_hold_up_the_workflow(db: Db) {
         .unwrap()
         .task_id;
     let give_up = Instant::now() + Duration::from_secs(120);
+    // The loop hook's counts: a workflow held up by its hooks would wait out the loop hook's
+    // 3 s timeout once per event before it could finish, so by then its step events would all
+    // have ended (as dead letters).
+    let loop_hook = async || {
+        let counts = store.hook_counts(Some(task)).await.unwrap();
+        counts
+            .into_iter()
+            .find(|c| c.component.starts_with("hostile_hook_loop"))
+            .unwrap()
+    };
     loop {
         let state = store.task(task).await.unwrap().unwrap().state;
+        let looped = loop_hook().await;
+        // When the task is done, the loop hook is still being dealt with.
+        assert!(
+            looped.delivered + looped.dead < 5 && Instant::now() < give_up,
+            "task is {state}, the loop hook has ended {} deliveries",
+            looped.delivered + looped.dead
+        );
         if state == TaskState::Complete {
+            assert!(looped.pending > 0, "{looped:?}");
             break;
         }
-        // A workflow held up by its hooks would wait out the loop hook's 3 s timeout once per
-        // event before it could finish: its step events would all be dead letters by then.
-        let counts = store.hook_counts(Some(task)).await.unwrap();
-        let looped = counts
-            .iter()
-            .find(|c| c.component.starts_with("hostile_hook_loop"))
-            .map_or(0, |c| c.delivered + c.dead);
-        assert!(
-            looped < 5 && Instant::now() < give_up,
-            "task is still {state}, the loop hook has ended {looped} deliveries"
-        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // The hostile hooks are still being dealt with when the task is done: the loop hook has
-    // not got through the step events yet.
-    let counts = store.hook_counts(Some(task)).await.unwrap();
-    let looped = counts
-        .iter()
-        .find(|c| c.component.starts_with("hostile_hook_loop"))
-        .unwrap();
-    assert!(
-        looped.pending > 0 && looped.delivered + looped.dead < 5,
-        "{looped:?}"
-    );
 
     // Eventually: the witness got everything, each hostile hook's events are dead letters
     // carrying the typed error.

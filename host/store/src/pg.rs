@@ -102,7 +102,7 @@ where
 
 /// An `error_kind` column as an [`ErrorKind`].
 fn kind_col(row: &PgRow, name: &str) -> Result<Option<ErrorKind>> {
-    stored_error_kind(col(row, name)?).map_err(|e| StoreError::decode(format!("column {name}"), e))
+    stored_error_kind(name, col(row, name)?)
 }
 
 fn u32_col(row: &PgRow, name: &str) -> Result<u32> {

@@ -105,7 +105,7 @@ pub(crate) async fn finish(
                 delivery_id: col(row, "delivery_id")?,
                 accepted: col(row, "accepted")?,
                 state: col::<Option<String>>(row, "state")?
-                    .map(|s| DeliveryState::parse(&s).map_err(|e| StoreError::decode("state", e)))
+                    .map(|s| stored_delivery_state(&s))
                     .transpose()?,
                 next_attempt_at: col(row, "next_attempt_at")?,
             })
@@ -145,8 +145,7 @@ pub(crate) async fn outbox_of_task(db: &sqlx::PgPool, task_id: TaskId) -> Result
                 step_id: col(row, "step_id")?,
                 event_name: col(row, "event_name")?,
                 payload: col(row, "payload")?,
-                state: DeliveryState::parse(&col::<String>(row, "state")?)
-                    .map_err(|e| StoreError::decode("state", e))?,
+                state: stored_delivery_state(&col::<String>(row, "state")?)?,
                 attempts: col(row, "attempts")?,
                 claims: col(row, "claims")?,
                 last_error: col(row, "last_error")?,

@@ -1,7 +1,7 @@
 //! The decisions both stores make about one item, written once. The SQLite store calls these;
 //! PostgreSQL's functions of the same names (`tasker_refusal`, `tasker_retry_decision`,
-//! `tasker_finalize_decision` in `host/store/sql/functions/`) mirror them, and `tests/differential/sql_vs_rust.rs` checks
-//! on random inputs that the two agree.
+//! `tasker_finalize_decision` in `host/store/sql/functions/`) mirror them, and
+//! `tests/differential/sql_vs_rust.rs` checks on random inputs that the two agree.
 
 use std::time::Duration;
 

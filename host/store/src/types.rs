@@ -7,6 +7,7 @@ use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::{Grants, HandlerRef, Limits};
 
+use crate::error::StoreError;
 pub use crate::ids::{StepId, TaskId};
 
 /// A template as registered.
@@ -448,10 +449,16 @@ impl AttemptOutcome {
 
 /// The `error_kind` column of steps and attempts: an [`ErrorKind`] name, or `released` /
 /// `cancelled`, which the outcome already says and which are no error kind.
-pub(crate) fn stored_error_kind(text: Option<String>) -> Result<Option<ErrorKind>, String> {
+pub(crate) fn stored_error_kind(
+    column: &str,
+    text: Option<String>,
+) -> Result<Option<ErrorKind>, StoreError> {
     match text.as_deref() {
         None | Some("released") | Some("cancelled") => Ok(None),
-        Some(k) => k.parse().map(Some),
+        Some(k) => k
+            .parse()
+            .map(Some)
+            .map_err(|e| StoreError::decode(format!("column {column}"), e)),
     }
 }
 
@@ -582,6 +589,11 @@ impl DeliveryState {
     }
 }
 
+/// A stored delivery state (the `state` column); anything else is a decode error.
+pub(crate) fn stored_delivery_state(text: &str) -> Result<DeliveryState, StoreError> {
+    DeliveryState::parse(text).map_err(|e| StoreError::decode("column state", e))
+}
+
 impl std::fmt::Display for DeliveryState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -622,4 +634,30 @@ pub struct OutboxRow {
     pub attempts: i32,
     pub claims: i32,
     pub last_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_error_kind_is_a_kind_an_outcome_or_a_decode_error() {
+        assert_eq!(
+            stored_error_kind("error_kind", Some("trap".into())),
+            Ok(Some(ErrorKind::Trap))
+        );
+        for outcome in [None, Some("released".into()), Some("cancelled".into())] {
+            assert_eq!(stored_error_kind("error_kind", outcome), Ok(None));
+        }
+        let err = stored_error_kind("last_error_kind", Some("oops".into())).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Decode { what, message }
+                if what == "column last_error_kind" && message.contains("unknown error kind 'oops'")),
+            "{err}"
+        );
+        assert!(matches!(
+            stored_delivery_state("gone"),
+            Err(StoreError::Decode { .. })
+        ));
+    }
 }

@@ -387,8 +387,7 @@ pub(super) async fn outbox_of_task(s: &SqliteStore, task_id: TaskId) -> Result<V
                 step_id: col(row, "step_id")?,
                 event_name: col(row, "event_name")?,
                 payload: json_col(row, "payload")?,
-                state: DeliveryState::parse(&col::<String>(row, "state")?)
-                    .map_err(|e| StoreError::decode("state", e))?,
+                state: stored_delivery_state(&col::<String>(row, "state")?)?,
                 attempts: col(row, "attempts")?,
                 claims: col(row, "claims")?,
                 last_error: col(row, "last_error")?,

@@ -30,7 +30,7 @@ pub(super) fn u32_col(row: &SqliteRow, name: &str) -> Result<u32> {
 
 /// An `error_kind` column as an [`ErrorKind`](tasker_core::error_kind::ErrorKind).
 fn kind_col(row: &SqliteRow, name: &str) -> Result<Option<tasker_core::error_kind::ErrorKind>> {
-    stored_error_kind(col(row, name)?).map_err(|e| StoreError::decode(format!("column {name}"), e))
+    stored_error_kind(name, col(row, name)?)
 }
 
 pub(super) fn ts_col(row: &SqliteRow, name: &str) -> Result<DateTime<Utc>> {
