@@ -8,6 +8,7 @@ mod coordinator;
 mod fencing;
 mod guest_data;
 mod hooks_policy;
+mod listing;
 mod operations;
 mod outbox;
 mod pinning;

@@ -31,6 +31,7 @@ const TABLES: &[&str] = &[
     "task_transitions",
     "step_transitions",
     "attempts",
+    "api_tokens",
 ];
 
 /// Copy every row of PostgreSQL's tables into SQLite's, converted to SQLite's representation
@@ -130,13 +131,13 @@ async fn simulate(pg: &PgStore) -> (Vec<TaskId>, i64) {
     for (i, t) in templates().iter().enumerate() {
         pg.register_template(t).await.unwrap();
         for k in 0..3 {
-            let created = pg
-                .create_task(
-                    &NewTask::new(t.key(), json!({"i": i, "k": k})),
-                    at((i * 3 + k) as i64),
-                )
-                .await
-                .unwrap();
+            // Tags and identity keys for the listings' filters.
+            let mut req = NewTask::new(t.key(), json!({"i": i, "k": k}));
+            req.metadata = json!({"tags": [format!("k{k}"), format!("i{}", i % 2)]});
+            if k == 0 {
+                req = req.with_identity_key(format!("t{i}"));
+            }
+            let created = pg.create_task(&req, at((i * 3 + k) as i64)).await.unwrap();
             tasks.push(created.task_id);
         }
     }
@@ -195,8 +196,134 @@ fn no_connections(mut h: HealthCounts) -> HealthCounts {
     h
 }
 
+/// Every page of a task listing, walked through `next`.
+async fn task_pages<S: Store>(
+    s: &S,
+    filter: &TaskFilter,
+    limit: u32,
+) -> Vec<Page<TaskRow, TaskId>> {
+    let mut out = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s
+            .list_tasks(filter, TaskPageRequest { before, limit })
+            .await
+            .unwrap();
+        before = page.next;
+        out.push(page);
+        if before.is_none() || out.len() > 1000 {
+            return out;
+        }
+    }
+}
+
+/// How many tasks one page of the largest size lists.
+async fn count_listed(s: &PgStore, filter: TaskFilter) -> usize {
+    let page = s
+        .list_tasks(
+            &filter,
+            TaskPageRequest {
+                before: None,
+                limit: MAX_PAGE,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.next, None);
+    page.items.len()
+}
+
+/// The listings (tasks under several filters, in pages of two sizes; templates) and the
+/// tokens, on both.
+async fn same_listings(pg: &PgStore, lite: &SqliteStore, tasks: &[TaskId]) {
+    let first = templates()[0].key();
+    let filters = [
+        TaskFilter::default(),
+        TaskFilter {
+            states: vec![TaskState::InProgress, TaskState::Error],
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            states: vec![TaskState::Complete],
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            template: Some(first.clone()),
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            template: Some(first[..first.find('@').unwrap()].to_owned()),
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            template: Some("tests/jittery".into()),
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            tag: Some("k1".into()),
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            identity_key: Some("t2".into()),
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            created_after: Some(at(3)),
+            created_before: Some(at(20)),
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            finished_after: Some(at(0)),
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            finished_after: Some(at(5_000)),
+            finished_before: Some(at(12_000)),
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            states: vec![TaskState::Complete, TaskState::Error, TaskState::Cancelled],
+            tag: Some("i1".into()),
+            created_after: Some(at(5)),
+            ..TaskFilter::default()
+        },
+    ];
+    for filter in &filters {
+        for limit in [4, MAX_PAGE] {
+            let want = task_pages(pg, filter, limit).await;
+            assert_eq!(
+                task_pages(lite, filter, limit).await,
+                want,
+                "{filter:?} by {limit}"
+            );
+        }
+    }
+    let all = task_pages(pg, &filters[0], MAX_PAGE).await;
+    assert_eq!(all[0].items.len(), tasks.len(), "every task is listed");
+
+    let mut after: Option<String> = None;
+    loop {
+        let want = pg.list_templates(after.as_deref(), 4).await.unwrap();
+        assert_eq!(
+            lite.list_templates(after.as_deref(), 4).await.unwrap(),
+            want
+        );
+        after = want.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    let tokens = pg.list_tokens().await.unwrap();
+    assert_eq!(lite.list_tokens().await.unwrap(), tokens);
+    for t in &tokens {
+        assert_eq!(lite.token_by_hash(&t.hash).await.unwrap().as_ref(), Some(t));
+    }
+    assert_eq!(lite.token_by_hash("none").await.unwrap(), None);
+}
+
 /// Every read of the Store trait, on both, for these tasks and instants.
 async fn same_reads(pg: &PgStore, lite: &SqliteStore, tasks: &[TaskId], times: &[i64]) {
+    same_listings(pg, lite, tasks).await;
     let unknown = TaskId::new(1_000_000);
     let unknown_step = StepId::new(1_000_000);
     let mut all_steps = Vec::new();
@@ -343,6 +470,16 @@ fn times(end: i64) -> Vec<i64> {
 async fn reads_and_operations_agree_with_postgres(pool: PgPool) {
     let pg = PgStore::new(pool.clone());
     let (tasks, end) = simulate(&pg).await;
+    for (name, expires_at) in [("ci", Some(at(end))), ("admin", None), ("old", None)] {
+        let token = NewToken {
+            name: name.into(),
+            hash: format!("hash-of-{name}"),
+            permissions: vec!["tasks:read".into(), format!("{name}:*")],
+            expires_at,
+        };
+        pg.create_token(&token, at(end - 1)).await.unwrap();
+    }
+    assert!(pg.revoke_token("old", at(end)).await.unwrap());
     let lite = SqliteStore::temporary().await.unwrap();
     copy_into(&pool, &lite).await;
 
@@ -376,6 +513,28 @@ async fn reads_and_operations_agree_with_postgres(pool: PgPool) {
     assert_eq!(lite_health.max_connections, 5);
 
     same_reads(&pg, &lite, &tasks, &times(end)).await;
+    // The listings compared there are not empty ones.
+    let listed = |filter: TaskFilter| count_listed(&pg, filter);
+    let tag = |t: &str| TaskFilter {
+        tag: Some(t.into()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(listed(tag("k1")).await, tasks.len() / 3);
+    assert_eq!(
+        listed(tag("i0")).await + listed(tag("i1")).await,
+        tasks.len()
+    );
+    let identity = TaskFilter {
+        identity_key: Some("t2".into()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(listed(identity).await, 1);
+    let running = TaskFilter {
+        states: vec![TaskState::InProgress, TaskState::Error],
+        ..TaskFilter::default()
+    };
+    assert!(listed(running).await > 0);
+    assert_eq!(lite.list_tokens().await.unwrap().len(), 3);
 
     // The same operations, in the same order, on both: outcomes, refusals and errors agree.
     let now = end + 50;
@@ -623,4 +782,7 @@ async fn empty_stores_agree(pool: PgPool) {
         lite.attempts_of_step(StepId::new(1)).await,
         pg.attempts_of_step(StepId::new(1)).await
     );
+    same_listings(&pg, &lite, &[]).await;
+    assert!(pg.list_templates(None, 1).await.unwrap().items.is_empty());
+    assert!(pg.list_tokens().await.unwrap().is_empty());
 }

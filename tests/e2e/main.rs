@@ -1,7 +1,9 @@
 //! The real `tasker` binary end to end, on both backends: the examples, operations, hooks
-//! and policies, the four guest languages, and crashes (kill -9, a poisoned plugin, Ctrl-C).
+//! and policies, the four guest languages, crashes (kill -9, a poisoned plugin, Ctrl-C), and
+//! `tasker serve`.
 
 mod crash;
 mod examples;
 mod hooks;
 mod polyglot;
+mod serve;

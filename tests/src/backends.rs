@@ -28,7 +28,7 @@ macro_rules! on_both_backends {
 
 use std::future::Future;
 
-use tasker_store::{PgStore, SqliteStore, Store, StoreError};
+use tasker_store::{AnyStore, PgStore, SqliteStore, Store, StoreError};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -46,6 +46,9 @@ pub trait Backend: Store + Clone + 'static {
     /// pool of its own with `connections` connections (as a separate process has); on SQLite
     /// the same store, which in-process workers share (one writer at a time).
     fn sibling(&self, connections: u32) -> impl Future<Output = Result<Self>> + Send;
+
+    /// The same store as the binaries hold it (the server takes an [`AnyStore`]).
+    fn any(&self) -> AnyStore;
 }
 
 impl Backend for PgStore {
@@ -64,6 +67,10 @@ impl Backend for PgStore {
             .await?;
         Ok(PgStore::new(pool))
     }
+
+    fn any(&self) -> AnyStore {
+        self.clone().into()
+    }
 }
 
 impl Backend for SqliteStore {
@@ -77,5 +84,9 @@ impl Backend for SqliteStore {
 
     async fn sibling(&self, _connections: u32) -> Result<Self> {
         Ok(self.clone())
+    }
+
+    fn any(&self) -> AnyStore {
+        self.clone().into()
     }
 }

@@ -1,12 +1,13 @@
 //! The harness the cross-crate suites share: running a scenario on both backends
 //! ([`on_both_backends!`]), the store drivers at fixed instants ([`store`]), workers with test
 //! timings, their own connections, polling for tasks to end, the `tasker` binary against a
-//! test database on either backend ([`cli`]), and the reference model of the stores'
-//! scheduling semantics ([`model`]).
+//! test database on either backend ([`cli`]), the reference model of the stores'
+//! scheduling semantics ([`model`]), and a real HTTP server with its client ([`server`]).
 
 pub mod backends;
 pub mod cli;
 pub mod model;
+pub mod server;
 pub mod store;
 
 pub use backends::Backend;

@@ -1,5 +1,6 @@
 //! The `tasker` binary's library: settings, the commands and what they print.
 
+pub mod api;
 pub mod app;
 pub mod commands;
 pub mod config;

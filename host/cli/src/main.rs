@@ -51,6 +51,15 @@ struct Cli {
     #[arg(long, env = "TASKER_CONFIG", global = true)]
     config: Option<PathBuf>,
 
+    /// A `tasker serve` URL: submit, status, tasks, cancel, retry, resolve, templates and
+    /// plugins go through its API instead of the database (other commands ignore it).
+    #[arg(long, env = "TASKER_SERVER", global = true)]
+    server: Option<String>,
+
+    /// The bearer token for --server.
+    #[arg(long, env = "TASKER_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -90,6 +99,32 @@ enum Command {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Serve the HTTP API (under /v1, health under /health) on this store; optionally run
+    /// workers in the same process. Stateless: several servers can share one PostgreSQL
+    /// database. SIGINT or SIGTERM stops it gracefully.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = tasker_server::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Steps run at once by a worker in this process (0: the API only).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// Accept requests without a token (loopback addresses only; a development server).
+        #[arg(long)]
+        no_auth: bool,
+        /// Accept requests without a token on any address. Only on a trusted network.
+        #[arg(long)]
+        insecure_no_auth: bool,
+        /// Largest request body, in bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        max_body: usize,
+    },
+    /// API tokens for `tasker serve`.
+    #[command(subcommand)]
+    Tokens(TokensCmd),
+    /// List and inspect tasks.
+    #[command(subcommand)]
+    Tasks(TasksCmd),
     /// Enqueue a task and print its id.
     Submit {
         /// A template file (registered first) or a registered key namespace/name@version.
@@ -147,6 +182,51 @@ enum TemplatesCmd {
         /// Print the DAG instead, as Mermaid or DOT.
         #[arg(long, value_enum)]
         graph: Option<GraphFormat>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCmd {
+    /// Create a token and print it (once: the store keeps only its hash).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated `resource:action` permissions (tasks:read, tasks:create, ...),
+        /// `resource:*` or `*`.
+        #[arg(long)]
+        permissions: String,
+        /// Lifetime such as 30d, 12h or 90m (default: no expiry).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by name.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TasksCmd {
+    /// List tasks, newest first.
+    List {
+        /// Only tasks in these states (comma-separated: pending, in_progress, complete,
+        /// error, cancelled).
+        #[arg(long, value_delimiter = ',')]
+        state: Vec<tasker_core::state::TaskState>,
+        /// namespace/name@version, or namespace/name for every version.
+        #[arg(long)]
+        template: Option<String>,
+        /// Only tasks with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long)]
+        identity_key: Option<String>,
+        /// Tasks per page (1..=500).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: u32,
+        /// Continue a listing: the cursor the previous page printed.
+        #[arg(long)]
+        cursor: Option<TaskId>,
     },
 }
 
@@ -219,6 +299,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         cli.cache_dir,
     );
     let app = App::new(settings);
+    if let Some(url) = &cli.server {
+        let api = tasker_cli::api::Api::new(url, cli.token.clone())?;
+        if let Some(code) = through_server(&api, &cli.command).await? {
+            return Ok(code);
+        }
+    }
     match cli.command {
         Command::Run {
             template,
@@ -238,6 +324,50 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             app.run(what, concurrency, plain).await
         }
         Command::Worker { concurrency, id } => app.worker(concurrency, id).await,
+        Command::Serve {
+            listen,
+            workers,
+            no_auth,
+            insecure_no_auth,
+            max_body,
+        } => {
+            app.serve(commands::ServeOptions {
+                listen,
+                workers,
+                no_auth,
+                insecure_no_auth,
+                max_body_bytes: max_body,
+            })
+            .await
+        }
+        Command::Tokens(TokensCmd::Create {
+            name,
+            permissions,
+            expires,
+        }) => {
+            app.tokens_create(&name, &permissions, expires.as_deref())
+                .await
+        }
+        Command::Tokens(TokensCmd::List) => app.tokens_list().await,
+        Command::Tokens(TokensCmd::Revoke { name }) => app.tokens_revoke(&name).await,
+        Command::Tasks(TasksCmd::List {
+            state,
+            template,
+            tag,
+            identity_key,
+            limit,
+            cursor,
+        }) => {
+            app.tasks_list(commands::TaskListArgs {
+                states: state,
+                template,
+                tag,
+                identity_key,
+                limit,
+                cursor,
+            })
+            .await
+        }
         Command::Submit {
             template,
             context,
@@ -264,4 +394,53 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugins(PluginsCmd::Inspect { plugin }) => app.plugins_inspect(&plugin).await,
         Command::Migrate => app.migrate().await,
     }
+}
+
+/// The commands `--server` sends through the API (None: this one runs locally).
+async fn through_server(
+    api: &tasker_cli::api::Api,
+    command: &Command,
+) -> anyhow::Result<Option<ExitCode>> {
+    use commands::remote;
+    Ok(Some(match command {
+        Command::Submit {
+            template,
+            context,
+            identity_key,
+            wait,
+        } => remote::submit(api, template, context, identity_key.clone(), *wait).await?,
+        Command::Status { task } => {
+            remote::status_of(api, task.get()).await?;
+            ExitCode::SUCCESS
+        }
+        Command::Cancel { task } => remote::cancel(api, task.get()).await?,
+        Command::Retry { task } => remote::retry(api, task.get()).await?,
+        Command::Resolve { step, result } => {
+            remote::resolve(api, step.get(), result.as_deref()).await?
+        }
+        Command::Tasks(TasksCmd::List {
+            state,
+            template,
+            tag,
+            identity_key,
+            limit,
+            cursor,
+        }) => {
+            let args = commands::TaskListArgs {
+                states: state.clone(),
+                template: template.clone(),
+                tag: tag.clone(),
+                identity_key: identity_key.clone(),
+                limit: *limit,
+                cursor: *cursor,
+            };
+            remote::tasks_list(api, &args).await?
+        }
+        Command::Templates(TemplatesCmd::Register { file }) => {
+            remote::templates_register(api, file).await?
+        }
+        Command::Templates(TemplatesCmd::List) => remote::templates_list(api).await?,
+        Command::Plugins(PluginsCmd::List) => remote::plugins_list(api).await?,
+        _ => return Ok(None),
+    }))
 }

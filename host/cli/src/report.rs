@@ -7,7 +7,7 @@ use chrono::Utc;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use tasker_core::state::StepState;
 use tasker_sandbox::{Plugin, Sandbox};
-use tasker_store::{AnyStore, AttemptRow, ReadinessRow, Store, TaskId};
+use tasker_store::{AnyStore, AttemptRow, MAX_PAGE, Store, TaskId};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -40,36 +40,6 @@ fn short_hash(h: &str) -> String {
 
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
-}
-
-/// Why a step has not run yet, from `get_step_readiness_status`.
-pub fn readiness_reason(r: &ReadinessRow) -> String {
-    if r.state.is_terminal() || r.state == StepState::InProgress {
-        return String::new();
-    }
-    if r.ready_for_execution {
-        return "ready".into();
-    }
-    if !r.dependencies_satisfied {
-        return format!(
-            "waiting for parents ({} of {} done)",
-            r.completed_parents, r.total_parents
-        );
-    }
-    if !r.retry_eligible {
-        return if r.state == StepState::Error {
-            format!(
-                "failed ({} of {} attempts used)",
-                r.attempts, r.max_attempts
-            )
-        } else {
-            format!("not retryable ({} attempts)", r.attempts)
-        };
-    }
-    match r.next_retry_at {
-        Some(t) if t > Utc::now() => format!("retry at {}", t.format("%H:%M:%S%.3f")),
-        _ => "ready".into(),
-    }
 }
 
 /// Text that came from a guest (or a file name), cut to `max_chars` and with control
@@ -171,7 +141,7 @@ pub async fn status(store: &AnyStore, task: TaskId) -> Result<()> {
         let why = readiness
             .iter()
             .find(|r| r.step_id == s.id)
-            .map(readiness_reason)
+            .map(|r| r.reason(Utc::now()))
             .unwrap_or_default();
         t.add_row(vec![
             s.id.to_string(),
@@ -202,10 +172,21 @@ pub async fn status(store: &AnyStore, task: TaskId) -> Result<()> {
 }
 
 pub async fn templates(store: &AnyStore) -> Result<()> {
-    let rows = store.template_list().await?;
     let mut t = table(&["template", "steps", "description"]);
-    for (key, steps, desc) in rows {
-        t.add_row(vec![key, steps.to_string(), desc.unwrap_or_default()]);
+    let mut after = None;
+    loop {
+        let page = store.list_templates(after.as_deref(), MAX_PAGE).await?;
+        for tpl in page.items {
+            t.add_row(vec![
+                tpl.key,
+                tpl.step_count.to_string(),
+                tpl.description.unwrap_or_default(),
+            ]);
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
     }
     println!("{t}");
     Ok(())
@@ -267,4 +248,51 @@ pub fn plugin(p: &Plugin, cache_dir: &Path) {
         "world:             tasker:plugin/{}@0.1.0 (export: {export})",
         p.world().as_str()
     );
+}
+
+/// `tasker tokens list`.
+pub fn tokens(rows: &[tasker_store::TokenRow], now: chrono::DateTime<Utc>) {
+    let mut t = table(&["name", "permissions", "created", "expires", "state"]);
+    for r in rows {
+        let state = if r.revoked_at.is_some() {
+            "revoked"
+        } else if !r.is_valid_at(now) {
+            "expired"
+        } else {
+            "active"
+        };
+        t.add_row(vec![
+            guest_text(&r.name, 64),
+            r.permissions.join(","),
+            r.created_at.format("%Y-%m-%d %H:%M").to_string(),
+            opt(r.expires_at.map(|e| e.format("%Y-%m-%d %H:%M"))),
+            state.to_owned(),
+        ]);
+    }
+    println!("{t}");
+}
+
+/// `tasker tasks list`.
+pub fn tasks(rows: &[tasker_store::TaskRow]) {
+    let mut t = table(&["task", "template", "state", "steps", "created", "finished"]);
+    for r in rows {
+        t.add_row(vec![
+            r.id.to_string(),
+            r.template_key.clone(),
+            r.state.to_string(),
+            format!("{}/{}", r.step_count - r.unfinished_steps, r.step_count),
+            r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            opt(r.finished_at.map(|e| e.format("%Y-%m-%d %H:%M:%S"))),
+        ]);
+    }
+    println!("{t}");
+}
+
+/// A table of already formatted rows (the `--server` commands, whose rows are JSON).
+pub fn print_rows(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut t = table(header);
+    for r in rows {
+        t.add_row(r);
+    }
+    println!("{t}");
 }

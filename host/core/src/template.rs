@@ -255,7 +255,8 @@ impl TemplateError {
 #[error("task context does not match the schema of {template}:{}", .errors.iter().map(|e| format!("\n  - {e}")).collect::<String>())]
 pub struct ContextError {
     pub template: String,
-    pub errors: Vec<String>,
+    /// Each with the JSON pointer of the offending value in the context (`/` for the root).
+    pub errors: Vec<Problem>,
 }
 
 impl Template {
@@ -318,14 +319,20 @@ impl Template {
             template: self.key(),
             errors,
         };
-        let validator =
-            jsonschema::validator_for(schema).map_err(|e| fail(vec![format!("schema: {e}")]))?;
-        let errors: Vec<String> = validator
+        let validator = jsonschema::validator_for(schema).map_err(|e| {
+            fail(vec![Problem {
+                location: "context_schema".into(),
+                message: e.to_string(),
+            }])
+        })?;
+        let errors: Vec<Problem> = validator
             .iter_errors(context)
             .map(|e| {
                 let at = e.instance_path().to_string();
-                let at = if at.is_empty() { "/".to_owned() } else { at };
-                format!("{at}: {e}")
+                Problem {
+                    location: if at.is_empty() { "/".to_owned() } else { at },
+                    message: e.to_string(),
+                }
             })
             .collect();
         if errors.is_empty() {

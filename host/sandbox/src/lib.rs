@@ -40,7 +40,8 @@ pub use error::SandboxError;
 pub use host::{EmittedEvent, LogRecord};
 pub use limits::{AttemptLimits, ENTRY_COST, MAX_OUTPUT_DEPTH, ResolvedLimits};
 pub use registry::{
-    Plugin, PluginHash, PluginRef, Registry, RegistryEvent, RegistryStats, ScanReport, World,
+    Plugin, PluginHash, PluginRef, Registry, RegistryEvent, RegistryStats, ScanReport, UploadError,
+    World,
 };
 pub use worlds::{HookEvent, HookRequest, PolicyDecision, PolicyInput, PolicyRequest};
 

@@ -123,6 +123,8 @@ CREATE TABLE tasks (
 CREATE UNIQUE INDEX tasks_identity_key ON tasks (namespace_id, identity_key)
     WHERE identity_key IS NOT NULL;
 CREATE INDEX tasks_template ON tasks (template_id);
+-- Listing tasks in some states, by descending id (host/store/src/listing.rs).
+CREATE INDEX tasks_state ON tasks (state, id);
 
 CREATE TABLE steps (
     id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -303,3 +305,17 @@ CREATE INDEX hook_outbox_queue ON hook_outbox (next_attempt_at, id)
 CREATE INDEX hook_outbox_head ON hook_outbox (hook_id, task_id, id) WHERE state = 'pending';
 CREATE INDEX hook_outbox_task ON hook_outbox (task_id, id);
 ALTER TABLE hook_outbox SET (autovacuum_vacuum_scale_factor = 0.02);
+
+-- API tokens (host/store/src/listing.rs): only the hash of a token's secret is kept. A name is
+-- never reused, not even after its token was revoked.
+CREATE TABLE api_tokens (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name         text NOT NULL UNIQUE CHECK (name <> ''),
+    -- Hex blake3 of the secret.
+    hash         text NOT NULL UNIQUE,
+    -- `resource:action` strings or `*`.
+    permissions  text[] NOT NULL,
+    created_at   timestamptz NOT NULL,
+    expires_at   timestamptz,
+    revoked_at   timestamptz
+);

@@ -8,6 +8,7 @@ use serde_json::Value;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
+use crate::listing::{NewToken, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow};
 use crate::store::{Result, Store};
 use crate::types::*;
 use crate::{PgStore, SqliteStore};
@@ -43,11 +44,6 @@ impl AnyStore {
             AnyStore::Postgres(s) => Some(s),
             AnyStore::Sqlite(_) => None,
         }
-    }
-
-    /// Registered templates as (key, step count, description), by key.
-    pub async fn template_list(&self) -> Result<Vec<(String, u32, Option<String>)>> {
-        delegate!(self, s => s.template_list())
     }
 }
 
@@ -269,5 +265,37 @@ impl Store for AnyStore {
         now: DateTime<Utc>,
     ) -> Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)> {
         delegate!(self, s => s.complete_and_claim(items, events, worker, claim_limit, lease, now))
+    }
+
+    async fn list_templates(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<TemplateSummary, String>> {
+        delegate!(self, s => s.list_templates(after, limit))
+    }
+
+    async fn list_tasks(
+        &self,
+        filter: &TaskFilter,
+        page: TaskPageRequest,
+    ) -> Result<Page<TaskRow, TaskId>> {
+        delegate!(self, s => s.list_tasks(filter, page))
+    }
+
+    async fn create_token(&self, token: &NewToken, now: DateTime<Utc>) -> Result<TokenRow> {
+        delegate!(self, s => s.create_token(token, now))
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
+        delegate!(self, s => s.token_by_hash(hash))
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRow>> {
+        delegate!(self, s => s.list_tokens())
+    }
+
+    async fn revoke_token(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
+        delegate!(self, s => s.revoke_token(name, now))
     }
 }

@@ -9,9 +9,11 @@
 mod any;
 mod error;
 mod ids;
+mod listing;
 mod payload;
 mod pg;
 mod pg_hooks;
+mod pg_listing;
 pub mod rules;
 mod sqlite;
 mod store;
@@ -20,6 +22,9 @@ mod wire;
 
 pub use any::AnyStore;
 pub use error::StoreError;
+pub use listing::{
+    MAX_PAGE, NewToken, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow,
+};
 pub use pg::{DEFAULT_MAX_LEASE_LOSSES, DUE_CHANNEL, MIGRATOR, PgStore, READY_CHANNEL};
 pub use sqlite::{SQLITE_MIGRATOR, SqliteStore};
 pub use store::{Result, Store};

@@ -12,6 +12,7 @@ use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
 use crate::error::StoreError;
+use crate::listing::{NewToken, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow};
 use crate::payload::Payload;
 use crate::store::{Result, Store};
 use crate::types::*;
@@ -72,24 +73,6 @@ impl PgStore {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
-
-    /// Registered templates as (key, step count, description), by key.
-    pub async fn template_list(&self) -> Result<Vec<(String, u32, Option<String>)>> {
-        let rows = sqlx::query(
-            "SELECT template_key, step_count, description FROM templates ORDER BY template_key",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    col(r, "template_key")?,
-                    u32_col(r, "step_count")?,
-                    col(r, "description")?,
-                ))
-            })
-            .collect()
-    }
 }
 
 pub(crate) fn col<'r, T>(row: &'r PgRow, name: &str) -> Result<T>
@@ -105,7 +88,7 @@ fn kind_col(row: &PgRow, name: &str) -> Result<Option<ErrorKind>> {
     stored_error_kind(name, col(row, name)?)
 }
 
-fn u32_col(row: &PgRow, name: &str) -> Result<u32> {
+pub(crate) fn u32_col(row: &PgRow, name: &str) -> Result<u32> {
     let v: i32 = col(row, name)?;
     u32::try_from(v).map_err(|_| StoreError::decode(format!("column {name}"), "negative"))
 }
@@ -225,11 +208,11 @@ fn step_row(row: &PgRow) -> Result<StepRow> {
     })
 }
 
-const TASK_COLUMNS: &str = "t.id, tp.template_key, t.state, t.context, t.identity_key, \
+pub(crate) const TASK_COLUMNS: &str = "t.id, tp.template_key, t.state, t.context, t.identity_key, \
     t.metadata, t.step_count, t.unfinished_steps, t.error_steps, t.created_at, t.updated_at, \
     t.started_at, t.finished_at";
 
-fn task_row(row: &PgRow) -> Result<TaskRow> {
+pub(crate) fn task_row(row: &PgRow) -> Result<TaskRow> {
     Ok(TaskRow {
         id: col(row, "id")?,
         template_key: col(row, "template_key")?,
@@ -796,6 +779,38 @@ impl Store for PgStore {
         rows.iter()
             .map(|r| transition_row(r, "task_id", task_state))
             .collect()
+    }
+
+    async fn list_templates(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<TemplateSummary, String>> {
+        crate::pg_listing::list_templates(&self.pool, after, limit).await
+    }
+
+    async fn list_tasks(
+        &self,
+        filter: &TaskFilter,
+        page: TaskPageRequest,
+    ) -> Result<Page<TaskRow, TaskId>> {
+        crate::pg_listing::list_tasks(&self.pool, filter, page).await
+    }
+
+    async fn create_token(&self, token: &NewToken, now: DateTime<Utc>) -> Result<TokenRow> {
+        crate::pg_listing::create_token(&self.pool, token, now).await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
+        crate::pg_listing::token_by_hash(&self.pool, hash).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRow>> {
+        crate::pg_listing::list_tokens(&self.pool).await
+    }
+
+    async fn revoke_token(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
+        crate::pg_listing::revoke_token(&self.pool, name, now).await
     }
 }
 

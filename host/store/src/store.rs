@@ -12,6 +12,7 @@ use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
 use crate::error::StoreError;
+use crate::listing::*;
 use crate::types::*;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -248,4 +249,41 @@ pub trait Store: Send + Sync {
         &self,
         task_id: TaskId,
     ) -> impl Future<Output = Result<Vec<TransitionRow<TaskState>>>> + Send;
+
+    /// Registered templates in key order, after `after` (a previous page's `next`), at most
+    /// `limit` (1..=[`MAX_PAGE`]).
+    fn list_templates(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Page<TemplateSummary, String>>> + Send;
+
+    /// Tasks matching `filter`, newest first, one page at a time.
+    fn list_tasks(
+        &self,
+        filter: &TaskFilter,
+        page: TaskPageRequest,
+    ) -> impl Future<Output = Result<Page<TaskRow, TaskId>>> + Send;
+
+    /// Store a new API token; a name already used (even by a revoked token) is refused as
+    /// [`StoreError::InvalidInput`] naming it.
+    fn create_token(
+        &self,
+        token: &NewToken,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<TokenRow>> + Send;
+
+    /// The token whose secret hashes to `hash` (revoked and expired ones too: the caller
+    /// decides with [`TokenRow::is_valid_at`]).
+    fn token_by_hash(&self, hash: &str) -> impl Future<Output = Result<Option<TokenRow>>> + Send;
+
+    /// Every token, by id.
+    fn list_tokens(&self) -> impl Future<Output = Result<Vec<TokenRow>>> + Send;
+
+    /// Revoke the token of this name; false when it does not exist or was already revoked.
+    fn revoke_token(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
 }

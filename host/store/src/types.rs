@@ -203,6 +203,14 @@ pub enum RetryDecision {
 }
 
 impl RetryDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryDecision::Retry => "retry",
+            RetryDecision::Permanent => "permanent",
+            RetryDecision::Exhausted => "exhausted",
+        }
+    }
+
     /// From PostgreSQL's text.
     pub fn parse(s: &str) -> Result<Self, String> {
         match s {
@@ -282,6 +290,39 @@ pub struct ReadinessRow {
     pub last_failure_at: Option<DateTime<Utc>>,
     pub backoff_request_ms: Option<i64>,
     pub ready_for_execution: bool,
+}
+
+impl ReadinessRow {
+    /// Why the step has not run yet, in words ("ready" when it may run now; empty when it is
+    /// running or finished). The one wording of the CLI's status and the API.
+    pub fn reason(&self, now: DateTime<Utc>) -> String {
+        if self.state.is_terminal() || self.state == StepState::InProgress {
+            return String::new();
+        }
+        if self.ready_for_execution {
+            return "ready".into();
+        }
+        if !self.dependencies_satisfied {
+            return format!(
+                "waiting for parents ({} of {} done)",
+                self.completed_parents, self.total_parents
+            );
+        }
+        if !self.retry_eligible {
+            return if self.state == StepState::Error {
+                format!(
+                    "failed ({} of {} attempts used)",
+                    self.attempts, self.max_attempts
+                )
+            } else {
+                format!("not retryable ({} attempts)", self.attempts)
+            };
+        }
+        match self.next_retry_at {
+            Some(t) if t > now => format!("retry at {}", t.format("%H:%M:%S%.3f")),
+            _ => "ready".into(),
+        }
+    }
 }
 
 /// `get_task_execution_context`.

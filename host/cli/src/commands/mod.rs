@@ -4,13 +4,20 @@
 mod cancel;
 mod migrate;
 mod plugins;
+pub mod remote;
 mod resolve;
 mod retry;
 mod run;
+mod serve;
 mod status;
 mod submit;
+mod tasks;
 mod templates;
+mod tokens;
 mod worker;
 
 pub use run::RunTask;
+pub use serve::ServeOptions;
+pub use tasks::TaskListArgs;
 pub use templates::{Graph, components_of};
+pub use tokens::parse_duration;

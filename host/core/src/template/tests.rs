@@ -118,7 +118,7 @@ fn context_is_checked_against_the_schema() {
     assert!(msg.contains("/order_id"), "{msg}");
     assert!(msg.contains("shop/order_fulfilment@1.2.0"), "{msg}");
     let e = t.validate_context(&serde_json::json!({})).unwrap_err();
-    assert!(e.errors[0].contains("order_id"), "{e}");
+    assert!(e.errors[0].message.contains("order_id"), "{e}");
 }
 
 #[test]

@@ -170,7 +170,7 @@ fn read_source(path: &Path, hash: PluginHash) -> Result<Vec<u8>, SandboxError> {
     Ok(bytes)
 }
 
-fn check(
+pub(super) fn check(
     linker: &Linker<AttemptState>,
     component: &Component,
     world: World,
@@ -193,7 +193,7 @@ fn check(
 }
 
 /// Write to a temporary name and rename, so a reader never sees half a file.
-fn write_cache(c: &Component, path: &Path) -> std::io::Result<()> {
+pub(super) fn write_cache(c: &Component, path: &Path) -> std::io::Result<()> {
     let bytes = c
         .serialize()
         .map_err(|e| std::io::Error::other(format!("{e:#}")))?;

@@ -24,6 +24,7 @@
 mod compile;
 mod files;
 mod ids;
+mod upload;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -38,6 +39,7 @@ use wasmtime::component::Linker;
 
 pub(crate) use compile::Pre;
 pub use ids::{PluginHash, PluginRef, World};
+pub use upload::UploadError;
 
 use crate::attempt::AttemptState;
 use crate::engine::SandboxEngine;

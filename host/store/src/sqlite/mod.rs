@@ -8,6 +8,7 @@
 
 mod hooks;
 mod hot;
+mod listing;
 mod ops;
 mod readiness;
 mod rows;
@@ -27,6 +28,7 @@ use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
 use crate::error::StoreError;
+use crate::listing::{NewToken, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow};
 use crate::store::{Result, Store};
 use crate::types::*;
 
@@ -147,21 +149,6 @@ impl SqliteStore {
     /// The read-only pool.
     pub fn reader(&self) -> &SqlitePool {
         &self.reader
-    }
-
-    /// Registered templates as (key, step count, description), by key.
-    pub async fn template_list(&self) -> Result<Vec<(String, u32, Option<String>)>> {
-        let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
-            "SELECT template_key, step_count, description FROM templates ORDER BY template_key",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        rows.into_iter()
-            .map(|(key, n, d)| {
-                let n = u32::try_from(n).map_err(|e| StoreError::decode("step_count", e))?;
-                Ok((key, n, d))
-            })
-            .collect()
     }
 
     /// A write transaction. `BEGIN IMMEDIATE` takes the file's write lock up front, so a
@@ -436,5 +423,37 @@ impl Store for SqliteStore {
 
     async fn task_transitions(&self, task_id: TaskId) -> Result<Vec<TransitionRow<TaskState>>> {
         rows::task_transitions(self, task_id).await
+    }
+
+    async fn list_templates(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<TemplateSummary, String>> {
+        listing::list_templates(self, after, limit).await
+    }
+
+    async fn list_tasks(
+        &self,
+        filter: &TaskFilter,
+        page: TaskPageRequest,
+    ) -> Result<Page<TaskRow, TaskId>> {
+        listing::list_tasks(self, filter, page).await
+    }
+
+    async fn create_token(&self, token: &NewToken, now: DateTime<Utc>) -> Result<TokenRow> {
+        listing::create_token(self, token, now).await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
+        listing::token_by_hash(self, hash).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRow>> {
+        listing::list_tokens(self).await
+    }
+
+    async fn revoke_token(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
+        listing::revoke_token(self, name, now).await
     }
 }

@@ -132,11 +132,11 @@ fn step_row(row: &SqliteRow) -> Result<StepRow> {
     })
 }
 
-const TASK_COLUMNS: &str = "t.id, tp.template_key, t.state, t.context, t.identity_key, \
+pub(super) const TASK_COLUMNS: &str = "t.id, tp.template_key, t.state, t.context, t.identity_key, \
     t.metadata, t.step_count, t.unfinished_steps, t.error_steps, t.created_at, t.updated_at, \
     t.started_at, t.finished_at";
 
-fn task_row(row: &SqliteRow) -> Result<TaskRow> {
+pub(super) fn task_row(row: &SqliteRow) -> Result<TaskRow> {
     Ok(TaskRow {
         id: col(row, "id")?,
         template_key: col(row, "template_key")?,

@@ -1,0 +1,126 @@
+//! The commands' HTTP client, for `--server URL`: the same operations through a `tasker
+//! serve` instead of the database. Problems come back as errors naming their fields.
+
+use anyhow::{Context, Result, anyhow};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// A `tasker serve` to talk to.
+#[derive(Debug, Clone)]
+pub struct Api {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// A request body.
+pub enum Body {
+    Json(Value),
+    Yaml(String),
+}
+
+impl Api {
+    pub fn new(base: &str, token: Option<String>) -> Result<Api> {
+        let base = base.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            anyhow::bail!("--server {base} is not an http:// or https:// URL");
+        }
+        Ok(Api {
+            base,
+            token,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// `GET path`: the JSON body of a 2xx answer.
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        Ok(self.call(Method::GET, path, None).await?.1)
+    }
+
+    /// `POST path`: status and JSON body of a 2xx answer.
+    pub async fn post(&self, path: &str, body: Option<Body>) -> Result<(StatusCode, Value)> {
+        self.call(Method::POST, path, body).await
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+    ) -> Result<(StatusCode, Value)> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        match body {
+            Some(Body::Json(v)) => req = req.json(&v),
+            Some(Body::Yaml(y)) => req = req.header("content-type", "application/yaml").body(y),
+            None => {}
+        }
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let status = res.status();
+        let bytes = res
+            .bytes()
+            .await
+            .with_context(|| format!("the answer of {method} {path} broke off"))?;
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok((status, body))
+        } else {
+            Err(problem_error(status, &body, &method, path))
+        }
+    }
+}
+
+/// A problem answer in words: its detail, each field at fault, what is available.
+fn problem_error(status: StatusCode, p: &Value, method: &Method, path: &str) -> anyhow::Error {
+    let detail = p["detail"].as_str().unwrap_or("no detail");
+    let mut msg = format!("the server refused {method} {path} ({status}): {detail}");
+    for e in p["errors"].as_array().into_iter().flatten() {
+        msg.push_str(&format!(
+            "\n  - {}: {}",
+            e["pointer"].as_str().unwrap_or("?"),
+            e["detail"].as_str().unwrap_or("?")
+        ));
+    }
+    if let Some(a) = p["available"].as_array() {
+        let names: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+        msg.push_str(&format!("\n  available: {}", names.join(", ")));
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        msg.push_str("\n  (give a token with --token or TASKER_TOKEN)");
+    }
+    anyhow!(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn problems_read_as_sentences_with_their_fields() {
+        let p = json!({"detail": "bad context", "errors": [{"pointer": "/context/x", "detail": "is required"}], "available": ["echo@0.1.0"]});
+        let e = problem_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &p,
+            &Method::POST,
+            "/v1/tasks",
+        );
+        let s = e.to_string();
+        assert!(
+            s.contains("POST /v1/tasks (422 Unprocessable Entity): bad context"),
+            "{s}"
+        );
+        assert!(
+            s.contains("- /context/x: is required") && s.contains("available: echo@0.1.0"),
+            "{s}"
+        );
+        assert!(Api::new("localhost:7300", None).is_err());
+    }
+}

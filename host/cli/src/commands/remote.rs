@@ -1,0 +1,290 @@
+//! The commands that `--server URL` sends through a `tasker serve` instead of the database:
+//! submit, status, tasks list, cancel, retry, resolve, templates, plugins.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::api::{Api, Body};
+use crate::app::{load_template, read_json_arg};
+use crate::commands::TaskListArgs;
+use crate::report;
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => report::guest_text(s, 200),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// An RFC 3339 instant as the local commands print it.
+fn instant(v: &Value) -> String {
+    v.as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| text(v))
+}
+
+/// A template file is registered (as JSON, its relative grants made absolute here, as for
+/// the local commands); anything else is taken for a registered key.
+async fn template_key(api: &Api, template: &str) -> Result<String> {
+    let path = Path::new(template);
+    if !path.is_file() {
+        return Ok(template.to_owned());
+    }
+    let t = load_template(path)?;
+    api.post("/v1/templates", Some(Body::Json(serde_json::to_value(&t)?)))
+        .await?;
+    Ok(t.key())
+}
+
+pub async fn submit(
+    api: &Api,
+    template: &str,
+    context: &str,
+    identity_key: Option<String>,
+    wait: bool,
+) -> Result<ExitCode> {
+    let key = template_key(api, template).await?;
+    let context = read_json_arg(context, "context")?;
+    let (status, task) = api
+        .post(
+            "/v1/tasks",
+            Some(Body::Json(json!({
+                "template": key, "context": context, "identity_key": identity_key,
+            }))),
+        )
+        .await?;
+    let id = task["id"]
+        .as_i64()
+        .context("the server answered no task id")?;
+    if status == StatusCode::OK {
+        eprintln!("task {id} already exists for this identity key");
+    }
+    println!("{id}");
+    if !wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let state = loop {
+        let t = api.get(&format!("/v1/tasks/{id}")).await?;
+        let state = t["state"].as_str().unwrap_or("").to_owned();
+        if matches!(state.as_str(), "complete" | "error" | "cancelled") {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    status_of(api, id).await?;
+    Ok(if state == "complete" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `tasker status` through the API: the steps and why each unrun one is not ready.
+pub async fn status_of(api: &Api, id: i64) -> Result<()> {
+    let t = api.get(&format!("/v1/tasks/{id}")).await?;
+    println!(
+        "task {id} ({}): {}, created {}",
+        text(&t["template"]),
+        text(&t["state"]),
+        instant(&t["created_at"])
+    );
+    if let Some(e) = t.get("execution").filter(|e| !e.is_null()) {
+        println!(
+            "  {}; {:.0}% complete; next: {}; health: {}",
+            text(&e["execution_status"]),
+            e["completion_percentage"].as_f64().unwrap_or(0.0),
+            text(&e["recommended_action"]),
+            text(&e["health_status"])
+        );
+    }
+    let rows: Vec<Vec<String>> = t["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            vec![
+                text(&s["id"]),
+                text(&s["name"]),
+                text(&s["state"]),
+                format!("{}/{}", s["attempts"], s["max_attempts"]),
+                s["readiness"]["reason"].as_str().unwrap_or("").to_owned(),
+                text(&s["last_error_kind"]),
+            ]
+        })
+        .collect();
+    report::print_rows(
+        &[
+            "id",
+            "step",
+            "state",
+            "attempts",
+            "why not run",
+            "last error kind",
+        ],
+        rows,
+    );
+    Ok(())
+}
+
+pub async fn tasks_list(api: &Api, args: &TaskListArgs) -> Result<ExitCode> {
+    let mut q = vec![format!("limit={}", args.limit)];
+    if !args.states.is_empty() {
+        let s: Vec<String> = args.states.iter().map(|s| s.to_string()).collect();
+        q.push(format!("state={}", s.join(",")));
+    }
+    for (k, v) in [
+        ("template", &args.template),
+        ("tag", &args.tag),
+        ("identity_key", &args.identity_key),
+    ] {
+        if let Some(v) = v {
+            q.push(format!("{k}={}", encode(v)));
+        }
+    }
+    if let Some(c) = args.cursor {
+        q.push(format!("cursor={c}"));
+    }
+    let page = api.get(&format!("/v1/tasks?{}", q.join("&"))).await?;
+    let rows: Vec<Vec<String>> = page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let total = t["step_count"].as_i64().unwrap_or(0);
+            let open = t["unfinished_steps"].as_i64().unwrap_or(0);
+            vec![
+                text(&t["id"]),
+                text(&t["template"]),
+                text(&t["state"]),
+                format!("{}/{total}", total - open),
+                instant(&t["created_at"]),
+                instant(&t["finished_at"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        eprintln!("no tasks match");
+    } else {
+        report::print_rows(
+            &["task", "template", "state", "steps", "created", "finished"],
+            rows,
+        );
+    }
+    if let Some(next) = page["next_cursor"].as_str() {
+        eprintln!("more: add --cursor {next}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b'@' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn cancel(api: &Api, task: i64) -> Result<ExitCode> {
+    let (_, out) = api.post(&format!("/v1/tasks/{task}/cancel"), None).await?;
+    if out["cancelled"] == true {
+        println!("task {task} cancelled ({} steps)", out["steps_cancelled"]);
+    } else {
+        println!("task {task} was already cancelled");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn retry(api: &Api, task: i64) -> Result<ExitCode> {
+    let (_, out) = api.post(&format!("/v1/tasks/{task}/retry"), None).await?;
+    println!("task {task}: {} steps reset", out["steps_reset"]);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn resolve(api: &Api, step: i64, result: Option<&str>) -> Result<ExitCode> {
+    let result = result.map(|r| read_json_arg(r, "result")).transpose()?;
+    let (_, out) = api
+        .post(
+            &format!("/v1/steps/{step}/resolve"),
+            Some(Body::Json(json!({ "result": result }))),
+        )
+        .await?;
+    println!(
+        "step {step} resolved; task {} is {}",
+        out["task_id"],
+        text(&out["task_state"])
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn templates_register(api: &Api, file: &Path) -> Result<ExitCode> {
+    let t = load_template(file)?;
+    let (status, out) = api
+        .post("/v1/templates", Some(Body::Json(serde_json::to_value(&t)?)))
+        .await?;
+    println!(
+        "{} {} ({} steps)",
+        if status == StatusCode::CREATED {
+            "registered"
+        } else {
+            "already registered"
+        },
+        text(&out["key"]),
+        t.steps.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn templates_list(api: &Api) -> Result<ExitCode> {
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/templates?limit=500&cursor={}", encode(c)),
+            None => "/v1/templates?limit=500".to_owned(),
+        };
+        let page = api.get(&path).await?;
+        for t in page["items"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                text(&t["key"]),
+                text(&t["step_count"]),
+                t["description"].as_str().unwrap_or("").to_owned(),
+            ]);
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    report::print_rows(&["template", "steps", "description"], rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn plugins_list(api: &Api) -> Result<ExitCode> {
+    let all = api.get("/v1/plugins").await?;
+    let rows = all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            vec![
+                text(&p["hash"]).chars().take(19).collect(),
+                format!("{}@{}", text(&p["name"]), text(&p["version"])),
+                text(&p["world"]),
+                text(&p["size_bytes"]),
+            ]
+        })
+        .collect();
+    report::print_rows(&["hash", "plugin", "world", "bytes"], rows);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,500 @@
+//! `/v1/tasks`: create, list with filters, show one (steps, readiness, execution context),
+//! its transitions, cancel, retry.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tasker_core::state::TaskState;
+use tasker_core::template::{HandlerRef, Template};
+use tasker_engine::ops;
+use tasker_sandbox::{PluginRef, World};
+use tasker_store::{NewTask, Store, TaskFilter, TaskId, TaskPageRequest};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{instant, limit, path_id, query};
+use crate::body::StrictJson;
+use crate::openapi::{
+    BadRequest, Conflict, Invalid, NotFound, TaskStateName, TooLarge, UnsupportedMediaType,
+};
+use crate::problem::Problem;
+use crate::state::AppState;
+use crate::views::{
+    ExecutionView, PageView, ReadinessView, StepSummary, TaskDetail, TaskView, TransitionView,
+};
+
+/// Set on a create answered with an existing task (same identity key): `true`.
+pub const EXISTING_TASK_HEADER: HeaderName = HeaderName::from_static("tasker-existing-task");
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    /// `namespace/name@version` of a registered template.
+    #[schema(example = "api/chain@1.0.0")]
+    pub template: String,
+    /// What the task runs on: an object that the template's context schema accepts.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub context: Value,
+    /// At most one task per identity key: a second create answers the first task.
+    #[schema(nullable = false)]
+    pub identity_key: Option<String>,
+    /// Each 1 to 128 bytes.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[schema(nullable = false)]
+    pub initiator: Option<String>,
+    #[schema(nullable = false)]
+    pub source_system: Option<String>,
+    #[schema(nullable = false)]
+    pub reason: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CreateQuery {
+    /// `conflict`: an existing identity key answers 409 instead of 200 (`return`, the
+    /// default).
+    #[param(value_type = Option<OnDuplicate>)]
+    on_duplicate: Option<String>,
+}
+
+/// What a create with an identity key already used answers.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDuplicate {
+    /// 200 with the existing task.
+    Return,
+    /// 409.
+    Conflict,
+}
+
+/// `POST /v1/tasks`: 201 with the new task; an identity key already used answers 200 with
+/// the existing task and `Tasker-Existing-Task: true` (or 409 with `?on_duplicate=conflict`).
+#[utoipa::path(
+    post,
+    path = "/v1/tasks",
+    operation_id = "create_task",
+    tag = "tasks",
+    params(CreateQuery),
+    request_body = CreateTask,
+    responses(
+        (status = 201, description = "Created", body = TaskView,
+            headers(("Location" = String, description = "The task's URL"))),
+        (status = 200, description = "The existing task with this identity key", body = TaskView,
+            headers(
+                ("Location" = String, description = "The task's URL"),
+                ("Tasker-Existing-Task" = String, description = "`true`"),
+            )),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Invalid),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    uri: Uri,
+    StrictJson(req): StrictJson<CreateTask>,
+) -> Result<Response, Problem> {
+    let q: CreateQuery = query(&uri)?;
+    let conflict = match q.on_duplicate.as_deref() {
+        None | Some("return") => false,
+        Some("conflict") => true,
+        Some(other) => {
+            let msg = format!("'{other}' is not return or conflict");
+            return Err(
+                Problem::bad_request(format!("?on_duplicate: {msg}")).field("?on_duplicate", msg)
+            );
+        }
+    };
+    if !req.context.is_object() {
+        return Err(Problem::invalid("the context must be a JSON object")
+            .field("/context", "not an object"));
+    }
+    for (i, t) in req.tags.iter().enumerate() {
+        if t.is_empty() || t.len() > 128 {
+            return Err(Problem::invalid("a tag is 1 to 128 bytes")
+                .field(format!("/tags/{i}"), format!("{} bytes", t.len())));
+        }
+    }
+    let store = state.store();
+    let template = store.template(&req.template).await?.ok_or_else(|| {
+        Problem::invalid(format!("no template {} is registered", req.template))
+            .field("/template", "unknown template")
+    })?;
+    check_components(&state, &template)?;
+    let mut metadata = Map::new();
+    metadata.insert("tags".into(), json!(req.tags));
+    for (k, v) in [
+        ("initiator", &req.initiator),
+        ("source_system", &req.source_system),
+        ("reason", &req.reason),
+    ] {
+        if let Some(v) = v {
+            metadata.insert(k.into(), json!(v));
+        }
+    }
+    let new = NewTask {
+        template_key: template.key(),
+        context: req.context,
+        identity_key: req.identity_key,
+        metadata: Value::Object(metadata),
+    };
+    let created = ops::create_task(store, state.bus(), &template, &new, state.now()).await?;
+    let task = store
+        .task(created.task_id)
+        .await?
+        .ok_or_else(|| Problem::internal("the created task cannot be read back"))?;
+    let location = format!("/v1/tasks/{}", created.task_id);
+    if created.created {
+        return Ok((
+            StatusCode::CREATED,
+            [(header::LOCATION, location)],
+            Json(TaskView::from(task)),
+        )
+            .into_response());
+    }
+    if conflict {
+        return Err(Problem::conflict(format!(
+            "task {} already has this identity key",
+            created.task_id
+        ))
+        .with("existing_task", json!(created.task_id)));
+    }
+    let mut res = (
+        StatusCode::OK,
+        [(header::LOCATION, location)],
+        Json(TaskView::from(task)),
+    )
+        .into_response();
+    res.headers_mut()
+        .insert(EXISTING_TASK_HEADER, HeaderValue::from_static("true"));
+    Ok(res)
+}
+
+/// Every component the template runs must be in this server's plugin directory, with the
+/// right world: refused at submit, naming the step and what is available, rather than
+/// failing attempts later.
+fn check_components(state: &AppState, t: &Template) -> Result<(), Problem> {
+    let registry = state.sandbox().registry();
+    let mut wanted: Vec<(String, &HandlerRef, World)> = Vec::new();
+    for (i, s) in t.steps.iter().enumerate() {
+        wanted.push((
+            format!("steps[{i}] ({}).handler", s.name),
+            &s.handler,
+            World::StepHandler,
+        ));
+        if let Some(p) = &s.retry_policy {
+            wanted.push((
+                format!("steps[{i}] ({}).retry_policy", s.name),
+                p,
+                World::RetryPolicy,
+            ));
+        }
+    }
+    for (i, h) in t.hooks.iter().enumerate() {
+        wanted.push((
+            format!("hooks[{i}].component"),
+            &h.component,
+            World::EventHook,
+        ));
+    }
+    if let Some(p) = &t.retry_policy {
+        wanted.push(("retry_policy".into(), p, World::RetryPolicy));
+    }
+    let mut problem = Problem::invalid(format!(
+        "template {} runs components that this server's plugin directory does not provide",
+        t.key()
+    ));
+    for (at, r, world) in wanted {
+        let pref = match r {
+            HandlerRef::Named { name, version } => PluginRef::Name {
+                name: name.clone(),
+                version: Some(version.clone()),
+            },
+            HandlerRef::Hash(h) => match format!("blake3:{h}").parse() {
+                Ok(p) => p,
+                Err(e) => {
+                    problem = problem.field(at, e);
+                    continue;
+                }
+            },
+        };
+        match registry.resolve(&pref) {
+            Ok(p) if p.world() == world => {}
+            Ok(p) => {
+                problem = problem.field(
+                    at,
+                    format!("{r} is a {} component, not a {world}", p.world()),
+                )
+            }
+            Err(e) => problem = problem.field(at, format!("{r}: {e}")),
+        }
+    }
+    if problem.errors.is_empty() {
+        return Ok(());
+    }
+    let mut available: Vec<String> = registry
+        .plugins()
+        .iter()
+        .map(|p| format!("{}@{} ({})", p.name, p.version, p.world()))
+        .collect();
+    available.sort();
+    Err(problem.with("available", json!(available)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Comma-separated task states (`pending,in_progress`).
+    #[param(example = "pending,in_progress")]
+    state: Option<String>,
+    /// A template key, `namespace/name@version`.
+    template: Option<String>,
+    /// Tasks with this tag.
+    tag: Option<String>,
+    identity_key: Option<String>,
+    /// RFC 3339.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
+    created_after: Option<String>,
+    /// RFC 3339.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
+    created_before: Option<String>,
+    /// RFC 3339.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
+    finished_after: Option<String>,
+    /// RFC 3339.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
+    finished_before: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// The page size (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    limit: Option<String>,
+}
+
+/// `GET /v1/tasks`: newest first; `next_cursor` continues the listing.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    operation_id = "list_tasks",
+    tag = "tasks",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of tasks", body = PageView<TaskView>),
+        (status = 400, response = BadRequest),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Json<PageView<TaskView>>, Problem> {
+    let q: ListQuery = query(&uri)?;
+    let mut states = Vec::new();
+    for s in q
+        .state
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|s| !s.is_empty())
+    {
+        let st: TaskState = s.parse().map_err(|_| {
+            let msg = format!(
+                "'{s}' is not a task state (pending, in_progress, complete, error, cancelled)"
+            );
+            Problem::bad_request(format!("?state: {msg}")).field("?state", msg)
+        })?;
+        states.push(st);
+    }
+    let before = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(c.parse::<i64>().map(TaskId::new).map_err(|_| {
+            let msg = format!("'{c}' is not a cursor of this listing");
+            Problem::bad_request(format!("?cursor: {msg}")).field("?cursor", msg)
+        })?),
+    };
+    let filter = TaskFilter {
+        states,
+        template: q.template,
+        tag: q.tag,
+        identity_key: q.identity_key,
+        created_after: instant("created_after", q.created_after.as_deref())?,
+        created_before: instant("created_before", q.created_before.as_deref())?,
+        finished_after: instant("finished_after", q.finished_after.as_deref())?,
+        finished_before: instant("finished_before", q.finished_before.as_deref())?,
+    };
+    let page = TaskPageRequest {
+        before,
+        limit: limit(q.limit.as_deref())?,
+    };
+    let page = state.store().list_tasks(&filter, page).await?;
+    Ok(Json(PageView {
+        items: page.items.into_iter().map(TaskView::from).collect(),
+        next_cursor: page.next.map(|id| id.to_string()),
+    }))
+}
+
+async fn task_or_404(state: &AppState, raw: &str) -> Result<tasker_store::TaskRow, Problem> {
+    let id: TaskId = path_id(raw, "task")?;
+    state
+        .store()
+        .task(id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no task {id}")))
+}
+
+/// `GET /v1/tasks/{id}`: a task with its steps, their readiness, and its execution context.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}",
+    operation_id = "show_task",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task", body = TaskDetail),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    )
+)]
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskDetail>, Problem> {
+    let task = task_or_404(&state, &id).await?;
+    let store = state.store();
+    let now = state.now();
+    let (steps, readiness, levels, execution) = tokio::try_join!(
+        store.steps_of_task(task.id),
+        store.readiness(task.id, None, now),
+        store.dependency_levels(task.id),
+        store.execution_context(task.id, now),
+    )?;
+    let readiness: HashMap<_, _> = readiness.into_iter().map(|r| (r.step_id, r)).collect();
+    let levels: HashMap<_, _> = levels.into_iter().map(|l| (l.step_id, l.level)).collect();
+    let steps = steps
+        .into_iter()
+        .map(|s| StepSummary {
+            level: levels.get(&s.id).copied().unwrap_or(0),
+            readiness: readiness.get(&s.id).map(|r| ReadinessView::of(r, now)),
+            id: s.id,
+            name: s.name,
+            state: s.state,
+            attempts: s.attempts,
+            max_attempts: s.max_attempts,
+            last_error_kind: s.last_error_kind,
+            finished_at: s.finished_at,
+        })
+        .collect();
+    Ok(Json(TaskDetail {
+        task: task.into(),
+        steps,
+        execution: execution.map(ExecutionView::from),
+    }))
+}
+
+/// `GET /v1/tasks/{id}/transitions`: oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/transitions",
+    operation_id = "task_transitions",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task's state changes",
+            body = [TransitionView<TaskStateName>]),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    )
+)]
+pub async fn transitions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<TransitionView<TaskState>>>, Problem> {
+    let task = task_or_404(&state, &id).await?;
+    let rows = state.store().task_transitions(task.id).await?;
+    Ok(Json(rows.into_iter().map(TransitionView::from).collect()))
+}
+
+/// What a cancel did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cancelled {
+    #[schema(value_type = i64)]
+    pub task_id: TaskId,
+    /// False when it was already cancelled.
+    pub cancelled: bool,
+    pub steps_cancelled: u32,
+}
+
+/// `POST /v1/tasks/{id}/cancel`: the task and its unfinished steps are cancelled.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/cancel",
+    operation_id = "cancel_task",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "Cancelled (or it already was)", body = Cancelled),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Cancelled>, Problem> {
+    let id: TaskId = path_id(&id, "task")?;
+    let out = ops::cancel_task(state.store(), state.bus(), id, state.now()).await?;
+    Ok(Json(Cancelled {
+        task_id: out.task_id,
+        cancelled: out.cancelled,
+        steps_cancelled: out.steps_cancelled,
+    }))
+}
+
+/// What a retry did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Retried {
+    #[schema(value_type = i64)]
+    pub task_id: TaskId,
+    /// The failed steps given a fresh attempt budget.
+    pub steps_reset: u32,
+}
+
+/// `POST /v1/tasks/{id}/retry`: a task in error gets a fresh attempt budget for its failed
+/// steps (409 in any other state).
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/retry",
+    operation_id = "retry_task",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "Retried", body = Retried),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    )
+)]
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Retried>, Problem> {
+    let id: TaskId = path_id(&id, "task")?;
+    let out = ops::retry_task(state.store(), state.bus(), id, state.now()).await?;
+    Ok(Json(Retried {
+        task_id: out.task_id,
+        steps_reset: out.steps_reset,
+    }))
+}

@@ -1,0 +1,209 @@
+//! PostgreSQL side of the listings and API tokens (`listing.rs`): plain statements, no
+//! functions (migrations/0012_api.sql adds the table and the index they use). The embedded
+//! store's side is `sqlite/listing.rs`, with the same filters, order and errors.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{Postgres, QueryBuilder};
+
+use crate::listing::*;
+use crate::pg::{TASK_COLUMNS, col, task_row, u32_col};
+use crate::store::Result;
+use crate::types::*;
+
+/// Templates in byte order of their keys (`COLLATE "C"`, as SQLite compares text), whatever
+/// the database's collation.
+pub(crate) async fn list_templates(
+    pool: &PgPool,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Page<TemplateSummary, String>> {
+    check_limit(limit)?;
+    let rows = sqlx::query(
+        "SELECT tp.id, tp.template_key, n.name AS namespace, tp.name, tp.version, \
+                tp.description, tp.step_count, tp.created_at \
+         FROM templates tp JOIN namespaces n ON n.id = tp.namespace_id \
+         WHERE $1::text IS NULL OR tp.template_key > $1 COLLATE \"C\" \
+         ORDER BY tp.template_key COLLATE \"C\" \
+         LIMIT $2",
+    )
+    .bind(after)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    let items = rows
+        .iter()
+        .map(template_summary)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(page(items, limit, |t| t.key.clone()))
+}
+
+fn template_summary(row: &PgRow) -> Result<TemplateSummary> {
+    Ok(TemplateSummary {
+        template_id: col(row, "id")?,
+        key: col(row, "template_key")?,
+        namespace: col(row, "namespace")?,
+        name: col(row, "name")?,
+        version: col(row, "version")?,
+        description: col(row, "description")?,
+        step_count: u32_col(row, "step_count")?,
+        created_at: col(row, "created_at")?,
+    })
+}
+
+/// One statement per combination of filters, so each is planned for what it asks (a rare
+/// state is read from `tasks_state`, a template's tasks from `tasks_template`; a common one
+/// walks the primary key backwards until the page is full).
+pub(crate) async fn list_tasks(
+    pool: &PgPool,
+    filter: &TaskFilter,
+    page_req: TaskPageRequest,
+) -> Result<Page<TaskRow, TaskId>> {
+    check_limit(page_req.limit)?;
+    let mut q = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {TASK_COLUMNS} FROM tasks t JOIN templates tp ON tp.id = t.template_id \
+         WHERE true"
+    ));
+    if let Some(before) = page_req.before {
+        q.push(" AND t.id < ").push_bind(before);
+    }
+    match filter.states.as_slice() {
+        [] => {}
+        // One state reads `tasks_state` backwards, already in the listing's order.
+        [one] => {
+            q.push(" AND t.state = ").push_bind(one.as_str());
+        }
+        many => {
+            let states: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+            q.push(" AND t.state = ANY(").push_bind(states).push(")");
+        }
+    }
+    match filter.template.as_deref().map(template_filter) {
+        None => {}
+        Some(TemplateMatch::Key(key)) => {
+            q.push(" AND tp.template_key = ").push_bind(key);
+        }
+        Some(TemplateMatch::Name(name)) => {
+            q.push(
+                " AND t.template_id IN (SELECT x.id FROM templates x \
+                 JOIN namespaces n ON n.id = x.namespace_id WHERE n.name || '/' || x.name = ",
+            )
+            .push_bind(name)
+            .push(")");
+        }
+    }
+    if let Some(tag) = &filter.tag {
+        // A string element of a `tags` array (not an object's key, nor a lone string).
+        q.push(" AND jsonb_typeof(t.metadata->'tags') = 'array' AND t.metadata->'tags' ? ")
+            .push_bind(tag);
+    }
+    if let Some(key) = &filter.identity_key {
+        q.push(" AND t.identity_key = ").push_bind(key);
+    }
+    range(
+        &mut q,
+        "t.created_at",
+        filter.created_after,
+        filter.created_before,
+    );
+    range(
+        &mut q,
+        "t.finished_at",
+        filter.finished_after,
+        filter.finished_before,
+    );
+    q.push(" ORDER BY t.id DESC LIMIT ")
+        .push_bind(i64::from(page_req.limit) + 1);
+    let rows = q.build().fetch_all(pool).await?;
+    let items = rows.iter().map(task_row).collect::<Result<Vec<_>>>()?;
+    Ok(page(items, page_req.limit, |t| t.id))
+}
+
+/// `[after, before)` on a column (a NULL instant is in no range).
+fn range(
+    q: &mut QueryBuilder<'_, Postgres>,
+    column: &str,
+    after: Option<DateTime<Utc>>,
+    before: Option<DateTime<Utc>>,
+) {
+    if let Some(after) = after {
+        q.push(format!(" AND {column} >= ")).push_bind(after);
+    }
+    if let Some(before) = before {
+        q.push(format!(" AND {column} < ")).push_bind(before);
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, name, hash, permissions, created_at, expires_at, revoked_at";
+
+fn token_row(row: &PgRow) -> Result<TokenRow> {
+    Ok(TokenRow {
+        id: col(row, "id")?,
+        name: col(row, "name")?,
+        hash: col(row, "hash")?,
+        permissions: col(row, "permissions")?,
+        created_at: col(row, "created_at")?,
+        expires_at: col(row, "expires_at")?,
+        revoked_at: col(row, "revoked_at")?,
+    })
+}
+
+/// A taken name or hash inserts nothing (`ON CONFLICT DO NOTHING`, which also settles two
+/// concurrent creates) and is refused by name.
+pub(crate) async fn create_token(
+    pool: &PgPool,
+    token: &NewToken,
+    now: DateTime<Utc>,
+) -> Result<TokenRow> {
+    check_new_token(token)?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO api_tokens (name, hash, permissions, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING {TOKEN_COLUMNS}"
+    ))
+    .bind(&token.name)
+    .bind(&token.hash)
+    .bind(&token.permissions)
+    .bind(now)
+    .bind(token.expires_at)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(row) = row {
+        return token_row(&row);
+    }
+    // Tokens are never deleted: the row that conflicted is still there.
+    let name_taken: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_tokens WHERE name = $1)")
+            .bind(&token.name)
+            .fetch_one(pool)
+            .await?;
+    Err(token_conflict(&token.name, name_taken))
+}
+
+pub(crate) async fn token_by_hash(pool: &PgPool, hash: &str) -> Result<Option<TokenRow>> {
+    let row = sqlx::query(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE hash = $1"
+    ))
+    .bind(hash)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(token_row).transpose()
+}
+
+pub(crate) async fn list_tokens(pool: &PgPool) -> Result<Vec<TokenRow>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id"
+    ))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(token_row).collect()
+}
+
+pub(crate) async fn revoke_token(pool: &PgPool, name: &str, now: DateTime<Utc>) -> Result<bool> {
+    let done =
+        sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL")
+            .bind(name)
+            .bind(now)
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,210 @@
+//! `tasker serve`, `tasker tokens` and `tasker tasks list` through the real binary: a server
+//! with in-process workers runs a task submitted over HTTP, a revoked token stops working,
+//! SIGTERM stops the server cleanly, and no-auth off loopback is refused.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tasker_tests::cli::*;
+
+const TEMPLATE: &str = "namespace: e2e\nname: served\nversion: 1.0.0\nsteps:\n  - { name: a, handler: echo@0.1.0 }\n  - { name: b, handler: echo@0.1.0, depends_on: [a] }\n";
+
+/// Starts `tasker serve` on a free loopback port; returns the child (killed on drop) and
+/// its base URL, read from the line the server prints once it listens.
+fn serve(db: &Db, args: &[&str]) -> (KillOnDrop, String) {
+    let mut c = tasker(db, &plugin_dir());
+    c.args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("tasker serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    // Keeps draining stderr after the address line, so the server never blocks on it.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("serve: {line}");
+            if let Some(rest) = line.strip_prefix("serving ") {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(CALL_BOUND)
+        .expect("tasker serve prints the address it listens on");
+    (KillOnDrop(child), base)
+}
+
+async fn tasker_serve_runs_tasks_over_http_and_stops_on_sigterm(db: Db) {
+    let mut c = tasker(&db, &plugin_dir());
+    c.args([
+        "tokens",
+        "create",
+        "--name",
+        "ops",
+        "--permissions",
+        "*",
+        "--expires",
+        "1d",
+    ]);
+    let out = run(c);
+    assert!(out.status.success());
+    let token = stdout(&out).trim().to_owned();
+    assert!(token.starts_with("tkr_"), "{token}");
+    assert!(stderr(&out).contains("shown once"), "{}", stderr(&out));
+
+    let mut c = tasker(&db, &plugin_dir());
+    c.args([
+        "tokens",
+        "create",
+        "--name",
+        "typo",
+        "--permissions",
+        "tasks:reed",
+    ]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown permission 'tasks:reed'"),
+        "{}",
+        stderr(&out)
+    );
+
+    let (mut server, base) = serve(&db, &["--workers", "4"]);
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: Option<Value>, yaml: Option<&str>| {
+        let mut req = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if let Some(y) = yaml {
+            req = req
+                .header("content-type", "application/yaml")
+                .body(y.to_owned());
+        }
+        async move {
+            let res = req.send().await.expect("the server answers");
+            let status = res.status();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, _) = call(reqwest::Method::POST, "/v1/templates", None, Some(TEMPLATE)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, task) = call(
+        reqwest::Method::POST,
+        "/v1/tasks",
+        Some(json!({"template": "e2e/served@1.0.0", "tags": ["e2e"]})),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + CALL_BOUND;
+    loop {
+        let (_, t) = call(reqwest::Method::GET, &format!("/v1/tasks/{id}"), None, None).await;
+        if t["state"] == "complete" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {id} did not complete: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The CLI lists it from the store.
+    let mut c = tasker(&db, &plugin_dir());
+    c.args(["tasks", "list", "--state", "complete", "--tag", "e2e"]);
+    let out = run(c);
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains("e2e/served@1.0.0"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains(&format!(" {id} ")),
+        "{}",
+        stdout(&out)
+    );
+
+    // The CLI through the server: --server and --token instead of the database.
+    let remote = |args: &[&str]| {
+        let mut c = tasker(&db, &plugin_dir());
+        c.env_remove("DATABASE_URL")
+            .args(["--server", &base, "--token", &token])
+            .args(args);
+        run(c)
+    };
+    let dir = scratch("serve-remote");
+    std::fs::write(dir.join("t.yaml"), TEMPLATE.replace("1.0.0", "1.1.0")).unwrap();
+    let file = dir.join("t.yaml").display().to_string();
+    let out = remote(&["submit", &file, "--wait"]);
+    assert!(out.status.success());
+    let remote_id: i64 = stdout(&out).lines().next().unwrap().trim().parse().unwrap();
+    assert!(stdout(&out).contains("complete"), "{}", stdout(&out));
+    let out = remote(&["status", &remote_id.to_string()]);
+    assert!(stdout(&out).contains("e2e/served@1.1.0") && stdout(&out).contains("complete"));
+    let out = remote(&["tasks", "list", "--template", "e2e/served"]);
+    assert!(
+        stdout(&out).contains(&format!(" {remote_id} "))
+            && stdout(&out).contains(&format!(" {id} "))
+    );
+    let out = remote(&["templates", "list"]);
+    assert!(stdout(&out).contains("e2e/served@1.1.0"));
+    let out = remote(&["submit", "e2e/nope@1.0.0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("422") && stderr(&out).contains("/template"),
+        "{}",
+        stderr(&out)
+    );
+    // A complete task cannot be cancelled: the server's 409 reaches the operator.
+    let out = remote(&["cancel", &remote_id.to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("409"), "{}", stderr(&out));
+    // A server that does not exist is named.
+    let mut c = tasker(&db, &plugin_dir());
+    c.args(["--server", "http://127.0.0.1:9", "status", "1"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot reach the server at http://127.0.0.1:9"));
+
+    let mut c = tasker(&db, &plugin_dir());
+    c.args(["tokens", "revoke", "ops"]);
+    assert!(run(c).status.success());
+    let (s, _) = call(reqwest::Method::GET, "/v1/tasks", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let mut c = tasker(&db, &plugin_dir());
+    c.args(["tokens", "list"]);
+    let out = run(c);
+    assert!(stdout(&out).contains("revoked"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains(&token));
+
+    stop_gracefully(&mut server.0);
+    assert_not_running(&mut server.0);
+
+    // Without auth, only loopback.
+    let mut c = tasker(&db, &plugin_dir());
+    c.args(["serve", "--listen", "0.0.0.0:0", "--no-auth"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("refusing to listen on 0.0.0.0:0"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn assert_not_running(child: &mut Child) {
+    assert!(child.try_wait().unwrap().is_some());
+}
+
+tasker_tests::cli_on_both_backends!(tasker_serve_runs_tasks_over_http_and_stops_on_sigterm,);

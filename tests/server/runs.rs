@@ -1,0 +1,126 @@
+//! Tasks run by in-process workers behind the server: attempts with their sandbox costs,
+//! retry of a failed task, and resolving a step by hand.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tasker_tests::Backend;
+use tasker_tests::on_both_backends;
+use tasker_tests::server::{TestServer, With};
+
+on_both_backends!(a_run_shows_each_attempt_and_a_failed_task_is_retried_or_resolved);
+
+const BOUND: Duration = Duration::from_secs(120);
+
+fn state_is(s: &'static str) -> impl Fn(&Value) -> bool {
+    move |t| t["state"] == s
+}
+
+async fn a_run_shows_each_attempt_and_a_failed_task_is_retried_or_resolved<S: Backend>(store: S) {
+    let srv = TestServer::start(store.any(), With::Workers).await;
+    srv.register(crate::CHAIN).await;
+    srv.register(crate::FAILING).await;
+    let a = srv
+        .post(
+            "/v1/tasks",
+            &json!({"template": "api/chain@1.0.0", "context": {"customer_id": 9}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
+    let id = a.body["id"].as_i64().unwrap();
+    let done = srv
+        .wait_for(&format!("/v1/tasks/{id}"), BOUND, state_is("complete"))
+        .await;
+    assert!(done["finished_at"].is_string(), "{done}");
+    let step = done["steps"][2]["id"].as_i64().unwrap();
+    let s = srv.get(&format!("/v1/steps/{step}")).await;
+    assert_eq!(s.status, StatusCode::OK, "{s:?}");
+    assert_eq!(s.body["state"], "complete");
+    assert_eq!(s.body["task_id"], id);
+    let attempt = &s.body["attempt_history"][0];
+    assert_eq!(attempt["outcome"], "completed", "{s:?}");
+    assert!(attempt["fuel"].as_i64().unwrap() > 0, "{s:?}");
+    assert!(attempt["peak_memory_bytes"].as_i64().unwrap() > 0, "{s:?}");
+    assert!(attempt["wall_us"].as_i64().unwrap() > 0, "{s:?}");
+    assert!(
+        attempt["plugin_hash"].as_str().unwrap().len() >= 64,
+        "{s:?}"
+    );
+    assert_eq!(attempt["worker"], "server-test");
+    let states: Vec<&str> = s.body["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["to_state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["in_progress", "complete"], "{s:?}");
+
+    // A permanent failure: the task ends in error, its attempt says why and who decided.
+    let a = srv
+        .post("/v1/tasks", &json!({"template": "api/failing@1.0.0"}))
+        .await;
+    let failing = a.body["id"].as_i64().unwrap();
+    let t = srv
+        .wait_for(&format!("/v1/tasks/{failing}"), BOUND, state_is("error"))
+        .await;
+    let only = t["steps"][0]["id"].as_i64().unwrap();
+    assert_eq!(t["steps"][0]["last_error_kind"], "handler_error", "{t}");
+    assert!(
+        t["steps"][0]["readiness"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed (1 of 1 attempts used)"),
+        "{t}"
+    );
+    let s = srv.get(&format!("/v1/steps/{only}")).await;
+    let attempt = &s.body["attempt_history"][0];
+    assert_eq!(attempt["outcome"], "failed", "{s:?}");
+    assert_eq!(attempt["error_kind"], "handler_error", "{s:?}");
+    assert_eq!(attempt["decision"], "permanent", "{s:?}");
+    assert_eq!(attempt["decided_by"], "builtin", "{s:?}");
+    assert!(
+        attempt["message"]
+            .as_str()
+            .unwrap()
+            .contains("input rejected"),
+        "{s:?}"
+    );
+
+    // Retry: a fresh budget, and it fails again the same way.
+    let a = srv
+        .post(&format!("/v1/tasks/{failing}/retry"), &json!({}))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    assert_eq!(a.body["steps_reset"], 1);
+    srv.wait_for(&format!("/v1/steps/{only}"), BOUND, |s| {
+        s["attempt_history"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+            && s["state"] == "error"
+    })
+    .await;
+    srv.wait_for(&format!("/v1/tasks/{failing}"), BOUND, state_is("error"))
+        .await;
+
+    // Resolved by hand with a result: the task completes.
+    let a = srv
+        .post(
+            &format!("/v1/steps/{only}/resolve"),
+            &json!({"result": {"by": "operator"}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    assert_eq!(a.body["task_state"], "complete", "{a:?}");
+    let s = srv.get(&format!("/v1/steps/{only}")).await;
+    assert_eq!(s.body["state"], "resolved_manually");
+    assert_eq!(s.body["result"], json!({"by": "operator"}));
+    // A step that is done cannot be resolved again.
+    let a = srv
+        .post(&format!("/v1/steps/{step}/resolve"), &json!({}))
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{a:?}");
+    let a = srv.get("/v1/steps/999999").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{a:?}");
+    srv.stop().await;
+}
