@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tasker_server::Permission;
 use tasker_server::routes::{Access, ROUTES};
 use tasker_tests::Backend;
+use tasker_tests::cli::plugin_dir;
 use tasker_tests::on_both_backends;
 use tasker_tests::server::{Body, TestServer, With};
 use tasker_tests::store::{LEASE, failure};
@@ -56,6 +57,7 @@ async fn every_route_checks_its_permission<S: Backend>(store: S) {
                 let body = match &body {
                     Req::Json(v) => Some(Body::Json(v)),
                     Req::Yaml(y) => Some(Body::Raw("application/yaml", y.as_bytes())),
+                    Req::Wasm(b) => Some(Body::Raw("application/wasm", b)),
                     Req::None => None,
                 };
                 srv.call(method, &path, token.as_deref(), body).await
@@ -101,6 +103,8 @@ async fn every_route_checks_its_permission<S: Backend>(store: S) {
 
 #[derive(Clone)]
 enum Req {
+    /// An installed component's bytes (an upload that changes nothing).
+    Wasm(Vec<u8>),
     Json(Value),
     Yaml(&'static str),
     None,
@@ -134,6 +138,10 @@ fn request_for(path: &str, method: &str, task: i64, failed: i64, step: i64) -> (
             Req::Json(json!({"result": {"ok": true}})),
         ),
         ("get", "/v1/plugins") => (path.into(), Req::None),
+        ("post", "/v1/plugins") => (
+            "/v1/plugins?name=echo&version=0.1.0".into(),
+            Req::Wasm(std::fs::read(plugin_dir().join("echo@0.1.0.wasm")).unwrap()),
+        ),
         ("get", "/v1/plugins/{plugin}") => ("/v1/plugins/echo@0.1.0".into(), Req::None),
         ("get", "/v1/tokens") => (path.into(), Req::None),
         ("post", "/v1/tokens") => (

@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod health;
 mod openapi;
+mod plugins;
 mod runs;
 mod tasks;
 mod templates;

@@ -90,6 +90,7 @@ impl TestServer {
             ServerConfig {
                 auth: AuthMode::Tokens,
                 max_body_bytes: TEST_BODY_LIMIT,
+                ..ServerConfig::default()
             },
         );
         let (_, admin) =

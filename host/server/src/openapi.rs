@@ -49,6 +49,7 @@ pub const BEARER: &str = "bearer";
         steps::show,
         steps::resolve,
         plugins::list,
+        plugins::upload,
         plugins::show,
         tokens::list,
         tokens::create,

@@ -67,6 +67,7 @@ route_table! {
     post "/v1/steps/{id}/resolve" => steps::resolve, Need(StepsResolve);
 
     get "/v1/plugins" => plugins::list, Need(PluginsRead);
+    post "/v1/plugins" => plugins::upload, Need(PluginsWrite);
     get "/v1/plugins/{plugin}" => plugins::show, Need(PluginsRead);
 
     get "/v1/tokens" => tokens::list, Need(TokensAdmin);

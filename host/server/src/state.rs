@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub auth: AuthMode,
     /// Largest JSON or YAML body accepted.
     pub max_body_bytes: usize,
+    /// Largest plugin upload accepted.
+    pub max_plugin_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +33,7 @@ impl Default for ServerConfig {
         ServerConfig {
             auth: AuthMode::Tokens,
             max_body_bytes: 1 << 20,
+            max_plugin_bytes: 64 << 20,
         }
     }
 }

@@ -47,6 +47,7 @@ impl App {
             ServerConfig {
                 auth,
                 max_body_bytes: opts.max_body_bytes,
+                ..ServerConfig::default()
             },
         );
         let listener = tokio::net::TcpListener::bind(opts.listen)
