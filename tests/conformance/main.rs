@@ -5,8 +5,10 @@
 mod claim_cursor;
 mod complete_and_claim;
 mod coordinator;
+mod events;
 mod fencing;
 mod guest_data;
+mod hook_deliveries;
 mod hooks_policy;
 mod listing;
 mod operations;

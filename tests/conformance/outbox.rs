@@ -14,29 +14,6 @@ hooks:\n  - {component: audit@0.1.0, events: ['*']}\n\
 steps:\n  - {name: a, handler: noop@1.0.0, retry: {max_attempts: 2, backoff: {base_ms: 1000, jitter: 0}}}\n\
 \x20 - {name: b, handler: noop@1.0.0, depends_on: a}\n";
 
-/// Every (hook, task) with pending rows has exactly one head: its lowest pending row.
-async fn assert_heads<S: Backend>(s: &S) {
-    let bad = s
-        .count(
-            "SELECT count(*) FROM (
-             SELECT count(*) FILTER (WHERE head) AS heads, min(id) AS lowest,
-                    min(id) FILTER (WHERE head) AS head_id
-             FROM hook_outbox WHERE state = 'pending' GROUP BY hook_id, task_id) g
-         WHERE heads <> 1 OR head_id <> lowest",
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        bad, 0,
-        "a (hook, task) queue without exactly one head at its front"
-    );
-    let stray: i64 = s
-        .count("SELECT count(*) FROM hook_outbox WHERE head AND state <> 'pending'")
-        .await
-        .unwrap();
-    assert_eq!(stray, 0);
-}
-
 fn names_of(rows: &[OutboxRow], hook: i64) -> Vec<String> {
     rows.iter()
         .filter(|r| r.hook_id == hook)
@@ -105,7 +82,7 @@ async fn every_state_change_reaches_the_outbox_in_order<S: Backend>(s: S) {
     assert_eq!(custom.payload, json!({"amount": 12}));
     // Ids (delivery order) follow the order of the changes.
     assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
-    assert_heads(&s).await;
+    assert_hook_heads(&s).await;
 }
 
 async fn templates_without_hooks_write_nothing<S: Backend>(s: S) {
@@ -147,7 +124,7 @@ async fn deliveries_are_in_order_leased_retried_and_dead_lettered<S: Backend>(s:
             .unwrap()
             .is_empty()
     );
-    assert_heads(&s).await;
+    assert_hook_heads(&s).await;
 
     // d1 "dies" holding the audit head; its lease expires and d2 gets the same event again.
     let again = s
@@ -227,7 +204,7 @@ async fn deliveries_are_in_order_leased_retried_and_dead_lettered<S: Backend>(s:
         .await
         .unwrap();
     assert_eq!(dead[0].state, Some(DeliveryState::Dead));
-    assert_heads(&s).await;
+    assert_hook_heads(&s).await;
     // A dead event no longer blocks the queue: task.failed is next for that hook.
     let after = s
         .claim_hook_deliveries("d2", 100, lease, at(5150))
@@ -331,7 +308,7 @@ async fn operator_actions_reach_the_outbox<S: Backend>(s: S) {
         .find(|r| r.event_name == "step.resolved_manually")
         .unwrap();
     assert_eq!(resolved.step_id, Some(a));
-    assert_heads(&s).await;
+    assert_hook_heads(&s).await;
 }
 
 tasker_tests::on_both_backends!(

@@ -14,6 +14,7 @@ use tasker_core::fixtures::{self, NOOP};
 use tasker_core::state::TaskState;
 use tasker_core::template::Template;
 use tasker_store::*;
+use tasker_tests::events::assert_same_log;
 use tasker_tests::store::*;
 
 const HOOKED: &str = "namespace: tests\nname: hooked\nversion: 1.0.0\n\
@@ -344,9 +345,12 @@ async fn scenario<S: Store>(s: &S) -> Vec<String> {
 
 #[sqlx::test(migrator = "tasker_store::MIGRATOR")]
 async fn sqlite_matches_postgres_on_the_hot_path(pool: PgPool) {
-    let pg = scenario(&PgStore::new(pool)).await;
-    let lite = scenario(&SqliteStore::temporary().await.unwrap()).await;
+    let (pg_store, lite_store) = (PgStore::new(pool), SqliteStore::temporary().await.unwrap());
+    let pg = scenario(&pg_store).await;
+    let lite = scenario(&lite_store).await;
     assert_same(&pg, &lite);
+    // And the same event log: every transition, in the same order and transactions.
+    assert_same_log(&pg_store, &lite_store).await;
     // The scenario did reach every kind of outcome.
     let text = pg.join("\n");
     for want in [
@@ -568,9 +572,12 @@ async fn hooked<S: Store>(s: &S) -> Vec<String> {
 
 #[sqlx::test(migrator = "tasker_store::MIGRATOR")]
 async fn sqlite_custom_events_and_outbox_match_postgres(pool: PgPool) {
-    let pg = hooked(&PgStore::new(pool)).await;
-    let lite = hooked(&SqliteStore::temporary().await.unwrap()).await;
+    let (pg_store, lite_store) = (PgStore::new(pool), SqliteStore::temporary().await.unwrap());
+    let pg = hooked(&pg_store).await;
+    let lite = hooked(&lite_store).await;
     assert_same(&pg, &lite);
+    // The custom events are in the event log too, at the same places on both.
+    assert_same_log(&pg_store, &lite_store).await;
     let text = pg.join("\n");
     for want in [
         "custom.done",

@@ -18,6 +18,7 @@ use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 use tasker_store::*;
+use tasker_tests::events::{assert_same_log, read_all, settled};
 use tasker_tests::store::*;
 
 /// Tables in foreign-key order (the state tables and tasker_ctx come with the schema).
@@ -31,6 +32,7 @@ const TABLES: &[&str] = &[
     "task_transitions",
     "step_transitions",
     "attempts",
+    "task_events_custom",
     "api_tokens",
 ];
 
@@ -54,6 +56,11 @@ async fn copy_into(pg: &PgPool, lite: &SqliteStore) {
         let exprs: Vec<String> = lite_cols
             .iter()
             .map(|c| {
+                // The event log's transaction: PostgreSQL's xid, whose order SQLite's
+                // counter then keeps.
+                if c == "tx" {
+                    return "xid::text::bigint AS tx".to_owned();
+                }
                 let ty = pg_cols
                     .iter()
                     .find(|(n, _)| n == c)
@@ -92,6 +99,17 @@ async fn copy_into(pg: &PgPool, lite: &SqliteStore) {
         .await
         .unwrap();
     }
+    // The copied events keep PostgreSQL's xids as their transactions; SQLite's counter goes
+    // on from the last, so its own events follow them, as PostgreSQL's next ones do.
+    sqlx::query(
+        "UPDATE tasker_ctx SET tx_seq = (SELECT max(m) FROM (\
+             SELECT coalesce(max(tx), 0) AS m FROM task_transitions \
+             UNION ALL SELECT coalesce(max(tx), 0) FROM step_transitions \
+             UNION ALL SELECT coalesce(max(tx), 0) FROM task_events_custom))",
+    )
+    .execute(lite.writer())
+    .await
+    .unwrap();
 }
 
 fn templates() -> Vec<Template> {
@@ -513,6 +531,14 @@ async fn reads_and_operations_agree_with_postgres(pool: PgPool) {
     assert_eq!(lite_health.max_connections, 5);
 
     same_reads(&pg, &lite, &tasks, &times(end)).await;
+    // The event log, copied with PostgreSQL's xids: the same cursors exactly.
+    let any = EventFilter::default();
+    let lite_log = read_all(&lite, &any, MAX_PAGE).await;
+    assert_eq!(settled(&pg, &any, lite_log.len()).await, lite_log);
+    assert_eq!(
+        lite.latest_event_cursor(&any).await.unwrap(),
+        pg.latest_event_cursor(&any).await.unwrap()
+    );
     // The listings compared there are not empty ones.
     let listed = |filter: TaskFilter| count_listed(&pg, filter);
     let tag = |t: &str| TaskFilter {
@@ -638,6 +664,8 @@ async fn reads_and_operations_agree_with_postgres(pool: PgPool) {
     );
 
     same_reads(&pg, &lite, &tasks, &[end, now + 100, now + 100_000]).await;
+    // The operations' events follow the copied ones in the same order and transactions.
+    assert_same_log(&pg, &lite).await;
 }
 
 /// Resolving steps of a task in error walks it back to pending, then to complete; retrying

@@ -32,6 +32,15 @@ async fn every_route_checks_its_permission<S: Backend>(store: S) {
         .fail(&[failure(&claimed[0], false, None)], Utc::now())
         .await
         .unwrap();
+    // A hook (id 1) with a delivery, for the hook routes.
+    srv.register(
+        "namespace: api\nname: hooked\nversion: 1.0.0\nhooks:\n  - { component: hook_noop@0.1.0, events: ['task.*'] }\nsteps:\n  - { name: only, handler: echo@0.1.0 }\n",
+    )
+    .await;
+    let hooked = srv
+        .post("/v1/tasks", &json!({"template": "api/hooked@1.0.0"}))
+        .await;
+    assert_eq!(hooked.status, StatusCode::CREATED, "{hooked:?}");
     let chain = json!({"template": "api/chain@1.0.0", "context": {"customer_id": 1}});
     let shown = srv.post("/v1/tasks", &chain).await.body["id"]
         .as_i64()
@@ -143,6 +152,11 @@ fn request_for(path: &str, method: &str, task: i64, failed: i64, step: i64) -> (
             Req::Wasm(std::fs::read(plugin_dir().join("echo@0.1.0.wasm")).unwrap()),
         ),
         ("get", "/v1/plugins/{plugin}") => ("/v1/plugins/echo@0.1.0".into(), Req::None),
+        ("get", "/v1/hooks") => (path.into(), Req::None),
+        ("get", "/v1/hooks/{id}/deliveries") => ("/v1/hooks/1/deliveries".into(), Req::None),
+        ("post", "/v1/hooks/{id}/redeliver") => {
+            ("/v1/hooks/1/redeliver".into(), Req::Json(json!({})))
+        }
         ("get", "/v1/tokens") => (path.into(), Req::None),
         ("post", "/v1/tokens") => (
             path.into(),

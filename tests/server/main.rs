@@ -4,6 +4,7 @@
 mod access;
 mod bad_input;
 mod health;
+mod hooks;
 mod openapi;
 mod plugins;
 mod runs;

@@ -151,7 +151,8 @@ fn check_access(what: &str, access: Access, op: &Value) {
     }
 }
 
-/// Each response has a description; successes are JSON, errors problems.
+/// Each response has a description; successes are JSON (event streams: `text/event-stream`
+/// of JSON events), errors problems.
 fn check_responses(doc: &Value, what: &str, op: &Value) {
     let responses = op["responses"].as_object().expect("responses");
     assert!(
@@ -163,10 +164,13 @@ fn check_responses(doc: &Value, what: &str, op: &Value) {
         assert!(r["description"].is_string(), "{what} {status}: {r}");
         let content = r["content"].as_object().expect("a response with a body");
         if status.starts_with('2') {
-            assert!(
-                content.contains_key("application/json"),
-                "{what} {status}: {r}"
-            );
+            let streams = what.ends_with("/events");
+            let media = if streams {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            assert!(content.contains_key(media), "{what} {status}: {r}");
         } else {
             let problem = &content["application/problem+json"];
             assert_eq!(

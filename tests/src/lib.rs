@@ -2,10 +2,12 @@
 //! ([`on_both_backends!`]), the store drivers at fixed instants ([`store`]), workers with test
 //! timings, their own connections, polling for tasks to end, the `tasker` binary against a
 //! test database on either backend ([`cli`]), the reference model of the stores'
-//! scheduling semantics ([`model`]), and a real HTTP server with its client ([`server`]).
+//! scheduling semantics ([`model`]), a real HTTP server with its client ([`server`]), and
+//! reading the event log whole ([`events`]).
 
 pub mod backends;
 pub mod cli;
+pub mod events;
 pub mod model;
 pub mod server;
 pub mod store;

@@ -93,8 +93,14 @@ impl TestServer {
                 ..ServerConfig::default()
             },
         );
+        // Unique: several test servers may share one database.
+        static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "admin-{}",
+            SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let (_, admin) =
-            tasker_server::issue_token(&store, "admin", vec!["*".into()], None, Utc::now())
+            tasker_server::issue_token(&store, &name, vec!["*".into()], None, Utc::now())
                 .await
                 .expect("an admin token");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -169,6 +175,18 @@ impl TestServer {
         let res = req.send().await.expect("the server answers");
         let status = res.status();
         let headers = res.headers().clone();
+        // An event stream may never end: its body is read with `sse`, not here.
+        let streaming = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if streaming {
+            return Answer {
+                status,
+                headers,
+                body: Value::Null,
+            };
+        }
         let bytes = res.bytes().await.expect("a body");
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Answer {
@@ -253,4 +271,82 @@ pub enum Body<'a> {
     Json(&'a Value),
     /// Content type and bytes, as given.
     Raw(&'a str, &'a [u8]),
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: String,
+    pub event: String,
+    pub data: Value,
+}
+
+/// An open SSE stream, read event by event.
+pub struct SseStream {
+    response: reqwest::Response,
+    buf: String,
+}
+
+impl SseStream {
+    /// The next event (comments and keep-alives skipped); None when the server ended the
+    /// stream. Fails the test if nothing comes within `limit`.
+    pub async fn next(&mut self, limit: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (String::new(), String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim_start().to_owned();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim_start().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                return Some(SseEvent {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).expect("SSE data is JSON"),
+                });
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no event within {limit:?}"))
+                .expect("the stream reads");
+            match chunk {
+                Some(bytes) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                None => return None,
+            }
+        }
+    }
+}
+
+impl TestServer {
+    /// Opens an SSE stream as admin, resuming after `last_event_id` when given.
+    pub async fn sse(&self, path: &str, last_event_id: Option<&str>) -> SseStream {
+        let mut req = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin);
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let response = req.send().await.expect("the server answers");
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        SseStream {
+            response,
+            buf: String::new(),
+        }
+    }
 }

@@ -10,6 +10,8 @@ use tasker_core::fixtures;
 use tasker_core::template::Template;
 use tasker_store::*;
 
+use crate::Backend;
+
 pub const LEASE: Duration = Duration::from_secs(30);
 
 /// The test epoch: every test's time starts here.
@@ -141,4 +143,28 @@ pub async fn snapshot<S: Store>(s: &S) -> String {
     }
     assert_eq!(found, health.total_tasks, "snapshot found every task");
     out
+}
+
+/// The outbox's cursor invariant: every (hook, task) with pending rows has exactly one head,
+/// its lowest pending row, and no other row is a head.
+pub async fn assert_hook_heads<S: Backend>(s: &S) {
+    let bad = s
+        .count(
+            "SELECT count(*) FROM (
+             SELECT count(*) FILTER (WHERE head) AS heads, min(id) AS lowest,
+                    min(id) FILTER (WHERE head) AS head_id
+             FROM hook_outbox WHERE state = 'pending' GROUP BY hook_id, task_id) g
+         WHERE heads <> 1 OR head_id <> lowest",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        bad, 0,
+        "a (hook, task) queue without exactly one head at its front"
+    );
+    let stray = s
+        .count("SELECT count(*) FROM hook_outbox WHERE head AND state <> 'pending'")
+        .await
+        .unwrap();
+    assert_eq!(stray, 0, "a head that is not pending");
 }

@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
-use crate::handlers::{health, plugins, steps, tasks, templates, tokens};
+use crate::handlers::{health, hooks, plugins, steps, tasks, templates, tokens};
 use crate::problem::{FieldError, Problem};
 use crate::routes::{Access, ROUTES};
 
@@ -51,6 +51,9 @@ pub const BEARER: &str = "bearer";
         plugins::list,
         plugins::upload,
         plugins::show,
+        hooks::list,
+        hooks::deliveries,
+        hooks::redeliver,
         tokens::list,
         tokens::create,
         tokens::revoke,
@@ -77,6 +80,7 @@ pub const BEARER: &str = "bearer";
         (name = "tasks", description = "Runs of a template"),
         (name = "steps", description = "The steps of a task"),
         (name = "plugins", description = "The components of the server's plugin directory"),
+        (name = "hooks", description = "Event hooks, their deliveries and dead letters"),
         (name = "tokens", description = "Bearer tokens"),
     )
 )]

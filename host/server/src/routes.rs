@@ -5,7 +5,7 @@ use axum::Router;
 use axum::http::Method;
 
 use crate::auth::Permission;
-use crate::handlers::{health, plugins, steps, tasks, templates, tokens};
+use crate::handlers::{health, hooks, plugins, steps, tasks, templates, tokens};
 use crate::openapi;
 use crate::state::AppState;
 
@@ -69,6 +69,10 @@ route_table! {
     get "/v1/plugins" => plugins::list, Need(PluginsRead);
     post "/v1/plugins" => plugins::upload, Need(PluginsWrite);
     get "/v1/plugins/{plugin}" => plugins::show, Need(PluginsRead);
+
+    get "/v1/hooks" => hooks::list, Need(HooksRead);
+    get "/v1/hooks/{id}/deliveries" => hooks::deliveries, Need(HooksRead);
+    post "/v1/hooks/{id}/redeliver" => hooks::redeliver, Need(HooksRedeliver);
 
     get "/v1/tokens" => tokens::list, Need(TokensAdmin);
     post "/v1/tokens" => tokens::create, Need(TokensAdmin);

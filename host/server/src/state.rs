@@ -1,13 +1,19 @@
 //! What every request handler shares. Nothing here is per-instance state a client depends
 //! on: several servers on one database answer alike.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 use tasker_core::clock::{Clock, SystemClock};
+use tasker_core::template::Template;
 use tasker_engine::EventBus;
 use tasker_sandbox::Sandbox;
-use tasker_store::AnyStore;
+use tasker_store::{AnyStore, Store, StoreError};
+use tokio::sync::watch;
+
+/// Templates a server keeps in memory at most.
+const MAX_CACHED_TEMPLATES: usize = 1024;
 
 /// How requests are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +49,11 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     store: Arc<AnyStore>,
+    /// Registered templates by key. A registered version never changes (the store refuses
+    /// another definition under its key), so a cached one is never stale.
+    templates: Mutex<HashMap<String, Arc<Template>>>,
+    /// Bumped when the event log may have grown (started by the first event stream).
+    wake: OnceLock<Arc<watch::Sender<u64>>>,
     bus: EventBus,
     sandbox: Sandbox,
     clock: Arc<dyn Clock>,
@@ -61,6 +72,8 @@ impl AppState {
     ) -> Self {
         AppState(Arc::new(Inner {
             store,
+            templates: Mutex::default(),
+            wake: OnceLock::new(),
             bus,
             sandbox,
             clock: Arc::new(SystemClock),
@@ -72,6 +85,8 @@ impl AppState {
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
         let inner = Arc::try_unwrap(self.0).unwrap_or_else(|a| Inner {
             store: a.store.clone(),
+            templates: Mutex::default(),
+            wake: OnceLock::new(),
             bus: a.bus.clone(),
             sandbox: a.sandbox.clone(),
             clock: a.clock.clone(),
@@ -82,6 +97,66 @@ impl AppState {
 
     pub fn store(&self) -> &AnyStore {
         &self.0.store
+    }
+
+    /// The registered template of this key (None: not registered), from the cache when
+    /// it was read before.
+    pub async fn template(&self, key: &str) -> Result<Option<Arc<Template>>, StoreError> {
+        if let Some(t) = self.cache().get(key) {
+            return Ok(Some(t.clone()));
+        }
+        let Some(t) = self.0.store.template(key).await? else {
+            return Ok(None);
+        };
+        let t = Arc::new(t);
+        let mut cache = self.cache();
+        // Bounded: a server sees few templates, but a client may name many.
+        if cache.len() >= MAX_CACHED_TEMPLATES {
+            cache.clear();
+        }
+        cache.insert(key.to_owned(), t.clone());
+        Ok(Some(t))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Template>>> {
+        self.0.templates.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receiver that changes when the event log may have grown: this process's own
+    /// events (its operations and in-process workers) and, on PostgreSQL, the store's
+    /// NOTIFYs. Event streams also poll, so a missed wake-up costs at most a poll.
+    pub fn event_wake(&self) -> watch::Receiver<u64> {
+        self.0
+            .wake
+            .get_or_init(|| {
+                let tx = Arc::new(watch::channel(0u64).0);
+                let bump = |tx: &watch::Sender<u64>| tx.send_modify(|n| *n = n.wrapping_add(1));
+                let mut sub = self.0.bus.subscribe(&["*"]);
+                let on_bus = tx.clone();
+                tokio::spawn(async move {
+                    while sub.recv().await.is_some() {
+                        bump(&on_bus);
+                    }
+                });
+                if let Some(pg) = self.0.store.postgres() {
+                    let notify = Arc::new(tokio::sync::Notify::new());
+                    // Lives as long as the process: streams come and go, the listener stays.
+                    tasker_engine::pg::spawn_ready_listener(
+                        pg.pool().clone(),
+                        notify.clone(),
+                        tokio_util::sync::CancellationToken::new(),
+                    );
+                    let on_notify = tx.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            notify.notified().await;
+                            bump(&on_notify);
+                        }
+                    });
+                }
+                tx
+            })
+            .subscribe()
     }
 
     pub fn bus(&self) -> &EventBus {

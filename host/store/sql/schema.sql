@@ -206,9 +206,14 @@ CREATE TABLE task_transitions (
     metadata     jsonb NOT NULL DEFAULT '{}',
     most_recent  boolean NOT NULL,
     created_at   timestamptz NOT NULL,
+    -- The writing transaction: the event log's order (docs/store.md, "The event log").
+    -- Every writer leaves it to the default, the hot functions' own inserts included.
+    xid          xid8 NOT NULL DEFAULT pg_current_xact_id(),
     PRIMARY KEY (task_id, sort_key)
 );
 CREATE UNIQUE INDEX task_transitions_most_recent ON task_transitions (task_id) WHERE most_recent;
+-- The event log across tasks, in its order key.
+CREATE INDEX task_transitions_xid ON task_transitions (xid, task_id, sort_key);
 
 CREATE TABLE step_transitions (
     step_id      bigint NOT NULL,
@@ -218,9 +223,31 @@ CREATE TABLE step_transitions (
     metadata     jsonb NOT NULL DEFAULT '{}',
     most_recent  boolean NOT NULL,
     created_at   timestamptz NOT NULL,
+    xid          xid8 NOT NULL DEFAULT pg_current_xact_id(),
     PRIMARY KEY (step_id, sort_key)
 );
 CREATE UNIQUE INDEX step_transitions_most_recent ON step_transitions (step_id) WHERE most_recent;
+-- The event log across tasks (a task's own steps are found through steps (task_id, name)).
+CREATE INDEX step_transitions_xid ON step_transitions (xid, step_id, sort_key);
+
+-- Handlers' custom events, of every task (the outbox keeps them only for hooks): the third
+-- source of the event log, written by enqueue_custom_events for accepted attempts. No
+-- foreign keys, as the other audit rows.
+CREATE TABLE task_events_custom (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    xid         xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    task_id     bigint NOT NULL,
+    step_id     bigint NOT NULL,
+    step_name   text NOT NULL,
+    -- The step's attempt that emitted it.
+    attempt     int NOT NULL,
+    -- `custom.<name>`, as the event bus names it.
+    name        text NOT NULL,
+    payload     jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL
+);
+CREATE INDEX task_events_custom_xid ON task_events_custom (xid, id);
+CREATE INDEX task_events_custom_task ON task_events_custom (task_id, id);
 
 -- One row per claim that ended (completed, failed, lease lost, released, cancelled).
 -- attempt_no is the claim's fencing token.
@@ -304,6 +331,8 @@ CREATE INDEX hook_outbox_queue ON hook_outbox (next_attempt_at, id)
     WHERE state = 'pending' AND head;
 CREATE INDEX hook_outbox_head ON hook_outbox (hook_id, task_id, id) WHERE state = 'pending';
 CREATE INDEX hook_outbox_task ON hook_outbox (task_id, id);
+-- Dead letters in id order: listing and redelivering them (migration 0013).
+CREATE INDEX hook_outbox_dead ON hook_outbox (id) WHERE state = 'dead';
 ALTER TABLE hook_outbox SET (autovacuum_vacuum_scale_factor = 0.02);
 
 -- API tokens (host/store/src/listing.rs): only the hash of a token's secret is kept. A name is

@@ -8,7 +8,10 @@ use serde_json::Value;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
-use crate::listing::{NewToken, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow};
+use crate::events::{EventFilter, StoredEvent};
+use crate::listing::{
+    NewToken, OutboxFilter, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow,
+};
 use crate::store::{Result, Store};
 use crate::types::*;
 use crate::{PgStore, SqliteStore};
@@ -297,5 +300,36 @@ impl Store for AnyStore {
 
     async fn revoke_token(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
         delegate!(self, s => s.revoke_token(name, now))
+    }
+
+    async fn list_hook_outbox(
+        &self,
+        filter: &OutboxFilter,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<OutboxRow, i64>> {
+        delegate!(self, s => s.list_hook_outbox(filter, after, limit))
+    }
+
+    async fn redeliver_dead_letters(
+        &self,
+        hook_id: Option<i64>,
+        ids: Option<&[i64]>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Redelivered>> {
+        delegate!(self, s => s.redeliver_dead_letters(hook_id, ids, now))
+    }
+
+    async fn events_after(
+        &self,
+        filter: &EventFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        delegate!(self, s => s.events_after(filter, after, limit))
+    }
+
+    async fn latest_event_cursor(&self, filter: &EventFilter) -> Result<Option<String>> {
+        delegate!(self, s => s.latest_event_cursor(filter))
     }
 }

@@ -8,10 +8,12 @@
 
 mod any;
 mod error;
+mod events;
 mod ids;
 mod listing;
 mod payload;
 mod pg;
+mod pg_events;
 mod pg_hooks;
 mod pg_listing;
 pub mod rules;
@@ -22,8 +24,9 @@ mod wire;
 
 pub use any::AnyStore;
 pub use error::StoreError;
+pub use events::{EventFilter, STEP_TRANSITION, StoredEvent, TASK_TRANSITION, is_task_transition};
 pub use listing::{
-    MAX_PAGE, NewToken, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow,
+    MAX_PAGE, NewToken, OutboxFilter, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow,
 };
 pub use pg::{DEFAULT_MAX_LEASE_LOSSES, DUE_CHANNEL, MIGRATOR, PgStore, READY_CHANNEL};
 pub use sqlite::{SQLITE_MIGRATOR, SqliteStore};

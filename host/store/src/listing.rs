@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use tasker_core::state::TaskState;
 
 use crate::ids::TaskId;
+use crate::types::DeliveryState;
 
 /// The most items one page may hold.
 pub const MAX_PAGE: u32 = 500;
@@ -23,6 +24,18 @@ pub struct TaskFilter {
     pub created_before: Option<DateTime<Utc>>,
     pub finished_after: Option<DateTime<Utc>>,
     pub finished_before: Option<DateTime<Utc>>,
+}
+
+/// Which hook deliveries (outbox rows) to list. Empty fields match every row; the fields
+/// combine with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxFilter {
+    /// Rows of this hook (a `template_hooks` id, as in [`crate::HookCounts`]).
+    pub hook_id: Option<i64>,
+    /// Rows of this task.
+    pub task_id: Option<TaskId>,
+    /// Any of these states (empty: any state); `[Dead]` lists the dead letters.
+    pub states: Vec<DeliveryState>,
 }
 
 /// One page of tasks, newest first (descending id, a stable order: ids never change).
@@ -125,6 +138,20 @@ pub(crate) fn page<T, C>(mut items: Vec<T>, limit: u32, cursor: impl Fn(&T) -> C
     Page { items, next }
 }
 
+/// `(o.state = 'pending' OR o.state = 'dead')`: `column` in any of `states`, the same SQL on
+/// both stores. The states are written into the statement rather than bound (they are
+/// [`DeliveryState`] names, never input text) so that a listing of dead letters is planned
+/// on the partial index `hook_outbox_dead` (both stores) rather than over the outbox's whole
+/// history, and as an OR so that PostgreSQL also combines it with `hook_outbox_head` for
+/// pending rows.
+pub(crate) fn state_is_any(column: &str, states: &[DeliveryState]) -> String {
+    let terms: Vec<String> = states
+        .iter()
+        .map(|s| format!("{column} = '{}'", s.as_str()))
+        .collect();
+    format!("({})", terms.join(" OR "))
+}
+
 /// Refuses a token the stores would refuse by constraint, naming the field.
 pub(crate) fn check_new_token(token: &NewToken) -> Result<(), crate::StoreError> {
     if token.name.is_empty() {
@@ -173,6 +200,21 @@ mod tests {
             assert!(matches!(e, crate::StoreError::InvalidInput(_)), "{e}");
             assert!(e.to_string().contains("limit"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_state_filter_is_an_or_of_literals() {
+        assert_eq!(
+            state_is_any("o.state", &[DeliveryState::Dead]),
+            "(o.state = 'dead')"
+        );
+        assert_eq!(
+            state_is_any(
+                "o.state",
+                &[DeliveryState::Pending, DeliveryState::Delivered]
+            ),
+            "(o.state = 'pending' OR o.state = 'delivered')"
+        );
     }
 
     #[test]

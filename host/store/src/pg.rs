@@ -12,7 +12,10 @@ use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
 use crate::error::StoreError;
-use crate::listing::{NewToken, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow};
+use crate::events::{EventFilter, StoredEvent};
+use crate::listing::{
+    NewToken, OutboxFilter, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow,
+};
 use crate::payload::Payload;
 use crate::store::{Result, Store};
 use crate::types::*;
@@ -811,6 +814,37 @@ impl Store for PgStore {
 
     async fn revoke_token(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
         crate::pg_listing::revoke_token(&self.pool, name, now).await
+    }
+
+    async fn list_hook_outbox(
+        &self,
+        filter: &OutboxFilter,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<OutboxRow, i64>> {
+        crate::pg_hooks::list_outbox(&self.pool, filter, after, limit).await
+    }
+
+    async fn redeliver_dead_letters(
+        &self,
+        hook_id: Option<i64>,
+        ids: Option<&[i64]>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Redelivered>> {
+        crate::pg_hooks::redeliver(&self.pool, hook_id, ids, now).await
+    }
+
+    async fn events_after(
+        &self,
+        filter: &EventFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        crate::pg_events::events_after(&self.pool, filter, after, limit).await
+    }
+
+    async fn latest_event_cursor(&self, filter: &EventFilter) -> Result<Option<String>> {
+        crate::pg_events::latest_event_cursor(&self.pool, filter).await
     }
 }
 

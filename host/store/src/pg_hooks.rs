@@ -1,13 +1,16 @@
-//! PostgreSQL side of event hooks (the outbox in `migrations/0005_hooks.sql`) and of the
-//! retry-policy inputs.
+//! PostgreSQL side of event hooks (the outbox in `migrations/0005_hooks.sql`; its listing
+//! and the redelivery of dead letters, `redeliver_hook_dead_letters`, in
+//! `migrations/0013_hook_redelivery.sql`) and of the retry-policy inputs.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder};
 
 use crate::error::StoreError;
+use crate::listing::{OutboxFilter, Page, check_limit, page, state_is_any};
 use crate::pg::col;
 use crate::store::Result;
 use crate::types::*;
@@ -131,24 +134,99 @@ pub(crate) async fn counts(db: &sqlx::PgPool, task_id: Option<TaskId>) -> Result
         .collect()
 }
 
+/// The columns [`outbox_row`] reads.
+const OUTBOX_COLUMNS: &str = "o.id, o.hook_id, o.task_id, o.step_id, o.step_name, \
+    o.event_name, o.attempt, o.payload, o.event_at, o.state, o.attempts, o.claims, \
+    o.next_attempt_at, o.lease_owner, o.lease_expires_at, o.last_error, o.finished_at, o.head";
+
+fn outbox_row(row: &PgRow) -> Result<OutboxRow> {
+    let attempt: Option<i32> = col(row, "attempt")?;
+    Ok(OutboxRow {
+        id: col(row, "id")?,
+        hook_id: col(row, "hook_id")?,
+        task_id: col(row, "task_id")?,
+        step_id: col(row, "step_id")?,
+        step_name: col(row, "step_name")?,
+        event_name: col(row, "event_name")?,
+        attempt: attempt.and_then(|a| u32::try_from(a).ok()),
+        payload: col(row, "payload")?,
+        event_at: col(row, "event_at")?,
+        state: stored_delivery_state(&col::<String>(row, "state")?)?,
+        attempts: col(row, "attempts")?,
+        claims: col(row, "claims")?,
+        next_attempt_at: col(row, "next_attempt_at")?,
+        lease_owner: col(row, "lease_owner")?,
+        lease_expires_at: col(row, "lease_expires_at")?,
+        last_error: col(row, "last_error")?,
+        finished_at: col(row, "finished_at")?,
+        head: col(row, "head")?,
+    })
+}
+
 pub(crate) async fn outbox_of_task(db: &sqlx::PgPool, task_id: TaskId) -> Result<Vec<OutboxRow>> {
-    let rows = sqlx::query("SELECT * FROM hook_outbox WHERE task_id = $1 ORDER BY id")
-        .bind(task_id)
+    let rows = sqlx::query(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM hook_outbox o WHERE o.task_id = $1 ORDER BY o.id"
+    ))
+    .bind(task_id)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(outbox_row).collect()
+}
+
+/// One statement per combination of filters, in id order. The states are an OR of literals
+/// ([`state_is_any`]), so dead and pending rows are read from their partial indexes
+/// (`hook_outbox_dead`, `hook_outbox_head`), not from the whole history; a task's rows from
+/// `hook_outbox_task`.
+pub(crate) async fn list_outbox(
+    db: &sqlx::PgPool,
+    filter: &OutboxFilter,
+    after: Option<i64>,
+    limit: u32,
+) -> Result<Page<OutboxRow, i64>> {
+    check_limit(limit)?;
+    let mut q = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {OUTBOX_COLUMNS} FROM hook_outbox o WHERE true"
+    ));
+    if let Some(after) = after {
+        q.push(" AND o.id > ").push_bind(after);
+    }
+    if let Some(hook) = filter.hook_id {
+        q.push(" AND o.hook_id = ").push_bind(hook);
+    }
+    if let Some(task) = filter.task_id {
+        q.push(" AND o.task_id = ").push_bind(task);
+    }
+    if !filter.states.is_empty() {
+        q.push(" AND ")
+            .push(state_is_any("o.state", &filter.states));
+    }
+    q.push(" ORDER BY o.id LIMIT ")
+        .push_bind(i64::from(limit) + 1);
+    let rows = q.build().fetch_all(db).await?;
+    let items = rows.iter().map(outbox_row).collect::<Result<Vec<_>>>()?;
+    Ok(page(items, limit, |r| r.id))
+}
+
+/// redeliver_hook_dead_letters (refusals are its 22023, naming the id).
+pub(crate) async fn redeliver(
+    db: &sqlx::PgPool,
+    hook_id: Option<i64>,
+    ids: Option<&[i64]>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Redelivered>> {
+    let rows = sqlx::query("SELECT * FROM redeliver_hook_dead_letters($1, $2, $3)")
+        .bind(hook_id)
+        .bind(ids)
+        .bind(now)
         .fetch_all(db)
         .await?;
     rows.iter()
         .map(|row| {
-            Ok(OutboxRow {
-                id: col(row, "id")?,
+            Ok(Redelivered {
+                old_id: col(row, "old_id")?,
+                new_id: col(row, "new_id")?,
                 hook_id: col(row, "hook_id")?,
                 task_id: col(row, "task_id")?,
-                step_id: col(row, "step_id")?,
-                event_name: col(row, "event_name")?,
-                payload: col(row, "payload")?,
-                state: stored_delivery_state(&col::<String>(row, "state")?)?,
-                attempts: col(row, "attempts")?,
-                claims: col(row, "claims")?,
-                last_error: col(row, "last_error")?,
             })
         })
         .collect()

@@ -12,6 +12,7 @@ use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
 use crate::error::StoreError;
+use crate::events::{EventFilter, StoredEvent};
 use crate::listing::*;
 use crate::types::*;
 
@@ -286,4 +287,57 @@ pub trait Store: Send + Sync {
         name: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Hook deliveries (outbox rows) matching `filter`, in id order (each (hook, task)'s
+    /// delivery order), after `after` (exclusive: a previous page's `next`), at most `limit`
+    /// (1..=[`MAX_PAGE`], else [`StoreError::InvalidInput`]). `next` is the page's last id
+    /// when more rows follow.
+    fn list_hook_outbox(
+        &self,
+        filter: &OutboxFilter,
+        after: Option<i64>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Page<OutboxRow, i64>>> + Send;
+
+    /// Put dead letters back into delivery: the dead rows with these `ids` (each must be a
+    /// dead row, of `hook_id` if given), or else every dead row of `hook_id`, or of every
+    /// hook when both are `None`. An id that is not such a row is refused as
+    /// [`StoreError::InvalidInput`] naming it, and nothing is written; `Some(&[])` redelivers
+    /// nothing.
+    ///
+    /// In one transaction, each dead row is replaced by a new pending row of the same event
+    /// (hook, task, step, name, attempt, payload, `event_at`) with no delivery attempts, due
+    /// at `now`, and is deleted. The new row takes a new, higher id, so it goes through the
+    /// leased delivery loop ([`Store::claim_hook_deliveries`]) after every row its (hook, task)
+    /// already has; it is the head when no other row of that (hook, task) is pending, as a
+    /// new event would be. One answer per row, by old id.
+    fn redeliver_dead_letters(
+        &self,
+        hook_id: Option<i64>,
+        ids: Option<&[i64]>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Redelivered>>> + Send;
+
+    /// The event log (docs/store.md, "The event log"): every task transition, step
+    /// transition and custom event matching `filter`, strictly after the cursor `after`
+    /// (None: from the beginning), at most `limit` (1..=[`MAX_PAGE`], else
+    /// [`StoreError::InvalidInput`]), in the log's one total order. Reading on from the last
+    /// event's [`StoredEvent::cursor`] never skips nor repeats an event, however many are
+    /// written meanwhile: PostgreSQL returns only what no open transaction can precede
+    /// (its xmin horizon), SQLite orders by commit. A malformed cursor is
+    /// [`StoreError::InvalidInput`] naming it; a well-formed one that matches no event is a
+    /// position like any other.
+    fn events_after(
+        &self,
+        filter: &EventFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>>> + Send;
+
+    /// The cursor of the last event matching `filter` that [`Store::events_after`] can
+    /// return now (None: none yet): where a subscriber that wants only new events starts.
+    fn latest_event_cursor(
+        &self,
+        filter: &EventFilter,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
 }

@@ -662,19 +662,48 @@ pub struct HookCounts {
     pub dead: i64,
 }
 
-/// One outbox row (one event for one hook), for status and tests.
+/// One outbox row (one event for one hook): for status, listings of deliveries and dead
+/// letters, and tests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRow {
+    /// The delivery order within a (hook, task).
     pub id: i64,
     pub hook_id: i64,
     pub task_id: TaskId,
     pub step_id: Option<StepId>,
+    pub step_name: Option<String>,
     pub event_name: String,
+    /// The step's attempt the event is about (step events only).
+    pub attempt: Option<u32>,
     pub payload: Value,
+    /// When the change that made the event happened (the event's timestamp).
+    pub event_at: DateTime<Utc>,
     pub state: DeliveryState,
+    /// Finished deliveries of this row that failed or succeeded (a lost lease does not count).
     pub attempts: i32,
+    /// Claims of this row (the delivery lease's fencing token).
     pub claims: i32,
+    /// When a pending row is due; a finished row keeps the instant its last delivery was due.
+    pub next_attempt_at: DateTime<Utc>,
+    /// The delivery loop holding a pending row's lease, and until when.
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The last failure's error (a dead letter's reason).
     pub last_error: Option<String>,
+    /// When the row was delivered or parked as dead.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The lowest pending row of its (hook, task): the only one that may be claimed.
+    pub head: bool,
+}
+
+/// A dead letter put back into delivery ([`crate::Store::redeliver_dead_letters`]): the dead
+/// row `old_id` was replaced by the new pending row `new_id` of the same event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redelivered {
+    pub old_id: i64,
+    pub new_id: i64,
+    pub hook_id: i64,
+    pub task_id: TaskId,
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! and paging, each refused with a problem naming the parameter.
 
 pub mod health;
+pub mod hooks;
 pub mod plugins;
 pub mod steps;
 pub mod tasks;

@@ -7,13 +7,14 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tasker_core::state::TaskState;
 use tasker_core::template::{HandlerRef, Template};
 use tasker_engine::ops;
 use tasker_sandbox::{PluginRef, World};
-use tasker_store::{NewTask, Store, TaskFilter, TaskId, TaskPageRequest};
+use tasker_store::{NewTask, Store, TaskFilter, TaskId, TaskPageRequest, TaskRow};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{instant, limit, path_id, query};
@@ -129,7 +130,7 @@ pub async fn create(
         }
     }
     let store = state.store();
-    let template = store.template(&req.template).await?.ok_or_else(|| {
+    let template = state.template(&req.template).await?.ok_or_else(|| {
         Problem::invalid(format!("no template {} is registered", req.template))
             .field("/template", "unknown template")
     })?;
@@ -151,13 +152,29 @@ pub async fn create(
         identity_key: req.identity_key,
         metadata: Value::Object(metadata),
     };
-    let created = ops::create_task(store, state.bus(), &template, &new, state.now()).await?;
-    let task = store
-        .task(created.task_id)
-        .await?
-        .ok_or_else(|| Problem::internal("the created task cannot be read back"))?;
+    // Stored instants are microseconds: the answer shows what a read will.
+    let now = state.now();
+    let now = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+    let created = ops::create_task(store, state.bus(), &template, &new, now).await?;
     let location = format!("/v1/tasks/{}", created.task_id);
     if created.created {
+        // A new task is exactly what was asked for: answered without reading it back.
+        let steps = template.steps.len() as u32;
+        let task = TaskRow {
+            id: created.task_id,
+            template_key: new.template_key,
+            state: TaskState::Pending,
+            context: new.context,
+            identity_key: new.identity_key,
+            metadata: new.metadata,
+            step_count: steps,
+            unfinished_steps: steps,
+            error_steps: 0,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+        };
         return Ok((
             StatusCode::CREATED,
             [(header::LOCATION, location)],
@@ -165,6 +182,10 @@ pub async fn create(
         )
             .into_response());
     }
+    let task = store
+        .task(created.task_id)
+        .await?
+        .ok_or_else(|| Problem::internal("the existing task cannot be read"))?;
     if conflict {
         return Err(Problem::conflict(format!(
             "task {} already has this identity key",

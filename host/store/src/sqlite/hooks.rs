@@ -1,5 +1,6 @@
-//! Event-hook outbox on SQLite: custom events, delivery claims, results, counts. Mirrors
-//! migrations/0005_hooks.sql; the outbox itself is filled by the triggers of
+//! Event-hook outbox on SQLite: custom events, delivery claims, results, counts, listings and
+//! the redelivery of dead letters. Mirrors migrations/0005_hooks.sql and
+//! 0013_hook_redelivery.sql; the outbox itself is filled by the triggers of
 //! migrations/sqlite/0002_hooks.sql, in the same transaction as each state change.
 //!
 //! Those triggers are row-level where PostgreSQL's are statement-level, so outbox ids (the
@@ -20,22 +21,24 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Sqlite, Transaction};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
 use tasker_core::backoff::Backoff;
 
-use super::rows::{col, id_list, json_col, ts_col};
+use super::rows::{col, id_list, json_col, opt_ts_col, ts_col};
 use super::{SqliteStore, ts, us};
 use crate::error::StoreError;
+use crate::listing::{OutboxFilter, Page, check_limit, page, state_is_any};
 use crate::store::Result;
 use crate::types::*;
 
 /// PostgreSQL keeps at most this many characters of a delivery error (`left(err, 4000)`).
 const MAX_ERROR_CHARS: usize = 4000;
 
-/// Record handlers' custom events (`custom.<name>`) for the hooks of their tasks, as
-/// PostgreSQL's `enqueue_custom_events` does. Call it in the write transaction of a
-/// complete (`complete_with_events`) or fail (`fail_decided`), after all of that
-/// operation's other writes, so that the events follow the task's end in the outbox.
+/// Record handlers' custom events (`custom.<name>`) in the event log (`task_events_custom`,
+/// every task's) and for the hooks of their tasks, as PostgreSQL's `enqueue_custom_events`
+/// does. Call it in the write transaction of a complete (`complete_with_events`) or fail
+/// (`fail_decided`), after all of that operation's other writes, so that the events follow
+/// the task's end in the outbox.
 ///
 /// Pass `events` exactly as the caller gave them (input order is the order within a task)
 /// and `now`, the operation's instant (the one written as the attempts' `finished_at`).
@@ -53,12 +56,6 @@ pub(super) async fn enqueue_custom_events(
     now: DateTime<Utc>,
 ) -> Result<()> {
     if events.is_empty() {
-        return Ok(());
-    }
-    let any_hooks: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM template_hooks)")
-        .fetch_one(&mut **tx)
-        .await?;
-    if !any_hooks {
         return Ok(());
     }
     let now = us(now);
@@ -82,6 +79,31 @@ pub(super) async fn enqueue_custom_events(
     }
     // PostgreSQL orders by (task, input position); the sort is stable.
     kept.sort_by_key(|(task, _)| *task);
+    // Every kept event goes into the event log, for every task (ids in this order, as
+    // PostgreSQL's), then to the outbox when some template has hooks.
+    for (_, e) in &kept {
+        // A JSON null payload arrives as SQL NULL in PostgreSQL, which writes '{}'.
+        let payload = (!e.payload.is_null()).then(|| e.payload.to_string());
+        sqlx::query(
+            "INSERT INTO task_events_custom \
+                 (tx, task_id, step_id, step_name, attempt, name, payload, created_at) \
+             SELECT (SELECT tx_seq FROM tasker_ctx WHERE id = 1), s.task_id, s.id, s.name, \
+                    s.attempts, 'custom.' || ?2, coalesce(?3, '{}'), ?4 \
+             FROM steps s WHERE s.id = ?1",
+        )
+        .bind(e.step_id)
+        .bind(&e.name)
+        .bind(payload)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let any_hooks: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM template_hooks)")
+        .fetch_one(&mut **tx)
+        .await?;
+    if !any_hooks {
+        return Ok(());
+    }
     for (_, e) in kept {
         // A JSON null payload arrives as SQL NULL in PostgreSQL's fan-out, which writes '{}'.
         let payload = (!e.payload.is_null()).then(|| e.payload.to_string());
@@ -368,30 +390,174 @@ pub(super) async fn counts(s: &SqliteStore, task_id: Option<TaskId>) -> Result<V
         .collect()
 }
 
+/// The columns [`outbox_row`] reads.
+const OUTBOX_COLUMNS: &str = "o.id, o.hook_id, o.task_id, o.step_id, o.step_name, \
+    o.event_name, o.attempt, o.payload, o.event_at, o.state, o.attempts, o.claims, \
+    o.next_attempt_at, o.lease_owner, o.lease_expires_at, o.last_error, o.finished_at, o.head";
+
+fn outbox_row(row: &SqliteRow) -> Result<OutboxRow> {
+    let attempt: Option<i64> = col(row, "attempt")?;
+    Ok(OutboxRow {
+        id: col(row, "id")?,
+        hook_id: col(row, "hook_id")?,
+        task_id: col(row, "task_id")?,
+        step_id: col(row, "step_id")?,
+        step_name: col(row, "step_name")?,
+        event_name: col(row, "event_name")?,
+        attempt: attempt.and_then(|a| u32::try_from(a).ok()),
+        payload: json_col(row, "payload")?,
+        event_at: ts_col(row, "event_at")?,
+        state: stored_delivery_state(&col::<String>(row, "state")?)?,
+        attempts: col(row, "attempts")?,
+        claims: col(row, "claims")?,
+        next_attempt_at: ts_col(row, "next_attempt_at")?,
+        lease_owner: col(row, "lease_owner")?,
+        lease_expires_at: opt_ts_col(row, "lease_expires_at")?,
+        last_error: col(row, "last_error")?,
+        finished_at: opt_ts_col(row, "finished_at")?,
+        head: col(row, "head")?,
+    })
+}
+
 /// A task's outbox rows, by id.
 pub(super) async fn outbox_of_task(s: &SqliteStore, task_id: TaskId) -> Result<Vec<OutboxRow>> {
-    let rows = sqlx::query(
-        "SELECT id, hook_id, task_id, step_id, event_name, payload, state, attempts, claims, \
-                last_error \
-         FROM hook_outbox WHERE task_id = ? ORDER BY id",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {OUTBOX_COLUMNS} FROM hook_outbox o WHERE o.task_id = ? ORDER BY o.id"
+    ))
     .bind(task_id)
     .fetch_all(s.reader())
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(OutboxRow {
-                id: col(row, "id")?,
-                hook_id: col(row, "hook_id")?,
-                task_id: col(row, "task_id")?,
-                step_id: col(row, "step_id")?,
-                event_name: col(row, "event_name")?,
-                payload: json_col(row, "payload")?,
-                state: stored_delivery_state(&col::<String>(row, "state")?)?,
-                attempts: col(row, "attempts")?,
-                claims: col(row, "claims")?,
-                last_error: col(row, "last_error")?,
-            })
-        })
-        .collect()
+    rows.iter().map(outbox_row).collect()
+}
+
+/// PostgreSQL's `list_outbox` (pg_hooks.rs), statement for statement, on the reader pool.
+pub(super) async fn list_outbox(
+    s: &SqliteStore,
+    filter: &OutboxFilter,
+    after: Option<i64>,
+    limit: u32,
+) -> Result<Page<OutboxRow, i64>> {
+    check_limit(limit)?;
+    let mut q = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT {OUTBOX_COLUMNS} FROM hook_outbox o WHERE 1"
+    ));
+    if let Some(after) = after {
+        q.push(" AND o.id > ").push_bind(after);
+    }
+    if let Some(hook) = filter.hook_id {
+        q.push(" AND o.hook_id = ").push_bind(hook);
+    }
+    if let Some(task) = filter.task_id {
+        q.push(" AND o.task_id = ").push_bind(task);
+    }
+    if !filter.states.is_empty() {
+        q.push(" AND ")
+            .push(state_is_any("o.state", &filter.states));
+    }
+    q.push(" ORDER BY o.id LIMIT ")
+        .push_bind(i64::from(limit) + 1);
+    let rows = q.build().fetch_all(s.reader()).await?;
+    let items = rows.iter().map(outbox_row).collect::<Result<Vec<_>>>()?;
+    Ok(page(items, limit, |r| r.id))
+}
+
+/// redeliver_hook_dead_letters, in one write transaction: the dead rows asked for (every id
+/// checked first, in input order, before anything is written), each replaced by a new
+/// pending row of the same event, due at `now`, then deleted.
+///
+/// The new rows are inserted before the old ones are deleted: `hook_outbox.id` is a rowid
+/// without AUTOINCREMENT, which takes the highest id + 1, so the highest id is never deleted
+/// without a higher one in its place and a new id is above every id the table ever held, as
+/// PostgreSQL's identity (never a dead row's own). One row at a time, by old id, so each
+/// head check sees the rows inserted before it (the enqueue trigger's rule: the head when
+/// no other row of its (hook, task) is pending).
+pub(super) async fn redeliver(
+    s: &SqliteStore,
+    hook_id: Option<i64>,
+    ids: Option<&[i64]>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Redelivered>> {
+    if ids.is_some_and(<[i64]>::is_empty) {
+        return Ok(Vec::new());
+    }
+    let mut tx = s.write().await?;
+    let dead: Vec<(i64, i64, i64)> = match ids {
+        Some(ids) => {
+            for &id in ids {
+                let row: Option<(String, i64)> =
+                    sqlx::query_as("SELECT state, hook_id FROM hook_outbox WHERE id = ?")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(refusal) = not_a_dead_letter(id, row, hook_id) {
+                    tx.rollback().await?;
+                    return Err(StoreError::InvalidInput(refusal));
+                }
+            }
+            sqlx::query_as(
+                "SELECT id, hook_id, task_id FROM hook_outbox \
+                 WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            )
+            .bind(id_list(ids))
+            .fetch_all(&mut *tx)
+            .await?
+        }
+        None => {
+            sqlx::query_as(
+                "SELECT id, hook_id, task_id FROM hook_outbox \
+                 WHERE state = 'dead' AND (?1 IS NULL OR hook_id = ?1) ORDER BY id",
+            )
+            .bind(hook_id)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+    };
+    let mut out = Vec::with_capacity(dead.len());
+    for &(old_id, hook, task) in &dead {
+        let new_id: i64 = sqlx::query_scalar(
+            "INSERT INTO hook_outbox (hook_id, task_id, step_id, step_name, event_name, \
+                                      attempt, payload, event_at, next_attempt_at, head) \
+             SELECT o.hook_id, o.task_id, o.step_id, o.step_name, o.event_name, o.attempt, \
+                    o.payload, o.event_at, ?2, \
+                    NOT EXISTS (SELECT 1 FROM hook_outbox p \
+                                WHERE p.hook_id = o.hook_id AND p.task_id = o.task_id \
+                                  AND p.state = 'pending') \
+             FROM hook_outbox o WHERE o.id = ?1 \
+             RETURNING id",
+        )
+        .bind(old_id)
+        .bind(us(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        out.push(Redelivered {
+            old_id,
+            new_id,
+            hook_id: hook,
+            task_id: TaskId::new(task),
+        });
+    }
+    let old: Vec<i64> = dead.iter().map(|&(id, _, _)| id).collect();
+    sqlx::query("DELETE FROM hook_outbox WHERE id IN (SELECT value FROM json_each(?))")
+        .bind(id_list(&old))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Why the row `id` (its state and hook, None: no such row) is not a dead letter of `hook`
+/// (any hook when None), in PostgreSQL's words; None when it is one.
+fn not_a_dead_letter(id: i64, row: Option<(String, i64)>, hook: Option<i64>) -> Option<String> {
+    match row {
+        None => Some(format!("hook delivery {id} does not exist")),
+        Some((state, _)) if state != DeliveryState::Dead.as_str() => {
+            Some(format!("hook delivery {id} is {state}, not dead"))
+        }
+        Some((_, of)) => match hook {
+            Some(hook) if hook != of => Some(format!(
+                "hook delivery {id} is of hook {of}, not of hook {hook}"
+            )),
+            _ => None,
+        },
+    }
 }

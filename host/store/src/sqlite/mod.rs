@@ -6,6 +6,7 @@
 //! waits instead of failing mid-transaction); reads use a separate pool of read-only
 //! connections, which WAL mode lets run beside the writer.
 
+mod events;
 mod hooks;
 mod hot;
 mod listing;
@@ -28,7 +29,10 @@ use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
 use crate::error::StoreError;
-use crate::listing::{NewToken, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow};
+use crate::events::{EventFilter, StoredEvent};
+use crate::listing::{
+    NewToken, OutboxFilter, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow,
+};
 use crate::store::{Result, Store};
 use crate::types::*;
 
@@ -153,8 +157,19 @@ impl SqliteStore {
 
     /// A write transaction. `BEGIN IMMEDIATE` takes the file's write lock up front, so a
     /// transaction never fails half-way because another process began writing.
+    ///
+    /// Every write transaction starts here, and here only it bumps the event log's
+    /// transaction counter (`tasker_ctx.tx_seq`, which the audit triggers and the custom
+    /// events write as `tx`), exactly once: with one writer at a time the counter follows
+    /// commit order (docs/store.md, "The event log"). Bumping per `set_reason` instead would
+    /// split one transaction's events over several values (an operation sets its reason
+    /// several times), and so order them unlike PostgreSQL's single xid.
     pub(crate) async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("UPDATE tasker_ctx SET tx_seq = tx_seq + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 }
 
@@ -455,5 +470,36 @@ impl Store for SqliteStore {
 
     async fn revoke_token(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
         listing::revoke_token(self, name, now).await
+    }
+
+    async fn list_hook_outbox(
+        &self,
+        filter: &OutboxFilter,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Page<OutboxRow, i64>> {
+        hooks::list_outbox(self, filter, after, limit).await
+    }
+
+    async fn redeliver_dead_letters(
+        &self,
+        hook_id: Option<i64>,
+        ids: Option<&[i64]>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Redelivered>> {
+        hooks::redeliver(self, hook_id, ids, now).await
+    }
+
+    async fn events_after(
+        &self,
+        filter: &EventFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        events::events_after(self, filter, after, limit).await
+    }
+
+    async fn latest_event_cursor(&self, filter: &EventFilter) -> Result<Option<String>> {
+        events::latest_event_cursor(self, filter).await
     }
 }
