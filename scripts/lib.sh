@@ -34,3 +34,20 @@ ensure_postgres() {
 default_database_url() {
     export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 }
+
+# Debian packages the tests use as real peers (prometheus: the scrape test), installed once.
+# Each argument is "command:package".
+ensure_debian_packages() {
+    local missing=() pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "==> installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    # No service is started: the tests run their own instances on loopback ports.
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" \
+        || { $sudo apt-get update -q && $sudo env DEBIAN_FRONTEND=noninteractive \
+             apt-get install -y --no-install-recommends "${missing[@]}"; }
+}

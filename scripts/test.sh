@@ -10,6 +10,7 @@ started=$SECONDS
 ensure_wasm_target
 ensure_postgres
 default_database_url
+ensure_debian_packages prometheus:prometheus promtool:prometheus
 echo "==> installing the Python, JavaScript and C guest toolchains (first time: a few minutes)"
 scripts/install-toolchains.sh
 echo "==> building every plugin in four languages"

@@ -884,7 +884,30 @@ async fn redelivery_waits_for_an_enqueue_of_the_same_task(pool: PgPool) {
     assert!(done[0].new_id > dead);
 }
 
+/// A registered hook is counted before anything is delivered to it (an operator lists it
+/// with zeros); counts of one task name only the hooks with rows for it.
+async fn every_hook_is_counted_before_its_first_delivery<S: Backend>(s: S) {
+    s.register_template(&template(HOOKED)).await.unwrap();
+    let counts = |c: Vec<HookCounts>| -> Vec<(String, i64, i64, i64)> {
+        c.into_iter()
+            .map(|c| (c.component, c.pending, c.delivered, c.dead))
+            .collect()
+    };
+    let zero = counts(s.hook_counts(None).await.unwrap());
+    assert_eq!(zero, [(AUDIT.into(), 0, 0, 0), (ENDS.into(), 0, 0, 0)]);
+    let (t1, _) = two_finished_tasks(&s).await;
+    let of_t1 = counts(s.hook_counts(Some(t1)).await.unwrap());
+    assert_eq!(of_t1, [(AUDIT.into(), 5, 0, 0), (ENDS.into(), 3, 0, 0)]);
+    let other = s
+        .register_template(&template(&HOOKED.replace("deliveries", "quiet")))
+        .await;
+    other.unwrap();
+    assert_eq!(s.hook_counts(Some(t1)).await.unwrap().len(), 2);
+    assert_eq!(s.hook_counts(None).await.unwrap().len(), 4);
+}
+
 tasker_tests::on_both_backends!(
+    every_hook_is_counted_before_its_first_delivery,
     the_outbox_is_listed_in_pages_and_by_filter,
     dead_letters_are_redelivered_by_id_by_hook_and_all,
     refused_redeliveries_write_nothing,

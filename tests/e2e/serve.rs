@@ -159,6 +159,73 @@ async fn tasker_serve_runs_tasks_over_http_and_stops_on_sigterm(db: Db) {
     );
     let out = remote(&["templates", "list"]);
     assert!(stdout(&out).contains("e2e/served@1.1.0"));
+    let out = remote(&["templates", "show", "e2e/served@1.1.0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("name: served") && stdout(&out).contains("version: 1.1.0"),
+        "{}",
+        stdout(&out)
+    );
+    let out = remote(&[
+        "templates",
+        "show",
+        "e2e/served@1.1.0",
+        "--graph",
+        "mermaid",
+    ]);
+    assert!(stdout(&out).contains("s0 --> s1"), "{}", stdout(&out));
+    let out = remote(&["templates", "show", "e2e/served@9.9.9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+    // Plugins: echo's bytes under another name change nothing; inspect names its hash.
+    let echo = plugin_dir().join("echo@0.1.0.wasm");
+    let hash = format!(
+        "blake3:{}",
+        blake3::hash(&std::fs::read(&echo).unwrap()).to_hex()
+    );
+    let out = remote(&[
+        "plugins",
+        "upload",
+        &echo.display().to_string(),
+        "--name",
+        "copy",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("already installed as echo@0.1.0 ({hash})")
+    );
+    let out = remote(&["plugins", "inspect", "echo@0.1.0"]);
+    assert!(stdout(&out).contains(&hash), "{}", stdout(&out));
+    assert!(stdout(&out).contains("step-handler"), "{}", stdout(&out));
+    let out = remote(&["plugins", "inspect", "nothing@1.0.0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+    // Locally, into a directory of its own: installed, then found by inspect.
+    let own = scratch("serve-upload");
+    let fail = plugin_dir().join("fail@0.1.0.wasm");
+    let mut c = tasker(&db, &own);
+    c.args(["plugins", "upload", &fail.display().to_string()]);
+    let out = run(c);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("installed fail@0.1.0 (blake3:"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        std::fs::read(own.join("fail@0.1.0.wasm")).unwrap(),
+        std::fs::read(&fail).unwrap()
+    );
+    let mut c = tasker(&db, &own);
+    c.args([
+        "plugins",
+        "upload",
+        &dir.join("t.yaml").display().to_string(),
+    ]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("t.yaml"), "{}", stderr(&out));
     let out = remote(&["submit", "e2e/nope@1.0.0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(

@@ -124,9 +124,10 @@ enum Req {
 fn request_for(path: &str, method: &str, task: i64, failed: i64, step: i64) -> (String, Req) {
     let t = |p: &str| p.replace("{id}", &task.to_string());
     match (method, path) {
-        ("get", "/health/live" | "/health/ready" | "/health/status" | "/openapi.json") => {
-            (path.into(), Req::None)
-        }
+        (
+            "get",
+            "/health/live" | "/health/ready" | "/health/status" | "/openapi.json" | "/metrics",
+        ) => (path.into(), Req::None),
         ("post", "/v1/templates") => (path.into(), Req::Yaml(crate::CHAIN)),
         ("get", "/v1/templates") => (path.into(), Req::None),
         ("get", "/v1/templates/{namespace}/{name}/{version}") => {
@@ -140,6 +141,9 @@ fn request_for(path: &str, method: &str, task: i64, failed: i64, step: i64) -> (
             (t(path), Req::None)
         }
         ("post", "/v1/tasks/{id}/cancel") => (t(path), Req::None),
+        // Streams: the harness reads only their status and headers.
+        ("get", "/v1/tasks/{id}/events") => (t(path), Req::None),
+        ("get", "/v1/events") => (path.into(), Req::None),
         ("post", "/v1/tasks/{id}/retry") => (path.replace("{id}", &failed.to_string()), Req::None),
         ("get", "/v1/steps/{id}") => (path.replace("{id}", &step.to_string()), Req::None),
         ("post", "/v1/steps/{id}/resolve") => (

@@ -3,8 +3,10 @@
 
 mod access;
 mod bad_input;
+mod events;
 mod health;
 mod hooks;
+mod metrics;
 mod openapi;
 mod plugins;
 mod runs;

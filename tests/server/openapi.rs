@@ -152,7 +152,7 @@ fn check_access(what: &str, access: Access, op: &Value) {
 }
 
 /// Each response has a description; successes are JSON (event streams: `text/event-stream`
-/// of JSON events), errors problems.
+/// of JSON events; metrics: Prometheus text), errors problems.
 fn check_responses(doc: &Value, what: &str, op: &Value) {
     let responses = op["responses"].as_object().expect("responses");
     assert!(
@@ -164,9 +164,10 @@ fn check_responses(doc: &Value, what: &str, op: &Value) {
         assert!(r["description"].is_string(), "{what} {status}: {r}");
         let content = r["content"].as_object().expect("a response with a body");
         if status.starts_with('2') {
-            let streams = what.ends_with("/events");
-            let media = if streams {
+            let media = if what.ends_with("/events") {
                 "text/event-stream"
+            } else if what.ends_with("/metrics") {
+                "text/plain"
             } else {
                 "application/json"
             };
@@ -570,6 +571,21 @@ async fn real_answers_match_the_documented_schemas<S: Backend>(store: S) {
             .await;
         assert_eq!(a.status, StatusCode::OK, "{a:?}");
         check("post", "/v1/tasks/{id}/cancel", &a);
+    }
+
+    // Event streams: each event's data is the documented EventData (the cancelled task's
+    // stream ends by itself; the failing one's holds custom events too).
+    for t in [doomed, id] {
+        let mut s = srv.sse(&format!("/v1/tasks/{t}/events"), None).await;
+        let mut n = 0;
+        while let Some(e) = s.next(BOUND).await {
+            n += 1;
+            let route = "/v1/tasks/{id}/events";
+            if let Err(err) = schemas.validate("get", route, 200, "text/event-stream", &e.data) {
+                panic!("{err}\nevent: {e:?}");
+            }
+        }
+        assert!(n > 0, "task {t}: no events");
     }
 
     // Plugins, tokens, health.

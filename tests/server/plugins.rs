@@ -46,12 +46,16 @@ async fn an_uploaded_plugin_is_checked_installed_and_runs<S: Backend>(store: S) 
 
     // ...uploaded: 201, installed under its name, listed with its hash and world.
     let fail = std::fs::read(plugin_dir().join("fail@0.1.0.wasm")).unwrap();
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
     let a = upload("name=fail&version=0.1.0", fail.clone()).await;
     assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
     let hash = format!("blake3:{}", blake3::hash(&fail).to_hex());
     assert_eq!(a.body["hash"], hash.as_str(), "{a:?}");
     assert_eq!(a.body["world"], "step-handler");
     assert_eq!(a.body["size_bytes"], fail.len());
+    let found: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(a.body["found_at"].clone()).expect("found_at is an instant");
+    assert!(found >= before, "found {found}, uploaded after {before}");
     assert_eq!(std::fs::read(dir.join("fail@0.1.0.wasm")).unwrap(), fail);
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()

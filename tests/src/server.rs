@@ -83,6 +83,8 @@ impl TestServer {
         cfg.cache_dir = Some(cache_dir());
         let (sandbox, _) = Sandbox::new(cfg).await.expect("a sandbox on plugins/dist");
         let bus = EventBus::default();
+        // The process's recorder, before any worker is built (their handles reach it).
+        let metrics = tasker_server::metrics::install().expect("a metrics recorder");
         let state = AppState::new(
             Arc::new(store.clone()),
             sandbox.clone(),
@@ -92,7 +94,8 @@ impl TestServer {
                 max_body_bytes: TEST_BODY_LIMIT,
                 ..ServerConfig::default()
             },
-        );
+        )
+        .with_metrics(metrics);
         // Unique: several test servers may share one database.
         static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let name = format!(

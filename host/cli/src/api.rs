@@ -17,6 +17,7 @@ pub struct Api {
 pub enum Body {
     Json(Value),
     Yaml(String),
+    Wasm(Vec<u8>),
 }
 
 impl Api {
@@ -57,6 +58,7 @@ impl Api {
         match body {
             Some(Body::Json(v)) => req = req.json(&v),
             Some(Body::Yaml(y)) => req = req.header("content-type", "application/yaml").body(y),
+            Some(Body::Wasm(w)) => req = req.header("content-type", "application/wasm").body(w),
             None => {}
         }
         let res = req

@@ -87,6 +87,9 @@ enum Command {
         /// Print one line per event instead of progress bars.
         #[arg(long)]
         plain: bool,
+        /// Serve Prometheus metrics on this address (GET /metrics, no token) while running.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Run a long-lived worker. Several may share one PostgreSQL database (on the embedded
     /// store they take turns writing); SIGINT or SIGTERM stops it gracefully (running steps
@@ -98,6 +101,10 @@ enum Command {
         /// Worker name, recorded on leases and attempts (default: host name and pid).
         #[arg(long)]
         id: Option<String>,
+        /// Serve Prometheus metrics on this address (GET /metrics, no token: listen on a
+        /// loopback or private address).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Serve the HTTP API (under /v1, health under /health) on this store; optionally run
     /// workers in the same process. Stateless: several servers can share one PostgreSQL
@@ -115,6 +122,9 @@ enum Command {
         /// Accept requests without a token on any address. Only on a trusted network.
         #[arg(long)]
         insecure_no_auth: bool,
+        /// Answer /metrics without a token (by default it needs `metrics:read`).
+        #[arg(long)]
+        public_metrics: bool,
         /// Largest request body, in bytes.
         #[arg(long, default_value_t = 1 << 20)]
         max_body: usize,
@@ -155,7 +165,7 @@ enum Command {
     /// Manage templates.
     #[command(subcommand)]
     Templates(TemplatesCmd),
-    /// Inspect the plugin directory.
+    /// Inspect the plugin directory, or install into it.
     #[command(subcommand)]
     Plugins(PluginsCmd),
     /// Apply the database migrations.
@@ -236,12 +246,32 @@ enum GraphFormat {
     Dot,
 }
 
+impl GraphFormat {
+    fn to_graph(self) -> commands::Graph {
+        match self {
+            GraphFormat::Mermaid => commands::Graph::Mermaid,
+            GraphFormat::Dot => commands::Graph::Dot,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum PluginsCmd {
     /// List the plugins: hash, name@version, size, whether precompiled.
     List,
     /// Show one plugin by name, name@version or blake3:<hash>.
     Inspect { plugin: String },
+    /// Check a component and install it into the plugin directory (or, with --server, the
+    /// server's), where every worker hot-loads it. The same bytes again change nothing.
+    Upload {
+        file: PathBuf,
+        /// The plugin's name (default: from a file named name@version.wasm).
+        #[arg(long)]
+        name: Option<String>,
+        /// Its version (default: from the file name).
+        #[arg(long)]
+        version: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -312,6 +342,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             context,
             concurrency,
             plain,
+            metrics_listen,
         } => {
             let what = match (template, task) {
                 (_, Some(task)) => RunTask::Resume(task),
@@ -321,14 +352,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 (None, None) => unreachable!("clap requires a template or --task"),
             };
-            app.run(what, concurrency, plain).await
+            app.run(what, concurrency, plain, metrics_listen).await
         }
-        Command::Worker { concurrency, id } => app.worker(concurrency, id).await,
+        Command::Worker {
+            concurrency,
+            id,
+            metrics_listen,
+        } => app.worker(concurrency, id, metrics_listen).await,
         Command::Serve {
             listen,
             workers,
             no_auth,
             insecure_no_auth,
+            public_metrics,
             max_body,
         } => {
             app.serve(commands::ServeOptions {
@@ -336,6 +372,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 workers,
                 no_auth,
                 insecure_no_auth,
+                public_metrics,
                 max_body_bytes: max_body,
             })
             .await
@@ -384,14 +421,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             unreachable!("handled before the runtime starts")
         }
         Command::Templates(TemplatesCmd::Show { template, graph }) => {
-            let graph = graph.map(|g| match g {
-                GraphFormat::Mermaid => commands::Graph::Mermaid,
-                GraphFormat::Dot => commands::Graph::Dot,
-            });
-            app.templates_show(&template, graph).await
+            app.templates_show(&template, graph.map(GraphFormat::to_graph))
+                .await
         }
         Command::Plugins(PluginsCmd::List) => app.plugins_list().await,
         Command::Plugins(PluginsCmd::Inspect { plugin }) => app.plugins_inspect(&plugin).await,
+        Command::Plugins(PluginsCmd::Upload {
+            file,
+            name,
+            version,
+        }) => {
+            let (name, version, bytes) = commands::upload_args(&file, name, version)?;
+            app.plugins_upload(&name, &version, bytes).await
+        }
         Command::Migrate => app.migrate().await,
     }
 }
@@ -440,7 +482,24 @@ async fn through_server(
             remote::templates_register(api, file).await?
         }
         Command::Templates(TemplatesCmd::List) => remote::templates_list(api).await?,
+        Command::Templates(TemplatesCmd::Show { template, graph })
+            if !std::path::Path::new(template).is_file() =>
+        {
+            remote::templates_show(api, template, graph.map(GraphFormat::to_graph)).await?
+        }
         Command::Plugins(PluginsCmd::List) => remote::plugins_list(api).await?,
+        Command::Plugins(PluginsCmd::Inspect { plugin }) => {
+            remote::plugins_inspect(api, plugin).await?
+        }
+        Command::Plugins(PluginsCmd::Upload {
+            file,
+            name,
+            version,
+        }) => {
+            let (name, version, bytes) =
+                commands::upload_args(file, name.clone(), version.clone())?;
+            remote::plugins_upload(api, &name, &version, bytes).await?
+        }
         _ => return Ok(None),
     }))
 }

@@ -97,7 +97,8 @@ impl EventBus {
             "{}",
             event.name
         );
-        metrics::counter!("tasker_events_total", "event" => metric_label(&event.name)).increment(1);
+        metrics::counter!(tasker_core::metrics::EVENTS, "event" => metric_label(&event.name))
+            .increment(1);
         // An error only means nobody is subscribed.
         let _ = self.tx.send(Arc::new(event));
     }
@@ -152,7 +153,7 @@ impl Subscription {
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     self.dropped += n;
-                    metrics::counter!("tasker_events_dropped_total").increment(n);
+                    metrics::counter!(tasker_core::metrics::EVENTS_DROPPED).increment(n);
                     tracing::warn!(dropped = n, "event subscriber fell behind; events dropped");
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
@@ -168,7 +169,7 @@ impl Subscription {
                 Ok(_) => {}
                 Err(broadcast::error::TryRecvError::Lagged(n)) => {
                     self.dropped += n;
-                    metrics::counter!("tasker_events_dropped_total").increment(n);
+                    metrics::counter!(tasker_core::metrics::EVENTS_DROPPED).increment(n);
                 }
                 Err(_) => return None,
             }

@@ -157,7 +157,14 @@ impl<S: Store + 'static> HookDeliverer<S> {
             .store
             .finish_hook_deliveries(&results, self.clock.now())
             .await?;
+        let finished = self.clock.now();
         for ((job, res), rec) in jobs.iter().zip(&results).zip(&recs) {
+            if rec.accepted && res.error.is_none() {
+                let lag = (finished - job.event_at)
+                    .num_microseconds()
+                    .unwrap_or(i64::MAX);
+                metrics::histogram!(tasker_core::metrics::HOOK_LAG).record(lag.max(0) as f64 / 1e6);
+            }
             let outcome = if !rec.accepted {
                 self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
                 "lease_lost"
@@ -180,7 +187,8 @@ impl<S: Store + 'static> HookDeliverer<S> {
                 tracing::debug!(hook = %job.component, error = res.error.as_deref().unwrap_or(""), "hook delivery failed; will retry");
                 "failed"
             };
-            metrics::counter!("tasker_hook_deliveries_total", "outcome" => outcome).increment(1);
+            metrics::counter!(tasker_core::metrics::HOOK_DELIVERIES, "outcome" => outcome)
+                .increment(1);
         }
         Ok(jobs.len())
     }

@@ -10,6 +10,7 @@ pub mod ops;
 pub mod pg;
 pub mod policy;
 pub mod record;
+pub mod telemetry;
 pub mod testing;
 pub mod worker;
 

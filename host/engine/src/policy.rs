@@ -207,7 +207,7 @@ pub async fn decide_failures<S: Store>(
                     tasker_core::text::storable(&e.to_string())
                 );
                 tracing::warn!(step_id = items[i].0.step_id.get(), "{warning}");
-                metrics::counter!("tasker_retry_policy_fallbacks_total").increment(1);
+                metrics::counter!(tasker_core::metrics::RETRY_POLICY_FALLBACKS).increment(1);
                 decisions[i] = FailureDecision {
                     decided_by: "builtin".into(),
                     detail: None,

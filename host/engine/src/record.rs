@@ -93,7 +93,7 @@ fn step_event(name: &str, now: DateTime<Utc>, job: &ClaimedStep) -> Event {
 }
 
 fn publish_refusal(bus: &EventBus, now: DateTime<Utc>, job: &ClaimedStep, refusal: &str) {
-    metrics::counter!("tasker_lease_lost_total").increment(1);
+    metrics::counter!(tasker_core::metrics::LEASES_LOST).increment(1);
     bus.publish(
         step_event(events::STEP_LEASE_LOST, now, job).with_payload(json!({
             "refusal": refusal,
@@ -132,7 +132,6 @@ pub fn publish_completed(
     if let Some(refusal) = &rec.refusal {
         return publish_refusal(bus, now, job, &format!("{refusal:?}"));
     }
-    metrics::counter!("tasker_steps_completed_total").increment(1);
     bus.publish(step_event(events::STEP_COMPLETED, now, job));
     ends.note(job.task_id, rec.task_finalized);
 }
@@ -150,7 +149,6 @@ pub fn publish_failed(
         return publish_refusal(bus, now, job, &format!("{refusal:?}"));
     }
     let kind = failure.error_kind.as_str();
-    metrics::counter!("tasker_steps_failed_total", "kind" => kind).increment(1);
     bus.publish(
         step_event(events::STEP_FAILED, now, job).with_payload(json!({
             "kind": kind,
@@ -173,7 +171,7 @@ pub fn publish_failed(
 
 /// Publishes a lease the sweeper took back.
 pub fn publish_expired(bus: &EventBus, now: DateTime<Utc>, x: &ExpiredLease) {
-    metrics::counter!("tasker_leases_expired_total").increment(1);
+    metrics::counter!(tasker_core::metrics::LEASES_EXPIRED).increment(1);
     let mut ev = Event::task(events::STEP_LEASE_LOST, now, x.task_id).with_payload(json!({
         "worker": x.worker,
         "token": x.token,
@@ -198,7 +196,7 @@ pub fn publish_task_end(
         Some(TaskState::Cancelled) => events::TASK_CANCELLED,
         _ => return,
     };
-    metrics::counter!("tasker_tasks_finished_total", "state" => name).increment(1);
+    metrics::counter!(tasker_core::metrics::TASKS_FINISHED, "state" => name).increment(1);
     bus.publish(Event::task(name, now, task_id));
 }
 

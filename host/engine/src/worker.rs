@@ -23,9 +23,10 @@ use tracing::Instrument;
 use tasker_store::{ClaimedStep, Lease, StepCompletion, StepFailure, StepId, Store, StoreError};
 
 use crate::event::{Event, EventBus};
-use crate::executor::{Execution, Executor};
+use crate::executor::{Execution, Executor, Outcome};
 use crate::policy::{self, Policies};
 use crate::record::{self, Record};
+use crate::telemetry::StepMetricsCache;
 
 /// How a worker behaves.
 #[derive(Debug, Clone)]
@@ -150,6 +151,8 @@ pub struct Worker<S: Store, E: Executor> {
     wake: Arc<Notify>,
     /// Earliest retry instant this worker has scheduled, to wake for it without polling.
     next_due: Mutex<Option<DateTime<Utc>>>,
+    /// Metric handles per (template, step).
+    step_metrics: StepMetricsCache,
 }
 
 struct Finished {
@@ -204,6 +207,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
             held: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
             next_due: Mutex::new(None),
+            step_metrics: StepMetricsCache::default(),
         })
     }
 
@@ -411,11 +415,14 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
             &job.step_name,
             job.attempt as i32,
         ));
+        let sm = self.step_metrics.get(&job);
+        sm.started();
         let started = std::time::Instant::now();
         let exec = crate::executor::execute_claimed(&*self.executor, &job)
             .instrument(span)
             .await;
-        metrics::histogram!("tasker_step_duration_seconds").record(started.elapsed().as_secs_f64());
+        let ok = matches!(exec.outcome, Outcome::Success { .. });
+        sm.ran(started.elapsed().as_secs_f64(), ok, &exec.accounting);
         let _ = tx.send(Finished { job, exec, permit });
     }
 
@@ -526,6 +533,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                     if rec.refusal.is_some() {
                         self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
                     } else {
+                        self.step_metrics.get(job).completed();
                         self.stats.completed.fetch_add(1, Ordering::Relaxed);
                         released_children = true;
                     }
@@ -568,6 +576,9 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                     if rec.refusal.is_some() {
                         self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
                     } else {
+                        self.step_metrics
+                            .get(job)
+                            .failed(x.error_kind, rec.decision);
                         self.stats.failed.fetch_add(1, Ordering::Relaxed);
                     }
                     if let Some(t) = rec.next_ready_at {

@@ -32,11 +32,12 @@ pub enum Permission {
     PluginsWrite,
     HooksRead,
     HooksRedeliver,
+    MetricsRead,
     TokensAdmin,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 14] = [
         Permission::TemplatesRead,
         Permission::TemplatesWrite,
         Permission::TasksRead,
@@ -49,6 +50,7 @@ impl Permission {
         Permission::PluginsWrite,
         Permission::HooksRead,
         Permission::HooksRedeliver,
+        Permission::MetricsRead,
         Permission::TokensAdmin,
     ];
 
@@ -66,6 +68,7 @@ impl Permission {
             Permission::PluginsWrite => "plugins:write",
             Permission::HooksRead => "hooks:read",
             Permission::HooksRedeliver => "hooks:redeliver",
+            Permission::MetricsRead => "metrics:read",
             Permission::TokensAdmin => "tokens:admin",
         }
     }
@@ -227,7 +230,11 @@ pub async fn authorize(
         return Problem::internal(format!("no access rule for {} {path}", req.method()))
             .into_response();
     };
-    if matches!(access, Access::Public) {
+    // `metrics:read` is waived when the operator made the metrics public (a scraper
+    // without a token).
+    let public_metrics =
+        access == Access::Need(Permission::MetricsRead) && state.config().public_metrics;
+    if matches!(access, Access::Public) || public_metrics {
         return next.run(req).await;
     }
     if !state.auth_enabled() {

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod body;
 pub mod handlers;
+pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -50,12 +51,17 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then finishes the requests in
-/// flight (graceful shutdown).
+/// flight (graceful shutdown); open event streams end at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let closing = state.closing().clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.cancel();
+    };
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await

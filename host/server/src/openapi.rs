@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
-use crate::handlers::{health, hooks, plugins, steps, tasks, templates, tokens};
+use crate::handlers::{events, health, hooks, plugins, steps, tasks, templates, tokens};
 use crate::problem::{FieldError, Problem};
 use crate::routes::{Access, ROUTES};
 
@@ -37,6 +37,7 @@ pub const BEARER: &str = "bearer";
         health::ready,
         health::status,
         document,
+        crate::metrics::scrape_route,
         templates::register,
         templates::list,
         templates::show,
@@ -46,6 +47,8 @@ pub const BEARER: &str = "bearer";
         tasks::transitions,
         tasks::cancel,
         tasks::retry,
+        events::task_events,
+        events::events,
         steps::show,
         steps::resolve,
         plugins::list,

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::http::Method;
 
 use crate::auth::Permission;
-use crate::handlers::{health, hooks, plugins, steps, tasks, templates, tokens};
+use crate::handlers::{events, health, hooks, plugins, steps, tasks, templates, tokens};
 use crate::openapi;
 use crate::state::AppState;
 
@@ -51,6 +51,7 @@ route_table! {
     get "/health/ready" => health::ready, Public;
     get "/health/status" => health::status, Authenticated;
     get "/openapi.json" => openapi::document, Public;
+    get "/metrics" => crate::metrics::scrape_route, Need(MetricsRead);
 
     post "/v1/templates" => templates::register, Need(TemplatesWrite);
     get "/v1/templates" => templates::list, Need(TemplatesRead);
@@ -62,6 +63,8 @@ route_table! {
     get "/v1/tasks/{id}/transitions" => tasks::transitions, Need(TasksRead);
     post "/v1/tasks/{id}/cancel" => tasks::cancel, Need(TasksCancel);
     post "/v1/tasks/{id}/retry" => tasks::retry, Need(TasksRetry);
+    get "/v1/tasks/{id}/events" => events::task_events, Need(TasksRead);
+    get "/v1/events" => events::events, Need(TasksRead);
 
     get "/v1/steps/{id}" => steps::show, Need(StepsRead);
     post "/v1/steps/{id}/resolve" => steps::resolve, Need(StepsResolve);

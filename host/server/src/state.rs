@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest plugin upload accepted.
     pub max_plugin_bytes: usize,
+    /// `/metrics` without a token (`--public-metrics`).
+    pub public_metrics: bool,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +42,7 @@ impl Default for ServerConfig {
             auth: AuthMode::Tokens,
             max_body_bytes: 1 << 20,
             max_plugin_bytes: 64 << 20,
+            public_metrics: false,
         }
     }
 }
@@ -54,6 +57,11 @@ struct Inner {
     templates: Mutex<HashMap<String, Arc<Template>>>,
     /// Bumped when the event log may have grown (started by the first event stream).
     wake: OnceLock<Arc<watch::Sender<u64>>>,
+    /// Cancelled when the server begins to shut down: event streams end, so that the
+    /// graceful shutdown is not held open by clients that never disconnect.
+    closing: tokio_util::sync::CancellationToken,
+    /// The Prometheus scrape of this process, when a recorder is installed.
+    exporter: Option<crate::metrics::Exporter>,
     bus: EventBus,
     sandbox: Sandbox,
     clock: Arc<dyn Clock>,
@@ -74,6 +82,8 @@ impl AppState {
             store,
             templates: Mutex::default(),
             wake: OnceLock::new(),
+            closing: Default::default(),
+            exporter: None,
             bus,
             sandbox,
             clock: Arc::new(SystemClock),
@@ -81,18 +91,43 @@ impl AppState {
         }))
     }
 
+    /// The same, answering `/metrics` from the process's recorder (see
+    /// [`crate::metrics::install`]).
+    pub fn with_metrics(self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        let exporter = crate::metrics::Exporter::new(
+            handle,
+            self.0.store.clone(),
+            Some(self.0.sandbox.clone()),
+        );
+        self.rebuild(|inner| Inner {
+            exporter: Some(exporter),
+            ..inner
+        })
+    }
+
+    pub fn exporter(&self) -> Option<&crate::metrics::Exporter> {
+        self.0.exporter.as_ref()
+    }
+
     /// The same with another clock (tests).
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        self.rebuild(|inner| Inner { clock, ..inner })
+    }
+
+    /// This state with `change` made (before it is shared: a clone copies what it can).
+    fn rebuild(self, change: impl FnOnce(Inner) -> Inner) -> Self {
         let inner = Arc::try_unwrap(self.0).unwrap_or_else(|a| Inner {
             store: a.store.clone(),
             templates: Mutex::default(),
             wake: OnceLock::new(),
+            closing: a.closing.clone(),
+            exporter: a.exporter.clone(),
             bus: a.bus.clone(),
             sandbox: a.sandbox.clone(),
             clock: a.clock.clone(),
             config: a.config.clone(),
         });
-        AppState(Arc::new(Inner { clock, ..inner }))
+        AppState(Arc::new(change(inner)))
     }
 
     pub fn store(&self) -> &AnyStore {
@@ -157,6 +192,11 @@ impl AppState {
                 tx
             })
             .subscribe()
+    }
+
+    /// Cancelled once the server is shutting down.
+    pub fn closing(&self) -> &tokio_util::sync::CancellationToken {
+        &self.0.closing
     }
 
     pub fn bus(&self) -> &EventBus {

@@ -23,13 +23,27 @@ pub enum AnyStore {
     Sqlite(SqliteStore),
 }
 
+/// Passes a call to the backend, timing it as `tasker_store_call_seconds{op, backend}` (and
+/// counting errors) under the method's name.
 macro_rules! delegate {
-    ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            AnyStore::Postgres($s) => $call.await,
-            AnyStore::Sqlite($s) => $call.await,
-        }
-    };
+    ($self:ident, $s:ident => $obj:ident . $method:ident ( $($arg:expr),* $(,)? )) => {{
+        let started = std::time::Instant::now();
+        let out = match $self {
+            AnyStore::Postgres($s) => $obj.$method($($arg),*).await,
+            AnyStore::Sqlite($s) => $obj.$method($($arg),*).await,
+        };
+        metered(stringify!($method), $self.backend(), started, out.is_err());
+        out
+    }};
+}
+
+fn metered(op: &'static str, backend: &'static str, started: std::time::Instant, failed: bool) {
+    use tasker_core::metrics::{STORE_CALL, STORE_CALL_ERRORS};
+    metrics::histogram!(STORE_CALL, "op" => op, "backend" => backend)
+        .record(started.elapsed().as_secs_f64());
+    if failed {
+        metrics::counter!(STORE_CALL_ERRORS, "op" => op, "backend" => backend).increment(1);
+    }
 }
 
 impl AnyStore {
@@ -38,6 +52,17 @@ impl AnyStore {
         match self {
             AnyStore::Postgres(_) => "postgres",
             AnyStore::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Each connection pool's (name, open connections, idle connections).
+    pub fn pool_use(&self) -> Vec<(&'static str, u32, usize)> {
+        match self {
+            AnyStore::Postgres(s) => vec![("postgres", s.pool().size(), s.pool().num_idle())],
+            AnyStore::Sqlite(s) => vec![
+                ("sqlite_writer", s.writer().size(), s.writer().num_idle()),
+                ("sqlite_reader", s.reader().size(), s.reader().num_idle()),
+            ],
         }
     }
 

@@ -121,7 +121,8 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<HookFinishOutcome>>> + Send;
 
-    /// Per hook: pending, delivered and dead deliveries (of one task, or of all).
+    /// Per hook: pending, delivered and dead deliveries: of every hook (zeros for one with
+    /// no deliveries) when `task_id` is None, else of the hooks with deliveries for that task.
     fn hook_counts(
         &self,
         task_id: Option<TaskId>,

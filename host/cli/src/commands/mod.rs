@@ -2,6 +2,7 @@
 //! [`App`](crate::app::App), which holds what they share (settings, store, sandbox).
 
 mod cancel;
+pub mod metrics;
 mod migrate;
 mod plugins;
 pub mod remote;
@@ -16,8 +17,9 @@ mod templates;
 mod tokens;
 mod worker;
 
+pub use plugins::{upload_args, uploaded};
 pub use run::RunTask;
 pub use serve::ServeOptions;
 pub use tasks::TaskListArgs;
-pub use templates::{Graph, components_of};
+pub use templates::{Graph, components_of, show as show_template};
 pub use tokens::parse_duration;

@@ -1,8 +1,9 @@
-//! `tasker plugins list | inspect`.
+//! `tasker plugins list | inspect | upload`.
 
+use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use tasker_sandbox::PluginRef;
 
 use crate::app::App;
@@ -27,5 +28,86 @@ impl App {
         let p = sandbox.registry().load(&r).await?;
         report::plugin(&p, &self.settings.cache_dir);
         Ok(ExitCode::SUCCESS)
+    }
+
+    /// `tasker plugins upload`: checked and installed as the server's upload does.
+    pub async fn plugins_upload(
+        &self,
+        name: &str,
+        version: &str,
+        bytes: Vec<u8>,
+    ) -> Result<ExitCode> {
+        let sandbox = self.sandbox(false).await?;
+        let (p, created) = sandbox.registry().install(name, version, bytes).await?;
+        println!(
+            "{}",
+            uploaded(created, &p.name, &p.version, &p.hash.to_hex())
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// What an upload says: installed, or already there (under the name it has).
+pub fn uploaded(created: bool, name: &str, version: &str, hex: &str) -> String {
+    let what = if created {
+        "installed"
+    } else {
+        "already installed as"
+    };
+    format!("{what} {name}@{version} (blake3:{hex})")
+}
+
+/// Name, version and bytes of `tasker plugins upload FILE`: the flags, else the file's name
+/// (`name@version.wasm`).
+pub fn upload_args(
+    file: &Path,
+    name: Option<String>,
+    version: Option<String>,
+) -> Result<(String, String, Vec<u8>)> {
+    let stem = file
+        .file_name()
+        .and_then(|f| f.to_str())
+        .and_then(|f| f.strip_suffix(".wasm"))
+        .and_then(|f| f.split_once('@'));
+    let (name, version) = match (name, version, stem) {
+        (Some(n), Some(v), _) => (n, v),
+        (n, v, Some((sn, sv))) => (
+            n.unwrap_or_else(|| sn.into()),
+            v.unwrap_or_else(|| sv.into()),
+        ),
+        _ => bail!(
+            "{} is not named name@version.wasm: give --name and --version",
+            file.display()
+        ),
+    };
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Ok((name, version, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_and_version_come_from_the_flags_or_the_file_name() {
+        let dir = std::env::temp_dir().join(format!("upload-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let named = dir.join("echo@0.2.0.wasm");
+        std::fs::write(&named, b"x").unwrap();
+        let (n, v, b) = upload_args(&named, None, None).unwrap();
+        assert_eq!(
+            (n.as_str(), v.as_str(), b.as_slice()),
+            ("echo", "0.2.0", &b"x"[..])
+        );
+        let (n, v, _) = upload_args(&named, Some("other".into()), None).unwrap();
+        assert_eq!((n.as_str(), v.as_str()), ("other", "0.2.0"));
+        let plain = dir.join("handler.wasm");
+        std::fs::write(&plain, b"x").unwrap();
+        let e = upload_args(&plain, None, None).unwrap_err().to_string();
+        assert!(e.contains("handler.wasm") && e.contains("--name"), "{e}");
+        assert!(upload_args(&plain, Some("h".into()), Some("1.0.0".into())).is_ok());
+        let e = upload_args(&dir.join("gone@1.0.0.wasm"), None, None).unwrap_err();
+        assert!(format!("{e:#}").contains("cannot read"), "{e:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

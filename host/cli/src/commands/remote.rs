@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::api::{Api, Body};
 use crate::app::{load_template, read_json_arg};
-use crate::commands::TaskListArgs;
+use crate::commands::{Graph, TaskListArgs};
 use crate::report;
 
 fn text(v: &Value) -> String {
@@ -286,5 +286,74 @@ pub async fn plugins_list(api: &Api) -> Result<ExitCode> {
         })
         .collect();
     report::print_rows(&["hash", "plugin", "world", "bytes"], rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `templates show KEY --server`: the registered definition, printed as locally.
+pub async fn templates_show(api: &Api, key: &str, graph: Option<Graph>) -> Result<ExitCode> {
+    let (ns_name, version) = key
+        .rsplit_once('@')
+        .with_context(|| format!("'{key}' is not a template key namespace/name@version"))?;
+    let (ns, name) = ns_name
+        .split_once('/')
+        .with_context(|| format!("'{key}' is not a template key namespace/name@version"))?;
+    let path = format!(
+        "/v1/templates/{}/{}/{}",
+        encode(ns),
+        encode(name),
+        encode(version)
+    );
+    let detail = api.get(&path).await?;
+    let t: tasker_core::template::Template =
+        serde_json::from_value(detail["definition"].clone())
+            .context("the server's template definition does not read as a template")?;
+    crate::commands::show_template(&t, graph)
+}
+
+/// `plugins inspect X --server`.
+pub async fn plugins_inspect(api: &Api, plugin: &str) -> Result<ExitCode> {
+    let p = api.get(&format!("/v1/plugins/{}", encode(plugin))).await?;
+    let rows = [
+        (
+            "plugin",
+            format!("{}@{}", text(&p["name"]), text(&p["version"])),
+        ),
+        ("hash", text(&p["hash"])),
+        ("world", text(&p["world"])),
+        ("bytes", text(&p["size_bytes"])),
+        ("file", text(&p["file"])),
+        ("loaded", text(&p["loaded"])),
+        ("found", instant(&p["found_at"])),
+    ];
+    for (k, v) in rows {
+        println!("{k:<7} {v}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plugins upload FILE --server`.
+pub async fn plugins_upload(
+    api: &Api,
+    name: &str,
+    version: &str,
+    bytes: Vec<u8>,
+) -> Result<ExitCode> {
+    let path = format!(
+        "/v1/plugins?name={}&version={}",
+        encode(name),
+        encode(version)
+    );
+    let (status, p) = api.post(&path, Some(Body::Wasm(bytes))).await?;
+    let hex = text(&p["hash"]);
+    let hex = hex.strip_prefix("blake3:").unwrap_or(&hex);
+    println!(
+        "{}",
+        crate::commands::uploaded(
+            status == StatusCode::CREATED,
+            &text(&p["name"]),
+            &text(&p["version"]),
+            hex
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }

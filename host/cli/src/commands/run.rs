@@ -31,7 +31,13 @@ const RUN_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 impl App {
     /// `tasker run`: a new task of a template file, or an existing task resumed.
-    pub async fn run(&self, what: RunTask, concurrency: usize, plain: bool) -> Result<ExitCode> {
+    pub async fn run(
+        &self,
+        what: RunTask,
+        concurrency: usize,
+        plain: bool,
+        metrics_listen: Option<std::net::SocketAddr>,
+    ) -> Result<ExitCode> {
         // A bad template is refused before the store is even opened.
         let what = match what {
             RunTask::New { template, context } => Ok((load_template(&template)?, context)),
@@ -73,6 +79,17 @@ impl App {
             shutdown_grace: RUN_SHUTDOWN_GRACE,
             ..self.worker_config(None, None)
         };
+        let scrape = match metrics_listen {
+            Some(addr) => {
+                let handle = super::metrics::recorder()?;
+                let s = store.clone();
+                Some(
+                    super::metrics::endpoint(addr, handle, s, Some(sandbox.clone()), stop.clone())
+                        .await?,
+                )
+            }
+            None => None,
+        };
         let node = Node::wasm(store.clone(), &sandbox, cfg)
             .with_bus(bus.clone())
             .start(stop.clone());
@@ -94,6 +111,9 @@ impl App {
         };
         stop.cancel();
         node.join().await;
+        if let Some(s) = scrape {
+            let _ = s.await;
+        }
         progress.finish().await;
 
         report::summary(&store, task_id).await?;

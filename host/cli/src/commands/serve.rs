@@ -21,6 +21,8 @@ pub struct ServeOptions {
     /// No tokens: only on loopback, unless `insecure_no_auth`.
     pub no_auth: bool,
     pub insecure_no_auth: bool,
+    /// `/metrics` without a token.
+    pub public_metrics: bool,
     pub max_body_bytes: usize,
 }
 
@@ -35,6 +37,8 @@ impl App {
         if let Err(e) = tasker_server::check_listen(opts.listen, auth, opts.insecure_no_auth) {
             bail!(e);
         }
+        // Before any worker exists, so that its metric handles reach the recorder.
+        let handle = super::metrics::recorder()?;
         let pool = (opts.workers as u32).clamp(4, 32);
         let store = Arc::new(self.store(pool).await?);
         let backend = store.backend();
@@ -47,9 +51,11 @@ impl App {
             ServerConfig {
                 auth,
                 max_body_bytes: opts.max_body_bytes,
+                public_metrics: opts.public_metrics,
                 ..ServerConfig::default()
             },
-        );
+        )
+        .with_metrics(handle);
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .with_context(|| format!("cannot listen on {}", opts.listen))?;

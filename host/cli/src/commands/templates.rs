@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use tasker_core::template::Template;
 use tasker_store::Store;
 
 use crate::app::{App, load_template};
@@ -66,12 +67,17 @@ impl App {
                 .await?
                 .with_context(|| format!("no registered template {template}"))?
         };
-        let dag = t.dag()?;
-        match graph {
-            Some(Graph::Mermaid) => print!("{}", dag.to_mermaid()),
-            Some(Graph::Dot) => print!("{}", dag.to_dot()),
-            None => print!("{}", serde_yaml_ng::to_string(&t)?),
-        }
-        Ok(ExitCode::SUCCESS)
+        show(&t, graph)
     }
+}
+
+/// Prints a template as YAML, or its DAG (local and `--server` alike).
+pub fn show(t: &Template, graph: Option<Graph>) -> Result<ExitCode> {
+    let dag = t.dag()?;
+    match graph {
+        Some(Graph::Mermaid) => print!("{}", dag.to_mermaid()),
+        Some(Graph::Dot) => print!("{}", dag.to_dot()),
+        None => print!("{}", serde_yaml_ng::to_string(t)?),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `tasker worker`: a long-lived node until SIGINT or SIGTERM.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -11,17 +12,39 @@ use crate::app::{App, shutdown_signal};
 
 impl App {
     /// `tasker worker`.
-    pub async fn worker(&self, concurrency: Option<usize>, id: Option<String>) -> Result<ExitCode> {
+    pub async fn worker(
+        &self,
+        concurrency: Option<usize>,
+        id: Option<String>,
+        metrics_listen: Option<SocketAddr>,
+    ) -> Result<ExitCode> {
+        // Before the worker exists, so that its metric handles reach the recorder.
+        let handle = metrics_listen
+            .map(|_| super::metrics::recorder())
+            .transpose()?;
         let cfg = self.worker_config(concurrency, id);
         let store = Arc::new(self.store(cfg.concurrency.clamp(2, 16) as u32).await?);
         let sandbox = self.sandbox(true).await?;
+        let stop = CancellationToken::new();
+        let scrape = match (metrics_listen, handle) {
+            (Some(addr), Some(h)) => Some(
+                super::metrics::endpoint(
+                    addr,
+                    h,
+                    store.clone(),
+                    Some(sandbox.clone()),
+                    stop.clone(),
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         eprintln!(
             "worker {} started: {} concurrent steps, plugins from {}",
             cfg.id,
             cfg.concurrency,
             self.settings.plugin_dir.display()
         );
-        let stop = CancellationToken::new();
         let node = Node::wasm(store, &sandbox, cfg).start(stop.clone());
         let signals = tokio::spawn({
             let stop = stop.clone();
@@ -34,6 +57,10 @@ impl App {
         });
         let totals = node.join().await;
         signals.abort();
+        stop.cancel();
+        if let Some(s) = scrape {
+            let _ = s.await;
+        }
         eprintln!(
             "worker stopped: {} claimed, {} completed, {} failed, {} lease losses",
             totals.claimed, totals.completed, totals.failed, totals.lease_lost

@@ -141,6 +141,11 @@ pub(super) fn load(job: Job<'_>) -> Attempt {
     if from_cache && res.is_ok() {
         job.counters.cache_loads.fetch_add(1, Ordering::Relaxed);
     }
+    if res.is_ok() {
+        let source = if from_cache { "cache" } else { "compiled" };
+        metrics::histogram!(tasker_core::metrics::PLUGIN_COMPILE, "source" => source)
+            .record(started.elapsed().as_secs_f64());
+    }
     tracing::debug!(
         hash = %job.hash,
         from_cache,

@@ -58,6 +58,8 @@ pub struct Plugin {
     /// Whether the code was loaded from the precompiled cache (by the scan that found
     /// the file) rather than compiled.
     pub from_cache: bool,
+    /// When this registry found the file (its code may be compiled later, at first use).
+    pub found_at: std::time::SystemTime,
     world: World,
     pub(crate) compiled: Code,
 }
@@ -548,6 +550,7 @@ impl Registry {
                 path: path.clone(),
                 size_bytes: header.size,
                 from_cache,
+                found_at: std::time::SystemTime::now(),
                 world: header.world,
                 compiled: Code(cell),
             });

@@ -120,16 +120,9 @@ pub struct Status {
     )
 )]
 pub async fn status(State(state): State<AppState>) -> Result<Json<Status>, Problem> {
-    let now = state.now();
     let store = state.store();
-    let c = store.health_counts(now).await?;
-    // The earliest queued instant is the oldest ready step's when any step is ready.
-    let oldest = match store.next_ready_at().await? {
-        Some(t) if c.ready_steps > 0 && t <= now => {
-            (now - t).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
-        }
-        _ => 0.0,
-    };
+    let q = crate::metrics::queue(store, state.now()).await?;
+    let (c, oldest) = (q.counts, q.oldest_ready_age_seconds);
     Ok(Json(Status {
         store: store.backend(),
         tasks: TaskCounts {

@@ -1,6 +1,7 @@
 //! The route handlers, one file per resource, and what they share: path ids, query strings
 //! and paging, each refused with a problem naming the parameter.
 
+pub mod events;
 pub mod health;
 pub mod hooks;
 pub mod plugins;

@@ -32,6 +32,8 @@ pub struct PluginView {
     pub file: String,
     /// Compiled (or read from the precompiled cache) and ready to run.
     pub loaded: bool,
+    /// When this server found the file (uploaded, or seen by a directory scan).
+    pub found_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl PluginView {
@@ -48,6 +50,7 @@ impl PluginView {
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             loaded: p.is_loaded(),
+            found_at: p.found_at.into(),
         }
     }
 }

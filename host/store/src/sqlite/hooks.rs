@@ -366,11 +366,12 @@ fn backoff_ms(hook: &SqliteRow, seed: i64, failure: i64) -> Result<i64> {
 pub(super) async fn counts(s: &SqliteStore, task_id: Option<TaskId>) -> Result<Vec<HookCounts>> {
     let rows = sqlx::query(
         "SELECT h.id AS hook_id, h.component, \
-                count(*) FILTER (WHERE o.state = 'pending') AS pending, \
-                count(*) FILTER (WHERE o.state = 'delivered') AS delivered, \
-                count(*) FILTER (WHERE o.state = 'dead') AS dead \
-         FROM hook_outbox o JOIN template_hooks h ON h.id = o.hook_id \
-         WHERE ?1 IS NULL OR o.task_id = ?1 \
+                count(o.id) FILTER (WHERE o.state = 'pending') AS pending, \
+                count(o.id) FILTER (WHERE o.state = 'delivered') AS delivered, \
+                count(o.id) FILTER (WHERE o.state = 'dead') AS dead \
+         FROM template_hooks h \
+         LEFT JOIN hook_outbox o ON o.hook_id = h.id AND (?1 IS NULL OR o.task_id = ?1) \
+         WHERE ?1 IS NULL OR o.id IS NOT NULL \
          GROUP BY h.id, h.component \
          ORDER BY h.id",
     )
