@@ -733,7 +733,107 @@ fn blake3_hex(bytes: &[u8]) -> String {
     tasker_sandbox::PluginHash::of(bytes).to_hex()
 }
 
+/// `tasker status` shows each step's result, attempts made, timing and worker, clears the
+/// last error once a step is done (here resolved by hand), and with `--attempts` and
+/// `--transitions` every attempt (kind, decision, fuel, hash, worker) and every state change.
+async fn status_shows_results_attempts_and_transitions(db: Db) {
+    let dir = scratch("status-history");
+    std::fs::write(
+        dir.join("t.yaml"),
+        "namespace: tests\nname: history\nversion: 1.0.0\nsteps:\n  - { name: ok, handler: echo@0.1.0, config: { said: hello } }\n  - name: bad\n    handler: fail@0.1.0\n    config: { mode: retryable }\n    retry: { max_attempts: 2, backoff: { base_ms: 10, jitter: 0 } }\n",
+    )
+    .unwrap();
+    let mut c = tasker(&db, &plugin_dir());
+    c.arg("run").arg(dir.join("t.yaml")).arg("--plain");
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let task = only_task(&db).await;
+    let store = db.store().await;
+    let steps = store.steps_of_task(task).await.unwrap();
+    let bad = steps.iter().find(|s| s.name == "bad").unwrap().id;
+
+    let status = |extra: &[&str]| {
+        let mut c = tasker(&db, &plugin_dir());
+        c.args(["status", &task.to_string()]).args(extra);
+        let out = run(c);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let row = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!(" {name} ")))
+            .unwrap_or_else(|| panic!("no row {name}: {text}"))
+            .to_owned()
+    };
+    let text = status(&[]);
+    let ok = row(&text, "ok");
+    assert!(ok.contains("1/3"), "attempts made: {ok}");
+    assert!(ok.contains("hello"), "the result: {ok}");
+    let failed = row(&text, "bad");
+    assert!(failed.contains("2/2"), "{failed}");
+    assert!(failed.contains("handler_error"), "{failed}");
+
+    // Resolved by hand: the step is done, so its old error leaves the table...
+    let mut c = tasker(&db, &plugin_dir());
+    c.args([
+        "resolve",
+        &bad.to_string(),
+        "--result",
+        "{\"by\": \"hand\"}",
+    ]);
+    assert!(run(c).status.success());
+    let text = status(&[]);
+    let resolved = row(&text, "bad");
+    assert!(!resolved.contains("handler_error"), "{resolved}");
+    assert!(resolved.contains("hand"), "{resolved}");
+
+    // ...and stays in the history.
+    let text = status(&["--attempts", "--transitions"]);
+    let echo = std::fs::read(plugin_dir().join("echo@0.1.0.wasm")).unwrap();
+    let hash: String = blake3::hash(&echo).to_hex().chars().take(12).collect();
+    let attempts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("completed ") || l.contains("failed "))
+        .filter(|l| l.contains(" ok ") || l.contains(" bad "))
+        .collect();
+    assert_eq!(attempts.len(), 3, "{text}");
+    assert!(
+        attempts.iter().any(|l| l.contains(&hash)),
+        "the echo hash: {text}"
+    );
+    assert!(
+        attempts
+            .iter()
+            .any(|l| l.contains("handler_error") && l.contains("retry")),
+        "{text}"
+    );
+    assert!(attempts.iter().any(|l| l.contains("exhausted")), "{text}");
+    assert!(
+        text.contains("resolved_manually"),
+        "a transition row: {text}"
+    );
+    assert!(text.contains("waiting_for_retry"), "{text}");
+
+    // Through a server these read the store: refused, saying so.
+    let mut c = tasker(&db, &plugin_dir());
+    c.args([
+        "--server",
+        "http://127.0.0.1:9",
+        "status",
+        &task.to_string(),
+        "--attempts",
+    ]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("without --server"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 tasker_tests::cli_on_both_backends!(
+    status_shows_results_attempts_and_transitions,
     order_fulfilment_runs_with_two_rate_limited_payment_attempts,
     data_pipeline_reads_a_read_only_grant_and_writes_its_report,
     a_hostile_plugin_fails_its_step_with_its_kind_and_status_shows_why,

@@ -149,8 +149,18 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Show a task's steps and, for each step not yet run, why it is not ready.
-    Status { task: TaskId },
+    /// Show a task's steps (result, timing, worker, attempts made) and, for each step not
+    /// yet run, why it is not ready.
+    Status {
+        task: TaskId,
+        /// Also every attempt of every step: outcome, kind, message, decision, fuel, memory,
+        /// wall time, plugin hash, worker.
+        #[arg(long)]
+        attempts: bool,
+        /// Also the task's and its steps' transition rows.
+        #[arg(long)]
+        transitions: bool,
+    },
     /// Cancel a task: unfinished steps are cancelled, late results refused.
     Cancel { task: TaskId },
     /// Retry a task in error: its failed steps get a fresh attempt budget.
@@ -411,7 +421,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             identity_key,
             wait,
         } => app.submit(&template, &context, identity_key, wait).await,
-        Command::Status { task } => app.status(task).await,
+        Command::Status {
+            task,
+            attempts,
+            transitions,
+        } => {
+            let detail = tasker_cli::report::StatusDetail {
+                attempts,
+                transitions,
+            };
+            app.status(task, detail).await
+        }
         Command::Cancel { task } => app.cancel(task).await,
         Command::Retry { task } => app.retry(task).await,
         Command::Resolve { step, result } => app.resolve(step, result.as_deref()).await,
@@ -451,7 +471,16 @@ async fn through_server(
             identity_key,
             wait,
         } => remote::submit(api, template, context, identity_key.clone(), *wait).await?,
-        Command::Status { task } => {
+        Command::Status {
+            task,
+            attempts,
+            transitions,
+        } => {
+            if *attempts || *transitions {
+                anyhow::bail!(
+                    "status --attempts and --transitions read the store: run them without --server"
+                );
+            }
             remote::status_of(api, task.get()).await?;
             ExitCode::SUCCESS
         }

@@ -7,7 +7,7 @@ use chrono::Utc;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use tasker_core::state::StepState;
 use tasker_sandbox::{Plugin, Sandbox};
-use tasker_store::{AnyStore, AttemptRow, MAX_PAGE, Store, TaskId};
+use tasker_store::{AnyStore, AttemptOutcome, AttemptRow, MAX_PAGE, Store, TaskId};
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -96,7 +96,7 @@ pub async fn summary(store: &AnyStore, task: TaskId) -> Result<()> {
         t.add_row(vec![
             s.name.clone(),
             s.state.to_string(),
-            attempts.len().to_string(),
+            made(&attempts).to_string(),
             last.and_then(|a| a.wall_us)
                 .map(micros)
                 .unwrap_or_else(|| "-".into()),
@@ -119,8 +119,31 @@ pub async fn summary(store: &AnyStore, task: TaskId) -> Result<()> {
     Ok(())
 }
 
-/// `tasker status`: the steps table plus why each unrun step is not ready.
-pub async fn status(store: &AnyStore, task: TaskId) -> Result<()> {
+/// What `tasker status` prints besides the steps table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatusDetail {
+    /// Every attempt of every step.
+    pub attempts: bool,
+    /// The task's and the steps' transition rows.
+    pub transitions: bool,
+}
+
+/// Attempts in which the handler ran (a lost lease, a release or a cancel is not one).
+fn made(attempts: &[AttemptRow]) -> usize {
+    attempts
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.outcome,
+                AttemptOutcome::Completed | AttemptOutcome::Failed
+            )
+        })
+        .count()
+}
+
+/// `tasker status`: the steps table (result, timing, worker, attempts made, why not run,
+/// last error), then what `detail` asks for.
+pub async fn status(store: &AnyStore, task: TaskId, detail: StatusDetail) -> Result<()> {
     let row = store
         .task(task)
         .await?
@@ -128,28 +151,55 @@ pub async fn status(store: &AnyStore, task: TaskId) -> Result<()> {
     let now = Utc::now();
     let readiness = store.readiness(task, None, now).await?;
     let ctx = store.execution_context(task, now).await?;
+    let steps = store.steps_of_task(task).await?;
+    let mut all_attempts = Vec::with_capacity(steps.len());
+    for s in &steps {
+        all_attempts.push(store.attempts_of_step(s.id).await?);
+    }
     let mut t = table(&[
         "id",
         "step",
         "state",
         "attempts",
-        "why not run",
+        "wall",
+        "worker",
+        "finished",
+        "result / why not run",
         "last error",
     ]);
-    for s in store.steps_of_task(task).await? {
-        let attempts = store.attempts_of_step(s.id).await?;
+    for (s, attempts) in steps.iter().zip(&all_attempts) {
+        let last = attempts.last();
         let why = readiness
             .iter()
             .find(|r| r.step_id == s.id)
-            .map(|r| r.reason(Utc::now()))
+            .map(|r| r.reason(now))
             .unwrap_or_default();
+        let done = matches!(s.state, StepState::Complete | StepState::ResolvedManually);
+        let shown = match (&s.result, done) {
+            (Some(r), true) => guest_text(&r.to_string(), 60),
+            _ => why,
+        };
         t.add_row(vec![
             s.id.to_string(),
             s.name.clone(),
             s.state.to_string(),
-            format!("{}/{}", s.attempts, s.max_attempts),
-            why,
-            last_message(&attempts),
+            format!("{}/{}", made(attempts), s.max_attempts),
+            last.and_then(|a| a.wall_us)
+                .map(micros)
+                .unwrap_or_else(|| "-".into()),
+            last.and_then(|a| a.worker.as_deref())
+                .map(|w| guest_text(w, 40))
+                .unwrap_or_else(|| "-".into()),
+            s.finished_at
+                .map(|t| t.format("%H:%M:%S%.3f").to_string())
+                .unwrap_or_else(|| "-".into()),
+            shown,
+            // An old error is history once the step completed (see --attempts).
+            if done {
+                String::new()
+            } else {
+                last_message(attempts)
+            },
         ]);
     }
     println!(
@@ -165,10 +215,90 @@ pub async fn status(store: &AnyStore, task: TaskId) -> Result<()> {
         );
     }
     println!("{t}");
+    if detail.attempts {
+        println!("{}", attempts_table(&steps, &all_attempts));
+    }
+    if detail.transitions {
+        let mut t = table(&["at", "entity", "from", "to", "metadata"]);
+        let mut rows = Vec::new();
+        for tr in store.task_transitions(task).await? {
+            rows.push((
+                tr.created_at,
+                "task".to_owned(),
+                tr.from_state.to_string(),
+                tr.to_state.to_string(),
+                tr.metadata,
+            ));
+        }
+        for s in &steps {
+            for tr in store.step_transitions(s.id).await? {
+                rows.push((
+                    tr.created_at,
+                    s.name.clone(),
+                    tr.from_state.to_string(),
+                    tr.to_state.to_string(),
+                    tr.metadata,
+                ));
+            }
+        }
+        rows.sort_by_key(|r| r.0);
+        for (at, who, from, to, meta) in rows {
+            t.add_row(vec![
+                at.format("%H:%M:%S%.6f").to_string(),
+                who,
+                from,
+                to,
+                guest_text(&meta.to_string(), 80),
+            ]);
+        }
+        println!("{t}");
+    }
     for line in crate::hooks::summary_lines(store, task).await? {
         println!("{line}");
     }
     Ok(())
+}
+
+/// Every attempt of every step: outcome, kind, message, decision, costs, hash, worker.
+fn attempts_table(steps: &[tasker_store::StepRow], attempts: &[Vec<AttemptRow>]) -> Table {
+    let mut t = table(&[
+        "step", "#", "outcome", "kind", "message", "decision", "fuel", "memory", "wall", "plugin",
+        "worker", "started",
+    ]);
+    for (s, attempts) in steps.iter().zip(attempts) {
+        for (i, a) in attempts.iter().enumerate() {
+            t.add_row(vec![
+                s.name.clone(),
+                (i + 1).to_string(),
+                a.outcome.as_str().to_owned(),
+                opt(a.error_kind.map(|k| k.as_str())),
+                a.message
+                    .as_deref()
+                    .map(|m| guest_text(m, 80))
+                    .unwrap_or_else(|| "-".into()),
+                match (a.decision, &a.decided_by) {
+                    (Some(d), Some(by)) if by != "builtin" => {
+                        format!("{} ({})", d.as_str(), guest_text(by, 40))
+                    }
+                    (Some(d), _) => d.as_str().to_owned(),
+                    (None, _) => "-".into(),
+                },
+                opt(a.fuel),
+                a.peak_memory_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+                a.wall_us.map(micros).unwrap_or_else(|| "-".into()),
+                a.plugin_hash
+                    .as_deref()
+                    .map(short_hash)
+                    .unwrap_or_else(|| "-".into()),
+                a.worker
+                    .as_deref()
+                    .map(|w| guest_text(w, 40))
+                    .unwrap_or_else(|| "-".into()),
+                a.started_at.format("%H:%M:%S%.3f").to_string(),
+            ]);
+        }
+    }
+    t
 }
 
 pub async fn templates(store: &AnyStore) -> Result<()> {

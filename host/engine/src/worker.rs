@@ -72,7 +72,10 @@ impl Default for WorkerConfig {
 pub struct WorkerStats {
     pub claimed: AtomicU64,
     pub completed: AtomicU64,
+    /// Failed attempts, retried or not.
     pub failed: AtomicU64,
+    /// Failed attempts whose step was scheduled for another attempt.
+    pub retried: AtomicU64,
     /// Outcomes refused because the lease was lost (counted apart from handler errors).
     pub lease_lost: AtomicU64,
     /// Expired leases of any worker that this worker's sweeper took back.
@@ -84,7 +87,10 @@ pub struct WorkerStats {
 pub struct WorkerTotals {
     pub claimed: u64,
     pub completed: u64,
+    /// Failed attempts, retried or not.
     pub failed: u64,
+    /// Failed attempts whose step was scheduled for another attempt.
+    pub retried: u64,
     pub lease_lost: u64,
     pub swept: u64,
 }
@@ -95,6 +101,7 @@ impl WorkerStats {
             claimed: self.claimed.load(Ordering::Relaxed),
             completed: self.completed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
             lease_lost: self.lease_lost.load(Ordering::Relaxed),
             swept: self.swept.load(Ordering::Relaxed),
         }
@@ -580,6 +587,9 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                             .get(job)
                             .failed(x.error_kind, rec.decision);
                         self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        if rec.decision == Some(tasker_store::RetryDecision::Retry) {
+                            self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     if let Some(t) = rec.next_ready_at {
                         self.note_due(t);

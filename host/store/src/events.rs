@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::error::StoreError;
 use crate::ids::{StepId, TaskId};
-use crate::listing::{TemplateMatch, template_filter};
+use crate::listing::{Bind, TemplateMatch, template_filter};
 
 /// The name of a task's state change in the event log.
 pub const TASK_TRANSITION: &str = "task.transition";
@@ -150,14 +150,6 @@ impl fmt::Display for Cursor {
             self.tx, self.src as i64, self.entity, self.seq
         )
     }
-}
-
-/// A value bound to an event statement, in placeholder order.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Bind {
-    Int(i64),
-    Int4(i32),
-    Text(String),
 }
 
 /// What the two stores spell differently in the event statements.

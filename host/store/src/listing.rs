@@ -138,6 +138,152 @@ pub(crate) fn page<T, C>(mut items: Vec<T>, limit: u32, cursor: impl Fn(&T) -> C
     Page { items, next }
 }
 
+/// A value bound to a statement built here or in `events.rs`, in placeholder order. Each
+/// store binds it its own way (`pg_events.rs` and `sqlite/events.rs`, `query`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Bind {
+    Int(i64),
+    Int4(i32),
+    Text(String),
+    /// A list of strings: a `text[]` on PostgreSQL, a JSON array (as text) on SQLite.
+    Texts(Vec<String>),
+    /// An instant: a `timestamptz` on PostgreSQL, microseconds since the epoch on SQLite.
+    Instant(DateTime<Utc>),
+}
+
+/// What the two stores spell differently in the task listing ([`tasks_sql`]).
+pub(crate) struct ListDialect {
+    /// The `n`th placeholder (1-based).
+    pub placeholder: fn(usize) -> String,
+    /// `t.state` is one of the states bound (as [`Bind::Texts`]) at placeholder `p`.
+    pub state_in: fn(p: &str) -> String,
+    /// The task's `metadata.tags` is an array holding the string bound (as [`Bind::Text`])
+    /// at placeholder `p`.
+    pub has_tag: fn(p: &str) -> String,
+}
+
+impl ListDialect {
+    pub(crate) const POSTGRES: ListDialect = ListDialect {
+        placeholder: |n| format!("${n}"),
+        state_in: |p| format!("t.state = ANY({p})"),
+        // A string element of a `tags` array (not an object's key, nor a lone string).
+        has_tag: |p| {
+            format!("jsonb_typeof(t.metadata->'tags') = 'array' AND t.metadata->'tags' ? {p}")
+        },
+    };
+
+    pub(crate) const SQLITE: ListDialect = ListDialect {
+        placeholder: |n| format!("?{n}"),
+        state_in: |p| format!("t.state IN (SELECT value FROM json_each({p}))"),
+        // A string element of a `tags` array (not an object's value, nor a lone string), as
+        // PostgreSQL's `jsonb_typeof(...) = 'array' AND metadata->'tags' ? tag`.
+        has_tag: |p| {
+            format!(
+                "json_type(t.metadata, '$.tags') = 'array' AND EXISTS (SELECT 1 FROM \
+                 json_each(t.metadata, '$.tags') WHERE type = 'text' AND value = {p})"
+            )
+        },
+    };
+}
+
+/// The binds of a statement under construction.
+struct Binds {
+    placeholder: fn(usize) -> String,
+    list: Vec<Bind>,
+}
+
+impl Binds {
+    /// Binds `b` next; its placeholder.
+    fn push(&mut self, b: Bind) -> String {
+        self.list.push(b);
+        (self.placeholder)(self.list.len())
+    }
+}
+
+/// The page `page` of the tasks matching `filter`, as `columns` of tasks `t` joined to their
+/// templates `tp`, newest first, with one row more than the page's limit (see [`page`]).
+///
+/// One statement per combination of filters, so each is planned for what it asks (a rare
+/// state is read from `tasks_state`, a template's tasks from `tasks_template`; a common one
+/// walks the primary key backwards until the page is full).
+pub(crate) fn tasks_sql(
+    d: &ListDialect,
+    columns: &str,
+    filter: &TaskFilter,
+    page: TaskPageRequest,
+) -> (String, Vec<Bind>) {
+    let mut b = Binds {
+        placeholder: d.placeholder,
+        list: Vec::new(),
+    };
+    let mut conds = Vec::new();
+    if let Some(before) = page.before {
+        conds.push(format!("t.id < {}", b.push(Bind::Int(before.get()))));
+    }
+    match filter.states.as_slice() {
+        [] => {}
+        // One state reads `tasks_state` backwards, already in the listing's order.
+        [one] => {
+            let p = b.push(Bind::Text(one.as_str().to_owned()));
+            conds.push(format!("t.state = {p}"));
+        }
+        many => {
+            let states = many.iter().map(|s| s.as_str().to_owned()).collect();
+            conds.push((d.state_in)(&b.push(Bind::Texts(states))));
+        }
+    }
+    match filter.template.as_deref().map(template_filter) {
+        None => {}
+        Some(TemplateMatch::Key(key)) => {
+            let p = b.push(Bind::Text(key.to_owned()));
+            conds.push(format!("tp.template_key = {p}"));
+        }
+        Some(TemplateMatch::Name(name)) => {
+            let p = b.push(Bind::Text(name.to_owned()));
+            conds.push(format!(
+                "t.template_id IN (SELECT x.id FROM templates x \
+                 JOIN namespaces n ON n.id = x.namespace_id WHERE n.name || '/' || x.name = {p})"
+            ));
+        }
+    }
+    if let Some(tag) = &filter.tag {
+        conds.push((d.has_tag)(&b.push(Bind::Text(tag.clone()))));
+    }
+    if let Some(key) = &filter.identity_key {
+        conds.push(format!(
+            "t.identity_key = {}",
+            b.push(Bind::Text(key.clone()))
+        ));
+    }
+    // `[after, before)` on a column of instants (a NULL instant is in no range).
+    for (column, after, before) in [
+        ("t.created_at", filter.created_after, filter.created_before),
+        (
+            "t.finished_at",
+            filter.finished_after,
+            filter.finished_before,
+        ),
+    ] {
+        if let Some(after) = after {
+            conds.push(format!("{column} >= {}", b.push(Bind::Instant(after))));
+        }
+        if let Some(before) = before {
+            conds.push(format!("{column} < {}", b.push(Bind::Instant(before))));
+        }
+    }
+    let limit = b.push(Bind::Int(i64::from(page.limit) + 1));
+    let conds = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {columns} FROM tasks t JOIN templates tp ON tp.id = t.template_id{conds} \
+         ORDER BY t.id DESC LIMIT {limit}"
+    );
+    (sql, b.list)
+}
+
 /// `(o.state = 'pending' OR o.state = 'dead')`: `column` in any of `states`, the same SQL on
 /// both stores. The states are written into the statement rather than bound (they are
 /// [`DeliveryState`] names, never input text) so that a listing of dead letters is planned
@@ -215,6 +361,90 @@ mod tests {
             ),
             "(o.state = 'pending' OR o.state = 'delivered')"
         );
+    }
+
+    /// The numbers of the placeholders (`$n` / `?n`) in `sql`, in order of appearance.
+    fn placeholders(sql: &str) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut chars = sql.char_indices().peekable();
+        while let Some((_, c)) = chars.next() {
+            if c == '$' || c == '?' {
+                let mut digits = String::new();
+                while let Some((_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
+                    digits.push(*d);
+                    chars.next();
+                }
+                if let Ok(n) = digits.parse() {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_task_listing_binds_every_filter_in_placeholder_order() {
+        let t = |s| DateTime::from_timestamp(s, 0).unwrap();
+        let filter = TaskFilter {
+            states: vec![TaskState::Pending, TaskState::Error],
+            template: Some("a/b".into()),
+            tag: Some("nightly".into()),
+            identity_key: Some("k1".into()),
+            created_after: Some(t(1)),
+            created_before: Some(t(2)),
+            finished_after: Some(t(3)),
+            finished_before: Some(t(4)),
+        };
+        let page = TaskPageRequest {
+            before: Some(TaskId::new(99)),
+            limit: 20,
+        };
+        let expected = vec![
+            Bind::Int(99),
+            Bind::Texts(vec!["pending".into(), "error".into()]),
+            Bind::Text("a/b".into()),
+            Bind::Text("nightly".into()),
+            Bind::Text("k1".into()),
+            Bind::Instant(t(1)),
+            Bind::Instant(t(2)),
+            Bind::Instant(t(3)),
+            Bind::Instant(t(4)),
+            Bind::Int(21),
+        ];
+        for (d, state_in, tag) in [
+            (
+                &ListDialect::POSTGRES,
+                "t.state = ANY($2)",
+                "t.metadata->'tags' ? $4",
+            ),
+            (
+                &ListDialect::SQLITE,
+                "t.state IN (SELECT value FROM json_each(?2))",
+                "WHERE type = 'text' AND value = ?4)",
+            ),
+        ] {
+            let (sql, binds) = tasks_sql(d, "t.id", &filter, page);
+            assert_eq!(placeholders(&sql), (1..=10).collect::<Vec<_>>(), "{sql}");
+            assert_eq!(binds, expected);
+            assert!(sql.contains(state_in) && sql.contains(tag), "{sql}");
+            let limit = (d.placeholder)(10);
+            assert!(
+                sql.ends_with(&format!("ORDER BY t.id DESC LIMIT {limit}")),
+                "{sql}"
+            );
+        }
+        // Nothing set: no conditions, only the limit.
+        let (sql, binds) = tasks_sql(
+            &ListDialect::SQLITE,
+            "t.id",
+            &TaskFilter::default(),
+            TaskPageRequest {
+                before: None,
+                limit: 1,
+            },
+        );
+        assert!(!sql.contains("WHERE"), "{sql}");
+        assert_eq!(binds, vec![Bind::Int(2)]);
     }
 
     #[test]

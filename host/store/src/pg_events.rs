@@ -18,7 +18,7 @@ use sqlx::Postgres;
 use sqlx::postgres::{PgPool, PgRow};
 
 use crate::events::*;
-use crate::listing::check_limit;
+use crate::listing::{Bind, check_limit};
 use crate::pg::col;
 use crate::store::Result;
 
@@ -31,7 +31,8 @@ const DIALECT: Dialect = Dialect {
     placeholder: |n| format!("${n}"),
 };
 
-fn query(
+/// `sql` with `binds` bound in order (the event log's and the task listing's statements).
+pub(crate) fn query(
     sql: &str,
     binds: Vec<Bind>,
 ) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
@@ -39,6 +40,10 @@ fn query(
         Bind::Int(v) => q.bind(v),
         Bind::Int4(v) => q.bind(v),
         Bind::Text(v) => q.bind(v),
+        // A `text[]`.
+        Bind::Texts(v) => q.bind(v),
+        // A `timestamptz`.
+        Bind::Instant(v) => q.bind(v),
     })
 }
 

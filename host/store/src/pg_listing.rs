@@ -4,10 +4,10 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgRow};
-use sqlx::{Postgres, QueryBuilder};
 
 use crate::listing::*;
 use crate::pg::{TASK_COLUMNS, col, task_row, u32_col};
+use crate::pg_events::query;
 use crate::store::Result;
 use crate::types::*;
 
@@ -51,87 +51,17 @@ fn template_summary(row: &PgRow) -> Result<TemplateSummary> {
     })
 }
 
-/// One statement per combination of filters, so each is planned for what it asks (a rare
-/// state is read from `tasks_state`, a template's tasks from `tasks_template`; a common one
-/// walks the primary key backwards until the page is full).
+/// The statement is `listing.rs`'s [`tasks_sql`], bound by `pg_events.rs`'s `query`.
 pub(crate) async fn list_tasks(
     pool: &PgPool,
     filter: &TaskFilter,
     page_req: TaskPageRequest,
 ) -> Result<Page<TaskRow, TaskId>> {
     check_limit(page_req.limit)?;
-    let mut q = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {TASK_COLUMNS} FROM tasks t JOIN templates tp ON tp.id = t.template_id \
-         WHERE true"
-    ));
-    if let Some(before) = page_req.before {
-        q.push(" AND t.id < ").push_bind(before);
-    }
-    match filter.states.as_slice() {
-        [] => {}
-        // One state reads `tasks_state` backwards, already in the listing's order.
-        [one] => {
-            q.push(" AND t.state = ").push_bind(one.as_str());
-        }
-        many => {
-            let states: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
-            q.push(" AND t.state = ANY(").push_bind(states).push(")");
-        }
-    }
-    match filter.template.as_deref().map(template_filter) {
-        None => {}
-        Some(TemplateMatch::Key(key)) => {
-            q.push(" AND tp.template_key = ").push_bind(key);
-        }
-        Some(TemplateMatch::Name(name)) => {
-            q.push(
-                " AND t.template_id IN (SELECT x.id FROM templates x \
-                 JOIN namespaces n ON n.id = x.namespace_id WHERE n.name || '/' || x.name = ",
-            )
-            .push_bind(name)
-            .push(")");
-        }
-    }
-    if let Some(tag) = &filter.tag {
-        // A string element of a `tags` array (not an object's key, nor a lone string).
-        q.push(" AND jsonb_typeof(t.metadata->'tags') = 'array' AND t.metadata->'tags' ? ")
-            .push_bind(tag);
-    }
-    if let Some(key) = &filter.identity_key {
-        q.push(" AND t.identity_key = ").push_bind(key);
-    }
-    range(
-        &mut q,
-        "t.created_at",
-        filter.created_after,
-        filter.created_before,
-    );
-    range(
-        &mut q,
-        "t.finished_at",
-        filter.finished_after,
-        filter.finished_before,
-    );
-    q.push(" ORDER BY t.id DESC LIMIT ")
-        .push_bind(i64::from(page_req.limit) + 1);
-    let rows = q.build().fetch_all(pool).await?;
+    let (sql, binds) = tasks_sql(&ListDialect::POSTGRES, TASK_COLUMNS, filter, page_req);
+    let rows = query(&sql, binds).fetch_all(pool).await?;
     let items = rows.iter().map(task_row).collect::<Result<Vec<_>>>()?;
     Ok(page(items, page_req.limit, |t| t.id))
-}
-
-/// `[after, before)` on a column (a NULL instant is in no range).
-fn range(
-    q: &mut QueryBuilder<'_, Postgres>,
-    column: &str,
-    after: Option<DateTime<Utc>>,
-    before: Option<DateTime<Utc>>,
-) {
-    if let Some(after) = after {
-        q.push(format!(" AND {column} >= ")).push_bind(after);
-    }
-    if let Some(before) = before {
-        q.push(format!(" AND {column} < ")).push_bind(before);
-    }
 }
 
 const TOKEN_COLUMNS: &str = "id, name, hash, permissions, created_at, expires_at, revoked_at";

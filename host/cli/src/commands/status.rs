@@ -10,9 +10,9 @@ use crate::report;
 
 impl App {
     /// `tasker status`.
-    pub async fn status(&self, task: TaskId) -> Result<ExitCode> {
+    pub async fn status(&self, task: TaskId, detail: report::StatusDetail) -> Result<ExitCode> {
         let store = self.store(2).await?;
-        report::status(&store, task).await?;
+        report::status(&store, task, detail).await?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -62,8 +62,12 @@ impl App {
             let _ = s.await;
         }
         eprintln!(
-            "worker stopped: {} claimed, {} completed, {} failed, {} lease losses",
-            totals.claimed, totals.completed, totals.failed, totals.lease_lost
+            "worker stopped: {} claimed, {} completed, {} failed for good, {} failed and retried, {} lease losses",
+            totals.claimed,
+            totals.completed,
+            totals.failed - totals.retried,
+            totals.retried,
+            totals.lease_lost
         );
         Ok(ExitCode::SUCCESS)
     }

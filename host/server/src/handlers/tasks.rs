@@ -395,18 +395,35 @@ pub async fn show(
     let task = task_or_404(&state, &id).await?;
     let store = state.store();
     let now = state.now();
-    let (steps, readiness, levels, execution) = tokio::try_join!(
+    // A step's level is its template's (templates are immutable, and cached here), so
+    // the store need not walk the task's edges.
+    let (steps, readiness, execution, template) = tokio::try_join!(
         store.steps_of_task(task.id),
         store.readiness(task.id, None, now),
-        store.dependency_levels(task.id),
         store.execution_context(task.id, now),
+        state.template(&task.template_key),
     )?;
     let readiness: HashMap<_, _> = readiness.into_iter().map(|r| (r.step_id, r)).collect();
-    let levels: HashMap<_, _> = levels.into_iter().map(|l| (l.step_id, l.level)).collect();
+    let levels: HashMap<String, u32> = match &template {
+        Some(t) => {
+            let of = t.dag().map(|d| d.levels()).unwrap_or_default();
+            t.steps
+                .iter()
+                .zip(of)
+                .map(|(s, l)| (s.name.clone(), l))
+                .collect()
+        }
+        None => store
+            .dependency_levels(task.id)
+            .await?
+            .into_iter()
+            .map(|l| (l.name, l.level))
+            .collect(),
+    };
     let steps = steps
         .into_iter()
         .map(|s| StepSummary {
-            level: levels.get(&s.id).copied().unwrap_or(0),
+            level: levels.get(&s.name).copied().unwrap_or(0),
             readiness: readiness.get(&s.id).map(|r| ReadinessView::of(r, now)),
             id: s.id,
             name: s.name,

@@ -6,13 +6,14 @@
 //! reads one snapshot, which holds every transaction up to some `tx` and none after: no
 //! horizon is needed, an event is readable as soon as it commits.
 
+use serde_json::Value;
 use sqlx::Sqlite;
 use sqlx::sqlite::SqliteRow;
 
-use super::SqliteStore;
 use super::rows::{col, json_col, ts_col};
+use super::{SqliteStore, us};
 use crate::events::*;
-use crate::listing::check_limit;
+use crate::listing::{Bind, check_limit};
 use crate::store::Result;
 
 const DIALECT: Dialect = Dialect {
@@ -24,7 +25,8 @@ const DIALECT: Dialect = Dialect {
     placeholder: |n| format!("?{n}"),
 };
 
-fn query(
+/// `sql` with `binds` bound in order (the event log's and the task listing's statements).
+pub(super) fn query(
     sql: &str,
     binds: Vec<Bind>,
 ) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
@@ -32,6 +34,10 @@ fn query(
         Bind::Int(v) => q.bind(v),
         Bind::Int4(v) => q.bind(v),
         Bind::Text(v) => q.bind(v),
+        // A JSON array, read with `json_each`.
+        Bind::Texts(v) => q.bind(Value::from(v).to_string()),
+        // The stored form of an instant.
+        Bind::Instant(v) => q.bind(us(v)),
     })
 }
 

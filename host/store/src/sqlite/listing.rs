@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Sqlite};
 
+use super::events::query;
 use super::rows::{TASK_COLUMNS, col, opt_ts_col, task_row, ts_col, u32_col};
 use super::{SqliteStore, us};
 use crate::error::StoreError;
@@ -53,91 +53,17 @@ fn template_summary(row: &SqliteRow) -> Result<TemplateSummary> {
     })
 }
 
+/// The statement is `listing.rs`'s [`tasks_sql`], bound by `sqlite/events.rs`'s `query`.
 pub(super) async fn list_tasks(
     s: &SqliteStore,
     filter: &TaskFilter,
     page_req: TaskPageRequest,
 ) -> Result<Page<TaskRow, TaskId>> {
     check_limit(page_req.limit)?;
-    let mut q = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT {TASK_COLUMNS} FROM tasks t JOIN templates tp ON tp.id = t.template_id \
-         WHERE 1"
-    ));
-    if let Some(before) = page_req.before {
-        q.push(" AND t.id < ").push_bind(before);
-    }
-    match filter.states.as_slice() {
-        [] => {}
-        // One state reads `tasks_state` backwards, already in the listing's order.
-        [one] => {
-            q.push(" AND t.state = ").push_bind(one.as_str());
-        }
-        many => {
-            let states = Value::from(many.iter().map(|s| s.as_str()).collect::<Vec<_>>());
-            q.push(" AND t.state IN (SELECT value FROM json_each(")
-                .push_bind(states.to_string())
-                .push("))");
-        }
-    }
-    match filter.template.as_deref().map(template_filter) {
-        None => {}
-        Some(TemplateMatch::Key(key)) => {
-            q.push(" AND tp.template_key = ").push_bind(key);
-        }
-        Some(TemplateMatch::Name(name)) => {
-            q.push(
-                " AND t.template_id IN (SELECT x.id FROM templates x \
-                 JOIN namespaces n ON n.id = x.namespace_id WHERE n.name || '/' || x.name = ",
-            )
-            .push_bind(name)
-            .push(")");
-        }
-    }
-    if let Some(tag) = &filter.tag {
-        // A string element of a `tags` array (not an object's value, nor a lone string), as
-        // PostgreSQL's `jsonb_typeof(...) = 'array' AND metadata->'tags' ? tag`.
-        q.push(
-            " AND json_type(t.metadata, '$.tags') = 'array' AND EXISTS (SELECT 1 FROM \
-             json_each(t.metadata, '$.tags') WHERE type = 'text' AND value = ",
-        )
-        .push_bind(tag)
-        .push(")");
-    }
-    if let Some(key) = &filter.identity_key {
-        q.push(" AND t.identity_key = ").push_bind(key);
-    }
-    range(
-        &mut q,
-        "t.created_at",
-        filter.created_after,
-        filter.created_before,
-    );
-    range(
-        &mut q,
-        "t.finished_at",
-        filter.finished_after,
-        filter.finished_before,
-    );
-    q.push(" ORDER BY t.id DESC LIMIT ")
-        .push_bind(i64::from(page_req.limit) + 1);
-    let rows = q.build().fetch_all(s.reader()).await?;
+    let (sql, binds) = tasks_sql(&ListDialect::SQLITE, TASK_COLUMNS, filter, page_req);
+    let rows = query(&sql, binds).fetch_all(s.reader()).await?;
     let items = rows.iter().map(task_row).collect::<Result<Vec<_>>>()?;
     Ok(page(items, page_req.limit, |t| t.id))
-}
-
-/// `[after, before)` on a column of instants (a NULL instant is in no range).
-fn range(
-    q: &mut QueryBuilder<'_, Sqlite>,
-    column: &str,
-    after: Option<DateTime<Utc>>,
-    before: Option<DateTime<Utc>>,
-) {
-    if let Some(after) = after {
-        q.push(format!(" AND {column} >= ")).push_bind(us(after));
-    }
-    if let Some(before) = before {
-        q.push(format!(" AND {column} < ")).push_bind(us(before));
-    }
 }
 
 const TOKEN_COLUMNS: &str = "id, name, hash, permissions, created_at, expires_at, revoked_at";
