@@ -1,7 +1,8 @@
 //! Metrics reach a real scraper: Debian's Prometheus scrapes a `tasker worker
 //! --metrics-listen` while it runs a workflow, and its HTTP API answers for the
 //! completed-steps counter and the step-duration histogram of that workflow; `promtool check
-//! metrics` accepts the scrape. `tasker serve` answers `/metrics` with `metrics:read`, or
+//! metrics` accepts the scrape; the shipped Grafana dashboard's queries run on it and its
+//! alerting rules load. `tasker serve` answers `/metrics` with `metrics:read`, or
 //! without a token when `--public-metrics` says so.
 
 use std::io::{BufRead, BufReader};
@@ -171,6 +172,71 @@ async fn prometheus_scrapes_a_worker(db: Db) {
     .expect("a median step duration");
     assert!(p50 > 0.0 && p50 < 60.0, "{p50}");
     wait_for_value(&prom, "up{job=\"tasker\"}", 1.0).await;
+
+    // The shipped dashboard: every query is valid PromQL to this Prometheus, names only
+    // catalogued metrics, and the completed-steps panel has this run's series.
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("examples/observability/grafana-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| t["expr"].as_str().unwrap().replace("$template", ".*"))
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for e in &exprs {
+        for name in e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("tasker_"))
+        {
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                tasker_core::metrics::find(base).is_some(),
+                "the dashboard names {name}, which is not in the catalogue"
+            );
+        }
+        let res: Value = reqwest::Client::new()
+            .get(format!("{prom}/api/v1/query"))
+            .query(&[("query", e.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(res["status"], "success", "{e}: {res}");
+    }
+    let completed = exprs
+        .iter()
+        .find(|e| e.contains("rate(tasker_steps_completed_total"))
+        .unwrap();
+    let deadline = Instant::now() + CALL_BOUND;
+    // A series for this run's template (its rate may be 0: the counter appeared at its
+    // final value between two scrapes).
+    while query(&prom, completed).await.is_none() {
+        assert!(Instant::now() < deadline, "no series for {completed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The shipped alerting rules load.
+    need("promtool");
+    let rules = root().join("examples/observability/alerts.yml");
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // The exposition itself passes promtool's checks.
     need("promtool");
