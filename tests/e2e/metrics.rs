@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tasker_store::Store;
 use tasker_tests::cli::*;
 
 const TEMPLATE: &str = "namespace: e2e\nname: scraped\nversion: 1.0.0\nsteps:\n  - { name: a, handler: echo@0.1.0 }\n  - { name: b, handler: echo@0.1.0, depends_on: [a] }\n  - { name: c, handler: echo@0.1.0, depends_on: [a] }\n";
@@ -291,7 +292,42 @@ async fn serve_metrics_need_a_token_unless_public(db: Db) {
     stop_gracefully(&mut open.0);
 }
 
+/// A metrics address that cannot be listened on is named, and the worker does not start.
+async fn a_taken_metrics_address_is_refused_by_name(db: Db) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for command in [vec!["worker", "--id", "taken"], vec!["run", "t.yaml"]] {
+        let dir = scratch("metrics-taken");
+        std::fs::write(dir.join("t.yaml"), TEMPLATE).unwrap();
+        let mut c = tasker(&db, &plugin_dir());
+        c.current_dir(&dir)
+            .args(&command)
+            .args(["--metrics-listen", &addr]);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("cannot listen on {addr} for metrics")),
+            "{command:?}: {}",
+            stderr(&out)
+        );
+    }
+    // Refused before anything was written: no task.
+    let store = db.store().await;
+    let page = store
+        .list_tasks(
+            &Default::default(),
+            tasker_store::TaskPageRequest {
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(page.items.is_empty(), "{:?}", page.items);
+}
+
 tasker_tests::cli_on_both_backends!(
+    a_taken_metrics_address_is_refused_by_name,
     prometheus_scrapes_a_worker,
     serve_metrics_need_a_token_unless_public,
 );

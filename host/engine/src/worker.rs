@@ -26,7 +26,7 @@ use crate::event::{Event, EventBus};
 use crate::executor::{Execution, Executor, Outcome};
 use crate::policy::{self, Policies};
 use crate::record::{self, Record};
-use crate::telemetry::StepMetricsCache;
+use crate::telemetry::{StepMetrics, StepMetricsCache};
 
 /// How a worker behaves.
 #[derive(Debug, Clone)]
@@ -165,6 +165,8 @@ pub struct Worker<S: Store, E: Executor> {
 struct Finished {
     job: ClaimedStep,
     exec: Execution,
+    /// The step's metric handles, looked up once when it started.
+    metrics: Arc<StepMetrics>,
     /// Its concurrency slot: freed once the outcome is recorded, or handed to a step the
     /// recorder claims in the same call.
     permit: OwnedSemaphorePermit,
@@ -430,7 +432,12 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
             .await;
         let ok = matches!(exec.outcome, Outcome::Success { .. });
         sm.ran(started.elapsed().as_secs_f64(), ok, &exec.accounting);
-        let _ = tx.send(Finished { job, exec, permit });
+        let _ = tx.send(Finished {
+            job,
+            exec,
+            metrics: sm,
+            permit,
+        });
     }
 
     async fn record_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Finished>, relay: Relay) {
@@ -445,6 +452,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
         // The batch's slots, all in one: the steps claimed along with the completions run on
         // them, and the rest are freed when this returns.
         let mut slots: Option<OwnedSemaphorePermit> = None;
+        let mut step_metrics = Vec::with_capacity(batch.len());
         let batch: Vec<(ClaimedStep, Execution)> = batch
             .into_iter()
             .map(|f| {
@@ -452,6 +460,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                     Some(s) => s.merge(f.permit),
                     None => slots = Some(f.permit),
                 }
+                step_metrics.push(f.metrics);
                 (f.job, f.exec)
             })
             .collect();
@@ -540,7 +549,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                     if rec.refusal.is_some() {
                         self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        self.step_metrics.get(job).completed();
+                        step_metrics[*i].completed();
                         self.stats.completed.fetch_add(1, Ordering::Relaxed);
                         released_children = true;
                     }
@@ -583,9 +592,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                     if rec.refusal.is_some() {
                         self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        self.step_metrics
-                            .get(job)
-                            .failed(x.error_kind, rec.decision);
+                        step_metrics[*i].failed(x.error_kind, rec.decision);
                         self.stats.failed.fetch_add(1, Ordering::Relaxed);
                         if rec.decision == Some(tasker_store::RetryDecision::Retry) {
                             self.stats.retried.fetch_add(1, Ordering::Relaxed);

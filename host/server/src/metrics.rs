@@ -136,9 +136,9 @@ impl Exporter {
         match queue(store, now).await {
             Ok(q) => {
                 for (state, n) in [
-                    ("ready", q.ready),
-                    ("waiting_for_retry", q.waiting_for_retry),
-                    ("in_progress", q.in_progress),
+                    ("ready", q.counts.ready_steps),
+                    ("waiting_for_retry", q.counts.waiting_for_retry_steps),
+                    ("in_progress", q.counts.in_progress_steps),
                 ] {
                     metrics::gauge!(m::QUEUE_STEPS, "state" => state).set(n as f64);
                 }
@@ -164,9 +164,6 @@ impl Exporter {
 #[derive(Debug, Clone, Default)]
 pub struct Queue {
     pub counts: tasker_store::HealthCounts,
-    pub ready: i64,
-    pub waiting_for_retry: i64,
-    pub in_progress: i64,
     /// Seconds the oldest claimable step has waited (0 without one).
     pub oldest_ready_age_seconds: f64,
 }
@@ -185,9 +182,6 @@ pub async fn queue(
         _ => 0.0,
     };
     Ok(Queue {
-        ready: c.ready_steps,
-        waiting_for_retry: c.waiting_for_retry_steps,
-        in_progress: c.in_progress_steps,
         oldest_ready_age_seconds: oldest,
         counts: c,
     })

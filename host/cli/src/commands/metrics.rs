@@ -15,18 +15,27 @@ pub fn recorder() -> Result<PrometheusHandle> {
     install().map_err(|e| anyhow!(e))
 }
 
-/// Serves `GET /metrics` on `addr` until `stop`. Scripts (and the tests) read the address
-/// from the line printed here: keep its form.
-pub async fn endpoint(
-    addr: SocketAddr,
+/// The metrics listener, bound before the command writes anything, so that a taken address
+/// is refused with nothing done.
+pub async fn bind(addr: Option<SocketAddr>) -> Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    Ok(Some(listener))
+}
+
+/// Serves `GET /metrics` on `listener` until `stop`. Scripts (and the tests) read the
+/// address from the line printed here: keep its form.
+pub fn endpoint(
+    listener: tokio::net::TcpListener,
     handle: PrometheusHandle,
     store: Arc<AnyStore>,
     sandbox: Option<Sandbox>,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
     let bound = listener.local_addr()?;
     eprintln!("metrics on http://{bound}/metrics");
     let exporter = Exporter::new(handle, store, sandbox);

@@ -43,6 +43,8 @@ impl App {
             RunTask::New { template, context } => Ok((load_template(&template)?, context)),
             RunTask::Resume(task_id) => Err(task_id),
         };
+        // A taken metrics address is refused before anything is written.
+        let listener = super::metrics::bind(metrics_listen).await?;
         let store = Arc::new(self.store(8).await?);
         let bus = EventBus::default();
         let (template, task_id) = match what {
@@ -79,14 +81,17 @@ impl App {
             shutdown_grace: RUN_SHUTDOWN_GRACE,
             ..self.worker_config(None, None)
         };
-        let scrape = match metrics_listen {
-            Some(addr) => {
+        let scrape = match listener {
+            Some(l) => {
                 let handle = super::metrics::recorder()?;
                 let s = store.clone();
-                Some(
-                    super::metrics::endpoint(addr, handle, s, Some(sandbox.clone()), stop.clone())
-                        .await?,
-                )
+                Some(super::metrics::endpoint(
+                    l,
+                    handle,
+                    s,
+                    Some(sandbox.clone()),
+                    stop.clone(),
+                )?)
             }
             None => None,
         };

@@ -18,25 +18,24 @@ impl App {
         id: Option<String>,
         metrics_listen: Option<SocketAddr>,
     ) -> Result<ExitCode> {
+        let listener = super::metrics::bind(metrics_listen).await?;
         // Before the worker exists, so that its metric handles reach the recorder.
-        let handle = metrics_listen
+        let handle = listener
+            .as_ref()
             .map(|_| super::metrics::recorder())
             .transpose()?;
         let cfg = self.worker_config(concurrency, id);
         let store = Arc::new(self.store(cfg.concurrency.clamp(2, 16) as u32).await?);
         let sandbox = self.sandbox(true).await?;
         let stop = CancellationToken::new();
-        let scrape = match (metrics_listen, handle) {
-            (Some(addr), Some(h)) => Some(
-                super::metrics::endpoint(
-                    addr,
-                    h,
-                    store.clone(),
-                    Some(sandbox.clone()),
-                    stop.clone(),
-                )
-                .await?,
-            ),
+        let scrape = match (listener, handle) {
+            (Some(l), Some(h)) => Some(super::metrics::endpoint(
+                l,
+                h,
+                store.clone(),
+                Some(sandbox.clone()),
+                stop.clone(),
+            )?),
             _ => None,
         };
         eprintln!(
