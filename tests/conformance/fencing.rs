@@ -56,6 +56,7 @@ async fn a_stale_token_is_refused_and_changes_nothing<S: Backend>(s: S) {
                 token: 1,
                 result: json!(1),
                 accounting: Accounting::default(),
+                log: Default::default(),
             }],
             at(1),
         )

@@ -2,6 +2,7 @@
 //! area; the few that only one backend has (PostgreSQL's claim cursor, SQLite's schema
 //! triggers) say so in their module docs.
 
+mod attempt_logs;
 mod claim_cursor;
 mod complete_and_claim;
 mod coordinator;

@@ -561,6 +561,7 @@ impl<'a, S: Backend> Case<'a, S> {
                 token: l.token,
                 result: result.clone(),
                 accounting: Accounting::default(),
+                log: Default::default(),
             },
             result,
         )
@@ -721,6 +722,7 @@ impl<'a, S: Backend> Case<'a, S> {
                         retryable: *retryable,
                         retry_after_ms: *after,
                         accounting: Accounting::default(),
+                        log: Default::default(),
                     })
                     .collect();
                 let got = self.ok(s.fail(&f, now).await);

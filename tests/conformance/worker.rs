@@ -364,6 +364,7 @@ async fn an_idle_worker_wakes_for_a_retry_another_process_scheduled(pool: PgPool
                 retryable: true,
                 retry_after_ms: Some(400),
                 accounting: Default::default(),
+                log: Default::default(),
             }],
             failed_at,
         )

@@ -122,6 +122,7 @@ async fn scenario<S: Store>(s: &S) -> Vec<String> {
         token: 1,
         result: json!(null),
         accounting: Accounting::default(),
+        log: Default::default(),
     };
     rec!(
         "complete mixed",

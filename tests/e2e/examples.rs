@@ -691,6 +691,17 @@ async fn submit_wait_follows_a_task_run_by_a_separate_worker(db: Db) {
     let text = stdout(&out);
     assert!(text.contains("charge_payment"), "{text}");
     assert!(text.contains(": complete"), "{text}");
+    // Live progress from the store's event log, as `run` shows it.
+    let progress = stderr(&out);
+    for line in [
+        "charge_payment: running (attempt 1)",
+        "charge_payment: attempt 1 failed: ",
+        "charge_payment: waiting for retry at ",
+        "charge_payment: complete (attempt ",
+        "] task complete",
+    ] {
+        assert!(progress.contains(line), "{line:?} in {progress}");
+    }
     // The same identity key returns the same task instead of a new one.
     let mut c = tasker(&db, &plugin_dir());
     c.args([

@@ -1,10 +1,13 @@
 //! The real `tasker` binary end to end, on both backends: the examples, operations, hooks
 //! and policies, the four guest languages, crashes (kill -9, a poisoned plugin, Ctrl-C),
-//! `tasker serve`, and metrics scraped by a real Prometheus.
+//! `tasker serve`, `tasker logs`, metrics scraped by a real Prometheus and traces received over
+//! OTLP.
 
 mod crash;
 mod examples;
 mod hooks;
+mod logs;
 mod metrics;
 mod polyglot;
 mod serve;
+mod traces;

@@ -15,7 +15,7 @@ const TEMPLATE: &str = "namespace: e2e\nname: served\nversion: 1.0.0\nsteps:\n  
 
 /// Starts `tasker serve` on a free loopback port; returns the child (killed on drop) and
 /// its base URL, read from the line the server prints once it listens.
-fn serve(db: &Db, args: &[&str]) -> (KillOnDrop, String) {
+pub(crate) fn serve(db: &Db, args: &[&str]) -> (KillOnDrop, String) {
     let mut c = tasker(db, &plugin_dir());
     c.args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)

@@ -145,7 +145,9 @@ fn request_for(path: &str, method: &str, task: i64, failed: i64, step: i64) -> (
         ("get", "/v1/tasks/{id}/events") => (t(path), Req::None),
         ("get", "/v1/events") => (path.into(), Req::None),
         ("post", "/v1/tasks/{id}/retry") => (path.replace("{id}", &failed.to_string()), Req::None),
-        ("get", "/v1/steps/{id}") => (path.replace("{id}", &step.to_string()), Req::None),
+        ("get", "/v1/steps/{id}" | "/v1/steps/{id}/logs") => {
+            (path.replace("{id}", &step.to_string()), Req::None)
+        }
         ("post", "/v1/steps/{id}/resolve") => (
             path.replace("{id}", &step.to_string()),
             Req::Json(json!({"result": {"ok": true}})),

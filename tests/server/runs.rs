@@ -56,6 +56,50 @@ async fn a_run_shows_each_attempt_and_a_failed_task_is_retried_or_resolved<S: Ba
         .collect();
     assert_eq!(states, ["in_progress", "complete"], "{s:?}");
 
+    // What the attempt said: echo logs one line.
+    let l = srv.get(&format!("/v1/steps/{step}/logs")).await;
+    assert_eq!(l.status, StatusCode::OK, "{l:?}");
+    assert_eq!(l.body["step_id"], step);
+    assert_eq!(l.body["state"], "complete");
+    let logged = &l.body["attempts"][0];
+    assert_eq!(logged["attempt"], attempt["attempt"], "{l:?}");
+    assert_eq!(logged["outcome"], "completed");
+    assert_eq!(logged["lines"][0]["level"], "info", "{l:?}");
+    assert_eq!(logged["lines"][0]["message"], "echo c attempt 1", "{l:?}");
+    assert!(logged["lines"][0]["at_us"].as_u64().is_some(), "{l:?}");
+    assert_eq!(logged["stderr"], "");
+    assert_eq!(
+        logged["dropped"],
+        json!({"lines": 0, "stdout_bytes": 0, "stderr_bytes": 0})
+    );
+    let one = srv
+        .get(&format!(
+            "/v1/steps/{step}/logs?attempt={}",
+            attempt["attempt"]
+        ))
+        .await;
+    assert_eq!(one.body["attempts"].as_array().unwrap().len(), 1, "{one:?}");
+    // Bad references are named.
+    let none = srv.get(&format!("/v1/steps/{step}/logs?attempt=99")).await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND, "{none:?}");
+    assert!(
+        none.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no attempt 99"),
+        "{none:?}"
+    );
+    let bad = srv
+        .get(&format!("/v1/steps/{step}/logs?attempt=last"))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    assert_eq!(bad.pointers(), ["?attempt"], "{bad:?}");
+    let unknown = srv.get(&format!("/v1/steps/{step}/logs?tail=5")).await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{unknown:?}");
+    assert_eq!(unknown.pointers(), ["?tail"], "{unknown:?}");
+    let missing = srv.get("/v1/steps/987654/logs").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{missing:?}");
+
     // A permanent failure: the task ends in error, its attempt says why and who decided.
     let a = srv
         .post("/v1/tasks", &json!({"template": "api/failing@1.0.0"}))

@@ -13,6 +13,7 @@ on_both_backends!(
     tasks_are_created_once_per_identity_key,
     tasks_are_listed_by_filter_and_page,
     a_task_shows_its_steps_readiness_and_history,
+    a_traceparent_header_is_kept_with_the_task_or_refused_by_name,
 );
 
 fn task(customer: i64) -> Value {
@@ -202,4 +203,43 @@ async fn a_task_shows_its_steps_readiness_and_history<S: Backend>(store: S) {
     let a = srv.get("/v1/tasks/abc").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{a:?}");
     srv.stop().await;
+}
+
+async fn a_traceparent_header_is_kept_with_the_task_or_refused_by_name<S: Backend>(store: S) {
+    let srv = TestServer::start(store.any(), With::ApiOnly).await;
+    srv.register(crate::CHAIN).await;
+    let post = |tp: &'static str| {
+        srv.client
+            .post(format!("{}/v1/tasks", srv.base))
+            .bearer_auth(&srv.admin)
+            .header("traceparent", tp)
+            .json(&task(1))
+            .send()
+    };
+    let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let res = post(good).await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let body: Value = res.json().await.unwrap();
+    // This server exports no traces: the caller's context is stored as it came.
+    assert_eq!(body["traceparent"], good, "{body}");
+    let id = body["id"].as_i64().unwrap();
+    let read = srv.get(&format!("/v1/tasks/{id}")).await;
+    assert_eq!(read.body["traceparent"], good, "{read:?}");
+
+    let res = post("00-4bf92f3577b34da6a3ce929d0e0e4736-zz-01")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["errors"][0]["pointer"], "traceparent", "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the parent id is not 16 lower-case hex digits"),
+        "{body}"
+    );
+    // Nothing was written for the refused one.
+    let list = srv.get("/v1/tasks").await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1, "{list:?}");
 }

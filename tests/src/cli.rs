@@ -260,6 +260,29 @@ pub async fn count(db: &Db, sql: &str) -> i64 {
     }
 }
 
+/// Runs one statement on the test database (for a test that sets up a state no command
+/// reaches directly); returns the rows it changed.
+pub async fn execute(db: &Db, sql: &str) -> u64 {
+    match db {
+        Db::Postgres(pool) => sqlx::query(sql)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+        Db::Sqlite(path) => {
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .busy_timeout(Duration::from_secs(60));
+            let mut conn = sqlx::ConnectOptions::connect(&opts).await.unwrap();
+            sqlx::query(sql)
+                .execute(&mut conn)
+                .await
+                .unwrap()
+                .rows_affected()
+        }
+    }
+}
+
 /// Polls `sql` until it reaches `at_least`, failing the test after `limit`.
 pub async fn wait_for(db: &Db, sql: &str, at_least: i64, limit: Duration) {
     let t = Instant::now();

@@ -81,6 +81,7 @@ pub fn completion(c: &ClaimedStep) -> StepCompletion {
             wall_us: Some(3000),
             plugin_hash: Some("blake3:00".into()),
         },
+        log: Default::default(),
     }
 }
 
@@ -97,6 +98,7 @@ pub fn failure(c: &ClaimedStep, retryable: bool, retry_after_ms: Option<u64>) ->
         retryable,
         retry_after_ms,
         accounting: Accounting::default(),
+        log: Default::default(),
     }
 }
 

@@ -10,6 +10,8 @@ use serde_json::Value;
 pub struct Api {
     base: String,
     token: Option<String>,
+    /// Sent as the `traceparent` header (the parent of a task created through the API).
+    traceparent: Option<String>,
     http: reqwest::Client,
 }
 
@@ -29,8 +31,14 @@ impl Api {
         Ok(Api {
             base,
             token,
+            traceparent: None,
             http: reqwest::Client::new(),
         })
+    }
+
+    pub fn with_traceparent(mut self, tp: Option<String>) -> Api {
+        self.traceparent = tp;
+        self
     }
 
     /// `GET path`: the JSON body of a 2xx answer.
@@ -54,6 +62,9 @@ impl Api {
             .request(method.clone(), format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
+        }
+        if let Some(tp) = &self.traceparent {
+            req = req.header("traceparent", tp);
         }
         match body {
             Some(Body::Json(v)) => req = req.json(&v),

@@ -16,23 +16,57 @@ use tasker_store::{AnyStore, NewTask, PgStore, SqliteStore, Store, TaskId};
 
 use crate::config::{Settings, StoreLocation};
 
-/// Logs go to stderr; `RUST_LOG` filters them (default: warnings).
-pub fn init_tracing() {
+/// How the host writes its own log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event for a person; coloured only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, spans) for a log
+    /// collector; never coloured.
+    Json,
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default: warnings). With an OTLP endpoint,
+/// the engine's spans are also exported: keep the returned value until the end of `main`
+/// (dropping it sends what is buffered).
+pub fn init_tracing(
+    format: LogFormat,
+    otlp: &crate::traces::Otlp,
+) -> Result<Option<crate::traces::TraceExport>> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
         // Colours only for a person at a terminal: not into logs and pipes.
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
+        LogFormat::Text => fmt
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none(),
+            )
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => fmt.json().with_ansi(false).with_filter(filter).boxed(),
+    };
+    let export = crate::traces::provider(otlp)?;
+    let otel = export.as_ref().map(|e| e.layer());
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
         .try_init();
+    if export.is_some() {
+        tasker_engine::traces::install(Box::new(crate::traces::OtelTracer));
+    }
+    Ok(export)
 }
 
 pub struct App {
     pub(crate) settings: Settings,
+    /// `--traceparent`: the parent of the trace of a task this command creates.
+    pub(crate) traceparent: Option<tasker_core::trace::TraceParent>,
 }
 
 /// Reads JSON given as text or as `@file`.
@@ -82,7 +116,15 @@ pub fn load_template(path: &Path) -> Result<Template> {
 
 impl App {
     pub fn new(settings: Settings) -> Self {
-        App { settings }
+        App {
+            settings,
+            traceparent: None,
+        }
+    }
+
+    pub fn with_traceparent(mut self, tp: Option<tasker_core::trace::TraceParent>) -> Self {
+        self.traceparent = tp;
+        self
     }
 
     /// Opens the configured store (creating the database or file if missing) with its
@@ -188,7 +230,13 @@ impl App {
         let context = read_json_arg(context, "context")?;
         let mut req = NewTask::new(template.key(), context);
         req.identity_key = identity_key;
-        let created = ops::create_task(store, bus, template, &req, Utc::now()).await?;
+        if let (Some(tp), Value::Object(m)) = (&self.traceparent, &mut req.metadata) {
+            m.insert(
+                tasker_core::trace::METADATA_KEY.into(),
+                Value::String(tp.to_string()),
+            );
+        }
+        let created = ops::create_task(store, bus, template, &mut req, Utc::now()).await?;
         if !created.created {
             eprintln!(
                 "task {} already exists for this identity key",

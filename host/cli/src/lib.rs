@@ -7,3 +7,4 @@ pub mod config;
 pub mod hooks;
 pub mod progress;
 pub mod report;
+pub mod traces;

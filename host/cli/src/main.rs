@@ -51,10 +51,27 @@ struct Cli {
     #[arg(long, env = "TASKER_CONFIG", global = true)]
     config: Option<PathBuf>,
 
-    /// A `tasker serve` URL: submit, status, tasks, cancel, retry, resolve, templates and
-    /// plugins go through its API instead of the database (other commands ignore it).
+    /// A `tasker serve` URL: submit, status, logs, tasks, cancel, retry, resolve, templates
+    /// and plugins go through its API instead of the database (other commands ignore it).
     #[arg(long, env = "TASKER_SERVER", global = true)]
     server: Option<String>,
+
+    /// How the host writes its own logs (to stderr, filtered by RUST_LOG): text for a person
+    /// (coloured only on a terminal) or one JSON object per line.
+    #[arg(long, env = "TASKER_LOG_FORMAT", global = true, value_enum, default_value_t = app::LogFormat::Text)]
+    log_format: app::LogFormat,
+
+    /// Export traces over OTLP (HTTP/protobuf) to this collector base URL (spans go to
+    /// <URL>/v1/traces): one trace per task, a span per attempt and per store call. Without
+    /// it, the standard OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) turns them on;
+    /// by default traces are off.
+    #[arg(long, global = true, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+
+    /// A W3C traceparent (00-<trace id>-<span id>-<flags>) for the task this command creates
+    /// (run, submit): its trace joins the caller's.
+    #[arg(long, env = "TRACEPARENT", global = true)]
+    traceparent: Option<tasker_core::trace::TraceParent>,
 
     /// The bearer token for --server.
     #[arg(long, env = "TASKER_TOKEN", global = true, hide_env_values = true)]
@@ -145,7 +162,9 @@ enum Command {
         /// Idempotency key: submitting again with it returns the same task.
         #[arg(long)]
         identity_key: Option<String>,
-        /// Follow the task to its end, then print its steps; exit non-zero if it fails.
+        /// Follow the task to its end with live progress (as `run` shows it, from the store's
+        /// event log: a worker elsewhere runs it), then print its steps; exit non-zero if it
+        /// fails.
         #[arg(long)]
         wait: bool,
     },
@@ -160,6 +179,19 @@ enum Command {
         /// Also the task's and its steps' transition rows.
         #[arg(long)]
         transitions: bool,
+    },
+    /// Print what each attempt of a step said: its log records (with their offset from the
+    /// attempt's start), stdout and stderr, as kept with the attempt (bounded by the
+    /// [limits] max_logs, log_bytes and stdio_bytes settings).
+    Logs {
+        step: StepId,
+        /// Only this attempt (its number in `status --attempts`).
+        #[arg(long)]
+        attempt: Option<i64>,
+        /// Keep printing attempts as they are recorded, until the step is done (complete,
+        /// in error, cancelled or resolved).
+        #[arg(long, short)]
+        follow: bool,
     },
     /// Cancel a task: unfinished steps are cancelled, late results refused.
     Cancel { task: TaskId },
@@ -309,7 +341,16 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    app::init_tracing();
+    let _traces = match app::init_tracing(
+        cli.log_format,
+        &tasker_cli::traces::Otlp::resolve(cli.otlp_endpoint.clone()),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -338,9 +379,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         cli.plugin_dir,
         cli.cache_dir,
     );
-    let app = App::new(settings);
+    let app = App::new(settings).with_traceparent(cli.traceparent);
     if let Some(url) = &cli.server {
-        let api = tasker_cli::api::Api::new(url, cli.token.clone())?;
+        let api = tasker_cli::api::Api::new(url, cli.token.clone())?
+            .with_traceparent(cli.traceparent.map(|t| t.to_string()));
         if let Some(code) = through_server(&api, &cli.command).await? {
             return Ok(code);
         }
@@ -432,6 +474,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             app.status(task, detail).await
         }
+        Command::Logs {
+            step,
+            attempt,
+            follow,
+        } => app.logs(step, attempt, follow).await,
         Command::Cancel { task } => app.cancel(task).await,
         Command::Retry { task } => app.retry(task).await,
         Command::Resolve { step, result } => app.resolve(step, result.as_deref()).await,
@@ -484,6 +531,11 @@ async fn through_server(
             remote::status_of(api, task.get()).await?;
             ExitCode::SUCCESS
         }
+        Command::Logs {
+            step,
+            attempt,
+            follow,
+        } => commands::logs::remote(api, step.get(), *attempt, *follow).await?,
         Command::Cancel { task } => remote::cancel(api, task.get()).await?,
         Command::Retry { task } => remote::retry(api, task.get()).await?,
         Command::Resolve { step, result } => {

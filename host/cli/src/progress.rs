@@ -1,8 +1,14 @@
 //! Live progress of one task: a bar per step on a terminal, one line per event otherwise.
+//! The events come from the worker's bus (`run`) or, when the worker runs elsewhere
+//! (`submit --wait`), from the store's event log through [`relay`].
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tasker_core::state::{StepState, TaskState};
+use tasker_store::{AnyStore, EventFilter, RetryDecision, STEP_TRANSITION, Store, StoredEvent};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tasker_core::events;
@@ -17,6 +23,128 @@ use tokio_util::sync::CancellationToken;
 pub struct Progress {
     stop: CancellationToken,
     handle: JoinHandle<()>,
+}
+
+/// How often [`relay`] reads the event log.
+const RELAY_POLL: Duration = Duration::from_millis(200);
+/// How long [`relay`] waits for the log to show an end that the task row already shows
+/// (PostgreSQL's log is read below the xmin horizon, so it can lag the rows).
+const RELAY_LAG: Duration = Duration::from_secs(5);
+
+/// Publishes `task`'s changes from the store's event log on `bus` as the worker's events,
+/// until the task ends (complete, error or cancelled); returns that state.
+pub async fn relay(store: &AnyStore, task: TaskId, bus: &EventBus) -> Result<TaskState> {
+    let filter = EventFilter {
+        task_id: Some(task),
+        template: None,
+    };
+    let mut after: Option<String> = None;
+    let mut ended: Option<(TaskState, Instant)> = None;
+    loop {
+        let page = store.events_after(&filter, after.as_deref(), 500).await?;
+        for e in &page {
+            after = Some(e.cursor.clone());
+            for ev in translate(store, e).await? {
+                bus.publish(ev);
+            }
+            if e.step_id.is_none()
+                && let Some(state) = e.to_state.as_deref().and_then(|s| s.parse().ok())
+                && task_ended(state)
+            {
+                return Ok(state);
+            }
+        }
+        if page.len() == 500 {
+            continue;
+        }
+        match ended {
+            Some((state, since)) if since.elapsed() >= RELAY_LAG => return Ok(state),
+            Some(_) => {}
+            None => {
+                let row = store
+                    .task(task)
+                    .await?
+                    .with_context(|| format!("task {task} disappeared"))?;
+                if task_ended(row.state) {
+                    ended = Some((row.state, Instant::now()));
+                }
+            }
+        }
+        tokio::time::sleep(RELAY_POLL).await;
+    }
+}
+
+fn task_ended(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::Complete | TaskState::Error | TaskState::Cancelled
+    )
+}
+
+/// The worker's events that one logged change stands for (a failure's message and retry
+/// instant come from its attempt row).
+async fn translate(store: &AnyStore, e: &StoredEvent) -> Result<Vec<Event>> {
+    let Some(step_id) = e.step_id else {
+        let name = match e.to_state.as_deref() {
+            Some("complete") => events::TASK_COMPLETED,
+            Some("error") => events::TASK_FAILED,
+            Some("cancelled") => events::TASK_CANCELLED,
+            _ => return Ok(Vec::new()),
+        };
+        return Ok(vec![Event::task(name, e.at, e.task_id)]);
+    };
+    let step = e.step_name.as_deref().unwrap_or("?");
+    let attempt = e.attempt.unwrap_or(0);
+    let at = |name: &str| Event::step(name, e.at, e.task_id, step_id, step, attempt);
+    if e.name != STEP_TRANSITION {
+        let mut ev = at(&e.name);
+        ev.payload = e.payload.clone();
+        return Ok(vec![ev]);
+    }
+    let from = e
+        .from_state
+        .as_deref()
+        .and_then(|s| s.parse::<StepState>().ok());
+    let to = e
+        .to_state
+        .as_deref()
+        .and_then(|s| s.parse::<StepState>().ok());
+    Ok(match (from, to) {
+        (_, Some(StepState::InProgress)) => vec![at(events::STEP_STARTED)],
+        (_, Some(StepState::Complete)) => vec![at(events::STEP_COMPLETED)],
+        (Some(StepState::InProgress), Some(StepState::Pending)) => {
+            vec![at(events::STEP_LEASE_LOST)]
+        }
+        (
+            Some(StepState::InProgress),
+            Some(to @ (StepState::WaitingForRetry | StepState::Error)),
+        ) => {
+            let attempts = store.attempts_of_step(step_id).await?;
+            let row = attempts
+                .iter()
+                .rev()
+                .find(|a| a.attempt_no == i64::from(attempt));
+            let mut failed = at(events::STEP_FAILED);
+            failed.payload = serde_json::json!({
+                "message": row.and_then(|a| a.message.clone()).unwrap_or_default(),
+                "kind": row.and_then(|a| a.error_kind).map(|k| k.as_str()),
+            });
+            let mut out = vec![failed];
+            match (to, row.and_then(|a| a.decision)) {
+                (StepState::WaitingForRetry, _) => {
+                    let mut next = at(events::STEP_RETRY_SCHEDULED);
+                    next.payload = serde_json::json!({
+                        "next_ready_at": row.and_then(|a| a.next_ready_at),
+                    });
+                    out.push(next);
+                }
+                (_, Some(RetryDecision::Exhausted)) => out.push(at(events::STEP_EXHAUSTED)),
+                _ => {}
+            }
+            out
+        }
+        _ => Vec::new(),
+    })
 }
 
 /// What one line or bar says about an event, or `None` to skip it.

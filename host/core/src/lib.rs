@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod state;
 pub mod template;
 pub mod text;
+pub mod trace;

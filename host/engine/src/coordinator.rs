@@ -158,14 +158,19 @@ impl<S: Store + 'static, E: Executor> Coordinator<S, E> {
             .validate_context(&context)
             .map_err(|e| CoordinatorError::Context(e.to_string()))?;
         self.store.register_template(template).await?;
-        let req = NewTask::new(template.key(), context);
-        let created =
-            crate::ops::create_task(&*self.store, &self.bus, template, &req, self.clock.now())
-                .await
-                .map_err(|e| match e {
-                    crate::ops::OpsError::Store(e) => CoordinatorError::Store(e),
-                    crate::ops::OpsError::Context(e) => CoordinatorError::Context(e.to_string()),
-                })?;
+        let mut req = NewTask::new(template.key(), context);
+        let created = crate::ops::create_task(
+            &*self.store,
+            &self.bus,
+            template,
+            &mut req,
+            self.clock.now(),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::ops::OpsError::Store(e) => CoordinatorError::Store(e),
+            crate::ops::OpsError::Context(e) => CoordinatorError::Context(e.to_string()),
+        })?;
         Ok(created.task_id)
     }
 

@@ -8,7 +8,7 @@ use std::future::Future;
 
 use serde_json::Value;
 use tasker_core::error_kind::ErrorKind;
-use tasker_store::{Accounting, ClaimedStep};
+use tasker_store::{Accounting, AttemptLog, ClaimedStep};
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +39,8 @@ pub struct Execution {
     pub outcome: Outcome,
     pub accounting: Accounting,
     pub events: Vec<CustomEvent>,
+    /// What the handler said: log records, stdout, stderr.
+    pub log: AttemptLog,
 }
 
 impl Execution {
@@ -47,6 +49,7 @@ impl Execution {
             outcome: Outcome::Success { result },
             accounting: Accounting::default(),
             events: Vec::new(),
+            log: AttemptLog::default(),
         }
     }
 
@@ -60,6 +63,7 @@ impl Execution {
             },
             accounting: Accounting::default(),
             events: Vec::new(),
+            log: AttemptLog::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod policy;
 pub mod record;
 pub mod telemetry;
 pub mod testing;
+pub mod traces;
 pub mod worker;
 
 pub use component::ComponentError;

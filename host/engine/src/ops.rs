@@ -4,13 +4,16 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tasker_core::events;
 use tasker_core::template::Template;
+use tasker_core::trace::METADATA_KEY;
 use tasker_store::{
     CancelOutcome, CreatedTask, NewTask, ResolveOutcome, RetryOutcome, StepId, Store, StoreError,
     TaskId,
 };
 use thiserror::Error;
+use tracing::Instrument;
 
 use crate::event::{Event, EventBus};
+use crate::traces;
 
 #[derive(Debug, Error)]
 pub enum OpsError {
@@ -30,16 +33,36 @@ impl OpsError {
 }
 
 /// Creates a task after checking its context against the template's schema, so an invalid
-/// context writes nothing.
+/// context writes nothing. With a tracer, the creation is the task's root span (a child of
+/// a traceparent in `req.metadata`) and its context replaces that traceparent in
+/// `req.metadata`, which is what is stored: every attempt of the task is its child.
 pub async fn create_task<S: Store>(
     store: &S,
     bus: &EventBus,
     template: &Template,
-    req: &NewTask,
+    req: &mut NewTask,
     now: DateTime<Utc>,
 ) -> Result<CreatedTask, OpsError> {
     template.validate_context(&req.context)?;
-    let created = store.create_task(req, now).await?;
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "task.create",
+        otel.name = "task.create",
+        template = %template.key(),
+        task_id = tracing::field::Empty,
+        created = tracing::field::Empty,
+    );
+    if let Some(t) = traces::tracer() {
+        if let Some(parent) = traces::stored(&req.metadata) {
+            t.set_parent(&span, &parent);
+        }
+        if let (Some(cx), Value::Object(m)) = (t.context_of(&span), &mut req.metadata) {
+            m.insert(METADATA_KEY.into(), Value::String(cx.to_string()));
+        }
+    }
+    let created = store.create_task(req, now).instrument(span.clone()).await?;
+    span.record("task_id", created.task_id.get());
+    span.record("created", created.created);
     if created.created {
         bus.publish(
             Event::task(events::TASK_CREATED, now, created.task_id)

@@ -11,8 +11,8 @@ use tasker_core::template::Template;
 use tasker_core::text;
 
 use tasker_store::{
-    ClaimedStep, CompletionOutcome, CustomEventRecord, ExpiredLease, FailureOutcome, RetryDecision,
-    StepCompletion, StepFailure, TaskId,
+    AttemptLog, ClaimedStep, CompletionOutcome, CustomEventRecord, ExpiredLease, FailureOutcome,
+    RetryDecision, StepCompletion, StepFailure, TaskId,
 };
 
 use crate::event::{Event, EventBus};
@@ -51,6 +51,7 @@ pub fn to_record(job: &ClaimedStep, exec: &Execution, template: Option<&Template
             token: job.token,
             result: result.clone(),
             accounting: exec.accounting.clone(),
+            log: storable_log(&exec.log),
         }),
         Outcome::Failure {
             kind,
@@ -76,9 +77,26 @@ pub fn to_record(job: &ClaimedStep, exec: &Execution, template: Option<&Template
                 retryable,
                 retry_after_ms: *retry_after_ms,
                 accounting: exec.accounting.clone(),
+                log: storable_log(&exec.log),
             })
         }
     }
+}
+
+/// A NUL in guest output becomes U+FFFD: neither store can keep one in text or JSON.
+fn storable_log(log: &AttemptLog) -> AttemptLog {
+    let mut log = log.clone();
+    for line in &mut log.lines {
+        if let std::borrow::Cow::Owned(m) = text::storable(&line.message) {
+            line.message = m;
+        }
+    }
+    for s in [&mut log.stdout, &mut log.stderr] {
+        if let std::borrow::Cow::Owned(t) = text::storable(s) {
+            *s = t;
+        }
+    }
+    log
 }
 
 fn step_event(name: &str, now: DateTime<Utc>, job: &ClaimedStep) -> Event {

@@ -157,6 +157,7 @@ impl<E: Executor> Executor for FaultInjector<E> {
                 },
                 accounting: Default::default(),
                 events: Vec::new(),
+                log: Default::default(),
             },
             None => self.inner.execute(step).await,
         }

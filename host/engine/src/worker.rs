@@ -27,6 +27,7 @@ use crate::executor::{Execution, Executor, Outcome};
 use crate::policy::{self, Policies};
 use crate::record::{self, Record};
 use crate::telemetry::{StepMetrics, StepMetricsCache};
+use crate::traces;
 
 /// How a worker behaves.
 #[derive(Debug, Clone)]
@@ -160,6 +161,33 @@ pub struct Worker<S: Store, E: Executor> {
     next_due: Mutex<Option<DateTime<Utc>>>,
     /// Metric handles per (template, step).
     step_metrics: StepMetricsCache,
+    /// Trace parents of the tasks whose steps ran here (used only with a tracer).
+    trace_parents: traces::ParentCache,
+}
+
+/// What an attempt's span says about how it went.
+fn record_attempt(span: &tracing::Span, exec: &Execution) {
+    let a = &exec.accounting;
+    if let Some(h) = &a.plugin_hash {
+        span.record("plugin_hash", h.as_str());
+    }
+    let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    if let Some(f) = a.fuel {
+        span.record("fuel", int(f));
+    }
+    if let Some(m) = a.peak_memory_bytes {
+        span.record("peak_memory_bytes", int(m));
+    }
+    match &exec.outcome {
+        Outcome::Success { .. } => {
+            span.record("outcome", "completed");
+        }
+        Outcome::Failure { kind, .. } => {
+            span.record("outcome", "failed");
+            span.record("error_kind", kind.as_str());
+            span.record("otel.status_code", "error");
+        }
+    }
 }
 
 struct Finished {
@@ -217,6 +245,7 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
             wake: Arc::new(Notify::new()),
             next_due: Mutex::new(None),
             step_metrics: StepMetricsCache::default(),
+            trace_parents: traces::ParentCache::default(),
         })
     }
 
@@ -408,14 +437,32 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
         permit: OwnedSemaphorePermit,
         tx: mpsc::UnboundedSender<Finished>,
     ) {
+        // One span per attempt, in the task's trace (see `traces`); what it cost and how it
+        // ended are recorded when it returns.
         let span = tracing::info_span!(
+            target: traces::TARGET,
             "step",
+            otel.name = "step.attempt",
             task_id = job.task_id.get(),
             step_id = job.step_id.get(),
+            template = %job.template_key,
             step = %job.step_name,
-            attempt = job.attempt,
+            // Integers as i64: the OpenTelemetry layer exports u64 fields as text.
+            attempt = i64::from(job.attempt),
             handler = %job.handler,
+            worker = %self.cfg.id,
+            plugin_hash = tracing::field::Empty,
+            fuel = tracing::field::Empty,
+            peak_memory_bytes = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            error_kind = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
+        if let Some(t) = traces::tracer()
+            && let Some(parent) = self.trace_parents.get(&*self.store, job.task_id).await
+        {
+            t.set_parent(&span, &parent);
+        }
         self.bus.publish(Event::step(
             events::STEP_STARTED,
             self.clock.now(),
@@ -428,9 +475,13 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
         sm.started();
         let started = std::time::Instant::now();
         let exec = crate::executor::execute_claimed(&*self.executor, &job)
-            .instrument(span)
+            .instrument(span.clone())
             .await;
         let ok = matches!(exec.outcome, Outcome::Success { .. });
+        if !span.is_disabled() {
+            record_attempt(&span, &exec);
+        }
+        drop(span);
         sm.ran(started.elapsed().as_secs_f64(), ok, &exec.accounting);
         let _ = tx.send(Finished {
             job,

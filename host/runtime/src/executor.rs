@@ -14,7 +14,7 @@ use tasker_sandbox::{
     AttemptGrants, AttemptLimits, AttemptReport, HostDir, PluginHash, PluginRef, Sandbox,
     SandboxError, StepContext,
 };
-use tasker_store::{Accounting, ClaimedStep};
+use tasker_store::{Accounting, AttemptLog, ClaimedStep, LogDropped, LogLevel, LogLine};
 
 /// Runs steps as WASM components.
 #[derive(Clone)]
@@ -119,6 +119,29 @@ fn custom_events(report: &AttemptReport) -> Vec<CustomEvent> {
         .collect()
 }
 
+/// What the guest said, as the store keeps it (the sandbox bounded it already), moved out
+/// of the report.
+fn attempt_log(report: &mut AttemptReport) -> AttemptLog {
+    AttemptLog {
+        lines: std::mem::take(&mut report.logs)
+            .into_iter()
+            .map(|l| LogLine {
+                at_us: l.at_us,
+                // The sandbox writes only the five level names.
+                level: LogLevel::parse(&l.level).unwrap_or(LogLevel::Info),
+                message: l.message,
+            })
+            .collect(),
+        stdout: std::mem::take(&mut report.stdout),
+        stderr: std::mem::take(&mut report.stderr),
+        dropped: LogDropped {
+            lines: report.dropped.logs,
+            stdout_bytes: report.dropped.stdout_bytes,
+            stderr_bytes: report.dropped.stderr_bytes,
+        },
+    }
+}
+
 fn parent_results(v: &Value) -> BTreeMap<String, Value> {
     match v {
         Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -146,12 +169,14 @@ impl Executor for WasmExecutor {
             grants: grants(&step.grants),
         };
         match self.sandbox.run(req).await {
-            Ok(out) => Execution {
-                outcome: Outcome::Success { result: out.output },
+            Ok(mut out) => Execution {
+                log: attempt_log(&mut out.report),
                 accounting: accounting(&out.report),
                 events: custom_events(&out.report),
+                outcome: Outcome::Success { result: out.output },
             },
-            Err(failure) => {
+            Err(mut failure) => {
+                let log = attempt_log(&mut failure.report);
                 let e = &failure.error;
                 let handler_retryable = match e {
                     SandboxError::HandlerError { retryable, .. } => Some(*retryable),
@@ -166,6 +191,7 @@ impl Executor for WasmExecutor {
                     },
                     accounting: accounting(&failure.report),
                     events: custom_events(&failure.report),
+                    log,
                 }
             }
         }

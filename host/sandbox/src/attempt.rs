@@ -254,6 +254,7 @@ pub(crate) async fn run_call(
             max_log_bytes: usize::try_from(limits.log_bytes).unwrap_or(usize::MAX),
             max_event_name_bytes: limits.event_name_bytes as usize,
             max_depth: limits.output_depth as usize,
+            started: Some(started),
             ..Journal::default()
         },
         guard: Guard::new(&limits, !grants.net.is_empty(), denials.clone()),

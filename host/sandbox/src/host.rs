@@ -14,6 +14,9 @@ pub struct LogRecord {
     /// "trace", "debug", "info", "warn" or "error".
     pub level: String,
     pub message: String,
+    /// Microseconds since the attempt started.
+    #[serde(default)]
+    pub at_us: u64,
 }
 
 /// One `emit-event` call.
@@ -38,6 +41,8 @@ pub(crate) struct Journal {
     pub log_bytes: usize,
     pub max_event_name_bytes: usize,
     pub max_depth: usize,
+    /// When the attempt started (log records carry their offset from it).
+    pub started: Option<std::time::Instant>,
 }
 
 fn level_name(level: types::LogLevel) -> &'static str {
@@ -69,6 +74,9 @@ impl host::Host for AttemptState {
         j.logs.push(LogRecord {
             level: level_name(level).to_string(),
             message,
+            at_us: j.started.map_or(0, |t| {
+                u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
+            }),
         });
     }
 

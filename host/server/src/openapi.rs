@@ -50,6 +50,7 @@ pub const BEARER: &str = "bearer";
         events::task_events,
         events::events,
         steps::show,
+        steps::logs,
         steps::resolve,
         plugins::list,
         plugins::upload,
@@ -281,6 +282,18 @@ pub enum AttemptOutcomeName {
     Cancelled,
 }
 
+/// A handler's log record level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = LogLevel)]
+pub enum LogLevelName {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
 /// What a failure led to: a retry, or the step in error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -345,7 +358,7 @@ mod tests {
     use tasker_core::error_kind::ErrorKind;
     use tasker_core::state::{StepState, TaskState};
     use tasker_sandbox::World;
-    use tasker_store::{AttemptOutcome, RetryDecision};
+    use tasker_store::{AttemptOutcome, LogLevel, RetryDecision};
 
     use super::*;
 
@@ -410,6 +423,21 @@ mod tests {
         let worlds = [World::StepHandler, World::EventHook, World::RetryPolicy];
         assert_eq!(names::<WorldName>(), set(worlds.map(world)));
         assert_eq!(names::<StoreBackendName>(), set(["postgres", "sqlite"]));
+        let level = |l: LogLevel| match l {
+            LogLevel::Trace
+            | LogLevel::Debug
+            | LogLevel::Info
+            | LogLevel::Warn
+            | LogLevel::Error => l.as_str(),
+        };
+        let levels = [
+            LogLevel::Trace,
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+        ];
+        assert_eq!(names::<LogLevelName>(), set(levels.map(level)));
     }
 
     #[test]

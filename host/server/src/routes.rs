@@ -67,6 +67,7 @@ route_table! {
     get "/v1/events" => events::events, Need(TasksRead);
 
     get "/v1/steps/{id}" => steps::show, Need(StepsRead);
+    get "/v1/steps/{id}/logs" => steps::logs, Need(StepsRead);
     post "/v1/steps/{id}/resolve" => steps::resolve, Need(StepsResolve);
 
     get "/v1/plugins" => plugins::list, Need(PluginsRead);

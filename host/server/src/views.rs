@@ -8,14 +8,14 @@ use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 use tasker_store::{
-    AttemptRow, ExecutionContext, ReadinessRow, StepId, StepRow, TaskId, TaskRow, TemplateSummary,
-    TokenRow, TransitionRow,
+    AttemptLogRow, AttemptRow, ExecutionContext, ReadinessRow, StepId, StepRow, TaskId, TaskRow,
+    TemplateSummary, TokenRow, TransitionRow,
 };
 use utoipa::ToSchema;
 
 use crate::openapi::{
-    AttemptOutcomeName, ErrorKindName, RetryDecisionName, StepStateName, TaskStateName,
-    TemplateDefinition,
+    AttemptOutcomeName, ErrorKindName, LogLevelName, RetryDecisionName, StepStateName,
+    TaskStateName, TemplateDefinition,
 };
 
 /// A page of a listing. `next_cursor` is given back as `?cursor=` for the next page; it is
@@ -146,6 +146,11 @@ pub struct TaskView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub reason: Option<String>,
+    /// The W3C trace context the task's spans are children of (the creator's, or its
+    /// creation span's when the server exports traces).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub traceparent: Option<String>,
     pub step_count: u32,
     pub unfinished_steps: u32,
     pub error_steps: u32,
@@ -177,6 +182,7 @@ impl From<TaskRow> for TaskView {
             initiator: text("initiator"),
             source_system: text("source_system"),
             reason: text("reason"),
+            traceparent: text(tasker_core::trace::METADATA_KEY),
             tags,
             id: t.id,
             template: t.template_key,
@@ -373,6 +379,79 @@ impl StepDetail {
             transitions: transitions.into_iter().map(TransitionView::from).collect(),
         }
     }
+}
+
+/// One `log` call of a handler.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogLineView {
+    /// Microseconds since the attempt started.
+    pub at_us: u64,
+    #[schema(value_type = LogLevelName)]
+    pub level: &'static str,
+    pub message: String,
+}
+
+/// What the attempt's bounds (`[limits] max_logs`, `log_bytes`, `stdio_bytes`) threw away.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogDroppedView {
+    pub lines: u32,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+}
+
+/// What one attempt's handler said: its log records, stdout and stderr.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptLogView {
+    /// As in the step's `attempt_history`.
+    pub attempt: i64,
+    #[schema(value_type = AttemptOutcomeName)]
+    pub outcome: &'static str,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub lines: Vec<LogLineView>,
+    pub stdout: String,
+    pub stderr: String,
+    pub dropped: LogDroppedView,
+}
+
+impl From<AttemptLogRow> for AttemptLogView {
+    fn from(r: AttemptLogRow) -> Self {
+        let log = r.log;
+        AttemptLogView {
+            attempt: r.attempt_no,
+            outcome: r.outcome.as_str(),
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            lines: log
+                .lines
+                .into_iter()
+                .map(|l| LogLineView {
+                    at_us: l.at_us,
+                    level: l.level.as_str(),
+                    message: l.message,
+                })
+                .collect(),
+            stdout: log.stdout,
+            stderr: log.stderr,
+            dropped: LogDroppedView {
+                lines: log.dropped.lines,
+                stdout_bytes: log.dropped.stdout_bytes,
+                stderr_bytes: log.dropped.stderr_bytes,
+            },
+        }
+    }
+}
+
+/// A step's attempts with what each said, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepLogs {
+    #[schema(value_type = i64)]
+    pub step_id: StepId,
+    #[schema(value_type = StepStateName)]
+    pub state: StepState,
+    /// Attempts that ran (completed or failed); lost leases and releases ran no handler to
+    /// its end.
+    pub attempts: Vec<AttemptLogView>,
 }
 
 /// One attempt: how it ended, what the retry decision was, and what it cost in the sandbox.

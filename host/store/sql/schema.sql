@@ -275,6 +275,9 @@ CREATE TABLE attempts (
     decided_by         text,
     decision_detail    text,
     policy_warning     text,
+    -- What the handler said: {lines: [{at_us, level, message}], stdout, stderr, dropped};
+    -- NULL when it said nothing. Bounded by the sandbox's per-attempt limits.
+    logs               jsonb,
     PRIMARY KEY (step_id, attempt_no)
 );
 

@@ -8,6 +8,9 @@ use serde_json::Value;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
+use tracing::Instrument;
+
+use crate::attempt_log::AttemptLogRow;
 use crate::events::{EventFilter, StoredEvent};
 use crate::listing::{
     NewToken, OutboxFilter, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow,
@@ -28,9 +31,16 @@ pub enum AnyStore {
 macro_rules! delegate {
     ($self:ident, $s:ident => $obj:ident . $method:ident ( $($arg:expr),* $(,)? )) => {{
         let started = std::time::Instant::now();
+        // A span per call for the trace exporter (disabled, and nearly free, without one).
+        let span = tracing::info_span!(
+            target: tasker_core::trace::TARGET,
+            "store",
+            otel.name = concat!("store.", stringify!($method)),
+            db.system = $self.backend(),
+        );
         let out = match $self {
-            AnyStore::Postgres($s) => $obj.$method($($arg),*).await,
-            AnyStore::Sqlite($s) => $obj.$method($($arg),*).await,
+            AnyStore::Postgres($s) => $obj.$method($($arg),*).instrument(span).await,
+            AnyStore::Sqlite($s) => $obj.$method($($arg),*).instrument(span).await,
         };
         metered(stringify!($method), $self.backend(), started, out.is_err());
         out
@@ -273,6 +283,14 @@ impl Store for AnyStore {
 
     async fn attempts_of_step(&self, step_id: StepId) -> Result<Vec<AttemptRow>> {
         delegate!(self, s => s.attempts_of_step(step_id))
+    }
+
+    async fn attempt_logs(
+        &self,
+        step_id: StepId,
+        attempt_no: Option<i64>,
+    ) -> Result<Vec<AttemptLogRow>> {
+        delegate!(self, s => s.attempt_logs(step_id, attempt_no))
     }
 
     async fn step_transitions(&self, step_id: StepId) -> Result<Vec<TransitionRow<StepState>>> {

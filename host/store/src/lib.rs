@@ -7,6 +7,7 @@
 //! either, chosen at run time. See `docs/store.md` for the schema and invariants.
 
 mod any;
+mod attempt_log;
 mod error;
 mod events;
 mod ids;
@@ -23,6 +24,7 @@ mod types;
 mod wire;
 
 pub use any::AnyStore;
+pub use attempt_log::{AttemptLog, AttemptLogRow, LogDropped, LogLevel, LogLine};
 pub use error::StoreError;
 pub use events::{EventFilter, STEP_TRANSITION, StoredEvent, TASK_TRANSITION, is_task_transition};
 pub use listing::{

@@ -11,6 +11,7 @@ use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
+use crate::attempt_log::{ATTEMPT_COLUMNS, AttemptLog, AttemptLogRow, LOGGED_OUTCOMES};
 use crate::error::StoreError;
 use crate::events::{EventFilter, StoredEvent};
 use crate::listing::{
@@ -755,11 +756,45 @@ impl Store for PgStore {
     }
 
     async fn attempts_of_step(&self, step_id: StepId) -> Result<Vec<AttemptRow>> {
-        let rows = sqlx::query("SELECT * FROM attempts WHERE step_id = $1 ORDER BY attempt_no")
+        let sql = format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE step_id = $1 ORDER BY attempt_no"
+        );
+        let rows = sqlx::query(&sql)
             .bind(step_id)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(attempt_row).collect()
+    }
+
+    async fn attempt_logs(
+        &self,
+        step_id: StepId,
+        attempt_no: Option<i64>,
+    ) -> Result<Vec<AttemptLogRow>> {
+        let sql = format!(
+            "SELECT step_id, attempt_no, outcome, started_at, finished_at, logs FROM attempts \
+             WHERE step_id = $1 AND ($2::bigint IS NULL OR attempt_no = $2) \
+               AND outcome IN {LOGGED_OUTCOMES} ORDER BY attempt_no"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(step_id)
+            .bind(attempt_no)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let outcome: String = col(row, "outcome")?;
+                Ok(AttemptLogRow {
+                    step_id: col(row, "step_id")?,
+                    attempt_no: i64::from(col::<i32>(row, "attempt_no")?),
+                    outcome: AttemptOutcome::parse(&outcome)
+                        .map_err(|e| StoreError::decode("attempts.outcome", e))?,
+                    started_at: col(row, "started_at")?,
+                    finished_at: col(row, "finished_at")?,
+                    log: AttemptLog::from_json(col(row, "logs")?)?,
+                })
+            })
+            .collect()
     }
 
     async fn step_transitions(&self, step_id: StepId) -> Result<Vec<TransitionRow<StepState>>> {
@@ -857,6 +892,7 @@ struct CompletionArgs {
     mem: Vec<Option<i64>>,
     wall: Vec<Option<i64>>,
     hash: Vec<Option<String>>,
+    logs: Vec<Option<Value>>,
 }
 
 impl CompletionArgs {
@@ -869,6 +905,7 @@ impl CompletionArgs {
             mem: Vec::with_capacity(items.len()),
             wall: Vec::with_capacity(items.len()),
             hash: Vec::with_capacity(items.len()),
+            logs: Vec::with_capacity(items.len()),
         };
         for c in items {
             a.ids.push(c.step_id.get());
@@ -881,6 +918,7 @@ impl CompletionArgs {
             )?);
             a.wall.push(opt_i64(c.accounting.wall_us, "wall_us")?);
             a.hash.push(c.accounting.plugin_hash.clone());
+            a.logs.push(c.log.to_json());
         }
         Ok(a)
     }
@@ -911,9 +949,10 @@ async fn complete_on<'c, E: sqlx::PgExecutor<'c>>(
     let args = CompletionArgs::new(items)?;
     let rows = args
         .bind(sqlx::query(
-            "SELECT * FROM complete_steps($1, $2, $3, $4, $5, $6, $7, $8)",
+            "SELECT * FROM complete_steps($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         ))
         .bind(now)
+        .bind(&args.logs)
         .fetch_all(db)
         .await?;
     rows.iter().map(completion_outcome).collect()
@@ -933,12 +972,13 @@ async fn complete_and_claim_on<'c, E: sqlx::PgExecutor<'c>>(
     let args = CompletionArgs::new(items)?;
     let rows = args
         .bind(sqlx::query(
-            "SELECT * FROM complete_and_claim_steps($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "SELECT * FROM complete_and_claim_steps($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         ))
         .bind(worker)
         .bind(limit)
         .bind(interval(lease, "lease")?)
         .bind(now)
+        .bind(&args.logs)
         .fetch_all(db)
         .await?;
     let mut outcomes = Vec::with_capacity(items.len());
@@ -1003,9 +1043,10 @@ async fn fail_on<'c, E: sqlx::PgExecutor<'c>>(
         wall.push(opt_i64(f.accounting.wall_us, "wall_us")?);
         hash.push(f.accounting.plugin_hash.clone());
     }
+    let logs: Vec<Option<Value>> = items.iter().map(|f| f.log.to_json()).collect();
     let rows =
             sqlx::query(
-                "SELECT * FROM fail_steps_decided($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                "SELECT * FROM fail_steps_decided($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
                 .bind(&ids)
                 .bind(&tokens)
@@ -1021,6 +1062,7 @@ async fn fail_on<'c, E: sqlx::PgExecutor<'c>>(
                 .bind(&details)
                 .bind(&warnings)
                 .bind(now)
+                .bind(&logs)
                 .fetch_all(db)
                 .await?;
     rows.iter()

@@ -11,6 +11,7 @@ use serde_json::Value;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
+use crate::attempt_log::AttemptLogRow;
 use crate::error::StoreError;
 use crate::events::{EventFilter, StoredEvent};
 use crate::listing::*;
@@ -239,6 +240,15 @@ pub trait Store: Send + Sync {
         &self,
         step_id: StepId,
     ) -> impl Future<Output = Result<Vec<AttemptRow>>> + Send;
+
+    /// What each attempt of a step said (log records, stdout, stderr), oldest first; only
+    /// `attempt_no` when given. Attempts that ended without running (lease lost, released,
+    /// cancelled) are not listed.
+    fn attempt_logs(
+        &self,
+        step_id: StepId,
+        attempt_no: Option<i64>,
+    ) -> impl Future<Output = Result<Vec<AttemptLogRow>>> + Send;
 
     /// The state history of a step, oldest first.
     fn step_transitions(

@@ -7,6 +7,7 @@ use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::{Grants, HandlerRef, Limits};
 
+use crate::attempt_log::AttemptLog;
 use crate::error::StoreError;
 pub use crate::ids::{StepId, TaskId};
 
@@ -120,6 +121,8 @@ pub struct StepCompletion {
     pub token: i64,
     pub result: Value,
     pub accounting: Accounting,
+    /// What the handler said (stored with the attempt row when not empty).
+    pub log: AttemptLog,
 }
 
 /// A failed attempt to record.
@@ -136,6 +139,8 @@ pub struct StepFailure {
     /// `max_retry_after_ms`.
     pub retry_after_ms: Option<u64>,
     pub accounting: Accounting,
+    /// What the handler said (stored with the attempt row when not empty).
+    pub log: AttemptLog,
 }
 
 /// Why a completion, failure, heartbeat or release was refused. A refused item changed

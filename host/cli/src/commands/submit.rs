@@ -1,14 +1,12 @@
 //! `tasker submit`: enqueue a task, optionally following it to its end.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
-use tasker_core::state::TaskState;
+use anyhow::Result;
 use tasker_engine::EventBus;
-use tasker_store::{AnyStore, Store, TaskId};
 
 use crate::app::{App, exit_for};
+use crate::progress::{self, Progress};
 use crate::report;
 
 impl App {
@@ -29,24 +27,13 @@ impl App {
         if !wait {
             return Ok(ExitCode::SUCCESS);
         }
-        let state = poll_for_end(&store, task_id).await?;
+        // The worker runs elsewhere: its progress comes from the store's event log.
+        let bus = EventBus::default();
+        let progress = Progress::start(&bus, task_id, &t, false);
+        let state = progress::relay(&store, task_id, &bus).await;
+        progress.finish().await;
+        let state = state?;
         report::summary(&store, task_id).await?;
         Ok(exit_for(state))
-    }
-}
-
-async fn poll_for_end(store: &AnyStore, task: TaskId) -> Result<TaskState> {
-    loop {
-        let row = store
-            .task(task)
-            .await?
-            .with_context(|| format!("task {task} disappeared"))?;
-        if matches!(
-            row.state,
-            TaskState::Complete | TaskState::Error | TaskState::Cancelled
-        ) {
-            return Ok(row.state);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

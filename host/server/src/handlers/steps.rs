@@ -2,21 +2,22 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::Uri;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tasker_core::state::TaskState;
 use tasker_engine::ops;
 use tasker_store::{StepId, Store, TaskId};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use super::path_id;
+use super::{path_id, query};
 use crate::body::StrictJson;
 use crate::openapi::{
     BadRequest, Conflict, Invalid, NotFound, TaskStateName, TooLarge, UnsupportedMediaType,
 };
 use crate::problem::Problem;
 use crate::state::AppState;
-use crate::views::StepDetail;
+use crate::views::{StepDetail, StepLogs};
 
 /// `GET /v1/steps/{id}`: a step with every attempt and its history.
 #[utoipa::path(
@@ -44,6 +45,66 @@ pub async fn show(
     let (attempts, transitions) =
         tokio::try_join!(store.attempts_of_step(id), store.step_transitions(id))?;
     Ok(Json(StepDetail::of(step, attempts, transitions)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// Only this attempt (its number in the step's `attempt_history`).
+    #[param(value_type = Option<i64>)]
+    attempt: Option<String>,
+}
+
+/// `GET /v1/steps/{id}/logs`: what each attempt's handler said (log records, stdout,
+/// stderr), bounded per attempt.
+#[utoipa::path(
+    get,
+    path = "/v1/steps/{id}/logs",
+    operation_id = "step_logs",
+    tag = "steps",
+    params(("id" = i64, Path, description = "The step's id"), LogsQuery),
+    responses(
+        (status = 200, description = "The step's attempts with their output", body = StepLogs),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    )
+)]
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+) -> Result<Json<StepLogs>, Problem> {
+    let id: StepId = path_id(&id, "step")?;
+    let q: LogsQuery = query(&uri)?;
+    let attempt = q
+        .attempt
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<i64>().map_err(|_| {
+                let msg = format!("'{raw}' is not an attempt number");
+                Problem::bad_request(format!("?attempt: {msg}")).field("?attempt", msg)
+            })
+        })
+        .transpose()?;
+    let store = state.store();
+    let step = store
+        .step(id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no step {id}")))?;
+    let attempts = store.attempt_logs(id, attempt).await?;
+    if let Some(n) = attempt
+        && attempts.is_empty()
+    {
+        return Err(Problem::not_found(format!(
+            "step {id} has no attempt {n} that ran"
+        )));
+    }
+    Ok(Json(StepLogs {
+        step_id: id,
+        state: step.state,
+        attempts: attempts.into_iter().map(Into::into).collect(),
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

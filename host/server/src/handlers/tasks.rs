@@ -5,13 +5,14 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tasker_core::state::TaskState;
 use tasker_core::template::{HandlerRef, Template};
+use tasker_core::trace::{METADATA_KEY, TraceParent};
 use tasker_engine::ops;
 use tasker_sandbox::{PluginRef, World};
 use tasker_store::{NewTask, Store, TaskFilter, TaskId, TaskPageRequest, TaskRow};
@@ -86,7 +87,11 @@ pub enum OnDuplicate {
     path = "/v1/tasks",
     operation_id = "create_task",
     tag = "tasks",
-    params(CreateQuery),
+    params(
+        CreateQuery,
+        ("traceparent" = Option<String>, Header,
+            description = "A W3C trace context: the parent of the task's trace"),
+    ),
     request_body = CreateTask,
     responses(
         (status = 201, description = "Created", body = TaskView,
@@ -106,9 +111,21 @@ pub enum OnDuplicate {
 pub async fn create(
     State(state): State<AppState>,
     uri: Uri,
+    headers: HeaderMap,
     StrictJson(req): StrictJson<CreateTask>,
 ) -> Result<Response, Problem> {
     let q: CreateQuery = query(&uri)?;
+    // A caller's W3C trace context becomes the parent of the task's trace.
+    let traceparent = headers
+        .get("traceparent")
+        .map(|v| {
+            let s = v
+                .to_str()
+                .map_err(|_| "the traceparent header is not visible ASCII".to_owned())?;
+            s.parse::<TraceParent>().map_err(|e| e.to_string())
+        })
+        .transpose()
+        .map_err(|why| Problem::bad_request(why.clone()).field("traceparent", why))?;
     let conflict = match q.on_duplicate.as_deref() {
         None | Some("return") => false,
         Some("conflict") => true,
@@ -137,6 +154,9 @@ pub async fn create(
     check_components(&state, &template)?;
     let mut metadata = Map::new();
     metadata.insert("tags".into(), json!(req.tags));
+    if let Some(tp) = traceparent {
+        metadata.insert(METADATA_KEY.into(), json!(tp.to_string()));
+    }
     for (k, v) in [
         ("initiator", &req.initiator),
         ("source_system", &req.source_system),
@@ -146,7 +166,7 @@ pub async fn create(
             metadata.insert(k.into(), json!(v));
         }
     }
-    let new = NewTask {
+    let mut new = NewTask {
         template_key: template.key(),
         context: req.context,
         identity_key: req.identity_key,
@@ -155,7 +175,7 @@ pub async fn create(
     // Stored instants are microseconds: the answer shows what a read will.
     let now = state.now();
     let now = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
-    let created = ops::create_task(store, state.bus(), &template, &new, now).await?;
+    let created = ops::create_task(store, state.bus(), &template, &mut new, now).await?;
     let location = format!("/v1/tasks/{}", created.task_id);
     if created.created {
         // A new task is exactly what was asked for: answered without reading it back.

@@ -17,7 +17,9 @@ CREATE OR REPLACE FUNCTION complete_and_claim_steps(
     p_worker text,
     p_claim_limit int,
     p_lease interval,
-    p_now timestamptz DEFAULT now()
+    p_now timestamptz DEFAULT now(),
+    -- What each attempt said (attempts.logs); NULL, or a NULL element, for nothing.
+    p_logs jsonb[] DEFAULT NULL
 ) RETURNS TABLE (
     claimed boolean,
     step_id bigint,
@@ -75,10 +77,12 @@ BEGIN
     -- tasker_check_lengths raises the error; only called when there is one.
     IF cardinality(p_tokens) <> v_n OR cardinality(p_results) <> v_n
        OR cardinality(p_fuel) <> v_n OR cardinality(p_peak_memory_bytes) <> v_n
-       OR cardinality(p_wall_us) <> v_n OR cardinality(p_plugin_hashes) <> v_n THEN
+       OR cardinality(p_wall_us) <> v_n OR cardinality(p_plugin_hashes) <> v_n
+       OR cardinality(p_logs) <> v_n THEN
         PERFORM tasker_check_lengths('complete_steps', v_n, cardinality(p_tokens),
             cardinality(p_results), cardinality(p_fuel), cardinality(p_peak_memory_bytes),
-            cardinality(p_wall_us), cardinality(p_plugin_hashes));
+            cardinality(p_wall_us), cardinality(p_plugin_hashes),
+            cardinality(p_logs));
     END IF;
 
     -- The completions: complete_steps of 0003, outcome for outcome.
@@ -95,8 +99,8 @@ BEGIN
         WITH items AS (
             SELECT DISTINCT ON (x.sid) x.*
             FROM unnest(p_step_ids, p_tokens, p_results, p_fuel, p_peak_memory_bytes, p_wall_us,
-                        p_plugin_hashes) WITH ORDINALITY
-                 AS x(sid, tok, res, fuel, mem, wall, hash, ord)
+                        p_plugin_hashes, p_logs) WITH ORDINALITY
+                 AS x(sid, tok, res, fuel, mem, wall, hash, logs, ord)
             ORDER BY x.sid, x.ord
         ), u AS (
             UPDATE steps s
@@ -109,12 +113,12 @@ BEGIN
             FROM items i
             WHERE s.id = i.sid AND s.state = 'in_progress' AND s.claim_count = i.tok
             RETURNING s.id, s.task_id, s.claim_count, s.worker, s.last_attempted_at,
-                      i.fuel, i.mem, i.wall, i.hash
+                      i.fuel, i.mem, i.wall, i.hash, i.logs
         ), a AS (
             INSERT INTO attempts (step_id, attempt_no, task_id, worker, started_at, finished_at,
-                                  outcome, fuel, peak_memory_bytes, wall_us, plugin_hash)
+                                  outcome, fuel, peak_memory_bytes, wall_us, plugin_hash, logs)
             SELECT u.id, u.claim_count, u.task_id, u.worker, u.last_attempted_at, p_now,
-                   'completed', u.fuel, u.mem, u.wall, u.hash
+                   'completed', u.fuel, u.mem, u.wall, u.hash, u.logs
             FROM u
         ), prev AS (
             UPDATE step_transitions tr SET most_recent = false

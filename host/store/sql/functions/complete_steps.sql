@@ -8,7 +8,8 @@ CREATE OR REPLACE FUNCTION complete_steps(
     p_peak_memory_bytes bigint[] DEFAULT NULL,
     p_wall_us bigint[] DEFAULT NULL,
     p_plugin_hashes text[] DEFAULT NULL,
-    p_now timestamptz DEFAULT now()
+    p_now timestamptz DEFAULT now(),
+    p_logs jsonb[] DEFAULT NULL
 ) RETURNS TABLE (
     step_id bigint,
     task_id bigint,
@@ -22,6 +23,7 @@ BEGIN
     RETURN QUERY
     SELECT c.step_id, c.task_id, c.accepted, c.refusal, c.task_state
     FROM complete_and_claim_steps(p_step_ids, p_tokens, p_results, p_fuel, p_peak_memory_bytes,
-                                  p_wall_us, p_plugin_hashes, NULL, 0, NULL, p_now) c;
+                                  p_wall_us, p_plugin_hashes, NULL, 0, NULL, p_now,
+                                  p_logs) c;
 END
 $$;

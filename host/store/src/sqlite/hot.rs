@@ -23,6 +23,7 @@ use tasker_core::template::Template;
 
 use super::rows::{col, id_list, json_col, step_state, task_state, ts_col, u32_col};
 use super::{SqliteStore, set_reason, ts, us};
+use crate::attempt_log::AttemptLog;
 use crate::error::StoreError;
 use crate::payload::Payload;
 use crate::rules::{self, refusal};
@@ -524,6 +525,11 @@ fn accounting_json(a: &Accounting) -> Result<[(&'static str, Value); 4]> {
     ])
 }
 
+/// What an attempt said, as a JSON member holding the stored text (null: nothing said).
+fn log_member(log: &AttemptLog) -> Value {
+    json!(log.to_json().map(|v| v.to_string()))
+}
+
 /// The current row of each step a batch names.
 struct Current {
     task_id: TaskId,
@@ -985,6 +991,7 @@ async fn complete_in(
                 for (k, v) in accounting[i].clone() {
                     o.insert(k.into(), v);
                 }
+                o.insert("logs".into(), log_member(&items[i].log));
                 Value::Object(o)
             })
             .collect();
@@ -1001,10 +1008,10 @@ async fn complete_in(
         .await?;
         sqlx::query(
             "INSERT INTO attempts (step_id, attempt_no, task_id, worker, started_at, finished_at, \
-                                   outcome, fuel, peak_memory_bytes, wall_us, plugin_hash) \
+                                   outcome, fuel, peak_memory_bytes, wall_us, plugin_hash, logs) \
              SELECT s.id, s.claim_count, s.task_id, s.worker, s.last_attempted_at, ?1, \
                     'completed', i.value ->> 'fuel', i.value ->> 'mem', i.value ->> 'wall', \
-                    i.value ->> 'hash' \
+                    i.value ->> 'hash', i.value ->> 'logs' \
              FROM json_each(?2) AS i JOIN steps s ON s.id = i.value ->> 'id' \
              ORDER BY i.key",
         )
@@ -1180,6 +1187,7 @@ async fn fail_in(
             json!(who.and_then(|d| d.detail.as_deref())),
         );
         o.insert("warn".into(), json!(who.and_then(|d| d.warning.as_deref())));
+        o.insert("logs".into(), log_member(&f.log));
         rows.push((step.task_id, f.step_id, Value::Object(o)));
         decided.insert(i, d);
     }
@@ -1220,13 +1228,13 @@ async fn fail_in(
             "INSERT INTO attempts (step_id, attempt_no, task_id, worker, started_at, finished_at, \
                                    outcome, error_kind, message, retryable, decision, \
                                    next_ready_at, fuel, peak_memory_bytes, wall_us, plugin_hash, \
-                                   decided_by, decision_detail, policy_warning) \
+                                   decided_by, decision_detail, policy_warning, logs) \
              SELECT s.id, s.claim_count, s.task_id, s.worker, s.last_attempted_at, ?1, 'failed', \
                     coalesce(i.value ->> 'kind', 'unknown'), i.value ->> 'msg', \
                     i.value ->> 'retryable', i.value ->> 'decision', s.ready_at, \
                     i.value ->> 'fuel', i.value ->> 'mem', i.value ->> 'wall', \
                     i.value ->> 'hash', i.value ->> 'by', i.value ->> 'detail', \
-                    i.value ->> 'warn' \
+                    i.value ->> 'warn', i.value ->> 'logs' \
              FROM json_each(?2) AS i JOIN steps s ON s.id = i.value ->> 'id' \
              ORDER BY i.key",
         )

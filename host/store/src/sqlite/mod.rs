@@ -28,6 +28,7 @@ use sqlx::{Sqlite, Transaction};
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
+use crate::attempt_log::AttemptLogRow;
 use crate::error::StoreError;
 use crate::events::{EventFilter, StoredEvent};
 use crate::listing::{
@@ -430,6 +431,14 @@ impl Store for SqliteStore {
 
     async fn attempts_of_step(&self, step_id: StepId) -> Result<Vec<AttemptRow>> {
         rows::attempts_of_step(self, step_id).await
+    }
+
+    async fn attempt_logs(
+        &self,
+        step_id: StepId,
+        attempt_no: Option<i64>,
+    ) -> Result<Vec<AttemptLogRow>> {
+        rows::attempt_logs(self, step_id, attempt_no).await
     }
 
     async fn step_transitions(&self, step_id: StepId) -> Result<Vec<TransitionRow<StepState>>> {

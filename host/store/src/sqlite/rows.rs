@@ -9,6 +9,7 @@ use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
 use super::{SqliteStore, json, opt_ts, ts};
+use crate::attempt_log::{ATTEMPT_COLUMNS, AttemptLog, AttemptLogRow, LOGGED_OUTCOMES};
 use crate::error::StoreError;
 use crate::store::Result;
 use crate::types::*;
@@ -231,11 +232,49 @@ pub(super) async fn step(s: &SqliteStore, step_id: StepId) -> Result<Option<Step
 }
 
 pub(super) async fn attempts_of_step(s: &SqliteStore, step_id: StepId) -> Result<Vec<AttemptRow>> {
-    let rows = sqlx::query("SELECT * FROM attempts WHERE step_id = ? ORDER BY attempt_no")
+    let sql =
+        format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE step_id = ? ORDER BY attempt_no");
+    let rows = sqlx::query(&sql)
         .bind(step_id)
         .fetch_all(s.reader())
         .await?;
     rows.iter().map(attempt_row).collect()
+}
+
+pub(super) async fn attempt_logs(
+    s: &SqliteStore,
+    step_id: StepId,
+    attempt_no: Option<i64>,
+) -> Result<Vec<AttemptLogRow>> {
+    let sql = format!(
+        "SELECT step_id, attempt_no, outcome, started_at, finished_at, logs FROM attempts \
+         WHERE step_id = ?1 AND (?2 IS NULL OR attempt_no = ?2) \
+           AND outcome IN {LOGGED_OUTCOMES} ORDER BY attempt_no"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(step_id)
+        .bind(attempt_no)
+        .fetch_all(s.reader())
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let outcome: String = col(row, "outcome")?;
+            let logs: Option<String> = col(row, "logs")?;
+            let logs = logs
+                .map(|t| serde_json::from_str(&t))
+                .transpose()
+                .map_err(|e| StoreError::decode("attempts.logs", e))?;
+            Ok(AttemptLogRow {
+                step_id: col(row, "step_id")?,
+                attempt_no: col(row, "attempt_no")?,
+                outcome: AttemptOutcome::parse(&outcome)
+                    .map_err(|e| StoreError::decode("attempts.outcome", e))?,
+                started_at: ts_col(row, "started_at")?,
+                finished_at: ts_col(row, "finished_at")?,
+                log: AttemptLog::from_json(logs)?,
+            })
+        })
+        .collect()
 }
 
 pub(super) async fn step_transitions(
