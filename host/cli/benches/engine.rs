@@ -14,7 +14,10 @@
 //!  (c) submit-to-complete latency of a linear 4-step task on an idle system;
 //!  (d) `get_step_readiness_status` time for a 10-step task with 10k and 1M step rows;
 //!  (e) the throughput cost of one no-op WASM hook subscribed to every step event, as a
-//!      ratio against the same workflow without hooks, both measured in this run.
+//!      ratio against the same workflow without hooks, both measured in this run;
+//!  (f) the throughput cost of observability: WASM no-op steps through `AnyStore` (as the
+//!      binary runs them) with the Prometheus recorder and OTLP trace export (to a loopback
+//!      receiver) on, against both off, in alternating rounds (`telemetry.rs`; goal ≥ 0.95x).
 //!
 //! Each of (a), (c), (d) and (e) is then measured on SQLite (a fresh file under
 //! `target/tmp/bench-sqlite/`, WAL, synchronous NORMAL, one writer connection) with the same
@@ -45,6 +48,9 @@ use tasker_store::{AnyStore, NewTask, PgStore, SqliteStore, Store, TaskId};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+#[path = "engine/telemetry.rs"]
+mod telemetry;
 
 const BENCH_DB: &str = "tasker_bench";
 
@@ -491,11 +497,14 @@ impl Summary {
 }
 
 /// (a) + (b): two workers drain a ready backlog. Returns steps/s.
+/// `through_any`: the workers use the store as `AnyStore` (as the binary does: its calls
+/// are metered and traced), not the backend's own type.
 async fn throughput<B: BenchBackend>(
     b: &B,
     steps: usize,
     exec: &Exec,
     pg: Option<f64>,
+    through_any: bool,
 ) -> Result<f64> {
     let width = 50;
     let setup = b.fresh().await?;
@@ -512,14 +521,20 @@ async fn throughput<B: BenchBackend>(
     }
     let started = Instant::now();
     for (i, store) in stores.into_iter().enumerate() {
-        let (st, _, h) = start_worker(
-            exec,
-            store,
-            None,
-            EventBus::default(),
-            worker_config(&format!("bench-{i}")),
-            stop.clone(),
-        );
+        let cfg = worker_config(&format!("bench-{i}"));
+        let (st, _, h) = if through_any {
+            let any: AnyStore = (*store).clone().into();
+            start_worker(
+                exec,
+                Arc::new(any),
+                None,
+                EventBus::default(),
+                cfg,
+                stop.clone(),
+            )
+        } else {
+            start_worker(exec, store, None, EventBus::default(), cfg, stop.clone())
+        };
         stats.push(st);
         runs.push(h);
     }
@@ -546,13 +561,14 @@ async fn throughput<B: BenchBackend>(
     b.close(setup).await;
     let per_s = steps as f64 / elapsed.as_secs_f64();
     println!(
-        "(a) throughput, {:<8} {:<10} {steps:>7} ready steps, 2 workers: {per_s:>9.0} steps/s ({:.2} s){}",
+        "({}) throughput, {:<8} {:<10} {steps:>7} ready steps, 2 workers: {per_s:>9.0} steps/s ({:.2} s){}",
+        if through_any { "f" } else { "a" },
         B::NAME,
         exec.label(),
         elapsed.as_secs_f64(),
         vs_pg(per_s, pg)
     );
-    if let (Some((x0, w0)), Some((x1, w1))) = (before, after) {
+    if let (Some((x0, w0)), Some((x1, w1)), false) = (before, after, through_any) {
         println!(
             "(b)   transactions/step: {:.4}   WAL bytes/step: {:.0}",
             (x1 - x0 - 1) as f64 / steps as f64,
@@ -693,6 +709,38 @@ async fn hook_costs<B: BenchBackend>(
     Ok([no_hooks, one_hook, outbox_only])
 }
 
+/// (f): steps/s with observability off and on (medians of alternating rounds).
+async fn telemetry_cost<B: BenchBackend>(b: &B, steps: usize, exec: &Exec) -> Result<(f64, f64)> {
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    // A first run warms the database and the plugin cache; it is not counted.
+    telemetry::set(false);
+    println!("    warm-up");
+    throughput(b, steps, exec, None, true).await?;
+    for round in 0..5 {
+        // Alternate which goes first, so neither always runs on a warmer machine.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for enabled in order {
+            telemetry::set(enabled);
+            println!("    telemetry {}", if enabled { "on" } else { "off" });
+            let x = throughput(b, steps, exec, None, true).await?;
+            if enabled { on.push(x) } else { off.push(x) }
+        }
+    }
+    telemetry::set(false);
+    let (off, on) = (telemetry::median(off), telemetry::median(on));
+    println!(
+        "(f) observability on / off, {:<8} {} {steps} steps: {on:.0} / {off:.0} steps/s = {:.3}x (goal >= 0.95x)",
+        B::NAME,
+        exec.label(),
+        on / off
+    );
+    Ok((off, on))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -824,11 +872,17 @@ fn main() -> Result<()> {
         std::env::args().find_map(|a| a.strip_prefix("--only=").map(str::to_owned));
     if let Some(bad) = only
         .as_deref()
-        .and_then(|o| o.chars().find(|c| !"acde".contains(*c)))
+        .and_then(|o| o.chars().find(|c| !"acdef".contains(*c)))
     {
-        anyhow::bail!("--only: unknown section '{bad}' (sections are a, c, d, e)");
+        anyhow::bail!("--only: unknown section '{bad}' (sections are a, c, d, e, f)");
     }
     let run = move |section: char| only.as_deref().is_none_or(|o| o.contains(section));
+    // Global, and needed before the runtime starts: installed (switched off) only for (f).
+    let observability = if run('f') {
+        Some(telemetry::install()?)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -861,18 +915,23 @@ fn main() -> Result<()> {
         let sandbox = wasm_sandbox().await?;
         let wasm = Exec::Wasm(sandbox.clone());
         let mut sum = Summary::default();
+        let observability = observability
+            .map(|(export, listener)| telemetry::serve_receiver(listener).map(|()| export));
+        let _export = observability.transpose()?;
 
         if run('a') {
-            let base_small = throughput(&pg, small, &Exec::InProcess, None).await?;
-            let lite_small = throughput(&lite, small, &Exec::InProcess, Some(base_small)).await?;
+            let base_small = throughput(&pg, small, &Exec::InProcess, None, false).await?;
+            let lite_small =
+                throughput(&lite, small, &Exec::InProcess, Some(base_small), false).await?;
             sum.add(
                 format!("(a) in-process, {small} steps"),
                 base_small,
                 lite_small,
                 "steps/s",
             );
-            let base_large = throughput(&pg, large, &Exec::InProcess, None).await?;
-            let lite_large = throughput(&lite, large, &Exec::InProcess, Some(base_large)).await?;
+            let base_large = throughput(&pg, large, &Exec::InProcess, None, false).await?;
+            let lite_large =
+                throughput(&lite, large, &Exec::InProcess, Some(base_large), false).await?;
             sum.add(
                 format!("(a) in-process, {large} steps"),
                 base_large,
@@ -884,8 +943,8 @@ fn main() -> Result<()> {
                 base_large / base_small,
                 lite_large / lite_small
             );
-            let wasm_small = throughput(&pg, small, &wasm, None).await?;
-            let lite_wasm_small = throughput(&lite, small, &wasm, Some(wasm_small)).await?;
+            let wasm_small = throughput(&pg, small, &wasm, None, false).await?;
+            let lite_wasm_small = throughput(&lite, small, &wasm, Some(wasm_small), false).await?;
             sum.add(
                 format!("(a) wasm, {small} steps"),
                 wasm_small,
@@ -912,6 +971,28 @@ fn main() -> Result<()> {
                     "steps/s",
                 );
             }
+        }
+
+        if run('f') {
+            let (pg_off, pg_on) = telemetry_cost(&pg, small, &wasm).await?;
+            let (lite_off, lite_on) = telemetry_cost(&lite, small, &wasm).await?;
+            sum.add(
+                format!("(f) wasm, {small} steps, observability off"),
+                pg_off,
+                lite_off,
+                "steps/s",
+            );
+            sum.add(
+                format!("(f) wasm, {small} steps, observability on"),
+                pg_on,
+                lite_on,
+                "steps/s",
+            );
+            println!(
+                "    observability on / off: {:.3}x on postgres, {:.3}x on sqlite (goal >= 0.95x)",
+                pg_on / pg_off,
+                lite_on / lite_off
+            );
         }
 
         if run('c') {

@@ -9,11 +9,12 @@
 //! its id and creation instant, so its attempts still share one trace.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 use tasker_core::trace::{METADATA_KEY, TraceParent};
 use tasker_store::{Store, TaskId};
+use tokio::sync::OnceCell;
 
 pub use tasker_core::trace::TARGET;
 
@@ -23,6 +24,10 @@ pub trait Tracer: Send + Sync + 'static {
     fn set_parent(&self, span: &tracing::Span, parent: &TraceParent);
     /// The context of `span`, to store as a parent for later spans.
     fn context_of(&self, span: &tracing::Span) -> Option<TraceParent>;
+    /// Whether spans are exported now (a benchmark pauses its tracer).
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 static TRACER: OnceLock<Box<dyn Tracer>> = OnceLock::new();
@@ -32,8 +37,9 @@ pub fn install(t: Box<dyn Tracer>) -> bool {
     TRACER.set(t).is_ok()
 }
 
+/// The installed tracer, while it is enabled.
 pub fn tracer() -> Option<&'static dyn Tracer> {
-    TRACER.get().map(|t| &**t)
+    TRACER.get().map(|t| &**t).filter(|t| t.enabled())
 }
 
 /// The traceparent stored in a task's metadata, if it is one.
@@ -41,26 +47,31 @@ pub fn stored(metadata: &Value) -> Option<TraceParent> {
     metadata.get(METADATA_KEY)?.as_str()?.parse().ok()
 }
 
-/// Parents of the tasks a worker has run steps of (bounded: emptied when full).
+/// Parents of the tasks a worker has run steps of (bounded: emptied when full). The steps
+/// of one claim batch mostly share a few tasks and start at once: each task is read once,
+/// the others wait for that read (a read per step would queue on the connection pool).
 #[derive(Default)]
-pub struct ParentCache(Mutex<HashMap<TaskId, TraceParent>>);
+pub struct ParentCache(Mutex<HashMap<TaskId, Arc<OnceCell<Option<TraceParent>>>>>);
 
 const CACHE_CAP: usize = 10_000;
 
 impl ParentCache {
     /// `task`'s parent: stored with it, or derived; `None` when the task cannot be read.
     pub async fn get<S: Store>(&self, store: &S, task: TaskId) -> Option<TraceParent> {
-        if let Some(p) = self.0.lock().expect("parent cache").get(&task) {
-            return Some(*p);
-        }
-        let row = store.task(task).await.ok().flatten()?;
-        let parent = stored(&row.metadata)
-            .unwrap_or_else(|| TraceParent::derived(task.get(), row.created_at.timestamp_micros()));
-        let mut m = self.0.lock().expect("parent cache");
-        if m.len() >= CACHE_CAP {
-            m.clear();
-        }
-        m.insert(task, parent);
-        Some(parent)
+        let cell = {
+            let mut m = self.0.lock().expect("parent cache");
+            if m.len() >= CACHE_CAP && !m.contains_key(&task) {
+                m.clear();
+            }
+            m.entry(task).or_default().clone()
+        };
+        *cell
+            .get_or_init(|| async {
+                let row = store.task(task).await.ok().flatten()?;
+                Some(stored(&row.metadata).unwrap_or_else(|| {
+                    TraceParent::derived(task.get(), row.created_at.timestamp_micros())
+                }))
+            })
+            .await
     }
 }

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 pub use metrics_exporter_prometheus::PrometheusHandle;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use tasker_core::metrics::{self as m, Kind};
 use tasker_sandbox::Sandbox;
 use tasker_store::{AnyStore, Store};
@@ -55,19 +55,26 @@ fn buckets(name: &str) -> &'static [f64] {
     }
 }
 
+/// The Prometheus recorder with the catalogue's histogram buckets, not installed (the
+/// benchmark wraps it to switch it on and off).
+pub fn recorder() -> Result<PrometheusRecorder, String> {
+    let mut b = PrometheusBuilder::new();
+    for metric in m::CATALOGUE.iter().filter(|x| x.kind == Kind::Histogram) {
+        b = b
+            .set_buckets_for_metric(Matcher::Full(metric.name.into()), buckets(metric.name))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(b.build_recorder())
+}
+
 /// Installs the Prometheus recorder for this process (once; later calls return the same
 /// handle) and describes every metric of the catalogue.
 pub fn install() -> Result<PrometheusHandle, String> {
     HANDLE
         .get_or_init(|| {
-            let mut b = PrometheusBuilder::new();
-            for metric in m::CATALOGUE.iter().filter(|x| x.kind == Kind::Histogram) {
-                b = b
-                    .set_buckets_for_metric(Matcher::Full(metric.name.into()), buckets(metric.name))
-                    .map_err(|e| e.to_string())?;
-            }
-            let handle = b
-                .install_recorder()
+            let recorder = recorder()?;
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder)
                 .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
             for metric in m::CATALOGUE {
                 match metric.kind {

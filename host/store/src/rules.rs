@@ -2,13 +2,15 @@
 //! PostgreSQL's functions of the same names (`tasker_refusal`, `tasker_retry_decision`,
 //! `tasker_finalize_decision` in `host/store/sql/functions/`) mirror them, and
 //! `tests/differential/sql_vs_rust.rs` checks on random inputs that the two agree.
+//! `execution_context` mirrors `get_task_execution_context_batch`; `tests/differential/reads.rs`
+//! compares the two stores' contexts.
 
 use std::time::Duration;
 
 use tasker_core::state::{StepState, TaskState};
 
 use crate::error::StoreError;
-use crate::types::{Refusal, RetryDecision};
+use crate::types::{ExecutionContext, ReadinessRow, Refusal, RetryDecision, TaskId};
 
 /// A lease (or any duration a store keeps) in whole microseconds, the resolution of both
 /// stores' instants; anything finer, or too long for 64 bits, is refused the same on both.
@@ -72,9 +74,111 @@ pub fn finalize(
     }
 }
 
+/// `get_task_execution_context_batch` for one task, from its readiness rows: counts by state
+/// and the derived status, action, percentage and health. The SQLite store calls it, and a
+/// caller holding a task's readiness rows needs no second read.
+pub fn execution_context<'a>(
+    task_id: TaskId,
+    task_state: TaskState,
+    steps: impl IntoIterator<Item = &'a ReadinessRow>,
+) -> ExecutionContext {
+    let (mut total, mut pending, mut in_progress, mut waiting) = (0u32, 0u32, 0u32, 0u32);
+    let (mut complete, mut resolved, mut failed, mut cancelled, mut ready) =
+        (0u32, 0u32, 0u32, 0u32, 0u32);
+    for r in steps {
+        total += 1;
+        match r.state {
+            StepState::Pending => pending += 1,
+            StepState::InProgress => in_progress += 1,
+            StepState::WaitingForRetry => waiting += 1,
+            StepState::Complete => complete += 1,
+            StepState::ResolvedManually => resolved += 1,
+            StepState::Error => failed += 1,
+            StepState::Cancelled => cancelled += 1,
+        }
+        if r.ready_for_execution {
+            ready += 1;
+        }
+    }
+    let status = if ready > 0 {
+        "has_ready_steps"
+    } else if in_progress > 0 || waiting > 0 {
+        "processing"
+    } else if failed > 0 {
+        "blocked_by_failures"
+    } else if complete + resolved == total {
+        "all_complete"
+    } else if cancelled > 0 || task_state == TaskState::Cancelled {
+        "cancelled"
+    } else {
+        "waiting_for_dependencies"
+    };
+    let action = match status {
+        "has_ready_steps" => "execute_ready_steps",
+        "processing" => "wait_for_completion",
+        "blocked_by_failures" => "handle_failures",
+        "all_complete" if task_state == TaskState::Complete => "none",
+        "all_complete" => "finalize_task",
+        "cancelled" => "none",
+        _ => "wait_for_dependencies",
+    };
+    let health = if status == "blocked_by_failures" {
+        "blocked"
+    } else if status == "cancelled" {
+        "unknown"
+    } else if waiting > 0 || failed > 0 {
+        "recovering"
+    } else {
+        "healthy"
+    };
+    ExecutionContext {
+        task_id,
+        task_state,
+        total_steps: total,
+        pending_steps: pending,
+        in_progress_steps: in_progress,
+        waiting_for_retry_steps: waiting,
+        completed_steps: complete,
+        resolved_steps: resolved,
+        failed_steps: failed,
+        cancelled_steps: cancelled,
+        ready_steps: ready,
+        execution_status: status.to_owned(),
+        recommended_action: action.to_owned(),
+        completion_percentage: percentage(complete + resolved, total),
+        health_status: health.to_owned(),
+    }
+}
+
+/// `round(100.0 * done / total, 2)::float8` (0 without steps). PostgreSQL's numeric division
+/// keeps far more digits than a u32 ratio needs to decide the rounding, and rounds half away
+/// from zero; in integers that is the quotient of 10000 * done / total rounded half up. The
+/// f64 division by 100 is correctly rounded, as the numeric-to-float8 cast is.
+fn percentage(done: u32, total: u32) -> f64 {
+    if total == 0 {
+        return 0.0;
+    }
+    let q = 10_000 * u64::from(done);
+    let total = u64::from(total);
+    let hundredths = q / total + u64::from(2 * (q % total) >= total);
+    hundredths as f64 / 100.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentage_rounds_like_numeric() {
+        assert_eq!(percentage(0, 0), 0.0);
+        assert_eq!(percentage(1, 4), 25.0);
+        assert_eq!(percentage(1, 3), 33.33);
+        assert_eq!(percentage(2, 3), 66.67);
+        assert_eq!(percentage(1, 8), 12.5);
+        // 100 / 32 = 3.125: half away from zero, as numeric's round.
+        assert_eq!(percentage(1, 32), 3.13);
+        assert_eq!(percentage(7, 7), 100.0);
+    }
 
     #[test]
     fn the_last_attempt_is_exhausted_and_a_refused_kind_is_permanent() {

@@ -416,13 +416,14 @@ pub async fn show(
     let store = state.store();
     let now = state.now();
     // A step's level is its template's (templates are immutable, and cached here), so
-    // the store need not walk the task's edges.
-    let (steps, readiness, execution, template) = tokio::try_join!(
+    // the store need not walk the task's edges; the execution context is counted from the
+    // readiness rows, so the store need not evaluate the DAG twice.
+    let (steps, readiness, template) = tokio::try_join!(
         store.steps_of_task(task.id),
         store.readiness(task.id, None, now),
-        store.execution_context(task.id, now),
         state.template(&task.template_key),
     )?;
+    let execution = tasker_store::rules::execution_context(task.id, task.state, &readiness);
     let readiness: HashMap<_, _> = readiness.into_iter().map(|r| (r.step_id, r)).collect();
     let levels: HashMap<String, u32> = match &template {
         Some(t) => {
@@ -457,7 +458,7 @@ pub async fn show(
     Ok(Json(TaskDetail {
         task: task.into(),
         steps,
-        execution: execution.map(ExecutionView::from),
+        execution: Some(ExecutionView::from(execution)),
     }))
 }
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, SqliteConnection};
 use tasker_core::backoff::Backoff;
-use tasker_core::state::{StepState, TaskState};
+use tasker_core::state::StepState;
 
 use super::SqliteStore;
 use super::rows::{col, id_list, opt_ts_col, step_state, task_state, u32_col};
@@ -182,97 +182,13 @@ pub(super) async fn execution_context_batch(
         .into_iter()
         .map(|(id, state)| {
             let state = task_state(&state)?;
-            Ok(context(id, state, steps.iter().filter(|r| r.task_id == id)))
+            Ok(crate::rules::execution_context(
+                id,
+                state,
+                steps.iter().filter(|r| r.task_id == id),
+            ))
         })
         .collect()
-}
-
-/// Counts by state and the derived status, action, percentage and health of one task.
-fn context<'a>(
-    task_id: TaskId,
-    task_state: TaskState,
-    steps: impl Iterator<Item = &'a ReadinessRow>,
-) -> ExecutionContext {
-    let (mut total, mut pending, mut in_progress, mut waiting) = (0u32, 0u32, 0u32, 0u32);
-    let (mut complete, mut resolved, mut failed, mut cancelled, mut ready) =
-        (0u32, 0u32, 0u32, 0u32, 0u32);
-    for r in steps {
-        total += 1;
-        match r.state {
-            StepState::Pending => pending += 1,
-            StepState::InProgress => in_progress += 1,
-            StepState::WaitingForRetry => waiting += 1,
-            StepState::Complete => complete += 1,
-            StepState::ResolvedManually => resolved += 1,
-            StepState::Error => failed += 1,
-            StepState::Cancelled => cancelled += 1,
-        }
-        if r.ready_for_execution {
-            ready += 1;
-        }
-    }
-    let status = if ready > 0 {
-        "has_ready_steps"
-    } else if in_progress > 0 || waiting > 0 {
-        "processing"
-    } else if failed > 0 {
-        "blocked_by_failures"
-    } else if complete + resolved == total {
-        "all_complete"
-    } else if cancelled > 0 || task_state == TaskState::Cancelled {
-        "cancelled"
-    } else {
-        "waiting_for_dependencies"
-    };
-    let action = match status {
-        "has_ready_steps" => "execute_ready_steps",
-        "processing" => "wait_for_completion",
-        "blocked_by_failures" => "handle_failures",
-        "all_complete" if task_state == TaskState::Complete => "none",
-        "all_complete" => "finalize_task",
-        "cancelled" => "none",
-        _ => "wait_for_dependencies",
-    };
-    let health = if status == "blocked_by_failures" {
-        "blocked"
-    } else if status == "cancelled" {
-        "unknown"
-    } else if waiting > 0 || failed > 0 {
-        "recovering"
-    } else {
-        "healthy"
-    };
-    ExecutionContext {
-        task_id,
-        task_state,
-        total_steps: total,
-        pending_steps: pending,
-        in_progress_steps: in_progress,
-        waiting_for_retry_steps: waiting,
-        completed_steps: complete,
-        resolved_steps: resolved,
-        failed_steps: failed,
-        cancelled_steps: cancelled,
-        ready_steps: ready,
-        execution_status: status.to_owned(),
-        recommended_action: action.to_owned(),
-        completion_percentage: percentage(complete + resolved, total),
-        health_status: health.to_owned(),
-    }
-}
-
-/// `round(100.0 * done / total, 2)::float8` (0 without steps). PostgreSQL's numeric division
-/// keeps far more digits than a u32 ratio needs to decide the rounding, and rounds half away
-/// from zero; in integers that is the quotient of 10000 * done / total rounded half up. The
-/// f64 division by 100 is correctly rounded, as the numeric-to-float8 cast is.
-fn percentage(done: u32, total: u32) -> f64 {
-    if total == 0 {
-        return 0.0;
-    }
-    let q = 10_000 * u64::from(done);
-    let total = u64::from(total);
-    let hundredths = q / total + u64::from(2 * (q % total) >= total);
-    hundredths as f64 / 100.0
 }
 
 /// `calculate_dependency_levels`: the longest path from a root, by level then step id. The
@@ -380,21 +296,4 @@ pub(super) async fn health_counts(s: &SqliteStore, now: DateTime<Utc>) -> Result
             .map(|p| i64::from(p.options().get_max_connections()))
             .sum(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentage;
-
-    #[test]
-    fn percentage_rounds_like_numeric() {
-        assert_eq!(percentage(0, 0), 0.0);
-        assert_eq!(percentage(1, 4), 25.0);
-        assert_eq!(percentage(1, 3), 33.33);
-        assert_eq!(percentage(2, 3), 66.67);
-        assert_eq!(percentage(1, 8), 12.5);
-        // 100 / 32 = 3.125: half away from zero, as numeric's round.
-        assert_eq!(percentage(1, 32), 3.13);
-        assert_eq!(percentage(7, 7), 100.0);
-    }
 }
