@@ -16,8 +16,13 @@ const TEMPLATE: &str = "namespace: e2e\nname: served\nversion: 1.0.0\nsteps:\n  
 /// Starts `tasker serve` on a free loopback port; returns the child (killed on drop) and
 /// its base URL, read from the line the server prints once it listens.
 pub(crate) fn serve(db: &Db, args: &[&str]) -> (KillOnDrop, String) {
+    listening(db, "serve", args)
+}
+
+/// `tasker <command> --listen 127.0.0.1:0 <args>`, once it prints where it listens.
+fn listening(db: &Db, command: &str, args: &[&str]) -> (KillOnDrop, String) {
     let mut c = tasker(db, &plugin_dir());
-    c.args(["serve", "--listen", "127.0.0.1:0"])
+    c.args([command, "--listen", "127.0.0.1:0"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -148,6 +153,15 @@ async fn tasker_serve_runs_tasks_over_http_and_stops_on_sigterm(db: Db) {
     let file = dir.join("t.yaml").display().to_string();
     let out = remote(&["submit", &file, "--wait"]);
     assert!(out.status.success());
+    // Live progress from the task's event stream, as `run` shows it.
+    let progress = stderr(&out);
+    for line in [
+        "a: running (attempt 1)",
+        "b: complete (attempt 1)",
+        "] task complete",
+    ] {
+        assert!(progress.contains(line), "{line:?} in {progress}");
+    }
     let remote_id: i64 = stdout(&out).lines().next().unwrap().trim().parse().unwrap();
     assert!(stdout(&out).contains("complete"), "{}", stdout(&out));
     let out = remote(&["status", &remote_id.to_string()]);
@@ -274,4 +288,73 @@ fn assert_not_running(child: &mut Child) {
     assert!(child.try_wait().unwrap().is_some());
 }
 
-tasker_tests::cli_on_both_backends!(tasker_serve_runs_tasks_over_http_and_stops_on_sigterm,);
+/// `tasker dev --examples`: the examples are registered, the API answers without a token
+/// on loopback, and its in-process worker runs a task to its end.
+async fn tasker_dev_registers_the_examples_and_runs_a_task(db: Db) {
+    let (mut dev, base) = listening(&db, "dev", &["--examples", "--workers", "4"]);
+    let http = reqwest::Client::new();
+    let templates: Value = http
+        .get(format!("{base}/v1/templates"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = templates["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["key"].as_str())
+        .collect();
+    for key in [
+        "shop/order_fulfilment@1.0.0",
+        "analytics/sales_report@1.0.0",
+    ] {
+        assert!(keys.contains(&key), "{key} in {keys:?}");
+    }
+    let context: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("examples/order/context.json")).unwrap(),
+    )
+    .unwrap();
+    let res = http
+        .post(format!("{base}/v1/tasks"))
+        .json(&json!({"template": "shop/order_fulfilment@1.0.0", "context": context}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        let t: Value = http
+            .get(format!("{base}/v1/tasks/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if t["state"] == "complete" {
+            break;
+        }
+        assert!(t0.elapsed() < CALL_BOUND, "the task did not complete: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Open metrics, as a developer's Prometheus would scrape them.
+    let m = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(m.status(), StatusCode::OK);
+    stop_gracefully(&mut dev.0);
+
+    // Off loopback it refuses, naming why.
+    let mut c = tasker(&db, &plugin_dir());
+    c.args(["dev", "--listen", "0.0.0.0:0"]);
+    let out = run(c);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("loopback only"), "{}", stderr(&out));
+}
+
+tasker_tests::cli_on_both_backends!(
+    tasker_serve_runs_tasks_over_http_and_stops_on_sigterm,
+    tasker_dev_registers_the_examples_and_runs_a_task,
+);

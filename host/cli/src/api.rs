@@ -51,6 +51,30 @@ impl Api {
         self.call(Method::POST, path, body).await
     }
 
+    /// `GET path` as a server-sent event stream.
+    pub async fn events(&self, path: &str) -> Result<EventStream> {
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let status = res.status();
+        if !status.is_success() {
+            let body: Value = res.json().await.unwrap_or(Value::Null);
+            return Err(problem_error(status, &body, &Method::GET, path));
+        }
+        Ok(EventStream {
+            res,
+            buf: Vec::new(),
+        })
+    }
+
     async fn call(
         &self,
         method: Method,
@@ -86,6 +110,50 @@ impl Api {
             Ok((status, body))
         } else {
             Err(problem_error(status, &body, &method, path))
+        }
+    }
+}
+
+/// The events of a `text/event-stream` answer, in order.
+pub struct EventStream {
+    res: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event's id and JSON data; `None` once the server ended the stream.
+    /// Comments (keep-alives) are skipped.
+    pub async fn next(&mut self) -> Result<Option<(String, Value)>> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let block = String::from_utf8_lossy(&block);
+                let (mut id, mut data) = (String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim_start().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !data.is_empty() {
+                            data.push('\n');
+                        }
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                let data = serde_json::from_str(&data).context("an event that is not JSON")?;
+                return Ok(Some((id, data)));
+            }
+            match self
+                .res
+                .chunk()
+                .await
+                .context("the event stream broke off")?
+            {
+                Some(c) => self.buf.extend_from_slice(&c),
+                None => return Ok(None),
+            }
         }
     }
 }

@@ -146,6 +146,20 @@ enum Command {
         #[arg(long, default_value_t = 1 << 20)]
         max_body: usize,
     },
+    /// Everything in one process for development: the store (the embedded file unless a
+    /// database URL is set), the HTTP API on loopback with auth off and /metrics open,
+    /// in-process workers, and the plugin directory watched for new builds.
+    Dev {
+        /// Address to listen on (loopback only).
+        #[arg(long, default_value = tasker_server::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Steps run at once by the in-process worker.
+        #[arg(long, default_value_t = 16)]
+        workers: usize,
+        /// First register every template under examples/ (run from the repository root).
+        #[arg(long)]
+        examples: bool,
+    },
     /// API tokens for `tasker serve`.
     #[command(subcommand)]
     Tokens(TokensCmd),
@@ -429,6 +443,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .await
         }
+        Command::Dev {
+            listen,
+            workers,
+            examples,
+        } => app.dev(listen, workers, examples).await,
         Command::Tokens(TokensCmd::Create {
             name,
             permissions,

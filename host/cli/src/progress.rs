@@ -7,14 +7,16 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use serde_json::Value;
 use tasker_core::state::{StepState, TaskState};
-use tasker_store::{AnyStore, EventFilter, RetryDecision, STEP_TRANSITION, Store, StoredEvent};
+use tasker_store::{
+    AnyStore, EventFilter, RetryDecision, STEP_TRANSITION, StepId, Store, StoredEvent,
+};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tasker_core::events;
 
 use crate::report::guest_text;
-use tasker_core::template::Template;
 use tasker_engine::{Event, EventBus};
 use tasker_store::TaskId;
 use tokio::task::JoinHandle;
@@ -31,6 +33,14 @@ const RELAY_POLL: Duration = Duration::from_millis(200);
 /// (PostgreSQL's log is read below the xmin horizon, so it can lag the rows).
 const RELAY_LAG: Duration = Duration::from_secs(5);
 
+/// What a failed attempt's row says, for its progress lines.
+pub struct FailureInfo {
+    pub message: String,
+    pub kind: Option<String>,
+    pub next_ready_at: Option<Value>,
+    pub exhausted: bool,
+}
+
 /// Publishes `task`'s changes from the store's event log on `bus` as the worker's events,
 /// until the task ends (complete, error or cancelled); returns that state.
 pub async fn relay(store: &AnyStore, task: TaskId, bus: &EventBus) -> Result<TaskState> {
@@ -44,7 +54,8 @@ pub async fn relay(store: &AnyStore, task: TaskId, bus: &EventBus) -> Result<Tas
         let page = store.events_after(&filter, after.as_deref(), 500).await?;
         for e in &page {
             after = Some(e.cursor.clone());
-            for ev in translate(store, e).await? {
+            let failure = |step, attempt| failure_in_store(store, step, attempt);
+            for ev in translate(e, failure).await? {
                 bus.publish(ev);
             }
             if e.step_id.is_none()
@@ -81,9 +92,31 @@ fn task_ended(state: TaskState) -> bool {
     )
 }
 
-/// The worker's events that one logged change stands for (a failure's message and retry
-/// instant come from its attempt row).
-async fn translate(store: &AnyStore, e: &StoredEvent) -> Result<Vec<Event>> {
+async fn failure_in_store(
+    store: &AnyStore,
+    step: StepId,
+    attempt: i32,
+) -> Result<Option<FailureInfo>> {
+    let attempts = store.attempts_of_step(step).await?;
+    Ok(attempts
+        .into_iter()
+        .rev()
+        .find(|a| a.attempt_no == i64::from(attempt))
+        .map(|a| FailureInfo {
+            message: a.message.unwrap_or_default(),
+            kind: a.error_kind.map(|k| k.as_str().to_owned()),
+            next_ready_at: a.next_ready_at.map(|t| serde_json::json!(t)),
+            exhausted: a.decision == Some(RetryDecision::Exhausted),
+        }))
+}
+
+/// The worker's events that one logged change stands for; `failure` reads a failed
+/// attempt's message, retry instant and decision (from its attempt row).
+pub async fn translate<F, Fut>(e: &StoredEvent, failure: F) -> Result<Vec<Event>>
+where
+    F: FnOnce(StepId, i32) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<FailureInfo>>>,
+{
     let Some(step_id) = e.step_id else {
         let name = match e.to_state.as_deref() {
             Some("complete") => events::TASK_COMPLETED,
@@ -119,27 +152,21 @@ async fn translate(store: &AnyStore, e: &StoredEvent) -> Result<Vec<Event>> {
             Some(StepState::InProgress),
             Some(to @ (StepState::WaitingForRetry | StepState::Error)),
         ) => {
-            let attempts = store.attempts_of_step(step_id).await?;
-            let row = attempts
-                .iter()
-                .rev()
-                .find(|a| a.attempt_no == i64::from(attempt));
+            let row = failure(step_id, attempt).await?;
             let mut failed = at(events::STEP_FAILED);
             failed.payload = serde_json::json!({
-                "message": row.and_then(|a| a.message.clone()).unwrap_or_default(),
-                "kind": row.and_then(|a| a.error_kind).map(|k| k.as_str()),
+                "message": row.as_ref().map(|a| a.message.as_str()).unwrap_or_default(),
+                "kind": row.as_ref().and_then(|a| a.kind.as_deref()),
             });
             let mut out = vec![failed];
-            match (to, row.and_then(|a| a.decision)) {
-                (StepState::WaitingForRetry, _) => {
-                    let mut next = at(events::STEP_RETRY_SCHEDULED);
-                    next.payload = serde_json::json!({
-                        "next_ready_at": row.and_then(|a| a.next_ready_at),
-                    });
-                    out.push(next);
-                }
-                (_, Some(RetryDecision::Exhausted)) => out.push(at(events::STEP_EXHAUSTED)),
-                _ => {}
+            if to == StepState::WaitingForRetry {
+                let mut next = at(events::STEP_RETRY_SCHEDULED);
+                next.payload = serde_json::json!({
+                    "next_ready_at": row.as_ref().and_then(|a| a.next_ready_at.clone()),
+                });
+                out.push(next);
+            } else if row.as_ref().is_some_and(|a| a.exhausted) {
+                out.push(at(events::STEP_EXHAUSTED));
             }
             out
         }
@@ -179,7 +206,8 @@ pub fn describe(ev: &Event) -> Option<String> {
 }
 
 impl Progress {
-    pub fn start(bus: &EventBus, task_id: TaskId, template: &Template, plain: bool) -> Progress {
+    /// A bar (or lines) for each of `steps`.
+    pub fn start(bus: &EventBus, task_id: TaskId, steps: &[String], plain: bool) -> Progress {
         let mut sub = bus.subscribe(&["step.*", "task.*", "custom.*"]);
         let stop = CancellationToken::new();
         let fancy = !plain && std::io::stderr().is_terminal();
@@ -191,15 +219,14 @@ impl Progress {
         let style = ProgressStyle::with_template("{spinner} {prefix:<24} {msg}")
             .expect("valid template")
             .tick_chars("◐◓◑◒✓");
-        let bars: HashMap<String, ProgressBar> = template
-            .steps
+        let bars: HashMap<String, ProgressBar> = steps
             .iter()
-            .map(|s| {
+            .map(|name| {
                 let bar = multi.add(ProgressBar::new_spinner());
                 bar.set_style(style.clone());
-                bar.set_prefix(s.name.clone());
+                bar.set_prefix(name.clone());
                 bar.set_message("pending");
-                (s.name.clone(), bar)
+                (name.clone(), bar)
             })
             .collect();
         let started = Instant::now();

@@ -2,6 +2,7 @@
 //! [`App`](crate::app::App), which holds what they share (settings, store, sandbox).
 
 mod cancel;
+mod dev;
 pub mod logs;
 pub mod metrics;
 mod migrate;

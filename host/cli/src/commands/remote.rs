@@ -70,6 +70,21 @@ pub async fn submit(
     if !wait {
         return Ok(ExitCode::SUCCESS);
     }
+    // Live progress from the task's event stream, as `run` shows it.
+    let t = api.get(&format!("/v1/tasks/{id}")).await?;
+    let names: Vec<String> = t["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str().map(str::to_owned))
+        .collect();
+    let bus = tasker_engine::EventBus::default();
+    let task_id = tasker_store::TaskId::new(id);
+    let progress = crate::progress::Progress::start(&bus, task_id, &names, false);
+    let followed = follow_events(api, id, &bus).await;
+    progress.finish().await;
+    followed?;
+    // The stream ends with the task, or with the server: the state decides.
     let state = loop {
         let t = api.get(&format!("/v1/tasks/{id}")).await?;
         let state = t["state"].as_str().unwrap_or("").to_owned();
@@ -84,6 +99,45 @@ pub async fn submit(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Publishes the task's events from `GET /v1/tasks/{id}/events` on `bus` until the stream
+/// ends (it ends with the task).
+async fn follow_events(api: &Api, id: i64, bus: &tasker_engine::EventBus) -> Result<()> {
+    let mut stream = api.events(&format!("/v1/tasks/{id}/events")).await?;
+    while let Some((cursor, d)) = stream.next().await? {
+        let e = tasker_store::StoredEvent {
+            cursor,
+            task_id: tasker_store::TaskId::new(d["task_id"].as_i64().unwrap_or(id)),
+            step_id: d["step_id"].as_i64().map(tasker_store::StepId::new),
+            step_name: d["step_name"].as_str().map(str::to_owned),
+            name: d["name"].as_str().unwrap_or_default().to_owned(),
+            from_state: d["from_state"].as_str().map(str::to_owned),
+            to_state: d["to_state"].as_str().map(str::to_owned),
+            attempt: d["attempt"].as_i64().and_then(|a| i32::try_from(a).ok()),
+            payload: d["payload"].clone(),
+            at: serde_json::from_value(d["at"].clone()).context("an event without its instant")?,
+        };
+        let failure = |step: tasker_store::StepId, attempt: i32| async move {
+            let s = api.get(&format!("/v1/steps/{step}")).await?;
+            Ok(s["attempt_history"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .rev()
+                .find(|a| a["attempt"].as_i64() == Some(i64::from(attempt)))
+                .map(|a| crate::progress::FailureInfo {
+                    message: a["message"].as_str().unwrap_or_default().to_owned(),
+                    kind: a["error_kind"].as_str().map(str::to_owned),
+                    next_ready_at: a.get("next_ready_at").cloned(),
+                    exhausted: a["decision"] == "exhausted",
+                }))
+        };
+        for ev in crate::progress::translate(&e, failure).await? {
+            bus.publish(ev);
+        }
+    }
+    Ok(())
 }
 
 /// `tasker status` through the API: the steps and why each unrun one is not ready.

@@ -72,7 +72,8 @@ impl App {
             template.steps.len()
         );
 
-        let progress = Progress::start(&bus, task_id, &template, plain);
+        let names: Vec<String> = template.steps.iter().map(|s| s.name.clone()).collect();
+        let progress = Progress::start(&bus, task_id, &names, plain);
         let stop = CancellationToken::new();
         let cfg = WorkerConfig {
             concurrency: concurrency.max(1),

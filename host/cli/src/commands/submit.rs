@@ -29,7 +29,8 @@ impl App {
         }
         // The worker runs elsewhere: its progress comes from the store's event log.
         let bus = EventBus::default();
-        let progress = Progress::start(&bus, task_id, &t, false);
+        let names: Vec<String> = t.steps.iter().map(|s| s.name.clone()).collect();
+        let progress = Progress::start(&bus, task_id, &names, false);
         let state = progress::relay(&store, task_id, &bus).await;
         progress.finish().await;
         let state = state?;
