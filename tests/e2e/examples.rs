@@ -856,4 +856,68 @@ tasker_tests::cli_on_both_backends!(
     operations_resolve_cancel_and_retry_through_the_cli,
     submit_wait_follows_a_task_run_by_a_separate_worker,
     plugins_list_and_inspect_show_hash_world_and_cache,
+    a_closed_pipe_ends_a_listing_quietly,
 );
+
+/// A reader that went away ends a listing quietly: no panic, no error message.
+async fn a_closed_pipe_ends_a_listing_quietly(db: Db) {
+    let mut c = tasker(&db, &plugin_dir());
+    c.args(["templates", "register", "examples/order/order.yaml"]);
+    assert!(run(c).status.success());
+    // The reading end is closed before the command writes anything.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut c = tasker(&db, &plugin_dir());
+    c.args(["templates", "list"])
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let status = wait_bounded(&mut child, CALL_BOUND).expect("it ends");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    // SIGPIPE (13) ends it, as it ends any Unix tool whose reader left.
+    assert!(
+        status.success() || status.signal() == Some(13),
+        "{status:?}: {err}"
+    );
+}
+
+/// Connection errors say what failed instead of guessing (PostgreSQL only: the embedded
+/// store has no server to refuse).
+#[tokio::test]
+async fn connection_errors_say_what_failed() {
+    let status = |url: &str| {
+        let mut c = Command::new(tasker_bin());
+        c.current_dir(root())
+            .env("DATABASE_URL", url)
+            .env_remove("TASKER_CONFIG")
+            .args(["status", "1"]);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(2));
+        stderr(&out)
+    };
+    let host = std::env::var("DATABASE_URL")
+        .ok()
+        .and_then(|u| {
+            u.split('@')
+                .nth(1)
+                .map(|h| h.split('/').next().unwrap_or("").to_owned())
+        })
+        .unwrap_or_else(|| "127.0.0.1:5432".into());
+    let err = status(&format!("postgres://tasker_no_such_role@{host}/postgres"));
+    assert!(err.contains("the role is unknown or not allowed"), "{err}");
+    assert!(
+        err.contains("tasker_no_such_role"),
+        "the server's own words: {err}"
+    );
+    assert!(!err.contains("is PostgreSQL running"), "{err}");
+    // Nothing listens on port 1.
+    let err = status("postgres://postgres@127.0.0.1:1/postgres");
+    assert!(err.contains("connection refused"), "{err}");
+}

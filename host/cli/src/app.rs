@@ -134,10 +134,7 @@ impl App {
             StoreLocation::Postgres(url) => {
                 create_database_if_missing(&url).await?;
                 let store = PgStore::connect(&url, pool_size).await.with_context(|| {
-                    format!(
-                        "cannot connect to the database at {}: is PostgreSQL running?",
-                        redact(&url)
-                    )
+                    format!("cannot connect to the database at {}", redact(&url))
                 })?;
                 store
                     .migrate()
@@ -247,17 +244,35 @@ impl App {
     }
 }
 
+/// What a failed connection means, in words: refused, unknown role, wrong password, TLS or
+/// unreachable, with the server's own message when it sent one (never a guess).
+fn connect_failure(e: &sqlx::Error, url: &str) -> String {
+    let at = redact(url);
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            format!("cannot connect to {at}: connection refused (is PostgreSQL running there?)")
+        }
+        sqlx::Error::Io(io) => format!("cannot reach {at}: {io}"),
+        sqlx::Error::Tls(t) => format!("cannot connect to {at}: TLS failed: {t}"),
+        sqlx::Error::Database(db) => {
+            let why = match db.code().as_deref() {
+                Some("28000") => "the role is unknown or not allowed",
+                Some("28P01") => "wrong password",
+                Some("3D000") => "no such database",
+                _ => "the server refused",
+            };
+            format!("cannot connect to {at}: {why}: {}", db.message())
+        }
+        other => format!("cannot connect to {at}: {other}"),
+    }
+}
+
 /// A first run on a fresh server creates its database, as `sqlx database create` would.
 async fn create_database_if_missing(url: &str) -> Result<()> {
     use sqlx::migrate::MigrateDatabase;
     let exists = sqlx::Postgres::database_exists(url)
         .await
-        .with_context(|| {
-            format!(
-                "cannot connect to the database server at {}: is PostgreSQL running?",
-                redact(url)
-            )
-        })?;
+        .map_err(|e| anyhow::anyhow!(connect_failure(&e, url)))?;
     if !exists {
         sqlx::Postgres::create_database(url)
             .await

@@ -330,8 +330,27 @@ enum PluginsCmd {
     },
 }
 
+/// A reader that went away (`tasker tasks list | head`) ends a short command quietly, as it
+/// does any Unix tool: the default SIGPIPE action, which Rust replaces with an error that
+/// `println!` turns into a panic. Long-running commands keep the error (a closed stdout must
+/// not kill a worker with steps in hand: they stop gracefully).
+fn quiet_broken_pipe(command: &Command) {
+    let long_running = matches!(
+        command,
+        Command::Run { .. } | Command::Worker { .. } | Command::Serve { .. } | Command::Dev { .. }
+    );
+    #[cfg(unix)]
+    if !long_running {
+        // SAFETY: before any thread starts; restores the default disposition of one signal.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    quiet_broken_pipe(&cli.command);
     // Commands that need no settings, store or runtime.
     match &cli.command {
         Command::Completions { shell } => {
