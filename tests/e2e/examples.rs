@@ -857,6 +857,7 @@ tasker_tests::cli_on_both_backends!(
     submit_wait_follows_a_task_run_by_a_separate_worker,
     plugins_list_and_inspect_show_hash_world_and_cache,
     a_closed_pipe_ends_a_listing_quietly,
+    migrate_reports_what_it_applied,
 );
 
 /// A reader that went away ends a listing quietly: no panic, no error message.
@@ -920,4 +921,37 @@ async fn connection_errors_say_what_failed() {
     // Nothing listens on port 1.
     let err = status("postgres://postgres@127.0.0.1:1/postgres");
     assert!(err.contains("connection refused"), "{err}");
+}
+
+/// `tasker migrate` says which migrations it applied, then that there was nothing to do.
+async fn migrate_reports_what_it_applied(db: Db) {
+    let migrate = || {
+        let mut c = tasker(&db, &plugin_dir());
+        c.arg("migrate");
+        let out = run(c);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let first = migrate();
+    let applied: Vec<&str> = first
+        .lines()
+        .filter(|l| l.starts_with("applied "))
+        .collect();
+    assert!(
+        applied
+            .first()
+            .is_some_and(|l| l.starts_with("applied 0001 ")),
+        "{first}"
+    );
+    let n = applied.len();
+    assert!(n >= 6, "{first}");
+    assert!(
+        first.contains(&format!("{n} migrations applied; {n} in all")),
+        "{first}"
+    );
+    let again = migrate();
+    assert_eq!(
+        again.trim(),
+        format!("already up to date: {n} migrations applied before")
+    );
 }
