@@ -12,7 +12,7 @@ use tasker_core::state::TaskState;
 use tasker_engine::executor::Execution;
 use tasker_engine::testing::InProcessExecutor;
 use tasker_engine::{EventBus, Worker};
-use tasker_store::NewTask;
+use tasker_store::{AttemptLog, LogLevel, LogLine, NewTask};
 use tasker_tests::Backend;
 use tasker_tests::{own_pool, wait_until_done, worker_config as config};
 use tokio_util::sync::CancellationToken;
@@ -111,7 +111,7 @@ async fn a_nul_from_a_guest_fails_only_its_own_attempt<S: Backend>(s: S) {
     let template = fixtures::linear(1, NOOP);
     store.register_template(&template).await.unwrap();
     let mut tasks = Vec::new();
-    for what in ["nul_result", "nul_message", "fine"] {
+    for what in ["nul_result", "nul_message", "fine", "nul_log"] {
         let t = store
             .create_task(
                 &NewTask::new(template.key(), json!({ "what": what })),
@@ -125,6 +125,18 @@ async fn a_nul_from_a_guest_fails_only_its_own_attempt<S: Backend>(s: S) {
         InProcessExecutor::new().handler("noop", |step| match step.context["what"].as_str() {
             Some("nul_result") => Execution::success(json!({"text": "a\u{0}b"})),
             Some("nul_message") => Execution::failure(ErrorKind::BadOutput, "broken\u{0}message"),
+            Some("nul_log") => Execution {
+                log: AttemptLog {
+                    lines: vec![LogLine {
+                        at_us: 1,
+                        level: LogLevel::Info,
+                        message: "said\u{0}this".into(),
+                    }],
+                    stderr: "err\u{0}\n".into(),
+                    ..AttemptLog::default()
+                },
+                ..Execution::success(json!({"ok": true}))
+            },
             _ => Execution::success(json!({"ok": true})),
         });
     let stop = CancellationToken::new();
@@ -153,6 +165,12 @@ async fn a_nul_from_a_guest_fails_only_its_own_attempt<S: Backend>(s: S) {
         )
     );
     assert_eq!(outcomes[2], (None, None));
+    // What a guest said is kept too, NUL as U+FFFD, and its step completes.
+    assert_eq!(outcomes[3], (None, None));
+    let step = &store.steps_of_task(tasks[3]).await.unwrap()[0];
+    let logs = store.attempt_logs(step.id, None).await.unwrap();
+    assert_eq!(logs[0].log.lines[0].message, "said\u{fffd}this");
+    assert_eq!(logs[0].log.stderr, "err\u{fffd}\n");
     assert_eq!(
         store.task(tasks[2]).await.unwrap().unwrap().state,
         TaskState::Complete

@@ -27,6 +27,8 @@ pub struct Progress {
     handle: JoinHandle<()>,
 }
 
+/// Events [`relay`] reads per call; a full page is followed by another at once.
+const RELAY_PAGE: u32 = 500;
 /// How often [`relay`] reads the event log.
 const RELAY_POLL: Duration = Duration::from_millis(200);
 /// How long [`relay`] waits for the log to show an end that the task row already shows
@@ -51,7 +53,9 @@ pub async fn relay(store: &AnyStore, task: TaskId, bus: &EventBus) -> Result<Tas
     let mut after: Option<String> = None;
     let mut ended: Option<(TaskState, Instant)> = None;
     loop {
-        let page = store.events_after(&filter, after.as_deref(), 500).await?;
+        let page = store
+            .events_after(&filter, after.as_deref(), RELAY_PAGE)
+            .await?;
         for e in &page {
             after = Some(e.cursor.clone());
             let failure = |step, attempt| failure_in_store(store, step, attempt);
@@ -65,7 +69,7 @@ pub async fn relay(store: &AnyStore, task: TaskId, bus: &EventBus) -> Result<Tas
                 return Ok(state);
             }
         }
-        if page.len() == 500 {
+        if page.len() == RELAY_PAGE as usize {
             continue;
         }
         match ended {
@@ -118,10 +122,10 @@ where
     Fut: std::future::Future<Output = Result<Option<FailureInfo>>>,
 {
     let Some(step_id) = e.step_id else {
-        let name = match e.to_state.as_deref() {
-            Some("complete") => events::TASK_COMPLETED,
-            Some("error") => events::TASK_FAILED,
-            Some("cancelled") => events::TASK_CANCELLED,
+        let name = match e.to_state.as_deref().and_then(|s| s.parse().ok()) {
+            Some(TaskState::Complete) => events::TASK_COMPLETED,
+            Some(TaskState::Error) => events::TASK_FAILED,
+            Some(TaskState::Cancelled) => events::TASK_CANCELLED,
             _ => return Ok(Vec::new()),
         };
         return Ok(vec![Event::task(name, e.at, e.task_id)]);

@@ -60,6 +60,10 @@ pub struct TraceExport {
 
 impl Drop for TraceExport {
     fn drop(&mut self) {
+        // A flush reports a failed export; shutdown alone may not.
+        if let Err(e) = self.provider.force_flush() {
+            eprintln!("warning: traces could not all be exported: {e}");
+        }
         if let Err(e) = self.provider.shutdown() {
             eprintln!("warning: traces could not all be exported: {e}");
         }

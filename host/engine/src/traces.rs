@@ -51,12 +51,13 @@ pub fn stored(metadata: &Value) -> Option<TraceParent> {
 /// of one claim batch mostly share a few tasks and start at once: each task is read once,
 /// the others wait for that read (a read per step would queue on the connection pool).
 #[derive(Default)]
-pub struct ParentCache(Mutex<HashMap<TaskId, Arc<OnceCell<Option<TraceParent>>>>>);
+pub struct ParentCache(Mutex<HashMap<TaskId, Arc<OnceCell<TraceParent>>>>);
 
 const CACHE_CAP: usize = 10_000;
 
 impl ParentCache {
-    /// `task`'s parent: stored with it, or derived; `None` when the task cannot be read.
+    /// `task`'s parent: stored with it, or derived; `None` when the task cannot be read (not
+    /// remembered: the next step of the task reads again).
     pub async fn get<S: Store>(&self, store: &S, task: TaskId) -> Option<TraceParent> {
         let cell = {
             let mut m = self.0.lock().expect("parent cache");
@@ -65,13 +66,49 @@ impl ParentCache {
             }
             m.entry(task).or_default().clone()
         };
-        *cell
-            .get_or_init(|| async {
-                let row = store.task(task).await.ok().flatten()?;
-                Some(stored(&row.metadata).unwrap_or_else(|| {
-                    TraceParent::derived(task.get(), row.created_at.timestamp_micros())
-                }))
-            })
+        cell.get_or_try_init(|| async {
+            let row = store.task(task).await.ok().flatten().ok_or(())?;
+            Ok::<_, ()>(stored(&row.metadata).unwrap_or_else(|| {
+                TraceParent::derived(task.get(), row.created_at.timestamp_micros())
+            }))
+        })
+        .await
+        .ok()
+        .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::json;
+    use tasker_core::fixtures;
+    use tasker_store::{NewTask, SqliteStore};
+
+    #[tokio::test]
+    async fn a_parent_is_stored_or_derived_and_a_failed_read_is_not_remembered() {
+        let store = SqliteStore::temporary().await.unwrap();
+        let t = fixtures::linear(1, fixtures::NOOP);
+        store.register_template(&t).await.unwrap();
+        let cache = ParentCache::default();
+        // No such task yet: no parent, and nothing remembered for it.
+        assert_eq!(cache.get(&store, TaskId::new(1)).await, None);
+        let plain = store
+            .create_task(&NewTask::new(t.key(), json!({})), Utc::now())
             .await
+            .unwrap()
+            .task_id;
+        assert_eq!(plain, TaskId::new(1));
+        let row = store.task(plain).await.unwrap().unwrap();
+        assert_eq!(
+            cache.get(&store, plain).await,
+            Some(TraceParent::derived(1, row.created_at.timestamp_micros()))
+        );
+        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut req = NewTask::new(t.key(), json!({}));
+        req.metadata = json!({ METADATA_KEY: given });
+        let traced = store.create_task(&req, Utc::now()).await.unwrap().task_id;
+        assert_eq!(cache.get(&store, traced).await, given.parse().ok());
     }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tasker_store::{DeliveryState, OutboxFilter, OutboxRow, StepId, Store, TaskId};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{limit, path_id, query};
+use super::{limit, number, path_id, query};
 use crate::body::StrictJson;
 use crate::openapi::{BadRequest, Invalid, NotFound};
 use crate::problem::Problem;
@@ -122,16 +122,6 @@ pub struct DeliveriesQuery {
     cursor: Option<String>,
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
-}
-
-fn number<T: From<i64>>(name: &str, raw: Option<&str>) -> Result<Option<T>, Problem> {
-    raw.map(|r| {
-        r.parse::<i64>().map(T::from).map_err(|_| {
-            let msg = format!("'{r}' is not a number");
-            Problem::bad_request(format!("?{name}: {msg}")).field(format!("?{name}"), msg)
-        })
-    })
-    .transpose()
 }
 
 /// `GET /v1/hooks/{id}/deliveries`: in delivery id order.

@@ -41,6 +41,17 @@ pub(crate) fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, Problem> {
     })
 }
 
+/// A numeric query parameter `?{name}`, refused by name when it is not a number.
+pub(crate) fn number<T: From<i64>>(name: &str, raw: Option<&str>) -> Result<Option<T>, Problem> {
+    raw.map(|r| {
+        r.parse::<i64>().map(T::from).map_err(|_| {
+            let msg = format!("'{r}' is not a number");
+            Problem::bad_request(format!("?{name}: {msg}")).field(format!("?{name}"), msg)
+        })
+    })
+    .transpose()
+}
+
 /// `?limit`: 1..=MAX_PAGE, DEFAULT_LIMIT when absent.
 pub(crate) fn limit(raw: Option<&str>) -> Result<u32, Problem> {
     let Some(raw) = raw else {

@@ -10,7 +10,7 @@ use tasker_engine::ops;
 use tasker_store::{StepId, Store, TaskId};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{path_id, query};
+use super::{number, path_id, query};
 use crate::body::StrictJson;
 use crate::openapi::{
     BadRequest, Conflict, Invalid, NotFound, TaskStateName, TooLarge, UnsupportedMediaType,
@@ -77,16 +77,7 @@ pub async fn logs(
 ) -> Result<Json<StepLogs>, Problem> {
     let id: StepId = path_id(&id, "step")?;
     let q: LogsQuery = query(&uri)?;
-    let attempt = q
-        .attempt
-        .as_deref()
-        .map(|raw| {
-            raw.parse::<i64>().map_err(|_| {
-                let msg = format!("'{raw}' is not an attempt number");
-                Problem::bad_request(format!("?attempt: {msg}")).field("?attempt", msg)
-            })
-        })
-        .transpose()?;
+    let attempt: Option<i64> = number("attempt", q.attempt.as_deref())?;
     let store = state.store();
     let step = store
         .step(id)
