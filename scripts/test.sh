@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: adds the wasm target, starts PostgreSQL, installs
-# the pinned Python/JS/C guest toolchains, builds the plugins in all four languages, then
-# runs every test of the workspace. Extra arguments go to `cargo test`.
+# Debian's Prometheus, Chromium and chromedriver (the metrics and browser tests) and the
+# pinned Python/JS/C guest toolchains, builds the plugins in all four languages, then runs
+# every test of the workspace. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -10,7 +11,7 @@ started=$SECONDS
 ensure_wasm_target
 ensure_postgres
 default_database_url
-ensure_debian_packages prometheus:prometheus promtool:prometheus
+ensure_debian_packages prometheus:prometheus promtool:prometheus chromium:chromium chromedriver:chromium-driver
 echo "==> installing the Python, JavaScript and C guest toolchains (first time: a few minutes)"
 scripts/install-toolchains.sh
 echo "==> building every plugin in four languages"

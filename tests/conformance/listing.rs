@@ -521,7 +521,111 @@ async fn api_tokens_are_created_found_and_revoked<S: Backend>(s: S) {
     assert_eq!(s.list_tokens().await.unwrap().len(), 2);
 }
 
+/// The counts by state are the listing's, filter by filter (a filter's states aside).
+async fn counts_by_state_match_the_listing<S: Backend>(s: S) {
+    let [t1, ..] = seven_tasks(&s).await;
+    let all = s.count_tasks(&TaskFilter::default()).await.unwrap();
+    assert_eq!(
+        all,
+        TaskCounts {
+            pending: 1,
+            in_progress: 2,
+            complete: 1,
+            error: 1,
+            cancelled: 2
+        }
+    );
+    assert_eq!(all.total(), 7);
+    let filters = [
+        TaskFilter::default(),
+        TaskFilter {
+            template: Some("tests/alpha".into()),
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            template: Some("tests/beta@1.0.0".into()),
+            tag: Some("red".into()),
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            created_after: Some(at(10)),
+            created_before: Some(at(600)),
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            finished_after: Some(at(0)),
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            identity_key: Some("order-1".into()),
+            // Ignored: every state is counted.
+            states: vec![TaskState::Pending],
+            ..TaskFilter::default()
+        },
+        TaskFilter {
+            identity_key: Some("nobody".into()),
+            ..TaskFilter::default()
+        },
+    ];
+    for filter in filters {
+        let counts = s.count_tasks(&filter).await.unwrap();
+        for state in TaskState::ALL {
+            let one = TaskFilter {
+                states: vec![state],
+                ..filter.clone()
+            };
+            let n = listed(&s, &one).await.len() as u64;
+            assert_eq!(counts.get(state), n, "{state:?} of {filter:?}");
+        }
+    }
+    let t1_only = TaskFilter {
+        identity_key: Some("order-1".into()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(s.count_tasks(&t1_only).await.unwrap().complete, 1, "{t1}");
+}
+
+/// A task's attempts are its steps' attempts, in start order.
+async fn a_tasks_attempts_are_its_steps_in_start_order<S: Backend>(s: S) {
+    let tasks = seven_tasks(&s).await;
+    let t = template(
+        "namespace: tests\nname: chain\nversion: 1.0.0\nsteps:\n  - { name: a, handler: noop@1.0.0 }\n  \
+         - { name: b, handler: noop@1.0.0, depends_on: [a] }\n",
+    );
+    s.register_template(&t).await.unwrap();
+    let chain = create(&s, &t, json!({}), None, at(1000)).await;
+    // Other tasks' steps are claimed too: keep the chain's.
+    let of_chain = |claimed: Vec<ClaimedStep>| -> Vec<ClaimedStep> {
+        claimed.into_iter().filter(|c| c.task_id == chain).collect()
+    };
+    let a = of_chain(claim_all(&s, at(1100)).await);
+    assert_eq!(a.len(), 1);
+    s.complete(&[completion(&a[0])], at(1200)).await.unwrap();
+    let b = of_chain(claim_all(&s, at(1300)).await);
+    assert_eq!(b.len(), 1);
+    s.complete(&[completion(&b[0])], at(1400)).await.unwrap();
+    let attempts = s.attempts_of_task(chain).await.unwrap();
+    let order: Vec<(StepId, DateTime<Utc>)> =
+        attempts.iter().map(|a| (a.step_id, a.started_at)).collect();
+    assert_eq!(
+        order,
+        [(a[0].step_id, at(1100)), (b[0].step_id, at(1300))],
+        "{attempts:?}"
+    );
+    for task in tasks.into_iter().chain([chain]) {
+        let mut expected = Vec::new();
+        for step in s.steps_of_task(task).await.unwrap() {
+            expected.extend(s.attempts_of_step(step.id).await.unwrap());
+        }
+        expected.sort_by_key(|a| (a.started_at, a.step_id, a.attempt_no));
+        assert_eq!(s.attempts_of_task(task).await.unwrap(), expected, "{task}");
+    }
+    assert_eq!(s.attempts_of_task(TaskId::new(1 << 40)).await.unwrap(), []);
+}
+
 tasker_tests::on_both_backends!(
+    counts_by_state_match_the_listing,
+    a_tasks_attempts_are_its_steps_in_start_order,
     task_pages_are_gap_free_and_stable,
     each_task_filter_alone,
     task_filters_combine,

@@ -56,10 +56,19 @@ async fn every_route_checks_its_permission<S: Backend>(store: S) {
     tasker_server::issue_token(&srv.store, "victim", vec!["*".into()], None, Utc::now())
         .await
         .unwrap();
+    let (_, page) = tasker_server::issue_token(
+        &srv.store,
+        "page",
+        vec!["tasks:read".into()],
+        None,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
 
     for route in ROUTES {
         let method: Method = route.method.to_ascii_uppercase().parse().unwrap();
-        let (path, body) = request_for(route.path, route.method, shown, failed, step);
+        let (path, body) = request_for(route.path, route.method, shown, failed, step, &page);
         let send = |token: Option<String>| {
             let (srv, method, path, body) = (&srv, method.clone(), path.clone(), body.clone());
             async move {
@@ -121,7 +130,14 @@ enum Req {
 
 /// A request each route answers with 2xx, given the objects made above. A route added to
 /// the table without a case here fails the test: add one.
-fn request_for(path: &str, method: &str, task: i64, failed: i64, step: i64) -> (String, Req) {
+fn request_for(
+    path: &str,
+    method: &str,
+    task: i64,
+    failed: i64,
+    step: i64,
+    sign_in: &str,
+) -> (String, Req) {
     let t = |p: &str| p.replace("{id}", &task.to_string());
     match (method, path) {
         (
@@ -137,9 +153,14 @@ fn request_for(path: &str, method: &str, task: i64, failed: i64, step: i64) -> (
             path.into(),
             Req::Json(json!({"template": "api/chain@1.0.0", "context": {"customer_id": 2}})),
         ),
-        ("get", "/v1/tasks" | "/v1/tasks/{id}" | "/v1/tasks/{id}/transitions") => {
-            (t(path), Req::None)
-        }
+        (
+            "get",
+            "/v1/tasks"
+            | "/v1/tasks/counts"
+            | "/v1/tasks/{id}"
+            | "/v1/tasks/{id}/attempts"
+            | "/v1/tasks/{id}/transitions",
+        ) => (t(path), Req::None),
         ("post", "/v1/tasks/{id}/cancel") => (t(path), Req::None),
         // Streams: the harness reads only their status and headers.
         ("get", "/v1/tasks/{id}/events") => (t(path), Req::None),
@@ -163,6 +184,8 @@ fn request_for(path: &str, method: &str, task: i64, failed: i64, step: i64) -> (
         ("post", "/v1/hooks/{id}/redeliver") => {
             ("/v1/hooks/1/redeliver".into(), Req::Json(json!({})))
         }
+        ("get" | "delete", "/ui/session") => (path.into(), Req::None),
+        ("post", "/ui/session") => (path.into(), Req::Json(json!({ "token": sign_in }))),
         ("get", "/v1/tokens") => (path.into(), Req::None),
         ("post", "/v1/tokens") => (
             path.into(),

@@ -8,6 +8,7 @@ mod health;
 mod hooks;
 mod metrics;
 mod openapi;
+mod page;
 mod plugins;
 mod runs;
 mod tasks;

@@ -2,10 +2,12 @@
 //! ([`on_both_backends!`]), the store drivers at fixed instants ([`store`]), workers with test
 //! timings, their own connections, polling for tasks to end, the `tasker` binary against a
 //! test database on either backend ([`cli`]), the reference model of the stores'
-//! scheduling semantics ([`model`]), a real HTTP server with its client ([`server`]), and
-//! reading the event log whole ([`events`]).
+//! scheduling semantics ([`model`]), a real HTTP server with its client ([`server`]),
+//! reading the event log whole ([`events`]), and headless Chromium over WebDriver for the web
+//! page ([`browser`]).
 
 pub mod backends;
+pub mod browser;
 pub mod cli;
 pub mod events;
 pub mod model;

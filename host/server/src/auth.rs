@@ -15,6 +15,7 @@ use tasker_store::{NewToken, Store, StoreError, TokenRow};
 
 use crate::problem::Problem;
 use crate::routes::{self, Access};
+use crate::session;
 use crate::state::AppState;
 
 /// What a token may do.
@@ -217,8 +218,9 @@ impl Caller {
     }
 }
 
-/// The middleware in front of every route: finds the route's access rule and checks the
-/// bearer token against it.
+/// The middleware in front of every route: refuses changes asked by another site, finds
+/// the route's access rule and checks the caller's token against it: a bearer token, or the
+/// web page's session cookie (whose changes must carry its CSRF token, see `session.rs`).
 pub async fn authorize(
     State(state): State<AppState>,
     matched: Option<MatchedPath>,
@@ -230,6 +232,10 @@ pub async fn authorize(
         return Problem::internal(format!("no access rule for {} {path}", req.method()))
             .into_response();
     };
+    let safe = session::is_safe(req.method());
+    if !safe && let Some(why) = session::cross_site(req.headers()) {
+        return Problem::forbidden(why).into_response();
+    }
     // `metrics:read` is waived when the operator made the metrics public (a scraper
     // without a token).
     let public_metrics =
@@ -244,24 +250,39 @@ pub async fn authorize(
         });
         return next.run(req).await;
     }
-    let secret = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(secret) = secret.filter(|s| !s.is_empty()) else {
-        return unauthorized("this route needs a token: send Authorization: Bearer <token>");
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let secret = match bearer {
+        Some(secret) => secret,
+        None => match session::cookie_secret(req.headers()) {
+            Some(secret) => {
+                if !safe && !session::csrf_ok(req.headers(), &secret) {
+                    return Problem::forbidden(format!(
+                        "a change made with the session cookie needs the header {} \
+                         (GET /ui/session gives it)",
+                        session::CSRF_HEADER
+                    ))
+                    .into_response();
+                }
+                secret
+            }
+            None => {
+                return unauthorized(
+                    "this route needs a token: send Authorization: Bearer <token>",
+                );
+            }
+        },
     };
-    let hash = hash_secret(secret);
-    let row = match state.store().token_by_hash(&hash).await {
-        Ok(row) => row,
+    let row = match session::valid_token(&state, &secret).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return unauthorized("the token is unknown, revoked or expired"),
         Err(e) => return Problem::from(e).into_response(),
-    };
-    let now = state.now();
-    let row = match row {
-        Some(row) if same_hash(&row.hash, &hash) && row.is_valid_at(now) => row,
-        _ => return unauthorized("the token is unknown, revoked or expired"),
     };
     if let Access::Need(p) = access
         && !grants_allow(&row.permissions, p)
@@ -277,7 +298,7 @@ pub async fn authorize(
     next.run(req).await
 }
 
-fn unauthorized(detail: &str) -> Response {
+pub(crate) fn unauthorized(detail: &str) -> Response {
     let mut res = Problem::unauthorized(detail).into_response();
     res.headers_mut().insert(
         header::WWW_AUTHENTICATE,
@@ -287,7 +308,7 @@ fn unauthorized(detail: &str) -> Response {
 }
 
 /// Constant-time equality of two hex hashes.
-fn same_hash(stored: &str, computed: &str) -> bool {
+pub(crate) fn same_hash(stored: &str, computed: &str) -> bool {
     match (
         blake3::Hash::from_hex(stored),
         blake3::Hash::from_hex(computed),

@@ -4,14 +4,18 @@
 //! The route table (`routes.rs`) lists every route with its access rule; `auth.rs` checks
 //! bearer tokens against it; handlers (`handlers/`) answer JSON views (`views.rs`) or RFC 9457
 //! problems (`problem.rs`). `openapi.rs` describes it all as OpenAPI 3.1, at `/openapi.json`.
+//! The web page (`page.rs`, files in `ui/`) is served at `/` and signs in through
+//! `session.rs` (docs/ui.md).
 
 pub mod auth;
 pub mod body;
 pub mod handlers;
 pub mod metrics;
 pub mod openapi;
+pub mod page;
 pub mod problem;
 pub mod routes;
+pub mod session;
 pub mod state;
 pub mod views;
 

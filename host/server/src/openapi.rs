@@ -43,7 +43,9 @@ pub const BEARER: &str = "bearer";
         templates::show,
         tasks::create,
         tasks::list,
+        tasks::counts,
         tasks::show,
+        tasks::attempts,
         tasks::transitions,
         tasks::cancel,
         tasks::retry,
@@ -58,6 +60,9 @@ pub const BEARER: &str = "bearer";
         hooks::list,
         hooks::deliveries,
         hooks::redeliver,
+        crate::session::show,
+        crate::session::sign_in,
+        crate::session::sign_out,
         tokens::list,
         tokens::create,
         tokens::revoke,
@@ -85,6 +90,7 @@ pub const BEARER: &str = "bearer";
         (name = "steps", description = "The steps of a task"),
         (name = "plugins", description = "The components of the server's plugin directory"),
         (name = "hooks", description = "Event hooks, their deliveries and dead letters"),
+        (name = "session", description = "The web page's sign-in (a cookie holding a token)"),
         (name = "tokens", description = "Bearer tokens"),
     )
 )]

@@ -59,7 +59,9 @@ route_table! {
 
     post "/v1/tasks" => tasks::create, Need(TasksCreate);
     get "/v1/tasks" => tasks::list, Need(TasksRead);
+    get "/v1/tasks/counts" => tasks::counts, Need(TasksRead);
     get "/v1/tasks/{id}" => tasks::show, Need(TasksRead);
+    get "/v1/tasks/{id}/attempts" => tasks::attempts, Need(TasksRead);
     get "/v1/tasks/{id}/transitions" => tasks::transitions, Need(TasksRead);
     post "/v1/tasks/{id}/cancel" => tasks::cancel, Need(TasksCancel);
     post "/v1/tasks/{id}/retry" => tasks::retry, Need(TasksRetry);
@@ -78,6 +80,10 @@ route_table! {
     get "/v1/hooks/{id}/deliveries" => hooks::deliveries, Need(HooksRead);
     post "/v1/hooks/{id}/redeliver" => hooks::redeliver, Need(HooksRedeliver);
 
+    get "/ui/session" => crate::session::show, Public;
+    post "/ui/session" => crate::session::sign_in, Public;
+    delete "/ui/session" => crate::session::sign_out, Public;
+
     get "/v1/tokens" => tokens::list, Need(TokensAdmin);
     post "/v1/tokens" => tokens::create, Need(TokensAdmin);
     delete "/v1/tokens/{name}" => tokens::revoke, Need(TokensAdmin);
@@ -91,12 +97,14 @@ pub fn access(method: &Method, path: &str) -> Option<Access> {
         .map(|r| r.access)
 }
 
-/// The routes with the authorization layer in front of each.
+/// The routes with the authorization layer in front of each, and the web page's files
+/// (public, unlisted: they are not the API).
 pub(crate) fn router(state: AppState) -> Router {
     table_router()
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authorize,
         ))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::page::router(state))
 }

@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub max_plugin_bytes: usize,
     /// `/metrics` without a token (`--public-metrics`).
     pub public_metrics: bool,
+    /// Serve the web page's files from this directory instead of the embedded ones
+    /// (`TASKER_UI_DIR`, for front-end work: a reload shows an edit).
+    pub ui_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +46,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1 << 20,
             max_plugin_bytes: 64 << 20,
             public_metrics: false,
+            ui_dir: None,
         }
     }
 }

@@ -8,8 +8,8 @@ use tasker_core::error_kind::ErrorKind;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 use tasker_store::{
-    AttemptLogRow, AttemptRow, ExecutionContext, ReadinessRow, StepId, StepRow, TaskId, TaskRow,
-    TemplateSummary, TokenRow, TransitionRow,
+    AttemptLogRow, AttemptRow, ExecutionContext, ReadinessRow, StepId, StepRow, TaskCounts, TaskId,
+    TaskRow, TemplateSummary, TokenRow, TransitionRow,
 };
 use utoipa::ToSchema;
 
@@ -513,6 +513,46 @@ impl From<AttemptRow> for AttemptView {
             finished_at: a.finished_at,
         }
     }
+}
+
+/// How many tasks are in each state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskCountsView {
+    pub pending: u64,
+    pub in_progress: u64,
+    pub complete: u64,
+    pub error: u64,
+    pub cancelled: u64,
+    pub total: u64,
+}
+
+impl From<TaskCounts> for TaskCountsView {
+    fn from(c: TaskCounts) -> Self {
+        TaskCountsView {
+            pending: c.pending,
+            in_progress: c.in_progress,
+            complete: c.complete,
+            error: c.error,
+            cancelled: c.cancelled,
+            total: c.total(),
+        }
+    }
+}
+
+/// One attempt of one of a task's steps.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskAttemptView {
+    #[schema(value_type = i64)]
+    pub step_id: StepId,
+    pub step_name: String,
+    #[serde(flatten)]
+    pub attempt: AttemptView,
+}
+
+/// A task's attempts, in start order (a timeline).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskAttempts {
+    pub attempts: Vec<TaskAttemptView>,
 }
 
 /// A token as listed (never its secret).

@@ -13,7 +13,8 @@ use tracing::Instrument;
 use crate::attempt_log::AttemptLogRow;
 use crate::events::{EventFilter, StoredEvent};
 use crate::listing::{
-    NewToken, OutboxFilter, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow,
+    NewToken, OutboxFilter, Page, TaskCounts, TaskFilter, TaskPageRequest, TemplateSummary,
+    TokenRow,
 };
 use crate::store::{Result, Store};
 use crate::types::*;
@@ -327,6 +328,14 @@ impl Store for AnyStore {
         page: TaskPageRequest,
     ) -> Result<Page<TaskRow, TaskId>> {
         delegate!(self, s => s.list_tasks(filter, page))
+    }
+
+    async fn count_tasks(&self, filter: &TaskFilter) -> Result<TaskCounts> {
+        delegate!(self, s => s.count_tasks(filter))
+    }
+
+    async fn attempts_of_task(&self, task_id: TaskId) -> Result<Vec<AttemptRow>> {
+        delegate!(self, s => s.attempts_of_task(task_id))
     }
 
     async fn create_token(&self, token: &NewToken, now: DateTime<Utc>) -> Result<TokenRow> {

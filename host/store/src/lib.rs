@@ -28,7 +28,8 @@ pub use attempt_log::{AttemptLog, AttemptLogRow, LogDropped, LogLevel, LogLine};
 pub use error::StoreError;
 pub use events::{EventFilter, STEP_TRANSITION, StoredEvent, TASK_TRANSITION, is_task_transition};
 pub use listing::{
-    MAX_PAGE, NewToken, OutboxFilter, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow,
+    MAX_PAGE, NewToken, OutboxFilter, Page, TaskCounts, TaskFilter, TaskPageRequest,
+    TemplateSummary, TokenRow,
 };
 pub use pg::{DEFAULT_MAX_LEASE_LOSSES, DUE_CHANNEL, MIGRATOR, PgStore, READY_CHANNEL};
 pub use sqlite::{SQLITE_MIGRATOR, SqliteStore};

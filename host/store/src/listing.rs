@@ -26,6 +26,44 @@ pub struct TaskFilter {
     pub finished_before: Option<DateTime<Utc>>,
 }
 
+/// How many tasks are in each state (of those a [`TaskFilter`] matches).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    pub pending: u64,
+    pub in_progress: u64,
+    pub complete: u64,
+    pub error: u64,
+    pub cancelled: u64,
+}
+
+impl TaskCounts {
+    pub fn total(&self) -> u64 {
+        self.pending + self.in_progress + self.complete + self.error + self.cancelled
+    }
+
+    pub fn get(&self, state: TaskState) -> u64 {
+        match state {
+            TaskState::Pending => self.pending,
+            TaskState::InProgress => self.in_progress,
+            TaskState::Complete => self.complete,
+            TaskState::Error => self.error,
+            TaskState::Cancelled => self.cancelled,
+        }
+    }
+
+    /// Adds `n` tasks in `state` (a row of [`task_counts_sql`]).
+    pub(crate) fn add(&mut self, state: TaskState, n: u64) {
+        let slot = match state {
+            TaskState::Pending => &mut self.pending,
+            TaskState::InProgress => &mut self.in_progress,
+            TaskState::Complete => &mut self.complete,
+            TaskState::Error => &mut self.error,
+            TaskState::Cancelled => &mut self.cancelled,
+        };
+        *slot += n;
+    }
+}
+
 /// Which hook deliveries (outbox rows) to list. Empty fields match every row; the fields
 /// combine with AND.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -220,7 +258,52 @@ pub(crate) fn tasks_sql(
     if let Some(before) = page.before {
         conds.push(format!("t.id < {}", b.push(Bind::Int(before.get()))));
     }
-    match filter.states.as_slice() {
+    filter_conditions(d, filter, true, &mut b, &mut conds);
+    let limit = b.push(Bind::Int(i64::from(page.limit) + 1));
+    let sql = format!(
+        "SELECT {columns} FROM tasks t JOIN templates tp ON tp.id = t.template_id{} \
+         ORDER BY t.id DESC LIMIT {limit}",
+        where_clause(&conds)
+    );
+    (sql, b.list)
+}
+
+/// How many tasks match `filter` in each state (its `states` are ignored: every state is
+/// counted), as rows `(state, n)`.
+pub(crate) fn task_counts_sql(d: &ListDialect, filter: &TaskFilter) -> (String, Vec<Bind>) {
+    let mut b = Binds {
+        placeholder: d.placeholder,
+        list: Vec::new(),
+    };
+    let mut conds = Vec::new();
+    filter_conditions(d, filter, false, &mut b, &mut conds);
+    let sql = format!(
+        "SELECT t.state, count(*) AS n FROM tasks t JOIN templates tp ON tp.id = t.template_id{} \
+         GROUP BY t.state",
+        where_clause(&conds)
+    );
+    (sql, b.list)
+}
+
+fn where_clause(conds: &[String]) -> String {
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    }
+}
+
+/// The conditions of `filter` on tasks `t` joined to templates `tp` (its states too when
+/// `with_states`).
+fn filter_conditions(
+    d: &ListDialect,
+    filter: &TaskFilter,
+    with_states: bool,
+    b: &mut Binds,
+    conds: &mut Vec<String>,
+) {
+    let states: &[TaskState] = if with_states { &filter.states } else { &[] };
+    match states {
         [] => {}
         // One state reads `tasks_state` backwards, already in the listing's order.
         [one] => {
@@ -271,17 +354,6 @@ pub(crate) fn tasks_sql(
             conds.push(format!("{column} < {}", b.push(Bind::Instant(before))));
         }
     }
-    let limit = b.push(Bind::Int(i64::from(page.limit) + 1));
-    let conds = if conds.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", conds.join(" AND "))
-    };
-    let sql = format!(
-        "SELECT {columns} FROM tasks t JOIN templates tp ON tp.id = t.template_id{conds} \
-         ORDER BY t.id DESC LIMIT {limit}"
-    );
-    (sql, b.list)
 }
 
 /// `(o.state = 'pending' OR o.state = 'dead')`: `column` in any of `states`, the same SQL on

@@ -15,7 +15,8 @@ use crate::attempt_log::{ATTEMPT_COLUMNS, AttemptLog, AttemptLogRow, LOGGED_OUTC
 use crate::error::StoreError;
 use crate::events::{EventFilter, StoredEvent};
 use crate::listing::{
-    NewToken, OutboxFilter, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow,
+    NewToken, OutboxFilter, Page, TaskCounts, TaskFilter, TaskPageRequest, TemplateSummary,
+    TokenRow,
 };
 use crate::payload::Payload;
 use crate::store::{Result, Store};
@@ -106,7 +107,7 @@ fn step_state(s: &str) -> Result<StepState> {
         .map_err(|e: tasker_core::state::UnknownState| StoreError::decode("step state", e))
 }
 
-fn task_state(s: &str) -> Result<TaskState> {
+pub(crate) fn task_state(s: &str) -> Result<TaskState> {
     s.parse()
         .map_err(|e: tasker_core::state::UnknownState| StoreError::decode("task state", e))
 }
@@ -833,6 +834,23 @@ impl Store for PgStore {
         page: TaskPageRequest,
     ) -> Result<Page<TaskRow, TaskId>> {
         crate::pg_listing::list_tasks(&self.pool, filter, page).await
+    }
+
+    async fn count_tasks(&self, filter: &TaskFilter) -> Result<TaskCounts> {
+        crate::pg_listing::count_tasks(&self.pool, filter).await
+    }
+
+    async fn attempts_of_task(&self, task_id: TaskId) -> Result<Vec<AttemptRow>> {
+        let sql = format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts \
+             WHERE step_id IN (SELECT id FROM steps WHERE task_id = $1) \
+             ORDER BY started_at, step_id, attempt_no"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(task_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(attempt_row).collect()
     }
 
     async fn create_token(&self, token: &NewToken, now: DateTime<Utc>) -> Result<TokenRow> {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgRow};
 
 use crate::listing::*;
-use crate::pg::{TASK_COLUMNS, col, task_row, u32_col};
+use crate::pg::{TASK_COLUMNS, col, task_row, task_state, u32_col};
 use crate::pg_events::query;
 use crate::store::Result;
 use crate::types::*;
@@ -62,6 +62,19 @@ pub(crate) async fn list_tasks(
     let rows = query(&sql, binds).fetch_all(pool).await?;
     let items = rows.iter().map(task_row).collect::<Result<Vec<_>>>()?;
     Ok(page(items, page_req.limit, |t| t.id))
+}
+
+/// The statement is `listing.rs`'s [`task_counts_sql`].
+pub(crate) async fn count_tasks(pool: &PgPool, filter: &TaskFilter) -> Result<TaskCounts> {
+    let (sql, binds) = task_counts_sql(&ListDialect::POSTGRES, filter);
+    let rows = query(&sql, binds).fetch_all(pool).await?;
+    let mut counts = TaskCounts::default();
+    for row in &rows {
+        let state: String = col(row, "state")?;
+        let n: i64 = col(row, "n")?;
+        counts.add(task_state(&state)?, u64::try_from(n).unwrap_or(0));
+    }
+    Ok(counts)
 }
 
 const TOKEN_COLUMNS: &str = "id, name, hash, permissions, created_at, expires_at, revoked_at";

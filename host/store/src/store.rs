@@ -277,6 +277,15 @@ pub trait Store: Send + Sync {
         page: TaskPageRequest,
     ) -> impl Future<Output = Result<Page<TaskRow, TaskId>>> + Send;
 
+    /// How many tasks matching `filter` are in each state (`filter.states` is ignored).
+    fn count_tasks(&self, filter: &TaskFilter) -> impl Future<Output = Result<TaskCounts>> + Send;
+
+    /// Every attempt of every step of a task, in start order (for a timeline).
+    fn attempts_of_task(
+        &self,
+        task_id: TaskId,
+    ) -> impl Future<Output = Result<Vec<AttemptRow>>> + Send;
+
     /// Store a new API token; a name already used (even by a revoked token) is refused as
     /// [`StoreError::InvalidInput`] naming it.
     fn create_token(

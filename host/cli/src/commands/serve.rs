@@ -52,6 +52,7 @@ impl App {
                 auth,
                 max_body_bytes: opts.max_body_bytes,
                 public_metrics: opts.public_metrics,
+                ui_dir: std::env::var_os("TASKER_UI_DIR").map(Into::into),
                 ..ServerConfig::default()
             },
         )
@@ -78,6 +79,7 @@ impl App {
                 "off"
             }
         );
+        eprintln!("web page: http://{addr}/");
         let signal = shutdown_signal();
         let stopping = stop.clone();
         tasker_server::serve(listener, state, async move {

@@ -26,7 +26,8 @@ use crate::openapi::{
 use crate::problem::Problem;
 use crate::state::AppState;
 use crate::views::{
-    ExecutionView, PageView, ReadinessView, StepSummary, TaskDetail, TaskView, TransitionView,
+    AttemptView, ExecutionView, PageView, ReadinessView, StepSummary, TaskAttemptView,
+    TaskAttempts, TaskCountsView, TaskDetail, TaskView, TransitionView,
 };
 
 /// Set on a create answered with an existing task (same identity key): `true`.
@@ -302,7 +303,7 @@ pub struct ListQuery {
     /// Comma-separated task states (`pending,in_progress`).
     #[param(example = "pending,in_progress")]
     state: Option<String>,
-    /// A template key, `namespace/name@version`.
+    /// A template key, `namespace/name@version`, or `namespace/name` for every version.
     template: Option<String>,
     /// Tasks with this tag.
     tag: Option<String>,
@@ -324,6 +325,114 @@ pub struct ListQuery {
     /// The page size (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+}
+
+impl ListQuery {
+    /// The filters the counts share.
+    fn filter(&self) -> FilterQuery {
+        FilterQuery {
+            template: self.template.clone(),
+            tag: self.tag.clone(),
+            identity_key: self.identity_key.clone(),
+            created_after: self.created_after.clone(),
+            created_before: self.created_before.clone(),
+            finished_after: self.finished_after.clone(),
+            finished_before: self.finished_before.clone(),
+        }
+    }
+}
+
+/// The listing's filters but states and paging (what the counts take).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FilterQuery {
+    /// A template key, `namespace/name@version`, or `namespace/name` for every version.
+    template: Option<String>,
+    /// Tasks with this tag.
+    tag: Option<String>,
+    identity_key: Option<String>,
+    /// RFC 3339.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
+    created_after: Option<String>,
+    /// RFC 3339.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
+    created_before: Option<String>,
+    /// RFC 3339.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
+    finished_after: Option<String>,
+    /// RFC 3339.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
+    finished_before: Option<String>,
+}
+
+fn filter_of(q: FilterQuery) -> Result<TaskFilter, Problem> {
+    Ok(TaskFilter {
+        states: Vec::new(),
+        template: q.template,
+        tag: q.tag,
+        identity_key: q.identity_key,
+        created_after: instant("created_after", q.created_after.as_deref())?,
+        created_before: instant("created_before", q.created_before.as_deref())?,
+        finished_after: instant("finished_after", q.finished_after.as_deref())?,
+        finished_before: instant("finished_before", q.finished_before.as_deref())?,
+    })
+}
+
+/// `GET /v1/tasks/counts`: how many tasks the listing's filters match, in each state.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/counts",
+    operation_id = "count_tasks",
+    tag = "tasks",
+    params(FilterQuery),
+    responses(
+        (status = 200, description = "Tasks by state", body = TaskCountsView),
+        (status = 400, response = BadRequest),
+    )
+)]
+pub async fn counts(
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Json<TaskCountsView>, Problem> {
+    let q: FilterQuery = query(&uri)?;
+    let counts = state.store().count_tasks(&filter_of(q)?).await?;
+    Ok(Json(TaskCountsView::from(counts)))
+}
+
+/// `GET /v1/tasks/{id}/attempts`: every attempt of the task's steps, in start order.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}/attempts",
+    operation_id = "task_attempts",
+    tag = "tasks",
+    params(("id" = i64, Path, description = "The task's id")),
+    responses(
+        (status = 200, description = "The task's attempts", body = TaskAttempts),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+    )
+)]
+pub async fn attempts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskAttempts>, Problem> {
+    let task = task_or_404(&state, &id).await?;
+    let store = state.store();
+    let (steps, attempts) = tokio::try_join!(
+        store.steps_of_task(task.id),
+        store.attempts_of_task(task.id)
+    )?;
+    let names: HashMap<_, _> = steps.into_iter().map(|s| (s.id, s.name)).collect();
+    let attempts = attempts
+        .into_iter()
+        .map(|a| TaskAttemptView {
+            step_id: a.step_id,
+            step_name: names.get(&a.step_id).cloned().unwrap_or_default(),
+            attempt: AttemptView::from(a),
+        })
+        .collect();
+    Ok(Json(TaskAttempts { attempts }))
 }
 
 /// `GET /v1/tasks`: newest first; `next_cursor` continues the listing.
@@ -367,13 +476,7 @@ pub async fn list(
     };
     let filter = TaskFilter {
         states,
-        template: q.template,
-        tag: q.tag,
-        identity_key: q.identity_key,
-        created_after: instant("created_after", q.created_after.as_deref())?,
-        created_before: instant("created_before", q.created_before.as_deref())?,
-        finished_after: instant("finished_after", q.finished_after.as_deref())?,
-        finished_before: instant("finished_before", q.finished_before.as_deref())?,
+        ..filter_of(q.filter())?
     };
     let page = TaskPageRequest {
         before,

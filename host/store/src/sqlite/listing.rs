@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 
 use super::events::query;
-use super::rows::{TASK_COLUMNS, col, opt_ts_col, task_row, ts_col, u32_col};
+use super::rows::{TASK_COLUMNS, col, opt_ts_col, task_row, task_state, ts_col, u32_col};
 use super::{SqliteStore, us};
 use crate::error::StoreError;
 use crate::listing::*;
@@ -64,6 +64,19 @@ pub(super) async fn list_tasks(
     let rows = query(&sql, binds).fetch_all(s.reader()).await?;
     let items = rows.iter().map(task_row).collect::<Result<Vec<_>>>()?;
     Ok(page(items, page_req.limit, |t| t.id))
+}
+
+/// The statement is `listing.rs`'s [`task_counts_sql`].
+pub(super) async fn count_tasks(s: &SqliteStore, filter: &TaskFilter) -> Result<TaskCounts> {
+    let (sql, binds) = task_counts_sql(&ListDialect::SQLITE, filter);
+    let rows = query(&sql, binds).fetch_all(s.reader()).await?;
+    let mut counts = TaskCounts::default();
+    for row in &rows {
+        let state: String = col(row, "state")?;
+        let n: i64 = col(row, "n")?;
+        counts.add(task_state(&state)?, u64::try_from(n).unwrap_or(0));
+    }
+    Ok(counts)
 }
 
 const TOKEN_COLUMNS: &str = "id, name, hash, permissions, created_at, expires_at, revoked_at";

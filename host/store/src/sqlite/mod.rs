@@ -32,7 +32,8 @@ use crate::attempt_log::AttemptLogRow;
 use crate::error::StoreError;
 use crate::events::{EventFilter, StoredEvent};
 use crate::listing::{
-    NewToken, OutboxFilter, Page, TaskFilter, TaskPageRequest, TemplateSummary, TokenRow,
+    NewToken, OutboxFilter, Page, TaskCounts, TaskFilter, TaskPageRequest, TemplateSummary,
+    TokenRow,
 };
 use crate::store::{Result, Store};
 use crate::types::*;
@@ -463,6 +464,14 @@ impl Store for SqliteStore {
         page: TaskPageRequest,
     ) -> Result<Page<TaskRow, TaskId>> {
         listing::list_tasks(self, filter, page).await
+    }
+
+    async fn count_tasks(&self, filter: &TaskFilter) -> Result<TaskCounts> {
+        listing::count_tasks(self, filter).await
+    }
+
+    async fn attempts_of_task(&self, task_id: TaskId) -> Result<Vec<AttemptRow>> {
+        rows::attempts_of_task(self, task_id).await
     }
 
     async fn create_token(&self, token: &NewToken, now: DateTime<Utc>) -> Result<TokenRow> {

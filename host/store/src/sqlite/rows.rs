@@ -241,6 +241,19 @@ pub(super) async fn attempts_of_step(s: &SqliteStore, step_id: StepId) -> Result
     rows.iter().map(attempt_row).collect()
 }
 
+pub(super) async fn attempts_of_task(s: &SqliteStore, task_id: TaskId) -> Result<Vec<AttemptRow>> {
+    let sql = format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM attempts \
+         WHERE step_id IN (SELECT id FROM steps WHERE task_id = ?) \
+         ORDER BY started_at, step_id, attempt_no"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(task_id)
+        .fetch_all(s.reader())
+        .await?;
+    rows.iter().map(attempt_row).collect()
+}
+
 pub(super) async fn attempt_logs(
     s: &SqliteStore,
     step_id: StepId,
