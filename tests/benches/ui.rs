@@ -8,6 +8,10 @@
 //! cargo bench -p tasker-tests --bench ui            # -- --quick: fewer rounds
 //! ```
 //!
+//! (It runs the `tasker` beside it: target/release/tasker under `cargo bench`, or, with
+//! `cargo bench --profile dev`, the debug build that the test suite uses; `TASKER_BIN`
+//! overrides it.)
+//!
 //! `tasker serve --no-auth --workers 16` runs the steps in the server's own process. It
 //! reports, and writes to `target/test-reports/ui-bench.txt`:
 //!  (a) the time to first render of a 1,000-step task page: from the navigation's start
