@@ -2,47 +2,19 @@
 //! with in-process workers runs a task submitted over HTTP, a revoked token stops working,
 //! SIGTERM stops the server cleanly, and no-auth off loopback is refused.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Child;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tasker_tests::cli::*;
+use tasker_tests::served::{Api, listening};
 
 const TEMPLATE: &str = "namespace: e2e\nname: served\nversion: 1.0.0\nsteps:\n  - { name: a, handler: echo@0.1.0 }\n  - { name: b, handler: echo@0.1.0, depends_on: [a] }\n";
 
 /// Starts `tasker serve` on a free loopback port; returns the child (killed on drop) and
 /// its base URL, read from the line the server prints once it listens.
 pub(crate) fn serve(db: &Db, args: &[&str]) -> (KillOnDrop, String) {
-    listening(db, "serve", args)
-}
-
-/// `tasker <command> --listen 127.0.0.1:0 <args>`, once it prints where it listens.
-fn listening(db: &Db, command: &str, args: &[&str]) -> (KillOnDrop, String) {
-    let mut c = tasker(db, &plugin_dir());
-    c.args([command, "--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("tasker serve starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    // Keeps draining stderr after the address line, so the server never blocks on it.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("serve: {line}");
-            if let Some(rest) = line.strip_prefix("serving ") {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(CALL_BOUND)
-        .expect("tasker serve prints the address it listens on");
-    (KillOnDrop(child), base)
+    listening(db, &plugin_dir(), "serve", args)
 }
 
 async fn tasker_serve_runs_tasks_over_http_and_stops_on_sigterm(db: Db) {
@@ -111,18 +83,9 @@ async fn tasker_serve_runs_tasks_over_http_and_stops_on_sigterm(db: Db) {
     .await;
     assert_eq!(s, StatusCode::CREATED, "{task}");
     let id = task["id"].as_i64().unwrap();
-    let deadline = std::time::Instant::now() + CALL_BOUND;
-    loop {
-        let (_, t) = call(reqwest::Method::GET, &format!("/v1/tasks/{id}"), None, None).await;
-        if t["state"] == "complete" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "task {id} did not complete: {t}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Api::new(&base, Some(&token))
+        .wait_task(id, "complete")
+        .await;
 
     // The CLI lists it from the store.
     let mut c = tasker(&db, &plugin_dir());
@@ -291,16 +254,10 @@ fn assert_not_running(child: &mut Child) {
 /// `tasker dev --examples`: the examples are registered, the API answers without a token
 /// on loopback, and its in-process worker runs a task to its end.
 async fn tasker_dev_registers_the_examples_and_runs_a_task(db: Db) {
-    let (mut dev, base) = listening(&db, "dev", &["--examples", "--workers", "4"]);
+    let (mut dev, base) = listening(&db, &plugin_dir(), "dev", &["--examples", "--workers", "4"]);
     let http = reqwest::Client::new();
-    let templates: Value = http
-        .get(format!("{base}/v1/templates"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api = Api::new(&base, None);
+    let templates = api.get("/v1/templates").await;
     let keys: Vec<&str> = templates["items"]
         .as_array()
         .unwrap()
@@ -317,30 +274,8 @@ async fn tasker_dev_registers_the_examples_and_runs_a_task(db: Db) {
         &std::fs::read_to_string(root().join("examples/order/context.json")).unwrap(),
     )
     .unwrap();
-    let res = http
-        .post(format!("{base}/v1/tasks"))
-        .json(&json!({"template": "shop/order_fulfilment@1.0.0", "context": context}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-    let t0 = std::time::Instant::now();
-    loop {
-        let t: Value = http
-            .get(format!("{base}/v1/tasks/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if t["state"] == "complete" {
-            break;
-        }
-        assert!(t0.elapsed() < CALL_BOUND, "the task did not complete: {t}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id = api.submit("shop/order_fulfilment@1.0.0", context).await;
+    api.wait_task(id, "complete").await;
     // Open metrics, as a developer's Prometheus would scrape them.
     let m = http.get(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(m.status(), StatusCode::OK);

@@ -11,6 +11,7 @@ pub mod browser;
 pub mod cli;
 pub mod events;
 pub mod model;
+pub mod served;
 pub mod server;
 pub mod store;
 

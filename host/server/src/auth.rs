@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -213,6 +213,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Anyone, when authentication is off.
+    pub fn anyone() -> Caller {
+        Caller {
+            token: None,
+            grants: vec!["*".into()],
+        }
+    }
+
     pub fn may(&self, p: Permission) -> bool {
         self.token.is_none() || grants_allow(&self.grants, p)
     }
@@ -244,21 +252,10 @@ pub async fn authorize(
         return next.run(req).await;
     }
     if !state.auth_enabled() {
-        req.extensions_mut().insert(Caller {
-            token: None,
-            grants: vec!["*".into()],
-        });
+        req.extensions_mut().insert(Caller::anyone());
         return next.run(req).await;
     }
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned);
-    let secret = match bearer {
+    let secret = match bearer(req.headers()) {
         Some(secret) => secret,
         None => match session::cookie_secret(req.headers()) {
             Some(secret) => {
@@ -296,6 +293,17 @@ pub async fn authorize(
         grants: row.permissions,
     });
     next.run(req).await
+}
+
+/// The secret of an `Authorization: Bearer` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 pub(crate) fn unauthorized(detail: &str) -> Response {

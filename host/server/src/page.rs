@@ -2,6 +2,7 @@
 //! `/ui/assets/`, embedded in the binary from `host/server/ui/` (docs/ui.md). The page reads
 //! everything else from the API, so these routes are public and change nothing.
 
+use std::borrow::Cow;
 use std::path::{Component, Path, PathBuf};
 
 use axum::Router;
@@ -65,17 +66,28 @@ fn file(state: &AppState, name: &str, headers: &HeaderMap) -> Response {
     let Some(rel) = relative(name) else {
         return Problem::not_found(format!("no asset {name}")).into_response();
     };
-    let body: Vec<u8> = match &state.config().ui_dir {
+    // Embedded files carry the hash computed at compile time; files from disk are hashed
+    // as read (a development setting).
+    let (body, hash): (Cow<'static, [u8]>, String) = match &state.config().ui_dir {
         Some(dir) => match std::fs::read(dir.join(&rel)) {
-            Ok(b) => b,
+            Ok(b) => {
+                let hash = blake3::hash(&b).to_hex()[..32].to_owned();
+                (Cow::Owned(b), hash)
+            }
             Err(_) => return Problem::not_found(format!("no asset {name}")).into_response(),
         },
         None => match Assets::get(name) {
-            Some(f) => f.data.into_owned(),
+            Some(f) => {
+                let hash = f.metadata.sha256_hash()[..16]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                (f.data, hash)
+            }
             None => return Problem::not_found(format!("no asset {name}")).into_response(),
         },
     };
-    let etag = format!("\"{}\"", &blake3::hash(&body).to_hex()[..32]);
+    let etag = format!("\"{hash}\"");
     let mut res = if headers
         .get(header::IF_NONE_MATCH)
         .is_some_and(|v| v.as_bytes() == etag.as_bytes())

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tasker_store::{Store, StoreError, TokenRow};
 use utoipa::ToSchema;
 
-use crate::auth::{Caller, Permission, hash_secret, same_hash};
+use crate::auth::{Caller, Permission, bearer, hash_secret, same_hash};
 use crate::body::StrictJson;
 use crate::openapi::{BadRequest, Invalid};
 use crate::problem::Problem;
@@ -130,18 +130,9 @@ fn session_view(state: &AppState, caller: &Caller, secret: &str) -> SessionView 
 )]
 pub async fn show(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !state.auth_enabled() {
-        let caller = Caller {
-            token: None,
-            grants: vec!["*".into()],
-        };
-        return Json(session_view(&state, &caller, "")).into_response();
+        return Json(session_view(&state, &Caller::anyone(), "")).into_response();
     }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|s| s.trim().to_owned());
-    let row = match bearer.or_else(|| cookie_secret(&headers)) {
+    let row = match bearer(&headers).or_else(|| cookie_secret(&headers)) {
         None => None,
         Some(secret) => match valid_token(&state, &secret).await {
             Ok(row) => row.map(|r| (r, secret)),
@@ -208,11 +199,7 @@ pub async fn sign_in(
 ) -> Response {
     let secret = body.token.trim();
     if !state.auth_enabled() {
-        let caller = Caller {
-            token: None,
-            grants: vec!["*".into()],
-        };
-        return Json(session_view(&state, &caller, "")).into_response();
+        return Json(session_view(&state, &Caller::anyone(), "")).into_response();
     }
     if secret.is_empty() {
         return Problem::invalid("the token is empty")
