@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the Python, JavaScript and C step handlers in plugins/{python,js,c}/<name>/ as
-# components of tasker:plugin/step-handler@0.1.0 (bindings generated from wit/ here, at
+# components of tasker:plugin/step-handler@0.1.1 (bindings generated from wit/ here, at
 # build time) and stage them as plugins/dist[-hostile]/<name>@<version>.wasm. Called by
 # scripts/build-plugins.sh after the Rust guests; toolchains come from
 # scripts/install-toolchains.sh.
@@ -64,7 +64,7 @@ build() {
     fi
     local wasm="$out/$lang/$name.wasm"
     local want
-    want="$(digest "$dir/plugin.json" "$@" "$root"/wit/*.wit)"
+    want="$(digest "$dir/plugin.json" "$@" "$root"/wit/*.wit "$root"/wit/deps/*.wit)"
     mkdir -p "$out/$lang"
     if [ -s "$wasm" ] && [ -f "$wasm.stamp" ] && [ "$(cat "$wasm.stamp")" = "$want" ]; then
         :
@@ -80,12 +80,26 @@ build() {
 }
 
 # --- Python: componentize-py, bindings generated from wit/ as it builds ---
+# `tasker:plugin/types` and `wasi:http/types` are both `types`, which componentize-py would
+# name by their packages: pin the names (the keys must carry the versions), so the SDK
+# imports `tasker_types` and componentize-py's bundled poll_loop finds wasi:http as `types`.
+wit_version() { sed -n "s/^package $1@\([^;]*\);.*/\1/p" "$2" | head -n1; }
+py_names=()
 py_recipe() { # <dir> <out.wasm>
-    (cd "$out/python" && PYTHONDONTWRITEBYTECODE=1 "$componentize_py" -d "$root/wit" -w "$world" componentize \
-        -p "$1" -p "$root/guest-sdk/python" app -o "$2" >/dev/null)
+    if [ ${#py_names[@]} -eq 0 ]; then
+        local tv hv
+        tv="$(wit_version tasker:plugin "$root/wit/worlds.wit")" hv="$(wit_version wasi:http "$root/wit/deps/http.wit")"
+        [ -n "$tv" ] && [ -n "$hv" ] || die "python: no package version in wit/worlds.wit or wit/deps/http.wit"
+        py_names=(--import-interface-name "tasker:plugin/types@$tv=tasker_types"
+            --import-interface-name "wasi:http/types@$hv=types")
+    fi
+    (cd "$out/python" && PYTHONDONTWRITEBYTECODE=1 "$componentize_py" -d "$root/wit" -w "$world" \
+        "${py_names[@]}" componentize -p "$1" -p "$root/guest-sdk/python" app -o "$2" >/dev/null)
 }
 
 # --- JavaScript: componentize-js; the SDK is copied beside app.js (one source tree) ---
+# `-d fetch-event` leaves out the incoming-request handler; the `http` feature stays on, so
+# `fetch` works over the world's wasi:http import.
 # A handler directory may hold a world.wit that extends step-handler (e.g. with WASI
 # filesystem imports, which the JS runtime has no API for): it is built against that world,
 # with wit/ and the WASI 0.2 packages that componentize-js itself uses as its deps.
@@ -104,7 +118,7 @@ js_recipe() { # <dir> <out.wasm> <name>
         [ -n "$w" ] || die "js: no world in $1/world.wit"
     fi
     (cd "$src" && "$componentize_js" --wit "$wit" --world-name "$w" \
-        -d http fetch-event -o "$2" app.js >/dev/null)
+        -d fetch-event -o "$2" app.js >/dev/null)
 }
 
 # --- C: wit-bindgen c + clang (wasm32-wasi reactor) + wasm-tools component new ---
@@ -129,7 +143,7 @@ for lang in $langs; do
             [ -x "$componentize_py" ] || missing_tool "componentize-py" "expected $componentize_py"
             for d in "$root"/plugins/python/*/; do
                 [ -f "$d/plugin.json" ] || continue
-                build python "${d%/}" py_recipe "$d"/*.py "$root/guest-sdk/python/tasker_sdk.py" \
+                build python "${d%/}" py_recipe "$d"/*.py "$root"/guest-sdk/python/tasker_sdk/*.py \
                     "$root/guest-sdk/python/requirements.txt"
             done ;;
         js)

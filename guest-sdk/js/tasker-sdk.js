@@ -12,10 +12,18 @@
 // with `retryAfterMs`) for a transient failure. Anything else thrown is a retryable error
 // whose message is "<Error name>: <message>"; its stack is logged at error level.
 //
-// The bindings (`tasker:plugin/host@0.1.0`, the `handle` export) come from `wit/` when
+// Outbound HTTP: the global `fetch` (over wasi:http; only to the step's `grants.http`), and
+// `checkStatus(response)` to turn an error status into the step's error:
+//
+//   export const handle = exportHandler(async (ctx) => {
+//     const resp = checkStatus(await fetch(url, { headers: { authorization: "Bearer {{secret:API_KEY}}" } }));
+//     return await resp.json();
+//   });
+//
+// The bindings (`tasker:plugin/host@0.1.1`, the `handle` export) come from `wit/` when
 // componentize-js builds the component (see docs/languages.md).
 
-import { emitEvent, log as hostLog } from "tasker:plugin/host@0.1.0";
+import { emitEvent, log as hostLog } from "tasker:plugin/host@0.1.1";
 
 /** Base of the handler's own failures. */
 export class StepError extends Error {}
@@ -98,10 +106,57 @@ function toWitError(e) {
   return { tag: "retryable", val: { message: `${name}: ${message}`, retryAfterMs: undefined } };
 }
 
+/** `Retry-After` (seconds or an HTTP date) in milliseconds from now, or undefined. */
+function retryAfterMs(value) {
+  if (value == null) return undefined;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  const when = Date.parse(v);
+  return Number.isNaN(when) ? undefined : Math.max(0, when - Date.now());
+}
+
+/**
+ * Return a `fetch` response below 400; otherwise throw what the step should do (as the Rust
+ * SDK's `error_for_status`): 429 and 503 are `Retryable` with `retryAfterMs` from
+ * `Retry-After` (seconds or an HTTP date), other 5xx are `Retryable`, every other 4xx (400,
+ * 401, 403, 404, 422, ...) is `Permanent`. The error has `status` and `url` (no query).
+ */
+export function checkStatus(response) {
+  const status = response.status;
+  if (status < 400) return response;
+  const url = String(response.url || "").split("#")[0].split("?")[0];
+  let message = `HTTP request to ${url || "(unknown URL)"} failed: status ${status}`;
+  let error;
+  if (status === 429 || (status >= 500 && status < 600)) {
+    const after = status === 429 || status === 503 ? retryAfterMs(response.headers.get("retry-after")) : undefined;
+    if (after !== undefined) message += ` (retry after ${Math.floor(after / 1000)}s)`;
+    error = new Retryable(message, after);
+  } else {
+    error = new Permanent(message);
+  }
+  error.status = status;
+  error.url = url;
+  throw error;
+}
+
+function encodeResult(result) {
+  let text;
+  try {
+    text = JSON.stringify(result);
+  } catch (e) {
+    throw { tag: "permanent", val: `the handler's result is not JSON: ${e.message}` };
+  }
+  if (text === undefined) {
+    throw { tag: "permanent", val: "the handler returned undefined, which is not JSON" };
+  }
+  return text;
+}
+
 /**
  * Wrap `fn(ctx)` as the world's `handle` export: parses the context, encodes the result as
  * JSON and turns exceptions into the WIT `step-error` (thrown: componentize-js maps a throw
- * from a `result`-returning export to its `err` case).
+ * from a `result`-returning export to its `err` case). `fn` may be async (e.g. to await
+ * `fetch`): componentize-js runs the event loop until the returned promise settles.
  */
 export function exportHandler(fn) {
   return function handle(raw) {
@@ -111,15 +166,11 @@ export function exportHandler(fn) {
     } catch (e) {
       throw toWitError(e);
     }
-    let text;
-    try {
-      text = JSON.stringify(result);
-    } catch (e) {
-      throw { tag: "permanent", val: `the handler's result is not JSON: ${e.message}` };
+    if (result && typeof result.then === "function") {
+      return result.then(encodeResult, (e) => {
+        throw toWitError(e);
+      });
     }
-    if (text === undefined) {
-      throw { tag: "permanent", val: "the handler returned undefined, which is not JSON" };
-    }
-    return text;
+    return encodeResult(result);
   };
 }

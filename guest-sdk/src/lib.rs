@@ -28,6 +28,8 @@
 //! The same crate also writes the two other kinds of component: an event hook
 //! ([`EventHook`], [`export_event_hook!`]) and a retry policy ([`RetryPolicy`],
 //! [`export_retry_policy!`]). A component exports exactly one of the three.
+//!
+//! Outbound HTTP (behind the step's `grants.http`) is in [`http`]: `http::get(url).send()?`.
 
 use std::collections::BTreeMap;
 
@@ -42,6 +44,8 @@ pub mod bindings {
     wit_bindgen::generate!({
         world: "step-handler",
         path: "../wit",
+        // wasi:http and what it uses (io, clocks): the hook and policy worlds reuse them.
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_step_handler",
         default_bindings_module: "tasker_guest_sdk::bindings",
@@ -58,8 +62,14 @@ pub mod hook_bindings {
         world: "event-hook",
         path: "../wit",
         with: {
-            "tasker:plugin/types@0.1.0": crate::bindings::tasker::plugin::types,
-            "tasker:plugin/host@0.1.0": crate::bindings::tasker::plugin::host,
+            "tasker:plugin/types@0.1.1": crate::bindings::tasker::plugin::types,
+            "tasker:plugin/host@0.1.1": crate::bindings::tasker::plugin::host,
+            "wasi:http/types@0.2.12": crate::bindings::wasi::http::types,
+            "wasi:http/outgoing-handler@0.2.12": crate::bindings::wasi::http::outgoing_handler,
+            "wasi:io/error@0.2.12": crate::bindings::wasi::io::error,
+            "wasi:io/poll@0.2.12": crate::bindings::wasi::io::poll,
+            "wasi:io/streams@0.2.12": crate::bindings::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": crate::bindings::wasi::clocks::monotonic_clock,
         },
         pub_export_macro: true,
         export_macro_name: "__export_event_hook",
@@ -74,8 +84,14 @@ pub mod policy_bindings {
         world: "retry-policy",
         path: "../wit",
         with: {
-            "tasker:plugin/types@0.1.0": crate::bindings::tasker::plugin::types,
-            "tasker:plugin/host@0.1.0": crate::bindings::tasker::plugin::host,
+            "tasker:plugin/types@0.1.1": crate::bindings::tasker::plugin::types,
+            "tasker:plugin/host@0.1.1": crate::bindings::tasker::plugin::host,
+            "wasi:http/types@0.2.12": crate::bindings::wasi::http::types,
+            "wasi:http/outgoing-handler@0.2.12": crate::bindings::wasi::http::outgoing_handler,
+            "wasi:io/error@0.2.12": crate::bindings::wasi::io::error,
+            "wasi:io/poll@0.2.12": crate::bindings::wasi::io::poll,
+            "wasi:io/streams@0.2.12": crate::bindings::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": crate::bindings::wasi::clocks::monotonic_clock,
         },
         pub_export_macro: true,
         export_macro_name: "__export_retry_policy",
@@ -84,6 +100,7 @@ pub mod policy_bindings {
 }
 
 mod extensions;
+pub mod http;
 pub use extensions::{Decision, Event, EventHook, Failure, RetryPolicy};
 
 /// What one attempt sees, with its JSON fields parsed.

@@ -1,4 +1,4 @@
-//! What attempts said (log records, stdout, stderr) is kept with each attempt row, by every
+//! What attempts said (log records, stdout, stderr, HTTP requests) is kept with each attempt row, by every
 //! recording path (fail, complete, complete-and-claim), read back exactly, and only for
 //! attempts that ran.
 
@@ -30,6 +30,27 @@ fn said(tag: &str) -> AttemptLog {
             stdout_bytes: 0,
             stderr_bytes: 123,
         },
+        // HTTP records ride in the same column on both stores.
+        http: vec![
+            HttpCall {
+                at_us: 40,
+                method: "POST".into(),
+                url: format!("https://api.test/{tag}"),
+                status: Some(429),
+                request_bytes: 12,
+                response_bytes: 3,
+                duration_us: 900,
+                refused: false,
+                error: None,
+            },
+            HttpCall {
+                method: "GET".into(),
+                url: "https://evil.test/".into(),
+                refused: true,
+                error: Some("no http grant names https://evil.test:443".into()),
+                ..HttpCall::default()
+            },
+        ],
     }
 }
 

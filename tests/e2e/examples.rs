@@ -728,7 +728,7 @@ async fn plugins_list_and_inspect_show_hash_world_and_cache(db: Db) {
     let hash = blake3_hex(&bytes);
     assert!(text.contains(&format!("blake3:{hash}")), "{text}");
     assert!(
-        text.contains("tasker:plugin/event-hook@0.1.0 (export: on-event)"),
+        text.contains("tasker:plugin/event-hook@0.1.1 (export: on-event)"),
         "{text}"
     );
 
@@ -843,9 +843,125 @@ async fn status_shows_results_attempts_and_transitions(db: Db) {
     );
 }
 
+/// `scripts/example.sh http`: the steps call the shop API that the script starts on a loopback
+/// port, with the token as a host-held secret. The charge is rate limited once: attempt 1
+/// fails with the server's `Retry-After: 1` as its retry delay, attempt 2 charges. The token
+/// reaches the server (no 401) but neither the script's output nor `tasker status --attempts`.
+async fn the_http_example_calls_its_api_and_retries_the_rate_limited_charge(db: Db) {
+    let stage = scratch("http-example-stage");
+    let token = format!("tok_e2e_{}_do_not_print", std::process::id());
+    let out = run({
+        let mut c = Command::new(root().join("scripts/example.sh"));
+        c.arg("http")
+            .current_dir(root())
+            .env("TASKER_BIN", tasker_bin())
+            .env("TASKER_STAGE_DIR", &stage)
+            .env("TASKER_CACHE_DIR", cache_dir())
+            .env("DATABASE_URL", db.url())
+            .env("EXAMPLE_API_TOKEN", &token)
+            .env_remove("TASKER_CONFIG")
+            .env_remove("TASKER_PLUGIN_DIR")
+            .env_remove("RUST_BACKTRACE");
+        c
+    });
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        out.status.success(),
+        "scripts/example.sh http failed: {said}"
+    );
+    assert!(
+        !said.contains(&token),
+        "the token in the script's output: {said}"
+    );
+    // The server's request log, printed at the end: one 429, then the charge.
+    let log = said
+        .split("==> what the API served")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no request log: {said}"));
+    assert!(log.contains("POST /v1/charges -> 429"), "{log}");
+    assert!(log.contains("POST /v1/charges -> 201"), "{log}");
+    assert!(
+        !log.contains("-> 401"),
+        "every request was authorised: {log}"
+    );
+
+    let store = db.store().await;
+    let task = only_task(&db).await;
+    assert_eq!(
+        store.task(task).await.unwrap().unwrap().state,
+        TaskState::Complete
+    );
+    let steps = store.steps_of_task(task).await.unwrap();
+    assert_eq!(steps.len(), 4);
+    for s in &steps {
+        assert_eq!(s.state, StepState::Complete, "{}", s.name);
+        let attempts = store.attempts_of_step(s.id).await.unwrap();
+        let want = if s.name == "charge" { 2 } else { 1 };
+        assert_eq!(attempts.len(), want, "{}: {attempts:?}", s.name);
+        for a in &attempts {
+            let text = format!("{a:?} {:?}", s.result);
+            assert!(!text.contains(&token), "the token in {}: {text}", s.name);
+        }
+    }
+    let charge = steps.iter().find(|s| s.name == "charge").unwrap();
+    let attempts = store.attempts_of_step(charge.id).await.unwrap();
+    let first = &attempts[0];
+    assert_eq!(first.outcome, AttemptOutcome::Failed);
+    assert_eq!(first.error_kind, Some(ErrorKind::HandlerError));
+    assert_eq!(first.retryable, Some(true));
+    assert_eq!(first.decision, Some(RetryDecision::Retry));
+    assert!(
+        first.message.as_deref().unwrap_or_default().contains("429"),
+        "{first:?}"
+    );
+    // The server's Retry-After (1 s) became the retry time.
+    let wait = (first.next_ready_at.unwrap() - first.finished_at).num_milliseconds();
+    assert_eq!(wait, 1000, "{first:?}");
+    assert_eq!(attempts[1].outcome, AttemptOutcome::Completed);
+    assert!(attempts[1].started_at >= first.next_ready_at.unwrap());
+
+    // The quote the API priced (2 x 24.50 + 89.00, free shipping, 19 % tax), charged once.
+    let result = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.result.clone())
+            .unwrap_or_else(|| panic!("no result for {name}"))
+    };
+    assert_eq!(result("quote")["total_cents"], 16422);
+    let receipt = result("confirm");
+    assert_eq!(receipt["status"], "succeeded", "{receipt}");
+    assert_eq!(receipt["amount_cents"], 16422, "{receipt}");
+    assert_eq!(receipt["charge_id"], result("charge")["charge_id"]);
+
+    let mut c = tasker(&db, &stage);
+    c.args(["status", &task.to_string(), "--attempts"]);
+    let status = run(c);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let text = stdout(&status);
+    assert!(
+        !text.contains(&token),
+        "the token in status --attempts: {text}"
+    );
+    // Each attempt's requests are listed, the rate-limited one with its 429.
+    let requests: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("http://127.0.0.1:"))
+        .filter(|l| l.contains(" GET ") || l.contains(" POST "))
+        .collect();
+    assert_eq!(requests.len(), 6, "{text}");
+    assert!(
+        requests
+            .iter()
+            .any(|l| l.contains("/v1/charges ") && l.contains(" 429 ")),
+        "{text}"
+    );
+}
+
 tasker_tests::cli_on_both_backends!(
     status_shows_results_attempts_and_transitions,
     order_fulfilment_runs_with_two_rate_limited_payment_attempts,
+    the_http_example_calls_its_api_and_retries_the_rate_limited_charge,
     data_pipeline_reads_a_read_only_grant_and_writes_its_report,
     a_hostile_plugin_fails_its_step_with_its_kind_and_status_shows_why,
     terminal_escapes_from_a_guest_are_printed_escaped,

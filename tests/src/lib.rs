@@ -10,6 +10,7 @@ pub mod backends;
 pub mod browser;
 pub mod cli;
 pub mod events;
+pub mod http_server;
 pub mod model;
 pub mod served;
 pub mod server;

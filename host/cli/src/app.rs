@@ -169,6 +169,7 @@ impl App {
         cfg.cache_dir = Some(self.settings.cache_dir.clone());
         cfg.watch = watch;
         cfg.defaults = self.settings.limits.clone();
+        cfg.http = self.settings.http.clone();
         let (sandbox, scan) = Sandbox::new(cfg)
             .await
             .context("cannot start the sandbox")?;

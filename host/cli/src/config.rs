@@ -20,6 +20,9 @@ pub struct FileConfig {
     /// memory, result size and depth, messages, logs, events, sockets, descriptors, disk).
     #[serde(default)]
     pub limits: tasker_sandbox::ResolvedLimits,
+    /// `[http]`: guests' outbound HTTPS trust (`extra_ca_file`, `system_roots`).
+    #[serde(default)]
+    pub http: tasker_sandbox::HttpConfig,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -39,6 +42,7 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     pub worker: WorkerFile,
     pub limits: tasker_sandbox::ResolvedLimits,
+    pub http: tasker_sandbox::HttpConfig,
 }
 
 /// The default plugin directory: where `scripts/build-plugins.sh` stages components.
@@ -97,6 +101,7 @@ impl Settings {
                 .unwrap_or_else(|| DEFAULT_CACHE_DIR.into()),
             worker: file.worker,
             limits: file.limits,
+            http: file.http,
         }
     }
 

@@ -217,6 +217,13 @@ pub async fn status(store: &AnyStore, task: TaskId, detail: StatusDetail) -> Res
     println!("{t}");
     if detail.attempts {
         println!("{}", attempts_table(&steps, &all_attempts));
+        let mut logs = Vec::with_capacity(steps.len());
+        for s in &steps {
+            logs.push(store.attempt_logs(s.id, None).await?);
+        }
+        if let Some(t) = http_table(&steps, &all_attempts, &logs) {
+            println!("HTTP requests:\n{t}");
+        }
     }
     if detail.transitions {
         let mut t = table(&["at", "entity", "from", "to", "metadata"]);
@@ -301,6 +308,49 @@ fn attempts_table(steps: &[tasker_store::StepRow], attempts: &[Vec<AttemptRow>])
     t
 }
 
+/// Every outbound HTTP request of every attempt, or `None` when no attempt made one.
+fn http_table(
+    steps: &[tasker_store::StepRow],
+    attempts: &[Vec<AttemptRow>],
+    logs: &[Vec<tasker_store::AttemptLogRow>],
+) -> Option<Table> {
+    let mut t = table(&[
+        "step", "#", "at", "method", "url", "status", "sent", "received", "took", "note",
+    ]);
+    let mut any = false;
+    for ((s, attempts), logs) in steps.iter().zip(attempts).zip(logs) {
+        for row in logs {
+            // The attempt's number as the attempts table shows it.
+            let n = attempts
+                .iter()
+                .position(|a| a.attempt_no == row.attempt_no)
+                .map_or_else(|| "-".into(), |i| (i + 1).to_string());
+            for h in &row.log.http {
+                any = true;
+                let note = match (&h.error, h.refused) {
+                    (Some(e), true) => format!("refused: {}", guest_text(e, 80)),
+                    (None, true) => "refused".into(),
+                    (Some(e), false) => guest_text(e, 80),
+                    (None, false) => String::new(),
+                };
+                t.add_row(vec![
+                    s.name.clone(),
+                    n.clone(),
+                    micros(i64::try_from(h.at_us).unwrap_or(i64::MAX)),
+                    guest_text(&h.method, 10),
+                    guest_text(&h.url, 80),
+                    opt(h.status),
+                    bytes(i64::try_from(h.request_bytes).unwrap_or(i64::MAX)),
+                    bytes(i64::try_from(h.response_bytes).unwrap_or(i64::MAX)),
+                    micros(i64::try_from(h.duration_us).unwrap_or(i64::MAX)),
+                    note,
+                ]);
+            }
+        }
+    }
+    any.then_some(t)
+}
+
 pub async fn templates(store: &AnyStore) -> Result<()> {
     let mut t = table(&["template", "steps", "description"]);
     let mut after = None;
@@ -375,7 +425,7 @@ pub fn plugin(p: &Plugin, cache_dir: &Path) {
         tasker_sandbox::World::RetryPolicy => "decide",
     };
     println!(
-        "world:             tasker:plugin/{}@0.1.0 (export: {export})",
+        "world:             tasker:plugin/{}@0.1.1 (export: {export})",
         p.world().as_str()
     );
 }

@@ -9,6 +9,7 @@ pub mod dag;
 pub mod error_kind;
 pub mod events;
 pub mod fixtures;
+pub mod http_grant;
 pub mod metrics;
 pub mod state;
 pub mod template;

@@ -16,6 +16,7 @@ use thiserror::Error;
 use crate::backoff::{Backoff, DEFAULT_MAX_RETRY_AFTER_MS, MAX_DELAY_MS};
 use crate::dag::{Dag, DagError};
 use crate::error_kind::ErrorKind;
+use crate::http_grant::{HttpPolicy, HttpRule};
 
 /// Default attempts per step (first run plus retries).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -161,6 +162,21 @@ pub struct Limits {
     pub memory_mb: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_bytes: Option<u64>,
+    /// Outbound HTTP requests per attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_requests: Option<u64>,
+    /// Outbound HTTP requests in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_concurrency: Option<u64>,
+    /// Bytes of one request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_request_bytes: Option<u64>,
+    /// Bytes of one response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_response_bytes: Option<u64>,
+    /// Deadline of one request (connect to last byte); never past the attempt's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_timeout_ms: Option<u64>,
 }
 
 /// Capabilities granted to a step. Everything not listed is denied.
@@ -175,6 +191,13 @@ pub struct Grants {
     /// Outbound `host:port` pairs the guest may connect to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub net: Vec<String>,
+    /// Outbound HTTP requests the guest may make (`wasi:http`), see `http_grant`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpRule>,
+    /// Secrets the host writes into HTTP headers where the guest put `{{secret:NAME}}`:
+    /// name to source (`env:VARIABLE`). The guest never sees the value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// A host directory preopened for the guest.
@@ -543,13 +566,24 @@ struct RawBackoff {
     jitter: Option<f64>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    timeout_ms: Option<u64>,
-    fuel: Option<u64>,
-    memory_mb: Option<u64>,
-    max_output_bytes: Option<u64>,
+/// Limits as written: the same shape, every field optional.
+type RawLimits = Limits;
+
+impl Limits {
+    /// Each limit from `self`, else from `defaults`.
+    fn or(&self, defaults: &Limits) -> Limits {
+        Limits {
+            timeout_ms: self.timeout_ms.or(defaults.timeout_ms),
+            fuel: self.fuel.or(defaults.fuel),
+            memory_mb: self.memory_mb.or(defaults.memory_mb),
+            max_output_bytes: self.max_output_bytes.or(defaults.max_output_bytes),
+            http_requests: self.http_requests.or(defaults.http_requests),
+            http_concurrency: self.http_concurrency.or(defaults.http_concurrency),
+            http_request_bytes: self.http_request_bytes.or(defaults.http_request_bytes),
+            http_response_bytes: self.http_response_bytes.or(defaults.http_response_bytes),
+            http_timeout_ms: self.http_timeout_ms.or(defaults.http_timeout_ms),
+        }
+    }
 }
 
 fn parse_raw(yaml: &str) -> Result<RawTemplate, Problem> {
@@ -796,12 +830,7 @@ fn resolve_step(
     };
 
     let (l, dl) = (&raw.limits, &defaults.limits);
-    let limits = Limits {
-        timeout_ms: l.timeout_ms.or(dl.timeout_ms),
-        fuel: l.fuel.or(dl.fuel),
-        memory_mb: l.memory_mb.or(dl.memory_mb),
-        max_output_bytes: l.max_output_bytes.or(dl.max_output_bytes),
-    };
+    let limits = l.or(dl);
     check_limits(c, at, &limits);
     check_grants(c, at, &raw.grants);
 
@@ -836,11 +865,16 @@ fn parse_policy(c: &mut Collector, at: &str, raw: &str) -> Option<HandlerRef> {
 
 /// The largest value each limit may take: a day of wall time, a WebAssembly memory's 4 GiB,
 /// a 64 MiB result.
-pub const LIMIT_MAXIMA: [(&str, u64); 4] = [
+pub const LIMIT_MAXIMA: [(&str, u64); 9] = [
     ("timeout_ms", 86_400_000),
     ("fuel", 1_000_000_000_000_000),
     ("memory_mb", 4_096),
     ("max_output_bytes", 64 << 20),
+    ("http_requests", 100_000),
+    ("http_concurrency", 256),
+    ("http_request_bytes", 1 << 30),
+    ("http_response_bytes", 1 << 30),
+    ("http_timeout_ms", 86_400_000),
 ];
 
 /// The most attempts a step (or deliveries a hook) may be given.
@@ -852,6 +886,11 @@ fn check_limits(c: &mut Collector, at: &str, limits: &Limits) {
         limits.fuel,
         limits.memory_mb,
         limits.max_output_bytes,
+        limits.http_requests,
+        limits.http_concurrency,
+        limits.http_request_bytes,
+        limits.http_response_bytes,
+        limits.http_timeout_ms,
     ];
     for ((field, max), v) in LIMIT_MAXIMA.into_iter().zip(values) {
         match v {
@@ -918,13 +957,7 @@ fn resolve_hook(c: &mut Collector, at: &str, raw: RawHook) -> Option<HookTemplat
             c.push(format!("{at}.events[{i}]"), m);
         }
     }
-    let l = &raw.limits;
-    let limits = Limits {
-        timeout_ms: l.timeout_ms,
-        fuel: l.fuel,
-        memory_mb: l.memory_mb,
-        max_output_bytes: l.max_output_bytes,
-    };
+    let limits = raw.limits.clone();
     check_limits(c, at, &limits);
     check_grants(c, at, &raw.grants);
     let d = &raw.delivery;
@@ -1008,6 +1041,28 @@ fn check_grants(c: &mut Collector, at: &str, g: &Grants) {
                 format!("'{n}' must be host:port, such as api.example.com:443"),
             );
         }
+    }
+    if let Err(errors) = HttpPolicy::new(&g.http) {
+        for (i, e) in errors {
+            c.push(format!("{at}.grants.http[{i}].{}", e.field), e.message);
+        }
+    }
+    for (name, source) in &g.secrets {
+        let loc = format!("{at}.grants.secrets.{name}");
+        if !crate::http_grant::is_secret_name(name) {
+            c.push(
+                loc,
+                format!("'{name}' is not a secret name (letters, digits and _)"),
+            );
+        } else if let Err(m) = crate::http_grant::secret_source(source) {
+            c.push(loc, m);
+        }
+    }
+    if !g.secrets.is_empty() && g.http.is_empty() {
+        c.push(
+            format!("{at}.grants.secrets"),
+            "secrets are only written into HTTP requests: grant some with grants.http",
+        );
     }
 }
 

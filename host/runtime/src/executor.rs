@@ -14,7 +14,7 @@ use tasker_sandbox::{
     AttemptGrants, AttemptLimits, AttemptReport, HostDir, PluginHash, PluginRef, Sandbox,
     SandboxError, StepContext,
 };
-use tasker_store::{Accounting, AttemptLog, ClaimedStep, LogDropped, LogLevel, LogLine};
+use tasker_store::{Accounting, AttemptLog, ClaimedStep, HttpCall, LogDropped, LogLevel, LogLine};
 
 /// Runs steps as WASM components.
 #[derive(Clone)]
@@ -59,6 +59,14 @@ pub fn limits(l: &template::Limits) -> AttemptLimits {
         timeout_ms: l.timeout_ms,
         memory_bytes: l.memory_mb.map(|mb| mb.saturating_mul(1 << 20)),
         output_bytes: l.max_output_bytes,
+        // Checked against LIMIT_MAXIMA in the template, so these fit.
+        http_requests: l.http_requests.map(|n| n.min(u64::from(u32::MAX)) as u32),
+        http_concurrency: l
+            .http_concurrency
+            .map(|n| n.min(u64::from(u32::MAX)) as u32),
+        http_request_bytes: l.http_request_bytes,
+        http_response_bytes: l.http_response_bytes,
+        http_timeout_ms: l.http_timeout_ms,
         ..AttemptLimits::default()
     }
 }
@@ -78,6 +86,8 @@ pub fn grants(g: &template::Grants) -> AttemptGrants {
             .collect(),
         env: g.env.clone(),
         net: g.net.clone(),
+        http: g.http.clone(),
+        secrets: g.secrets.clone(),
         ..AttemptGrants::default()
     }
 }
@@ -139,6 +149,20 @@ fn attempt_log(report: &mut AttemptReport) -> AttemptLog {
             stdout_bytes: report.dropped.stdout_bytes,
             stderr_bytes: report.dropped.stderr_bytes,
         },
+        http: std::mem::take(&mut report.http)
+            .into_iter()
+            .map(|h| HttpCall {
+                at_us: h.at_us,
+                method: h.method,
+                url: h.url,
+                status: h.status,
+                request_bytes: h.request_bytes,
+                response_bytes: h.response_bytes,
+                duration_us: h.duration_us,
+                refused: h.refused,
+                error: h.error,
+            })
+            .collect(),
     }
 }
 
@@ -242,10 +266,25 @@ mod tests {
             fuel: Some(7),
             memory_mb: Some(2),
             max_output_bytes: Some(9),
+            http_requests: Some(3),
+            http_concurrency: Some(2),
+            http_request_bytes: Some(10),
+            http_response_bytes: Some(11),
+            http_timeout_ms: Some(12),
         });
         assert_eq!(
             (l.timeout_ms, l.fuel, l.memory_bytes, l.output_bytes),
             (Some(5), Some(7), Some(2 << 20), Some(9))
+        );
+        assert_eq!(
+            (
+                l.http_requests,
+                l.http_concurrency,
+                l.http_request_bytes,
+                l.http_response_bytes,
+                l.http_timeout_ms
+            ),
+            (Some(3), Some(2), Some(10), Some(11), Some(12))
         );
         let g = grants(&template::Grants {
             dirs: vec![template::DirGrant {
@@ -255,8 +294,18 @@ mod tests {
             }],
             env: vec!["A".into()],
             net: vec!["h:1".into()],
+            http: vec![tasker_core::http_grant::HttpRule {
+                url: "https://x.test".into(),
+                methods: vec![],
+                paths: vec![],
+            }],
+            secrets: [("K".to_string(), "env:K".to_string())].into(),
         });
         assert!(g.dirs[0].writable);
         assert_eq!((g.env.len(), g.net.len()), (1, 1));
+        assert_eq!(
+            (g.http[0].url.as_str(), g.secrets["K"].as_str()),
+            ("https://x.test", "env:K")
+        );
     }
 }

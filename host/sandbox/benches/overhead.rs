@@ -128,6 +128,11 @@ fn main() {
     std::fs::create_dir(&dir).unwrap();
     std::fs::copy(plugin_dir().join("noop.wasm"), dir.join("noop.wasm")).unwrap();
     let cache = work.path().join("cache");
+    // `-- http`: only the HTTP benchmark.
+    if std::env::args().skip(1).any(|a| a == "http") {
+        http(&mt, work.path());
+        return;
+    }
 
     let sandbox = |alloc: AllocatorChoice, cache: Option<PathBuf>| {
         let mut cfg = SandboxConfig::new(&dir);
@@ -217,6 +222,9 @@ fn main() {
 
     if std::env::var("TASKER_BENCH_LANGS").as_deref() != Ok("0") {
         languages(&rt, work.path(), iters);
+    }
+    if std::env::var("TASKER_BENCH_HTTP").as_deref() != Ok("0") {
+        http(&mt, work.path());
     }
 }
 
@@ -389,4 +397,185 @@ fn languages(rt: &tokio::runtime::Runtime, work: &Path, iters: usize) {
             us(cached) / us(rl)
         );
     }
+}
+
+/// Issue #17: a step making one HTTP GET (http_probe) against the same GET made natively by
+/// the host, 16 at a time (`TASKER_BENCH_HTTP_CONCURRENCY`) against one local hyper server,
+/// `TASKER_BENCH_HTTP_REQUESTS` (1600) a round, best of 3 alternating rounds; and the same
+/// step making no request, the sandbox's own floor. Both sides open a fresh connection per
+/// request, as the host does for a guest. Only this part:
+/// `cargo bench -p tasker-sandbox --bench overhead -- http` (`TASKER_BENCH_HTTP=0` skips it).
+fn http(mt: &tokio::runtime::Runtime, work: &Path) {
+    use std::net::SocketAddr;
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty, Full};
+    use tasker_sandbox::HttpRule;
+    use wasmtime_wasi_http::io::TokioIo;
+
+    let concurrency: usize = std::env::var("TASKER_BENCH_HTTP_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let per_worker: usize = std::env::var("TASKER_BENCH_HTTP_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1600usize)
+        .div_ceil(concurrency);
+    let total = per_worker * concurrency;
+    const BODY: &[u8] = b"{\"ok\":true,\"from\":\"the bench server\"}\n";
+
+    // The server on its own thread and runtime, the same for both sides.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from_static(BODY),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    let addr: SocketAddr = rx.recv().unwrap();
+
+    let dir = work.join("http");
+    std::fs::create_dir(&dir).unwrap();
+    let wasm = plugin_dir().join("http_probe.wasm");
+    if !wasm.is_file() {
+        eprintln!(
+            "{} is missing: run scripts/build-plugins.sh first",
+            wasm.display()
+        );
+        std::process::exit(2);
+    }
+    std::fs::copy(&wasm, dir.join("http_probe.wasm")).unwrap();
+    let mut cfg = SandboxConfig::new(&dir);
+    cfg.cache_dir = Some(work.join("http-cache"));
+    cfg.engine.allocator = AllocatorChoice::Pooling;
+    let sb = mt.block_on(Sandbox::new(cfg)).expect("sandbox").0;
+    let req = AttemptRequest {
+        plugin: "http_probe".parse().unwrap(),
+        ctx: StepContext {
+            task_id: "t".into(),
+            step_name: "s".into(),
+            attempt: 1,
+            config: json!({ "url": format!("http://{addr}/") }),
+            ..StepContext::default()
+        },
+        limits: AttemptLimits::default(),
+        grants: AttemptGrants {
+            http: vec![HttpRule {
+                url: format!("http://{addr}"),
+                methods: vec![],
+                paths: vec![],
+            }],
+            ..AttemptGrants::default()
+        },
+    };
+
+    async fn native_get(addr: SocketAddr) -> usize {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let request = hyper::Request::get("/")
+            .header("host", addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .len()
+    }
+
+    type One = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = usize> + Send>> + Send + Sync>;
+    let step = |req: AttemptRequest| -> One {
+        let sb = sb.clone();
+        Arc::new(move || {
+            let (sb, req) = (sb.clone(), req.clone());
+            Box::pin(async move {
+                match sb.run(req).await {
+                    Ok(out) => out.output["bytes"].as_u64().unwrap() as usize,
+                    Err(f) => panic!("http_probe: {} ({})", f.error, f.report.stderr),
+                }
+            })
+        })
+    };
+    // The same step making no request: what instantiating and calling it costs alone.
+    let mut idle = req.clone();
+    idle.ctx.config["repeat"] = json!(0);
+    let floor = step(idle);
+    let guest = step(req);
+    let native: One = Arc::new(move || Box::pin(native_get(addr)));
+    // Requests per second with `concurrency` workers, each doing `n` in a row.
+    let rate = |one: &One, n: usize, bytes: usize| {
+        let t = Instant::now();
+        mt.block_on(async {
+            let workers: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let one = one.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..n {
+                            assert_eq!(one().await, bytes);
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.await.unwrap();
+            }
+        });
+        (n * concurrency) as f64 / t.elapsed().as_secs_f64()
+    };
+    // Warm up both: the pool's first instances, the server's first connections.
+    let n = BODY.len();
+    rate(&native, 10, n);
+    rate(&guest, 10, n);
+    rate(&floor, 10, 0);
+    let (mut best_native, mut best_guest, mut best_floor) = (0f64, 0f64, 0f64);
+    for _ in 0..3 {
+        best_native = best_native.max(rate(&native, per_worker, n));
+        best_guest = best_guest.max(rate(&guest, per_worker, n));
+        best_floor = best_floor.max(rate(&floor, per_worker, 0));
+    }
+    println!();
+    println!(
+        "HTTP: one GET to a local hyper server per request, {concurrency} concurrent, {total} requests a round, best of 3 (2 tokio threads, fresh connection each)"
+    );
+    println!("| side | requests/s |");
+    println!("|---|---|");
+    println!("| native hyper client (host) | {best_native:.0} |");
+    println!("| sandboxed step (http_probe, wasi:http) | {best_guest:.0} |");
+    println!("| sandboxed step making no request (attempts/s) | {best_floor:.0} |");
+    println!(
+        "sandboxed / native: {:.2}x (goal ≥ 0.7x); sandboxed / no-request step: {:.2}x",
+        best_guest / best_native,
+        best_guest / best_floor
+    );
 }

@@ -2,12 +2,14 @@
 //! `InstancePre`, call `handle`, classify the outcome, account for it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::bindings::tasker::plugin::types as wit;
 use crate::bounds::{json_depth, truncate};
@@ -15,7 +17,9 @@ use crate::caps::{self, AttemptGrants, Denial, DenialLog};
 use crate::error::SandboxError;
 use crate::guard::Guard;
 use crate::host::{EmittedEvent, Journal, LogRecord};
+use crate::http::{HttpRecord, Outbound, TlsRoots};
 use crate::limits::{AttemptLimits, MemoryLimiter, ResolvedLimits};
+use crate::redact;
 use crate::registry::{Plugin, PluginHash, PluginRef, Pre, World};
 use crate::stdio::CappedPipe;
 
@@ -79,6 +83,9 @@ pub struct AttemptReport {
     /// Capability refusals seen during the attempt (also on success: a guest may
     /// survive a refusal).
     pub denials: Vec<Denial>,
+    /// Outbound HTTP requests, granted and refused, in order.
+    #[serde(default)]
+    pub http: Vec<HttpRecord>,
 }
 
 /// Output the host threw away because of the attempt's caps.
@@ -117,6 +124,8 @@ impl AttemptFailure {
 pub(crate) struct AttemptState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http_ctx: WasiHttpCtx,
+    outbound: Outbound,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) journal: Journal,
     guard: Guard,
@@ -128,6 +137,11 @@ impl AttemptState {
     /// guarded WASI interfaces).
     pub(crate) fn split(&mut self) -> (&mut WasiCtx, &mut ResourceTable, &mut Guard) {
         (&mut self.wasi, &mut self.table, &mut self.guard)
+    }
+
+    /// The parts `wasi:http` works on, borrowed apart.
+    pub(crate) fn http_parts(&mut self) -> (&mut ResourceTable, &mut WasiHttpCtx, &mut Outbound) {
+        (&mut self.table, &mut self.http_ctx, &mut self.outbound)
     }
 }
 
@@ -200,6 +214,7 @@ pub(crate) async fn run_call(
     grants: &AttemptGrants,
     limits: ResolvedLimits,
     queue_wait: Duration,
+    tls: &Arc<TlsRoots>,
 ) -> Result<AttemptOutput, AttemptFailure> {
     let started = Instant::now();
     let mut report = AttemptReport {
@@ -243,9 +258,26 @@ pub(crate) async fn run_call(
     }
 
     let timeout = Duration::from_millis(limits.timeout_ms);
+    // Saturating: a deadline past the end of time is no deadline, never a panic.
+    let deadline = started
+        .checked_add(timeout)
+        .unwrap_or(started + Duration::from_secs(86_400));
+    let outbound = match Outbound::new(
+        grants,
+        &limits,
+        tls.clone(),
+        denials.clone(),
+        started,
+        deadline,
+    ) {
+        Ok(o) => o,
+        Err(error) => return Err(AttemptFailure { error, report }),
+    };
     let state = AttemptState {
         wasi: b.build(),
         table: ResourceTable::new(),
+        http_ctx: WasiHttpCtx::new(),
+        outbound,
         limiter: MemoryLimiter::new(limits.memory_bytes),
         journal: Journal {
             max_logs: limits.max_logs,
@@ -258,10 +290,7 @@ pub(crate) async fn run_call(
             ..Journal::default()
         },
         guard: Guard::new(&limits, !grants.net.is_empty(), denials.clone()),
-        // Saturating: a deadline past the end of time is no deadline, never a panic.
-        deadline: started
-            .checked_add(timeout)
-            .unwrap_or(started + Duration::from_secs(86_400)),
+        deadline,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -360,8 +389,32 @@ pub(crate) async fn run_call(
     report.logs = state.journal.logs;
     report.events = state.journal.events;
     report.denials = denials.snapshot();
+    let (http, cut_by_deadline) = state.outbound.finish();
+    report.http = http;
 
     let result = classify(outcome, &limits, state.limiter.denied, &report);
+    // A request cut by the attempt's deadline: the attempt timed out, whatever the guest
+    // made of its error.
+    let result = match result {
+        Err(SandboxError::HandlerError { .. } | SandboxError::Trap { .. })
+        | Err(SandboxError::CapabilityDenied { .. })
+            if cut_by_deadline =>
+        {
+            Err(SandboxError::Timeout {
+                limit_ms: limits.timeout_ms,
+            })
+        }
+        other => other,
+    };
+    let secrets = state.outbound.secrets();
+    let result = if secrets.is_empty() {
+        result
+    } else {
+        redact::report(&mut report, secrets);
+        result
+            .map(|v| redact::value(v, secrets))
+            .map_err(|e| redact::error(e, secrets))
+    };
     match result {
         Ok(output) => Ok(AttemptOutput { output, report }),
         Err(error) => Err(AttemptFailure { error, report }),

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use tasker_core::http_grant::HttpRule;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -32,6 +33,11 @@ pub struct AttemptGrants {
     /// Outbound network allow-list: "host:port" or "host:*", host being an IP address or a
     /// name (resolved when the attempt starts). IPv6 literals in brackets: "[::1]:80".
     pub net: Vec<String>,
+    /// Outbound HTTP requests the guest may make through `wasi:http` (`http/`).
+    pub http: Vec<HttpRule>,
+    /// Secrets written into HTTP header values where the guest put `{{secret:NAME}}`:
+    /// name to source (`env:VARIABLE`, read on the worker when the attempt starts).
+    pub secrets: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +55,7 @@ pub struct HostDir {
 /// One refused use of a capability.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Denial {
-    /// "net" or "fs".
+    /// "net", "fs" or "http".
     pub capability: String,
     pub detail: String,
     /// Always "host": kept for compatibility with earlier reports.

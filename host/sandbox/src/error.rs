@@ -64,7 +64,7 @@ pub enum SandboxError {
     Load { message: String },
 
     /// A valid component that does not fit the host: it needs an import the host does
-    /// not provide, or its exports do not match `tasker:plugin/step-handler@0.1.0`.
+    /// not provide, or its exports do not match `tasker:plugin/step-handler@0.1.1`.
     #[error("incompatible plugin: {message}")]
     Incompatible { message: String },
 

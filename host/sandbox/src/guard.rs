@@ -65,6 +65,22 @@ fn host_release(n: usize) {
     }
 }
 
+/// One descriptor of the host's budget held outside the table (a connection the host
+/// makes for a guest's HTTP request); released when dropped.
+pub(crate) struct HostLease(());
+
+impl HostLease {
+    pub fn acquire() -> Option<Self> {
+        host_acquire().then_some(HostLease(()))
+    }
+}
+
+impl Drop for HostLease {
+    fn drop(&mut self) {
+        host_release(1);
+    }
+}
+
 /// One descriptor held by a stream; released when the stream is dropped.
 pub(crate) struct Lease {
     streams: Arc<AtomicUsize>,

@@ -16,8 +16,10 @@ mod fs_guard;
 mod fs_streams;
 mod guard;
 mod host;
+mod http;
 mod limits;
 mod net_guard;
+mod redact;
 mod registry;
 mod stdio;
 mod worlds;
@@ -38,11 +40,13 @@ pub use caps::{AttemptGrants, Denial, HostDir};
 pub use engine::{AllocatorChoice, AllocatorInUse, EngineConfig, SandboxEngine};
 pub use error::SandboxError;
 pub use host::{EmittedEvent, LogRecord};
+pub use http::{HttpConfig, HttpRecord};
 pub use limits::{AttemptLimits, ENTRY_COST, MAX_OUTPUT_DEPTH, ResolvedLimits};
 pub use registry::{
     Plugin, PluginHash, PluginRef, Registry, RegistryEvent, RegistryStats, ScanReport, UploadError,
     World,
 };
+pub use tasker_core::http_grant::HttpRule;
 pub use worlds::{HookEvent, HookRequest, PolicyDecision, PolicyInput, PolicyRequest};
 
 /// Host-wide sandbox settings.
@@ -62,6 +66,9 @@ pub struct SandboxConfig {
     /// Defaults for limits an attempt leaves unset.
     #[serde(default)]
     pub defaults: ResolvedLimits,
+    /// Outbound HTTP: trusted roots for guests' HTTPS.
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 impl SandboxConfig {
@@ -72,6 +79,7 @@ impl SandboxConfig {
             watch: false,
             engine: EngineConfig::default(),
             defaults: ResolvedLimits::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -87,6 +95,7 @@ struct Inner {
     registry: Arc<Registry>,
     defaults: ResolvedLimits,
     slots: Semaphore,
+    tls: Arc<http::TlsRoots>,
 }
 
 impl Sandbox {
@@ -99,9 +108,15 @@ impl Sandbox {
         let mut linker = Linker::new(engine.engine());
         guard::add_to_linker(&mut linker)
             .map_err(|e| SandboxError::internal(format!("cannot link WASI: {e:#}")))?;
-        bindings::StepHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(|e| {
-            SandboxError::internal(format!("cannot link the host interface: {e:#}"))
-        })?;
+        let tls = Arc::new(http::TlsRoots::new(&config.http)?);
+        bindings::tasker::plugin::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .and_then(|()| {
+                bindings::tasker::plugin::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            })
+            .and_then(|()| http::add_to_linker(&mut linker))
+            .map_err(|e| {
+                SandboxError::internal(format!("cannot link the host interfaces: {e:#}"))
+            })?;
         let registry = Arc::new(Registry::new(
             engine.clone(),
             Arc::new(linker),
@@ -120,6 +135,7 @@ impl Sandbox {
                     registry,
                     defaults: config.defaults,
                     slots,
+                    tls,
                 }),
             },
             report,
@@ -219,6 +235,7 @@ impl Sandbox {
             grants,
             limits,
             queue_wait,
+            &self.inner.tls,
         )
         .await
     }

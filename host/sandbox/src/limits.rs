@@ -44,6 +44,16 @@ pub struct AttemptLimits {
     /// Cap on bytes written into `rw` grants during the attempt (every write counts,
     /// and each new directory entry costs [`ENTRY_COST`]).
     pub disk_write_bytes: Option<u64>,
+    /// Cap on outbound HTTP requests the attempt may make (`grants.http`).
+    pub http_requests: Option<u32>,
+    /// Cap on HTTP requests in flight at once; more wait for a slot.
+    pub http_concurrency: Option<u32>,
+    /// Cap on one HTTP request body, in bytes.
+    pub http_request_bytes: Option<u64>,
+    /// Cap on one HTTP response body, in bytes.
+    pub http_response_bytes: Option<u64>,
+    /// Deadline of one HTTP request, connect to last byte; never past the attempt's.
+    pub http_timeout_ms: Option<u64>,
 }
 
 /// Highest accepted `output_depth`: the store wraps a result one or two levels deeper
@@ -74,6 +84,11 @@ pub struct ResolvedLimits {
     pub max_sockets: u32,
     pub max_descriptors: u32,
     pub disk_write_bytes: u64,
+    pub http_requests: u32,
+    pub http_concurrency: u32,
+    pub http_request_bytes: u64,
+    pub http_response_bytes: u64,
+    pub http_timeout_ms: u64,
 }
 
 impl Default for ResolvedLimits {
@@ -96,6 +111,11 @@ impl Default for ResolvedLimits {
             max_sockets: 16,
             max_descriptors: 128,
             disk_write_bytes: 64 << 20,
+            http_requests: 64,
+            http_concurrency: 8,
+            http_request_bytes: 8 << 20,
+            http_response_bytes: 16 << 20,
+            http_timeout_ms: 30_000,
         }
     }
 }
@@ -124,6 +144,15 @@ impl AttemptLimits {
             max_sockets: self.max_sockets.unwrap_or(defaults.max_sockets),
             max_descriptors: self.max_descriptors.unwrap_or(defaults.max_descriptors),
             disk_write_bytes: self.disk_write_bytes.unwrap_or(defaults.disk_write_bytes),
+            http_requests: self.http_requests.unwrap_or(defaults.http_requests),
+            http_concurrency: self.http_concurrency.unwrap_or(defaults.http_concurrency),
+            http_request_bytes: self
+                .http_request_bytes
+                .unwrap_or(defaults.http_request_bytes),
+            http_response_bytes: self
+                .http_response_bytes
+                .unwrap_or(defaults.http_response_bytes),
+            http_timeout_ms: self.http_timeout_ms.unwrap_or(defaults.http_timeout_ms),
         }
     }
 }
@@ -146,6 +175,11 @@ impl ResolvedLimits {
                     "timeout_ms {} is out of range: it must be 1..={MAX_TIMEOUT_MS} (a day)",
                     self.timeout_ms
                 ),
+            });
+        }
+        if self.http_concurrency == 0 {
+            return Err(SandboxError::Config {
+                message: "http_concurrency must be at least 1".into(),
             });
         }
         Ok(())

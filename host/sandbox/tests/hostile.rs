@@ -450,7 +450,7 @@ async fn incompatible_wit_version_is_incompatible() {
     .await;
     assert_eq!(f.kind(), "incompatible", "{}", f.error);
     assert!(
-        f.error.to_string().contains("step-handler@0.1.0"),
+        f.error.to_string().contains("step-handler@0.1.1"),
         "{}",
         f.error
     );

@@ -399,7 +399,29 @@ pub struct LogDroppedView {
     pub stderr_bytes: u64,
 }
 
-/// What one attempt's handler said: its log records, stdout and stderr.
+/// One outbound HTTP request of an attempt, granted or refused by the host.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HttpCallView {
+    /// Microseconds since the attempt started.
+    pub at_us: u64,
+    pub method: String,
+    /// Without the query.
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub status: Option<u16>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub duration_us: u64,
+    /// The host refused it before any connection (see `grants.http`).
+    pub refused: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<String>,
+}
+
+/// What one attempt's handler said: its log records, stdout and stderr, and the HTTP
+/// requests it made.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptLogView {
     /// As in the step's `attempt_history`.
@@ -412,6 +434,7 @@ pub struct AttemptLogView {
     pub stdout: String,
     pub stderr: String,
     pub dropped: LogDroppedView,
+    pub http: Vec<HttpCallView>,
 }
 
 impl From<AttemptLogRow> for AttemptLogView {
@@ -438,6 +461,21 @@ impl From<AttemptLogRow> for AttemptLogView {
                 stdout_bytes: log.dropped.stdout_bytes,
                 stderr_bytes: log.dropped.stderr_bytes,
             },
+            http: log
+                .http
+                .into_iter()
+                .map(|h| HttpCallView {
+                    at_us: h.at_us,
+                    method: h.method,
+                    url: h.url,
+                    status: h.status,
+                    request_bytes: h.request_bytes,
+                    response_bytes: h.response_bytes,
+                    duration_us: h.duration_us,
+                    refused: h.refused,
+                    error: h.error,
+                })
+                .collect(),
         }
     }
 }

@@ -79,7 +79,25 @@ impl LogDropped {
     }
 }
 
-/// Everything one attempt said.
+/// One outbound HTTP request of the attempt (granted or refused by the host).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpCall {
+    /// Microseconds from the attempt's start.
+    pub at_us: u64,
+    pub method: String,
+    /// Without the query.
+    pub url: String,
+    pub status: Option<u16>,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub duration_us: u64,
+    /// The host refused it before any connection.
+    pub refused: bool,
+    pub error: Option<String>,
+}
+
+/// Everything one attempt said, and the HTTP requests it made.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AttemptLog {
@@ -87,6 +105,8 @@ pub struct AttemptLog {
     pub stdout: String,
     pub stderr: String,
     pub dropped: LogDropped,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpCall>,
 }
 
 impl AttemptLog {
@@ -95,6 +115,7 @@ impl AttemptLog {
             && self.stdout.is_empty()
             && self.stderr.is_empty()
             && !self.dropped.any()
+            && self.http.is_empty()
     }
 
     /// The stored form: `None` for an attempt that said nothing, so quiet steps store nothing.
@@ -152,10 +173,25 @@ mod tests {
                 lines: 3,
                 ..LogDropped::default()
             },
+            http: Vec::new(),
         };
         let stored = log.to_json().unwrap();
         assert_eq!(stored["lines"][0]["level"], "warn");
+        // Logs stored before HTTP records existed have no `http` field.
+        assert!(stored.get("http").is_none(), "{stored}");
         assert_eq!(AttemptLog::from_json(Some(stored)).unwrap(), log);
+        let with_http = AttemptLog {
+            http: vec![HttpCall {
+                method: "GET".into(),
+                url: "https://x.test/".into(),
+                status: Some(200),
+                ..HttpCall::default()
+            }],
+            ..AttemptLog::default()
+        };
+        let stored = with_http.to_json().unwrap();
+        assert_eq!(stored["http"][0]["status"], 200);
+        assert_eq!(AttemptLog::from_json(Some(stored)).unwrap(), with_http);
         // Only drops: still worth storing, so the reader learns output was cut.
         let only_drops = AttemptLog {
             dropped: LogDropped {

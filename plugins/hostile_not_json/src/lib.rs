@@ -1,6 +1,6 @@
 //! Attack: return text that is not JSON (bypasses the SDK, which would serialize).
 #![allow(clippy::too_many_arguments)] // in the generated bindings
-wit_bindgen::generate!({ world: "step-handler", path: "../../wit" });
+wit_bindgen::generate!({ world: "step-handler", path: "../../wit", generate_all });
 
 struct Garbage;
 

@@ -92,6 +92,29 @@ pub fn render(a: &ShownAttempt, out: &mut impl Write) -> std::io::Result<()> {
             writeln!(out, "     {}", escape_control(line))?;
         }
     }
+    if !log.http.is_empty() {
+        writeln!(out, "   http:")?;
+        for h in &log.http {
+            let status = h.status.map_or_else(|| "-".to_string(), |s| s.to_string());
+            let mut line = format!(
+                "     +{:>10.6}s {} {} -> {status} ({} B sent, {} B received, {:.1} ms)",
+                h.at_us as f64 / 1e6,
+                h.method,
+                h.url,
+                h.request_bytes,
+                h.response_bytes,
+                h.duration_us as f64 / 1000.0
+            );
+            if h.refused {
+                line.push_str(" refused");
+            }
+            if let Some(e) = &h.error {
+                line.push_str(": ");
+                line.push_str(e);
+            }
+            writeln!(out, "{}", escape_control(&line))?;
+        }
+    }
     let d = &log.dropped;
     if d.any() {
         let mut parts = Vec::new();
@@ -228,6 +251,7 @@ mod tests {
                 stdout_bytes: 0,
                 stderr_bytes: 9,
             },
+            ..AttemptLog::default()
         });
         assert!(
             text.starts_with(
@@ -239,6 +263,42 @@ mod tests {
         assert!(text.contains("   stdout:\n     one\n     two\n"), "{text}");
         assert!(!text.contains("stderr:"), "{text}");
         assert!(text.contains("4 log records, 9 bytes of stderr"), "{text}");
+    }
+
+    #[test]
+    fn http_requests_are_listed_with_refusals() {
+        let text = shown(AttemptLog {
+            http: vec![
+                tasker_store::HttpCall {
+                    at_us: 2000,
+                    method: "POST".into(),
+                    url: "https://api.test/v1/charges".into(),
+                    status: Some(429),
+                    request_bytes: 12,
+                    response_bytes: 30,
+                    duration_us: 1500,
+                    ..tasker_store::HttpCall::default()
+                },
+                tasker_store::HttpCall {
+                    method: "GET".into(),
+                    url: "https://evil.test/".into(),
+                    refused: true,
+                    error: Some("no http grant names https://evil.test:443".into()),
+                    ..tasker_store::HttpCall::default()
+                },
+            ],
+            ..AttemptLog::default()
+        });
+        assert!(
+            text.contains(
+                "     +  0.002000s POST https://api.test/v1/charges -> 429 (12 B sent, 30 B received, 1.5 ms)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("GET https://evil.test/ -> - (0 B sent, 0 B received, 0.0 ms) refused: no http grant"),
+            "{text}"
+        );
     }
 
     #[test]

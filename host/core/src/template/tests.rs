@@ -386,3 +386,37 @@ fn graph_problems_are_listed_with_every_other_problem() {
     assert!(e.mentions("dependency cycle: d -> d"), "{e}");
     assert!(e.problems.len() >= 5, "{e}");
 }
+
+#[test]
+fn http_grants_secrets_and_limits_are_checked_where_they_are() {
+    let t = Template::from_yaml(&minimal(
+        "  - name: charge\n    handler: h@1.0.0\n    limits: {http_requests: 5, http_timeout_ms: 2000}\n    grants:\n      http:\n        - {url: 'https://api.stripe.test', methods: [POST], paths: ['/v1/charges*']}\n      secrets: {STRIPE_KEY: 'env:STRIPE_KEY'}\n",
+    ))
+    .unwrap();
+    let g = &t.steps[0].grants;
+    assert_eq!(g.http[0].paths, ["/v1/charges*"]);
+    assert_eq!(g.secrets["STRIPE_KEY"], "env:STRIPE_KEY");
+    assert_eq!(t.steps[0].limits.http_requests, Some(5));
+
+    let e = err(&minimal(
+        "  - name: a\n    handler: h@1.0.0\n    limits: {http_concurrency: 0, http_response_bytes: 99999999999}\n    grants:\n      http:\n        - {url: 'https://ok.test'}\n        - {url: 'api.test', methods: [GET, 'P OST'], paths: [v1]}\n      secrets: {KEY: 'vault:x', '1BAD': 'env:X'}\n",
+    ));
+    let locations: Vec<&str> = e.problems.iter().map(|p| p.location.as_str()).collect();
+    for want in [
+        "steps[0] (a).limits.http_concurrency",
+        "steps[0] (a).limits.http_response_bytes",
+        "steps[0] (a).grants.http[1].url",
+        "steps[0] (a).grants.http[1].methods[1]",
+        "steps[0] (a).grants.http[1].paths[0]",
+        "steps[0] (a).grants.secrets.KEY",
+        "steps[0] (a).grants.secrets.1BAD",
+    ] {
+        assert!(locations.contains(&want), "missing {want} in {e}");
+    }
+    assert!(!locations.iter().any(|l| l.contains("http[0]")), "{e}");
+    // Secrets go only into HTTP headers: without an http grant they are a mistake.
+    let e = err(&minimal(
+        "  - name: a\n    handler: h@1.0.0\n    grants: {secrets: {K: 'env:K'}}\n",
+    ));
+    assert_eq!(e.problems[0].location, "steps[0] (a).grants.secrets");
+}

@@ -192,7 +192,7 @@ pub(super) fn check(
     };
     typed.map_err(|e| SandboxError::Incompatible {
         message: format!(
-            "does not export tasker:plugin/{world}@0.1.0 as this host defines it: {e:#}"
+            "does not export tasker:plugin/{world}@0.1.1 as this host defines it (0.1.0 components also load): {e:#}"
         ),
     })
 }

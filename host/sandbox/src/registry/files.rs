@@ -244,7 +244,7 @@ pub(super) fn world_of(bytes: &[u8]) -> Result<World, SandboxError> {
         (_, _, true) => Ok(World::RetryPolicy),
         _ => Err(SandboxError::Incompatible {
             message:
-                "does not export tasker:plugin/step-handler@0.1.0 (nor event-hook or retry-policy)"
+                "does not export tasker:plugin/step-handler@0.1.1 (nor event-hook or retry-policy)"
                     .into(),
         }),
     }

@@ -39,6 +39,25 @@ function attemptsTable(el, step) {
     h('tbody', null, rows))));
 }
 
+// The attempt's outbound HTTP requests (granted and refused), as the host recorded them.
+function httpTable(calls) {
+  const rows = calls.map((c) => h('tr', { class: c.refused ? 'http-refused' : null, 'data-http-status': c.status ?? '' },
+    h('td', { class: 'num' }, `+${fmtDuration(c.at_us / 1000)}`),
+    h('td', null, c.method),
+    h('td', null, h('code', null, c.url)),
+    h('td', { class: 'num' }, c.status ?? '-'),
+    h('td', { class: 'num' }, fmtBytes(c.request_bytes)),
+    h('td', { class: 'num' }, fmtBytes(c.response_bytes)),
+    h('td', { class: 'num' }, fmtDuration(c.duration_us / 1000)),
+    h('td', null, c.refused ? `refused${c.error ? `: ${c.error}` : ''}` : (c.error || ''))));
+  return h('div', { class: 'http-calls' },
+    h('div', { class: 'stdio-name' }, 'HTTP requests'),
+    h('div', { class: 'table-wrap' }, h('table', { class: 'table table-dense' },
+      h('thead', null, h('tr', null, ['At', 'Method', 'URL', 'Status', 'Sent', 'Received', 'Took', 'Note']
+        .map((c, i) => h('th', { class: [0, 3, 4, 5, 6].includes(i) ? 'num' : null }, c)))),
+      h('tbody', null, rows))));
+}
+
 function logsView(el, logs) {
   el.replaceChildren();
   if (!logs.attempts.length) {
@@ -47,7 +66,8 @@ function logsView(el, logs) {
   }
   const silent = [];
   for (const a of [...logs.attempts].reverse()) {
-    const said = a.lines.length || a.stdout || a.stderr;
+    const http = a.http || [];
+    const said = a.lines.length || a.stdout || a.stderr || http.length;
     const dropped = a.dropped && (a.dropped.lines || a.dropped.stdout_bytes || a.dropped.stderr_bytes)
       ? h('p', { class: 'warn small' }, `Dropped by the attempt's bounds: ${a.dropped.lines} lines, ${fmtBytes(a.dropped.stdout_bytes)} of stdout, ${fmtBytes(a.dropped.stderr_bytes)} of stderr.`)
       : null;
@@ -67,6 +87,7 @@ function logsView(el, logs) {
         h('strong', null, `Attempt ${a.attempt}`), ' ', badge(a.outcome),
         h('span', { class: 'muted small' }, ' ', timeEl(a.started_at, { clock: true }), ' → ', timeEl(a.finished_at, { clock: true }))),
       lines.length ? h('div', { class: 'log-lines' }, lines) : null,
+      http.length ? httpTable(http) : null,
       stream('stdout', a.stdout),
       stream('stderr', a.stderr),
       dropped));

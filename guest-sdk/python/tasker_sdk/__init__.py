@@ -21,6 +21,9 @@ retryable error whose message is ``"<ExceptionType>: <message>"``; its traceback
 error level. ``MemoryError`` is not caught: the attempt then fails and the host reports it as
 ``out_of_memory``.
 
+Outbound HTTP: :mod:`tasker_sdk.http` (``tasker_sdk.http.request("GET", url)``), allowed only
+to the URLs in the step's ``grants.http``.
+
 The ``wit_world`` bindings are generated from ``wit/`` by ``componentize-py`` when the
 component is built (see docs/languages.md); nothing generated is checked in.
 """
@@ -30,7 +33,10 @@ import traceback
 from typing import Any, Callable, Dict, Optional
 
 from componentize_py_types import Err
-from wit_world.imports import host, types
+# Built with `--import-interface-name`: tasker:plugin/types is `tasker_types` (wasi:http's
+# `types` keeps the plain name, see scripts/build-polyglot.sh).
+from wit_world.imports import host
+from wit_world.imports import tasker_types as types
 
 __all__ = [
     "Context",
@@ -40,6 +46,7 @@ __all__ = [
     "export",
     "emit",
     "log",
+    "http",
 ]
 
 
@@ -157,3 +164,7 @@ def export(fn: Callable[[Context], Any]) -> type:
 
     WitWorld.__doc__ = f"Tasker step handler `{getattr(fn, '__name__', 'handler')}`."
     return WitWorld
+
+
+# Last: the HTTP helper raises the error classes above.
+from . import http  # noqa: E402
