@@ -168,3 +168,59 @@ async fn a_run_shows_each_attempt_and_a_failed_task_is_retried_or_resolved<S: Ba
     assert_eq!(a.status, StatusCode::NOT_FOUND, "{a:?}");
     srv.stop().await;
 }
+
+on_both_backends!(a_steps_http_requests_are_in_its_logs);
+
+/// The outbound requests an attempt made, granted and refused, are in
+/// `GET /v1/steps/{id}/logs` with the attempt (the URL without its query).
+async fn a_steps_http_requests_are_in_its_logs<S: Backend>(store: S) {
+    let api = tasker_tests::http_server::TestHttp::start().await;
+    let srv = TestServer::start(store.any(), With::Workers).await;
+    let base = api.http_url("");
+    let base = base.trim_end_matches('/');
+    srv.register(&format!(
+        "namespace: api\nname: calls\nversion: 1.0.0\nsteps:\n  - name: call\n    handler: http_probe@0.1.0\n    retry: {{max_attempts: 1}}\n    config: {{url: '{base}/echo?token=q', keep_going: true}}\n    grants:\n      http: [{{url: '{base}', paths: ['/echo']}}]\n  - name: refused\n    handler: http_probe@0.1.0\n    retry: {{max_attempts: 1}}\n    config: {{url: '{base}/admin'}}\n    grants:\n      http: [{{url: '{base}', paths: ['/echo']}}]\n"
+    ))
+    .await;
+    let t = srv
+        .post(
+            "/v1/tasks",
+            &json!({"template": "api/calls@1.0.0", "context": {}}),
+        )
+        .await;
+    assert_eq!(t.status, StatusCode::CREATED, "{t:?}");
+    let id = t.body["id"].as_i64().unwrap();
+    let done = srv
+        .wait_for(&format!("/v1/tasks/{id}"), BOUND, |t| {
+            t["steps"].as_array().is_some_and(|s| {
+                s.iter()
+                    .all(|s| s["state"] == "complete" || s["state"] == "error")
+            })
+        })
+        .await;
+    let step = |name: &str| {
+        done["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no step {name}: {done}"))["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let l = srv.get(&format!("/v1/steps/{}/logs", step("call"))).await;
+    let call = &l.body["attempts"][0]["http"][0];
+    assert_eq!(call["method"], "GET", "{l:?}");
+    assert_eq!(call["url"], format!("{base}/echo"), "{l:?}");
+    assert_eq!(call["status"], 200, "{l:?}");
+    assert_eq!(call["refused"], false, "{l:?}");
+    assert!(call["response_bytes"].as_u64().unwrap() > 0, "{l:?}");
+    let l = srv
+        .get(&format!("/v1/steps/{}/logs", step("refused")))
+        .await;
+    let call = &l.body["attempts"][0]["http"][0];
+    assert_eq!(call["url"], format!("{base}/admin"), "{l:?}");
+    assert_eq!(call["refused"], true, "{l:?}");
+    assert!(call["error"].as_str().unwrap().contains("/admin"), "{l:?}");
+    assert_eq!(api.count_path("/admin"), 0);
+}
