@@ -32,7 +32,7 @@ fn said(tag: &str) -> AttemptLog {
         },
         // HTTP records ride in the same column on both stores.
         http: vec![
-            HttpCall {
+            HttpRecord {
                 at_us: 40,
                 method: "POST".into(),
                 url: format!("https://api.test/{tag}"),
@@ -43,12 +43,12 @@ fn said(tag: &str) -> AttemptLog {
                 refused: false,
                 error: None,
             },
-            HttpCall {
+            HttpRecord {
                 method: "GET".into(),
                 url: "https://evil.test/".into(),
                 refused: true,
                 error: Some("no http grant names https://evil.test:443".into()),
-                ..HttpCall::default()
+                ..HttpRecord::default()
             },
         ],
     }

@@ -192,6 +192,8 @@ async fn a_request_body_over_the_byte_limit_is_capability_denied() {
     assert_kind(&f, "capability_denied");
     assert_http_denial(&f, &[&s.http_url("/echo"), "http_request_bytes"]);
     assert_eq!(s.count(), 0, "the body over the cap was not sent");
+    // Its declared length is over the cap: refused before any connection.
+    assert_eq!(s.connections(), 0);
 }
 
 #[tokio::test]

@@ -194,6 +194,28 @@ async fn bad_input_names_the_field_and_writes_nothing<S: Backend>(store: S) {
         StatusCode::UNPROCESSABLE_ENTITY,
         &["steps[0] (a).grants.dirs[0].host"],
     );
+    // An HTTP grant naming a path in its url, a bad method and a secret without a source.
+    let http = crate::CHAIN.replace("name: chain", "name: http").replace(
+        "{ name: a, handler: echo@0.1.0 }",
+        "{ name: a, handler: echo@0.1.0, grants: { http: [{ url: 'https://api.test/v1', methods: ['P OST'] }], secrets: { KEY: 'vault:k' } } }",
+    );
+    let a = srv
+        .call(
+            Method::POST,
+            "/v1/templates",
+            Some(&admin),
+            Some(Body::Raw("application/yaml", http.as_bytes())),
+        )
+        .await;
+    problem(
+        &a,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &[
+            "steps[0] (a).grants.http[0].url",
+            "steps[0] (a).grants.http[0].methods[0]",
+            "steps[0] (a).grants.secrets.KEY",
+        ],
+    );
     let a = srv
         .call(
             Method::POST,

@@ -10,6 +10,7 @@ pub mod error_kind;
 pub mod events;
 pub mod fixtures;
 pub mod http_grant;
+pub mod http_record;
 pub mod metrics;
 pub mod state;
 pub mod template;

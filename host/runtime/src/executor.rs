@@ -14,7 +14,7 @@ use tasker_sandbox::{
     AttemptGrants, AttemptLimits, AttemptReport, HostDir, PluginHash, PluginRef, Sandbox,
     SandboxError, StepContext,
 };
-use tasker_store::{Accounting, AttemptLog, ClaimedStep, HttpCall, LogDropped, LogLevel, LogLine};
+use tasker_store::{Accounting, AttemptLog, ClaimedStep, LogDropped, LogLevel, LogLine};
 
 /// Runs steps as WASM components.
 #[derive(Clone)]
@@ -149,20 +149,8 @@ fn attempt_log(report: &mut AttemptReport) -> AttemptLog {
             stdout_bytes: report.dropped.stdout_bytes,
             stderr_bytes: report.dropped.stderr_bytes,
         },
-        http: std::mem::take(&mut report.http)
-            .into_iter()
-            .map(|h| HttpCall {
-                at_us: h.at_us,
-                method: h.method,
-                url: h.url,
-                status: h.status,
-                request_bytes: h.request_bytes,
-                response_bytes: h.response_bytes,
-                duration_us: h.duration_us,
-                refused: h.refused,
-                error: h.error,
-            })
-            .collect(),
+        // The sandbox and the store share the record type.
+        http: std::mem::take(&mut report.http),
     }
 }
 

@@ -392,20 +392,13 @@ pub(crate) async fn run_call(
     let (http, cut_by_deadline) = state.outbound.finish();
     report.http = http;
 
-    let result = classify(outcome, &limits, state.limiter.denied, &report);
-    // A request cut by the attempt's deadline: the attempt timed out, whatever the guest
-    // made of its error.
-    let result = match result {
-        Err(SandboxError::HandlerError { .. } | SandboxError::Trap { .. })
-        | Err(SandboxError::CapabilityDenied { .. })
-            if cut_by_deadline =>
-        {
-            Err(SandboxError::Timeout {
-                limit_ms: limits.timeout_ms,
-            })
-        }
-        other => other,
-    };
+    let result = classify(
+        outcome,
+        &limits,
+        state.limiter.denied,
+        cut_by_deadline,
+        &report,
+    );
     let secrets = state.outbound.secrets();
     let result = if secrets.is_empty() {
         result
@@ -425,6 +418,7 @@ fn classify(
     outcome: Outcome,
     limits: &ResolvedLimits,
     memory_denied: Option<u64>,
+    http_cut_by_deadline: bool,
     report: &AttemptReport,
 ) -> Result<serde_json::Value, SandboxError> {
     let max_message = usize::try_from(limits.error_message_bytes).unwrap_or(usize::MAX);
@@ -489,7 +483,7 @@ fn classify(
             trap_error(e, limits, &report.stderr, max_message)
         }
     };
-    Err(reclassify_denial(failure, report))
+    Err(host_cause(failure, limits, http_cut_by_deadline, report))
 }
 
 fn trap_error(
@@ -560,15 +554,26 @@ fn panic_message(stderr: &str) -> Option<String> {
     Some(msg.chars().take(2000).collect())
 }
 
-/// A failure after the host refused something is reported as `CapabilityDenied`: that is
-/// the cause, whatever the guest did after it. Only the host's own records count; what
-/// the guest says in its error is its own error.
-fn reclassify_denial(failure: SandboxError, report: &AttemptReport) -> SandboxError {
+/// A guest's failure (trap or handler error) after the host stopped something is reported
+/// as what the host did, whatever the guest made of it: an HTTP request cut by the
+/// attempt's deadline is a `Timeout`, a refusal is `CapabilityDenied`. Only the host's own
+/// records count; what the guest says in its error is its own error.
+fn host_cause(
+    failure: SandboxError,
+    limits: &ResolvedLimits,
+    http_cut_by_deadline: bool,
+    report: &AttemptReport,
+) -> SandboxError {
     if !matches!(
         failure,
         SandboxError::Trap { .. } | SandboxError::HandlerError { .. }
     ) {
         return failure;
+    }
+    if http_cut_by_deadline {
+        return SandboxError::Timeout {
+            limit_ms: limits.timeout_ms,
+        };
     }
     match report.denials.first() {
         Some(d) => SandboxError::CapabilityDenied {

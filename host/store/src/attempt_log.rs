@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use tasker_core::http_record::HttpRecord;
+
 use crate::error::StoreError;
 use crate::ids::StepId;
 use crate::types::AttemptOutcome;
@@ -79,24 +81,6 @@ impl LogDropped {
     }
 }
 
-/// One outbound HTTP request of the attempt (granted or refused by the host).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HttpCall {
-    /// Microseconds from the attempt's start.
-    pub at_us: u64,
-    pub method: String,
-    /// Without the query.
-    pub url: String,
-    pub status: Option<u16>,
-    pub request_bytes: u64,
-    pub response_bytes: u64,
-    pub duration_us: u64,
-    /// The host refused it before any connection.
-    pub refused: bool,
-    pub error: Option<String>,
-}
-
 /// Everything one attempt said, and the HTTP requests it made.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -106,7 +90,7 @@ pub struct AttemptLog {
     pub stderr: String,
     pub dropped: LogDropped,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub http: Vec<HttpCall>,
+    pub http: Vec<HttpRecord>,
 }
 
 impl AttemptLog {
@@ -181,11 +165,11 @@ mod tests {
         assert!(stored.get("http").is_none(), "{stored}");
         assert_eq!(AttemptLog::from_json(Some(stored)).unwrap(), log);
         let with_http = AttemptLog {
-            http: vec![HttpCall {
+            http: vec![HttpRecord {
                 method: "GET".into(),
                 url: "https://x.test/".into(),
                 status: Some(200),
-                ..HttpCall::default()
+                ..HttpRecord::default()
             }],
             ..AttemptLog::default()
         };

@@ -24,7 +24,7 @@ mod types;
 mod wire;
 
 pub use any::AnyStore;
-pub use attempt_log::{AttemptLog, AttemptLogRow, HttpCall, LogDropped, LogLevel, LogLine};
+pub use attempt_log::{AttemptLog, AttemptLogRow, HttpRecord, LogDropped, LogLevel, LogLine};
 pub use error::StoreError;
 pub use events::{EventFilter, STEP_TRANSITION, StoredEvent, TASK_TRANSITION, is_task_transition};
 pub use listing::{

@@ -269,7 +269,7 @@ mod tests {
     fn http_requests_are_listed_with_refusals() {
         let text = shown(AttemptLog {
             http: vec![
-                tasker_store::HttpCall {
+                tasker_store::HttpRecord {
                     at_us: 2000,
                     method: "POST".into(),
                     url: "https://api.test/v1/charges".into(),
@@ -277,14 +277,14 @@ mod tests {
                     request_bytes: 12,
                     response_bytes: 30,
                     duration_us: 1500,
-                    ..tasker_store::HttpCall::default()
+                    ..tasker_store::HttpRecord::default()
                 },
-                tasker_store::HttpCall {
+                tasker_store::HttpRecord {
                     method: "GET".into(),
                     url: "https://evil.test/".into(),
                     refused: true,
                     error: Some("no http grant names https://evil.test:443".into()),
-                    ..tasker_store::HttpCall::default()
+                    ..tasker_store::HttpRecord::default()
                 },
             ],
             ..AttemptLog::default()

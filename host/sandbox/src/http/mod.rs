@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use tasker_core::http_grant::{self, HttpPolicy, Target};
+pub use tasker_core::http_record::HttpRecord;
 use tokio::sync::Semaphore;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
@@ -48,32 +49,12 @@ impl Default for HttpConfig {
     }
 }
 
-/// One outbound request of an attempt, as recorded with it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HttpRecord {
-    /// Microseconds from the attempt's start to the request.
-    pub at_us: u64,
-    pub method: String,
-    /// Without the query (it may hold data the step was given).
-    pub url: String,
-    pub status: Option<u16>,
-    pub request_bytes: u64,
-    pub response_bytes: u64,
-    /// From the request to the end of its response body (or its failure).
-    pub duration_us: u64,
-    /// The host refused it: no connection was made.
-    pub refused: bool,
-    pub error: Option<String>,
-}
-
-/// Records kept per attempt; past it only the count grows (a refused flood is bounded).
+/// Records kept per attempt, so a refused flood stays bounded (the denials say why).
 const MAX_RECORDS: usize = 256;
 
 /// What a request's future shares with the attempt.
 pub(crate) struct Shared {
     records: Mutex<Vec<HttpRecord>>,
-    dropped: Mutex<u64>,
     pub(crate) denials: DenialLog,
     started: Instant,
     /// The attempt's wall deadline: no request outlives it.
@@ -87,7 +68,6 @@ impl Shared {
     fn push(&self, r: HttpRecord) -> Option<usize> {
         let mut v = self.records.lock().unwrap_or_else(|e| e.into_inner());
         if v.len() >= MAX_RECORDS {
-            *self.dropped.lock().unwrap_or_else(|e| e.into_inner()) += 1;
             return None;
         }
         v.push(r);
@@ -146,13 +126,12 @@ impl Outbound {
             limits: Arc::new(limits.clone()),
             shared: Arc::new(Shared {
                 records: Mutex::default(),
-                dropped: Mutex::default(),
                 denials,
                 started,
                 deadline,
                 cut_by_deadline: AtomicBool::new(false),
             }),
-            slots: Arc::new(Semaphore::new(limits.http_concurrency.max(1) as usize)),
+            slots: Arc::new(Semaphore::new(limits.http_concurrency as usize)),
             made: 0,
         })
     }
@@ -250,21 +229,20 @@ impl WasiHttpHooks for Outbound {
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Response {
         let method = request.method().as_str().to_string();
-        let uri = request.uri().clone();
-        let shown = format!(
-            "{}://{}{}",
-            uri.scheme_str().unwrap_or("?"),
+        let uri = request.uri();
+        let (scheme, authority) = (
+            uri.scheme_str().unwrap_or(""),
             uri.authority().map_or("", |a| a.as_str()),
-            uri.path()
         );
         let target = match Target::new(
             &method,
-            uri.scheme_str().unwrap_or(""),
-            uri.authority().map_or("", |a| a.as_str()),
+            scheme,
+            authority,
             uri.path_and_query().map_or("/", |p| p.as_str()),
         ) {
             Ok(t) => t,
             Err(why) => {
+                let shown = format!("{scheme}://{authority}{}", uri.path());
                 let why = format!("{method} {shown}: {why}");
                 return self.refuse(&method, &shown, why, Error::HttpRequestUriInvalid);
             }
@@ -312,16 +290,10 @@ impl WasiHttpHooks for Outbound {
     }
 }
 
-impl AttemptState {
-    fn http_view(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
-        let (table, ctx, hooks) = self.http_parts();
-        wasmtime_wasi_http::WasiHttpCtxView { hooks, table, ctx }
-    }
-}
-
 impl wasmtime_wasi_http::WasiHttpView for AttemptState {
     fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
-        self.http_view()
+        let (table, ctx, hooks) = self.http_parts();
+        wasmtime_wasi_http::WasiHttpCtxView { hooks, table, ctx }
     }
 }
 

@@ -50,7 +50,12 @@ impl Job {
         let sent_at = self.sent_at;
         let (deadline, is_attempt_deadline) =
             request_deadline(&self.limits, shared.deadline, sent_at);
-        let result = match tokio::time::timeout_at(deadline.into(), self.exchange(deadline)).await {
+        let result = match tokio::time::timeout_at(
+            deadline.into(),
+            self.exchange(deadline, is_attempt_deadline),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => {
                 if is_attempt_deadline {
@@ -69,7 +74,7 @@ impl Job {
         result
     }
 
-    async fn exchange(self, deadline: Instant) -> Result<Sent, Error> {
+    async fn exchange(self, deadline: Instant, deadline_is_attempt: bool) -> Result<Sent, Error> {
         // Taken apart: the request body is not `Sync`, so no `&self` may cross an await.
         let Job {
             request,
@@ -84,26 +89,30 @@ impl Job {
             record,
             sent_at,
         } = self;
+        let t = &target;
+        let what = format!("{} {}", t.method, t.url());
+        let mut request = request.ok_or(Error::HttpProtocolError)?;
+        // A body declared over the cap is refused before any connection.
+        if let Some(n) = declared_length(request.headers())
+            && n > limits.http_request_bytes
+        {
+            let cap = limits.http_request_bytes;
+            return Err(over_cap(&shared, &what, Side::Request, n, cap));
+        }
         // Waiting for a slot counts towards the request's time: the cap is a queue.
         let permit = slots
             .acquire_owned()
             .await
             .map_err(|_| Error::ConnectionLimitReached)?;
-        let t = &target;
         let addrs = addresses(&target, &policy, rule, &shared, record).await?;
         let lease = HostLease::acquire().ok_or_else(|| {
             shared.denials.record(
                 "http",
-                format!(
-                    "{} {}: guests hold the host's whole descriptor budget",
-                    t.method,
-                    t.url()
-                ),
+                format!("{what}: guests hold the host's whole descriptor budget"),
             );
             Error::ConnectionLimitReached
         })?;
-        let connect_by = self
-            .options
+        let connect_by = options
             .and_then(|o| o.connect_timeout)
             .map_or(deadline, |d| deadline.min(Instant::now() + d));
         let stream = tokio::time::timeout_at(connect_by.into(), connect(&addrs))
@@ -118,18 +127,6 @@ impl Job {
             .await
             .map_err(Error::Hyper)?;
 
-        let mut request = request.ok_or(Error::HttpProtocolError)?;
-        if let Some(n) = declared_length(request.headers())
-            && n > limits.http_request_bytes
-        {
-            return Err(over_cap(
-                &shared,
-                &target,
-                "request",
-                n,
-                limits.http_request_bytes,
-            ));
-        }
         // The request line carries only the path: the authority is in the Host header.
         let path = request
             .uri()
@@ -147,12 +144,11 @@ impl Job {
             cap: limits.http_request_bytes,
             shared: shared.clone(),
             record,
-            what: format!("{} {}", t.method, t.url()),
+            what: what.clone(),
         };
         let request = http::Request::from_parts(parts, body.boxed_unsync());
 
-        let first_byte_by = self
-            .options
+        let first_byte_by = options
             .and_then(|o| o.first_byte_timeout)
             .map_or(deadline, |d| deadline.min(Instant::now() + d));
         let mut conn = Box::pin(conn);
@@ -181,16 +177,10 @@ impl Job {
         if let Some(n) = declared_length(response.headers())
             && n > limits.http_response_bytes
         {
-            return Err(over_cap(
-                &shared,
-                &target,
-                "response",
-                n,
-                limits.http_response_bytes,
-            ));
+            let cap = limits.http_response_bytes;
+            return Err(over_cap(&shared, &what, Side::Response, n, cap));
         }
         let between = options.and_then(|o| o.between_bytes_timeout);
-        let deadline_is_attempt = request_deadline(&limits, shared.deadline, sent_at).1;
         let (parts, incoming) = response.into_parts();
         let body = CountedResponse {
             inner: incoming,
@@ -199,7 +189,7 @@ impl Job {
             shared: shared.clone(),
             record,
             sent_at,
-            what: format!("{} {}", t.method, t.url()),
+            what,
             deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
             deadline_is_attempt,
             between,
@@ -265,20 +255,26 @@ async fn addresses(
     Ok(allowed)
 }
 
-/// A body declared (or grown) over its cap.
-fn over_cap(shared: &Shared, t: &Target, which: &str, n: u64, cap: u64) -> Error {
+#[derive(Clone, Copy)]
+enum Side {
+    Request,
+    Response,
+}
+
+/// A body declared (or grown) over its cap: recorded, and the error the guest gets.
+/// `what` is the request as `METHOD url`.
+fn over_cap(shared: &Shared, what: &str, side: Side, n: u64, cap: u64) -> Error {
+    let which = match side {
+        Side::Request => "request",
+        Side::Response => "response",
+    };
     shared.denials.record(
         "http",
-        format!(
-            "{} {}: a {n} byte {which} body is over the http_{which}_bytes cap of {cap}",
-            t.method,
-            t.url()
-        ),
+        format!("{what}: {n} bytes of {which} body are over the http_{which}_bytes cap of {cap}"),
     );
-    if which == "request" {
-        Error::HttpRequestBodySize(Some(n))
-    } else {
-        Error::HttpResponseBodySize(Some(n))
+    match side {
+        Side::Request => Error::HttpRequestBodySize(Some(n)),
+        Side::Response => Error::HttpResponseBodySize(Some(n)),
     }
 }
 
@@ -344,14 +340,8 @@ impl Body for CountedRequest {
             let sent = this.sent;
             this.shared.update(this.record, |r| r.request_bytes = sent);
             if sent > this.cap {
-                this.shared.denials.record(
-                    "http",
-                    format!(
-                        "{}: the request body passed the http_request_bytes cap of {}",
-                        this.what, this.cap
-                    ),
-                );
-                return Poll::Ready(Some(Err(Error::HttpRequestBodySize(Some(sent)))));
+                let e = over_cap(&this.shared, &this.what, Side::Request, sent, this.cap);
+                return Poll::Ready(Some(Err(e)));
             }
         }
         Poll::Ready(Some(Ok(frame)))
@@ -430,15 +420,9 @@ impl Body for CountedResponse {
                 if let Some(data) = frame.data_ref() {
                     this.received += data.len() as u64;
                     if this.received > this.cap {
-                        this.shared.denials.record(
-                            "http",
-                            format!(
-                                "{}: the response body passed the http_response_bytes cap of {}",
-                                this.what, this.cap
-                            ),
-                        );
-                        let n = this.received;
-                        return this.fail(Error::HttpResponseBodySize(Some(n)));
+                        let (n, cap) = (this.received, this.cap);
+                        let e = over_cap(&this.shared, &this.what, Side::Response, n, cap);
+                        return this.fail(e);
                     }
                 }
                 if let (Some(idle), Some(d)) = (this.idle.as_mut(), this.between) {
