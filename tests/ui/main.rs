@@ -2,12 +2,14 @@
 //! driven over WebDriver (`tasker_tests::browser`), on both stores: a running task's nodes
 //! turn complete live, a failed task is retried and a failed step resolved from the page,
 //! a read-only token sees no action and a forged POST is refused, a plugin uploaded through
-//! the page runs, and a 1,000-step task renders and pans and zooms. Every test ends with no
-//! console error. Build the binary first (`cargo build -p tasker-cli`) and the plugins
+//! the page runs, a 1,000-step task renders and pans and zooms, and a step page lists its
+//! attempts' HTTP requests, granted and refused. Every test ends with no console error.
+//! Build the binary first (`cargo build -p tasker-cli`) and the plugins
 //! (`scripts/build-plugins.sh`); screenshots go to `target/ui-screenshots/`.
 
 mod actions;
 mod auth;
+mod http_calls;
 mod large_dag;
 mod plugins;
 mod task_page;

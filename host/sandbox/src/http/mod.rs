@@ -286,7 +286,7 @@ impl WasiHttpHooks for Outbound {
             record,
             sent_at: now,
         };
-        Box::new(job.run())
+        Box::new(job.spawn())
     }
 }
 
