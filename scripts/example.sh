@@ -81,6 +81,11 @@ if [ "$example" = http ]; then
     echo "==> the shop API (examples/http/api.py) listens on $api"
 fi
 if [ -n "${DATABASE_URL:-}" ]; then where=PostgreSQL; else where="the embedded store .tasker/tasker.db"; fi
+# `tasker run` creates only an embedded store; a PostgreSQL database is `tasker migrate`'s.
+if [ -n "${DATABASE_URL:-}" ]; then
+    echo "==> tasker migrate"
+    "$tasker" migrate
+fi
 echo "==> running $template on $where"
 status=0
 "$tasker" run "$template" "${args[@]}" || status=$?

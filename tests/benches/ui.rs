@@ -111,6 +111,8 @@ struct Figures {
 }
 
 async fn bench(db: Db, store: &'static str, rounds: usize) -> Figures {
+    // As `tasker migrate` leaves it: `serve` only opens a store.
+    db.prepare().await;
     let (_server, base) = listening(
         &db,
         &plugin_dir(),

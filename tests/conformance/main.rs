@@ -17,6 +17,8 @@ mod outbox;
 mod pinning;
 mod random_dags;
 mod readiness;
+mod retention;
+mod scoped_claim;
 mod sqlite_schema;
 mod store_concurrency;
 mod worker;

@@ -62,6 +62,7 @@ fn config(id: &str, concurrency: usize) -> WorkerConfig {
         sweep_every: Duration::from_secs(5),
         poll_every: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(10),
+        only_task: None,
     }
 }
 

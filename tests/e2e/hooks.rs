@@ -51,11 +51,13 @@ async fn the_hooks_example_audits_every_event_and_its_policy_decides_retries(db:
     // A copy of the example, so its out/ directory is the test's own.
     let dir = scratch("hooks-example");
     std::fs::create_dir_all(dir.join("out")).unwrap();
-    std::fs::copy(
-        root().join("examples/hooks/hooks.yaml"),
-        dir.join("hooks.yaml"),
-    )
-    .unwrap();
+    let text = std::fs::read_to_string(root().join("examples/hooks/hooks.yaml"))
+        .unwrap()
+        .replace(
+            "host: examples/hooks/out",
+            &format!("host: {}", dir.join("out").display()),
+        );
+    std::fs::write(dir.join("hooks.yaml"), text).unwrap();
     let yaml = dir.join("hooks.yaml");
 
     let mut c = tasker(&db, &plugin_dir());

@@ -4,10 +4,15 @@
 //! OTLP.
 
 mod crash;
+mod dead_letters;
 mod examples;
 mod hooks;
 mod logs;
 mod metrics;
+mod plugins_gc;
 mod polyglot;
+mod prune;
 mod serve;
+mod shutdown;
+mod surprises;
 mod traces;

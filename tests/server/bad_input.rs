@@ -7,6 +7,7 @@ use tasker_tests::on_both_backends;
 use tasker_tests::server::{Answer, Body, TEST_BODY_LIMIT, TestServer, With};
 
 on_both_backends!(bad_input_names_the_field_and_writes_nothing);
+on_both_backends!(a_template_naming_an_unknown_handler_is_refused_at_register);
 
 /// An answer is a problem of this status whose errors name exactly these pointers.
 #[track_caller]
@@ -39,9 +40,18 @@ steps:
 async fn bad_input_names_the_field_and_writes_nothing<S: Backend>(store: S) {
     let srv = TestServer::start(store.any(), With::ApiOnly).await;
     srv.register(crate::CHAIN).await;
-    // Registering it is fine: a template's components are checked when a task is submitted.
-    srv.register(UNKNOWN_HANDLER).await;
+    // Registered ahead of a deploy: its components are checked again when a task is
+    // submitted.
     let admin = srv.admin.clone();
+    let a = srv
+        .call(
+            Method::POST,
+            "/v1/templates?allow_missing_handlers=true",
+            Some(&admin),
+            Some(Body::Raw("application/yaml", UNKNOWN_HANDLER.as_bytes())),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
     let raw = |ct: &'static str, body: Vec<u8>| {
         let srv = &srv;
         let admin = admin.clone();
@@ -243,4 +253,84 @@ async fn bad_input_names_the_field_and_writes_nothing<S: Backend>(store: S) {
     );
     assert_eq!(store.count("SELECT count(*) FROM steps").await.unwrap(), 0);
     srv.stop().await;
+}
+
+/// Registering a template whose handler the server's plugin directory lacks is refused (the
+/// step and handler named, what is there listed closest first) unless it is registered
+/// ahead of a deploy on purpose, which answers with warnings.
+async fn a_template_naming_an_unknown_handler_is_refused_at_register<S: Backend>(store: S) {
+    let srv = TestServer::start(store.any(), With::ApiOnly).await;
+    let admin = srv.admin.clone();
+    let post = |path: &'static str, yaml: &'static str| {
+        let srv = &srv;
+        let admin = admin.clone();
+        async move {
+            srv.call(
+                Method::POST,
+                path,
+                Some(&admin),
+                Some(Body::Raw("application/yaml", yaml.as_bytes())),
+            )
+            .await
+        }
+    };
+    let near = "namespace: api\nname: near\nversion: 1.0.0\nsteps:\n  - { name: a, handler: echo@0.2.0 }\n  - { name: b, handler: ehco@0.1.0, depends_on: [a] }\n";
+    let a = post("/v1/templates", near).await;
+    problem(
+        &a,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["steps[0] (a).handler", "steps[1] (b).handler"],
+    );
+    assert!(
+        a.body["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("echo@0.2.0: no such version; the directory has echo 0.1.0"),
+        "{a:?}"
+    );
+    assert!(
+        a.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("?allow_missing_handlers=true"),
+        "{a:?}"
+    );
+    // The same name first, then the nearest name (`ehco` is one swap from `echo`).
+    assert_eq!(a.body["available"][0], "echo@0.1.0 (step-handler)", "{a:?}");
+    // A component of another world is refused at its place too.
+    let hook = "namespace: api\nname: hookish\nversion: 1.0.0\nsteps:\n  - { name: a, handler: hook_noop@0.1.0 }\n";
+    let a = post("/v1/templates", hook).await;
+    problem(
+        &a,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["steps[0] (a).handler"],
+    );
+    assert!(
+        a.body["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("hook_noop@0.1.0: exports the event-hook world, not step-handler"),
+        "{a:?}"
+    );
+    let a = post("/v1/templates?allow_missing_handlers=maybe", near).await;
+    problem(&a, StatusCode::BAD_REQUEST, &["?allow_missing_handlers"]);
+    let templates = srv.get("/v1/templates").await;
+    assert_eq!(templates.body["items"], json!([]), "nothing was written");
+
+    // Ahead of a deploy: registered, each missing component in the warnings.
+    let a = post("/v1/templates?allow_missing_handlers=true", near).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
+    let warnings = a.body["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{a:?}");
+    assert!(
+        warnings[1]
+            .as_str()
+            .unwrap()
+            .starts_with("steps[1] (b).handler: ehco@0.1.0: "),
+        "{a:?}"
+    );
+    // A template the directory provides answers without warnings.
+    let a = post("/v1/templates", crate::CHAIN).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
+    assert!(a.body.get("warnings").is_none(), "{a:?}");
 }

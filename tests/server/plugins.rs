@@ -37,8 +37,17 @@ async fn an_uploaded_plugin_is_checked_installed_and_runs<S: Backend>(store: S) 
     let list = srv.get("/v1/plugins").await;
     assert_eq!(list.body.as_array().unwrap().len(), 1, "{list:?}");
 
-    // A task needing fail@0.1.0 is refused before the upload...
-    srv.register(crate::FAILING).await;
+    // A template needing fail@0.1.0, registered ahead of the upload, and a task of it is
+    // refused before the upload...
+    let a = srv
+        .call(
+            Method::POST,
+            "/v1/templates?allow_missing_handlers=true",
+            Some(&srv.admin.clone()),
+            Some(Body::Raw("application/yaml", crate::FAILING.as_bytes())),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
     let a = srv
         .post("/v1/tasks", &json!({"template": "api/failing@1.0.0"}))
         .await;

@@ -1,6 +1,7 @@
 //! Helpers for tests that run the real `tasker` binary against a test database, on either
 //! backend: `cli_on_both_backends!(scenario, ...)` runs each `async fn scenario(db: Db)` once
-//! on a fresh PostgreSQL database and once on a fresh SQLite file that the binary creates.
+//! on a fresh PostgreSQL database and once on a fresh SQLite file, each as `tasker migrate`
+//! leaves it (only `migrate` creates or migrates a database).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -13,9 +14,9 @@ use tasker_store::{AnyStore, PgStore, SqliteStore};
 
 /// The database a test's `tasker` commands use.
 pub enum Db {
-    /// A fresh PostgreSQL database without a schema (the binary migrates it).
+    /// A fresh PostgreSQL database (without a schema until [`Db::prepare`]).
     Postgres(PgPool),
-    /// A SQLite file that does not exist yet (the binary creates it).
+    /// A SQLite file (that does not exist until [`Db::prepare`]).
     Sqlite(PathBuf),
 }
 
@@ -48,35 +49,48 @@ impl Db {
         }
     }
 
-    /// Whether the binary never wrote a schema (it failed before connecting).
+    /// Creates and migrates the database, as `tasker migrate` does.
+    pub async fn prepare(&self) {
+        drop(self.store().await);
+    }
+
+    /// Whether the binary wrote nothing: no template, task or token (and no schema beyond
+    /// what [`Db::prepare`] made).
     pub async fn untouched(&self) -> bool {
+        const WRITTEN: &str = "SELECT (SELECT count(*) FROM templates) + (SELECT count(*) FROM tasks) \
+                               + (SELECT count(*) FROM api_tokens)";
         match self {
             Db::Postgres(pool) => {
-                count_pg(
+                let tables = count_pg(
                     pool,
                     "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
                 )
-                .await
-                    == 0
+                .await;
+                tables == 0 || count_pg(pool, WRITTEN).await == 0
             }
-            Db::Sqlite(path) => !path.exists(),
+            Db::Sqlite(path) => !path.exists() || count(self, WRITTEN).await == 0,
         }
     }
 }
 
-/// Defines `scenario::postgres` and `scenario::sqlite` for each `async fn scenario(db: Db)`.
+/// Defines `scenario::postgres` and `scenario::sqlite` for each `async fn scenario(db: Db)`,
+/// on a migrated database.
 #[macro_export]
 macro_rules! cli_on_both_backends {
     ($($name:ident),+ $(,)?) => {$(
         mod $name {
             #[::sqlx::test(migrations = false)]
             async fn postgres(pool: ::sqlx::PgPool) {
-                super::$name($crate::cli::Db::Postgres(pool)).await
+                let db = $crate::cli::Db::Postgres(pool);
+                db.prepare().await;
+                super::$name(db).await
             }
 
             #[::tokio::test]
             async fn sqlite() {
-                super::$name($crate::cli::Db::sqlite(stringify!($name))).await
+                let db = $crate::cli::Db::sqlite(stringify!($name));
+                db.prepare().await;
+                super::$name(db).await
             }
         }
     )+};

@@ -43,6 +43,7 @@ pub fn worker_config(id: &str) -> WorkerConfig {
         sweep_every: Duration::from_millis(200),
         poll_every: Duration::from_millis(50),
         shutdown_grace: Duration::from_secs(10),
+        only_task: None,
     }
 }
 

@@ -467,6 +467,7 @@ fn worker_config(id: &str) -> WorkerConfig {
         sweep_every: Duration::from_secs(10),
         poll_every: Duration::from_millis(200),
         shutdown_grace: Duration::from_secs(10),
+        only_task: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! What the commands share: settings, opening the store and the sandbox, loading templates
 //! and JSON arguments, creating tasks, exit codes and signals.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tasker_core::state::TaskState;
 use tasker_core::template::Template;
 use tasker_engine::{EventBus, WorkerConfig, ops};
 use tasker_sandbox::{Sandbox, SandboxConfig};
-use tasker_store::{AnyStore, NewTask, PgStore, SqliteStore, Store, TaskId};
+use tasker_store::{AnyStore, NewTask, PgStore, SqliteStore, Store, StoreError, TaskId};
 
 use crate::config::{Settings, StoreLocation};
 
@@ -82,36 +82,16 @@ pub fn read_json_arg(arg: &str, what: &str) -> Result<Value> {
     serde_json::from_str(&text).with_context(|| format!("{source} is not valid JSON"))
 }
 
-/// Loads a template file. Relative `grants.dirs[].host` paths become absolute, relative to
-/// the file, so a worker elsewhere finds them.
+/// Loads a template file. Grant paths stay as written, so the same file registers as the
+/// same template from any directory; workers resolve relative ones against their grants
+/// base (`commands::missing_grant_dirs` checks them here).
 pub fn load_template(path: &Path) -> Result<Template> {
     let yaml = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read template {}", path.display()))?;
-    let mut t = Template::from_yaml_named(&yaml, &path.display().to_string())?;
-    let base = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    for step in &mut t.steps {
-        for dir in &mut step.grants.dirs {
-            let host = PathBuf::from(&dir.host);
-            let full = if host.is_absolute() {
-                host
-            } else {
-                base.join(host)
-            };
-            let full = full.canonicalize().with_context(|| {
-                format!(
-                    "step '{}': granted directory {} does not exist",
-                    step.name,
-                    full.display()
-                )
-            })?;
-            dir.host = full.display().to_string();
-        }
-    }
-    crate::hooks::absolutize_hook_grants(&mut t, base)?;
-    Ok(t)
+    Ok(Template::from_yaml_named(
+        &yaml,
+        &path.display().to_string(),
+    )?)
 }
 
 impl App {
@@ -127,26 +107,35 @@ impl App {
         self
     }
 
-    /// Opens the configured store (creating the database or file if missing) with its
-    /// migrations applied. Without a database URL it is the embedded store, said in one line.
+    /// Opens the configured store as it is: a missing database or file is refused and
+    /// nothing is created (only `tasker migrate` creates or migrates one), a schema other than
+    /// this build's is refused (older: run `tasker migrate`; newer: both versions named).
+    /// Without a database URL it is the embedded store, said in one line.
     pub(crate) async fn store(&self, pool_size: u32) -> Result<AnyStore> {
+        self.open_store(pool_size, false).await
+    }
+
+    /// [`App::store`], except that an embedded store is created and migrated if need be:
+    /// `tasker run` and `tasker dev` on a laptop need no `tasker migrate` first. A PostgreSQL
+    /// database is still only checked.
+    pub(crate) async fn store_creating_embedded(&self, pool_size: u32) -> Result<AnyStore> {
+        self.open_store(pool_size, true).await
+    }
+
+    async fn open_store(&self, pool_size: u32, create_embedded: bool) -> Result<AnyStore> {
         match self.settings.store_location()? {
-            StoreLocation::Postgres(url) => {
-                create_database_if_missing(&url).await?;
-                let store = PgStore::connect(&url, pool_size).await.with_context(|| {
-                    format!("cannot connect to the database at {}", redact(&url))
-                })?;
-                store
-                    .migrate()
-                    .await
-                    .context("cannot apply the database migrations")?;
-                Ok(store.into())
-            }
+            StoreLocation::Postgres(url) => Ok(PgStore::open(&url, pool_size).await?.into()),
             StoreLocation::Sqlite { path, defaulted } => {
-                let store = SqliteStore::open(&path, pool_size).await.with_context(|| {
-                    format!("cannot open the embedded store {}", path.display())
-                })?;
-                if defaulted {
+                let opened = if create_embedded {
+                    SqliteStore::open(&path, pool_size).await
+                } else {
+                    SqliteStore::open_existing(&path, pool_size).await
+                };
+                let store = opened.map_err(|e| embedded_error(e, &path))?;
+                // Said once per process (`tasker dev` opens the store twice).
+                static SAID: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if defaulted && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     eprintln!(
                         "store: embedded SQLite {} (set DATABASE_URL or --database-url for PostgreSQL)",
                         path.display()
@@ -167,9 +156,11 @@ impl App {
         })?;
         let mut cfg = SandboxConfig::new(dir);
         cfg.cache_dir = Some(self.settings.cache_dir.clone());
+        cfg.cache_max_bytes = self.settings.cache_max_bytes;
         cfg.watch = watch;
         cfg.defaults = self.settings.limits.clone();
         cfg.http = self.settings.http.clone();
+        cfg.grants_base = self.settings.grants_base.clone();
         let (sandbox, scan) = Sandbox::new(cfg)
             .await
             .context("cannot start the sandbox")?;
@@ -198,6 +189,9 @@ impl App {
         if let Some(l) = w.lease_secs {
             cfg.lease = Duration::from_secs(l.max(1));
             cfg.heartbeat_every = cfg.lease / 3;
+        }
+        if let Some(g) = w.shutdown_grace {
+            cfg.shutdown_grace = g;
         }
         cfg
     }
@@ -245,42 +239,15 @@ impl App {
     }
 }
 
-/// What a failed connection means, in words: refused, unknown role, wrong password, TLS or
-/// unreachable, with the server's own message when it sent one (never a guess).
-fn connect_failure(e: &sqlx::Error, url: &str) -> String {
-    let at = redact(url);
+/// An embedded store's error; those that do not name the file get its name.
+fn embedded_error(e: StoreError, path: &Path) -> anyhow::Error {
     match e {
-        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            format!("cannot connect to {at}: connection refused (is PostgreSQL running there?)")
-        }
-        sqlx::Error::Io(io) => format!("cannot reach {at}: {io}"),
-        sqlx::Error::Tls(t) => format!("cannot connect to {at}: TLS failed: {t}"),
-        sqlx::Error::Database(db) => {
-            let why = match db.code().as_deref() {
-                Some("28000") => "the role is unknown or not allowed",
-                Some("28P01") => "wrong password",
-                Some("3D000") => "no such database",
-                _ => "the server refused",
-            };
-            format!("cannot connect to {at}: {why}: {}", db.message())
-        }
-        other => format!("cannot connect to {at}: {other}"),
+        StoreError::DatabaseMissing { .. }
+        | StoreError::SchemaOlder { .. }
+        | StoreError::SchemaNewer { .. } => e.into(),
+        e => anyhow::Error::new(e)
+            .context(format!("cannot open the embedded store {}", path.display())),
     }
-}
-
-/// A first run on a fresh server creates its database, as `sqlx database create` would.
-async fn create_database_if_missing(url: &str) -> Result<()> {
-    use sqlx::migrate::MigrateDatabase;
-    let exists = sqlx::Postgres::database_exists(url)
-        .await
-        .map_err(|e| anyhow::anyhow!(connect_failure(&e, url)))?;
-    if !exists {
-        sqlx::Postgres::create_database(url)
-            .await
-            .with_context(|| format!("cannot create the database {}", redact(url)))?;
-        eprintln!("created database {}", redact(url));
-    }
-    Ok(())
 }
 
 pub(crate) fn exit_for(state: TaskState) -> ExitCode {
@@ -296,20 +263,6 @@ fn default_worker_id() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "worker".into());
     format!("{host}-{}", std::process::id())
-}
-
-/// Hides the password of a URL in messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
@@ -348,15 +301,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-    }
-
-    #[test]
     fn json_args_name_their_source() {
         let e = read_json_arg("{nope", "context").unwrap_err();
         assert!(format!("{e:#}").contains("the context argument is not valid JSON"));
@@ -366,29 +310,13 @@ mod tests {
     }
 
     #[test]
-    fn relative_grants_become_absolute_and_missing_ones_are_named() {
+    fn grant_paths_are_kept_as_written() {
         let dir = std::env::temp_dir().join(format!("tasker-cli-test-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
         let yaml = "namespace: t\nname: g\nversion: 1.0.0\nsteps:\n  - name: a\n    handler: h@1.0.0\n    grants: {dirs: [{host: data, guest: /data}]}\n";
         std::fs::write(dir.join("t.yaml"), yaml).unwrap();
         let t = load_template(&dir.join("t.yaml")).unwrap();
-        let host = &t.steps[0].grants.dirs[0].host;
-        assert!(
-            Path::new(host).is_absolute() && host.ends_with("/data"),
-            "{host}"
-        );
-        std::fs::write(
-            dir.join("bad.yaml"),
-            yaml.replace("host: data", "host: missing"),
-        )
-        .unwrap();
-        let e = load_template(&dir.join("bad.yaml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("step 'a': granted directory") && e.contains("missing"),
-            "{e}"
-        );
+        assert_eq!(t.steps[0].grants.dirs[0].host, "data");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod commands;
 pub mod config;
 pub mod hooks;
+pub mod output;
 pub mod progress;
 pub mod report;
 pub mod traces;

@@ -38,21 +38,23 @@ struct Cli {
     #[arg(long, env = "TASKER_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
 
-    /// Directory of plugin components (*.wasm), watched for new versions.
+    /// Directory of plugin components (*.wasm), watched for new versions
+    /// [default: plugins/dist].
     #[arg(long, env = "TASKER_PLUGIN_DIR", global = true)]
     plugin_dir: Option<PathBuf>,
 
-    /// Directory for precompiled plugins (native code: keep it private).
+    /// Directory for precompiled plugins (native code: keep it private)
+    /// [default: .tasker/cache].
     #[arg(long, env = "TASKER_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
 
-    /// Config file (TOML with database_url, data_dir, plugin_dir, cache_dir, [worker]); defaults to
-    /// ./tasker.toml when present.
+    /// Config file (TOML: database_url, data_dir, plugin_dir, cache_dir, grants_base_dir,
+    /// [worker], [limits], ...) [default: ./tasker.toml, when present].
     #[arg(long, env = "TASKER_CONFIG", global = true)]
     config: Option<PathBuf>,
 
-    /// A `tasker serve` URL: submit, status, logs, tasks, cancel, retry, resolve, templates
-    /// and plugins go through its API instead of the database (other commands ignore it).
+    /// A `tasker serve` URL: submit, status, logs, tasks, cancel, retry, resolve, templates,
+    /// plugins and hooks go through its API instead of the database (other commands ignore it).
     #[arg(long, env = "TASKER_SERVER", global = true)]
     server: Option<String>,
 
@@ -76,6 +78,11 @@ struct Cli {
     /// The bearer token for --server.
     #[arg(long, env = "TASKER_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+
+    /// What relative host paths of directory grants are resolved against, by this process's
+    /// workers (templates keep them as written) [default: the working directory].
+    #[arg(long, env = "TASKER_GRANTS_BASE", global = true, value_name = "DIR")]
+    grants_base: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -110,12 +117,12 @@ enum Command {
     },
     /// Run a long-lived worker. Several may share one PostgreSQL database (on the embedded
     /// store they take turns writing); SIGINT or SIGTERM stops it gracefully (running steps
-    /// finish or are released).
+    /// finish within `[worker] shutdown_grace`, default 30s, or are released at once).
     Worker {
-        /// Steps running at once.
+        /// Steps running at once [default: [worker] concurrency of the config file, else 64].
         #[arg(long)]
         concurrency: Option<usize>,
-        /// Worker name, recorded on leases and attempts (default: host name and pid).
+        /// Worker name, recorded on leases and attempts [default: <host name>-<pid>].
         #[arg(long)]
         id: Option<String>,
         /// Serve Prometheus metrics on this address (GET /metrics, no token: listen on a
@@ -181,10 +188,15 @@ enum Command {
         /// fails.
         #[arg(long)]
         wait: bool,
+        /// Submit even if the plugin directory here lacks a handler, hook or retry policy the
+        /// template names (the workers' directory may be another), with a warning.
+        #[arg(long)]
+        allow_missing_handlers: bool,
     },
     /// Show a task's steps (result, timing, worker, attempts made) and, for each step not
     /// yet run, why it is not ready.
     Status {
+        /// The task's id (as submit and run print it).
         task: TaskId,
         /// Also every attempt of every step: outcome, kind, message, decision, fuel, memory,
         /// wall time, plugin hash, worker.
@@ -198,6 +210,7 @@ enum Command {
     /// attempt's start), stdout and stderr, as kept with the attempt (bounded by the
     /// [limits] max_logs, log_bytes and stdio_bytes settings).
     Logs {
+        /// The step's id (the `id` column of `tasker status`).
         step: StepId,
         /// Only this attempt (its number in `status --attempts`).
         #[arg(long)]
@@ -208,11 +221,18 @@ enum Command {
         follow: bool,
     },
     /// Cancel a task: unfinished steps are cancelled, late results refused.
-    Cancel { task: TaskId },
+    Cancel {
+        /// The task's id.
+        task: TaskId,
+    },
     /// Retry a task in error: its failed steps get a fresh attempt budget.
-    Retry { task: TaskId },
+    Retry {
+        /// The task's id.
+        task: TaskId,
+    },
     /// Mark a step as done by hand (it counts as complete for its children).
     Resolve {
+        /// The step's id (the `id` column of `tasker status`).
         step: StepId,
         /// The step's result, as JSON text or @file.
         #[arg(long)]
@@ -224,26 +244,68 @@ enum Command {
     /// Inspect the plugin directory, or install into it.
     #[command(subcommand)]
     Plugins(PluginsCmd),
+    /// Event hooks' dead letters: list them and send them again.
+    #[command(subcommand)]
+    Hooks(HooksCmd),
+    /// Delete finished tasks past their retention, with their steps, attempts, logs,
+    /// transitions and hook outbox rows, and delivered outbox rows past `[retention]
+    /// delivered`; prints the rows removed per table. Workers and servers also prune on
+    /// their own every `[retention] interval`.
+    Prune {
+        /// Remove tasks that finished longer ago than this (7d, 12h, 30m), whatever the
+        /// settings and templates say [default: `[retention]` of tasker.toml and templates'
+        /// own `retention:`].
+        #[arg(long, value_name = "SPAN")]
+        older_than: Option<tasker_core::retention::Span>,
+        /// Only tasks in these final states (repeat or comma-separate) [default: all three].
+        #[arg(long, value_enum, value_delimiter = ',')]
+        state: Vec<commands::FinalState>,
+        /// Count what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Tasks deleted per transaction.
+        #[arg(long, default_value_t = commands::PRUNE_BATCH)]
+        batch: u32,
+    },
+    /// Print a task as one JSON document: the task, its transitions, and every step with its
+    /// attempts, logs and transitions (what to keep before retention removes it).
+    Export {
+        /// The task's id.
+        task: TaskId,
+    },
     /// Apply the database migrations.
     Migrate,
     /// Print shell completions, e.g. `tasker completions bash > /etc/bash_completion.d/tasker`.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to write completions for.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum TemplatesCmd {
-    /// Validate and register a template file.
-    Register { file: PathBuf },
+    /// Validate and register a template file. Every handler, hook and retry policy it names
+    /// must be in the plugin directory (or, with --server, the server's).
+    Register {
+        /// The template (YAML).
+        file: PathBuf,
+        /// Register even if the plugin directory lacks some of its components (ahead of a
+        /// deploy), with a warning: its steps fail until they are there.
+        #[arg(long)]
+        allow_missing_handlers: bool,
+    },
     /// List registered templates.
     List,
     /// Print the components (handlers, hooks, retry policies) template files run, one
     /// name@version per line: what a plugin directory must hold for them.
     Plugins {
+        /// Template files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Show a registered template (key) or a template file.
     Show {
+        /// A registered key (namespace/name@version) or a template file.
         template: String,
         /// Print the DAG instead, as Mermaid or DOT.
         #[arg(long, value_enum)]
@@ -255,20 +317,24 @@ enum TemplatesCmd {
 enum TokensCmd {
     /// Create a token and print it (once: the store keeps only its hash).
     Create {
+        /// A name for the token, unique: revoke takes it.
         #[arg(long)]
         name: String,
         /// Comma-separated `resource:action` permissions (tasks:read, tasks:create, ...),
         /// `resource:*` or `*`.
         #[arg(long)]
         permissions: String,
-        /// Lifetime such as 30d, 12h or 90m (default: no expiry).
+        /// Lifetime such as 30d, 12h or 90m [default: no expiry].
         #[arg(long)]
         expires: Option<String>,
     },
     /// List tokens (never their secrets).
     List,
     /// Revoke a token by name.
-    Revoke { name: String },
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -285,6 +351,7 @@ enum TasksCmd {
         /// Only tasks with this tag.
         #[arg(long)]
         tag: Option<String>,
+        /// Only the task with this identity key.
         #[arg(long)]
         identity_key: Option<String>,
         /// Tasks per page (1..=500).
@@ -312,19 +379,50 @@ impl GraphFormat {
 }
 
 #[derive(Debug, Subcommand)]
+enum HooksCmd {
+    /// List dead letters (deliveries that failed their last attempt): id, hook, event,
+    /// task, step, attempts, last error, when.
+    DeadLetters {
+        /// Only this hook: its id, its component name@version, or a component name.
+        #[arg(long)]
+        hook: Option<String>,
+    },
+    /// Send dead letters again, through the workers' leased delivery loop (in order, after
+    /// what is pending for the same hook and task), with a fresh attempt budget.
+    Redeliver {
+        /// Only this hook: its id, its component name@version, or a component name.
+        #[arg(long)]
+        hook: Option<String>,
+        /// The dead letters to send again (ids from `hooks dead-letters`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<i64>,
+        /// Every dead letter (of --hook, if given).
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum PluginsCmd {
     /// List the plugins: hash, name@version, size, whether precompiled.
     List,
+    /// Delete every precompiled file no process is using (from the cache directory, shared
+    /// by every worker pointing at it) and say what was removed.
+    Gc,
     /// Show one plugin by name, name@version or blake3:<hash>.
-    Inspect { plugin: String },
+    Inspect {
+        /// name, name@version or blake3:<hash>.
+        plugin: String,
+    },
     /// Check a component and install it into the plugin directory (or, with --server, the
     /// server's), where every worker hot-loads it. The same bytes again change nothing.
     Upload {
+        /// The component (*.wasm).
         file: PathBuf,
-        /// The plugin's name (default: from a file named name@version.wasm).
+        /// The plugin's name [default: from a file named name@version.wasm].
         #[arg(long)]
         name: Option<String>,
-        /// Its version (default: from the file name).
+        /// Its version [default: from the file name].
         #[arg(long)]
         version: Option<String>,
     },
@@ -339,12 +437,9 @@ fn quiet_broken_pipe(command: &Command) {
         command,
         Command::Run { .. } | Command::Worker { .. } | Command::Serve { .. } | Command::Dev { .. }
     );
-    #[cfg(unix)]
+    // Before any thread starts.
     if !long_running {
-        // SAFETY: before any thread starts; restores the default disposition of one signal.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        tasker_cli::output::end_quietly_on_broken_pipe();
     }
 }
 
@@ -367,7 +462,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", tasker_cli::output::error_text(&e));
                     ExitCode::from(2)
                 }
             };
@@ -380,7 +475,7 @@ fn main() -> ExitCode {
     ) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", tasker_cli::output::error_text(&e));
             return ExitCode::from(2);
         }
     };
@@ -397,7 +492,7 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", tasker_cli::output::error_text(&e));
             ExitCode::from(2)
         }
     }
@@ -405,13 +500,16 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let file = FileConfig::load(cli.config.as_deref())?;
-    let settings = Settings::resolve(
+    let mut settings = Settings::resolve(
         file,
         cli.database_url,
         cli.data_dir,
         cli.plugin_dir,
         cli.cache_dir,
     );
+    if cli.grants_base.is_some() {
+        settings.grants_base = cli.grants_base;
+    }
     let app = App::new(settings).with_traceparent(cli.traceparent);
     if let Some(url) = &cli.server {
         let api = tasker_cli::api::Api::new(url, cli.token.clone())?
@@ -500,7 +598,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             context,
             identity_key,
             wait,
-        } => app.submit(&template, &context, identity_key, wait).await,
+            allow_missing_handlers,
+        } => {
+            app.submit(
+                &template,
+                &context,
+                identity_key,
+                wait,
+                allow_missing_handlers,
+            )
+            .await
+        }
         Command::Status {
             task,
             attempts,
@@ -520,7 +628,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel { task } => app.cancel(task).await,
         Command::Retry { task } => app.retry(task).await,
         Command::Resolve { step, result } => app.resolve(step, result.as_deref()).await,
-        Command::Templates(TemplatesCmd::Register { file }) => app.register(&file).await,
+        Command::Templates(TemplatesCmd::Register {
+            file,
+            allow_missing_handlers,
+        }) => app.register(&file, allow_missing_handlers).await,
         Command::Templates(TemplatesCmd::List) => app.templates_list().await,
         Command::Templates(TemplatesCmd::Plugins { .. }) | Command::Completions { .. } => {
             unreachable!("handled before the runtime starts")
@@ -530,6 +641,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
         }
         Command::Plugins(PluginsCmd::List) => app.plugins_list().await,
+        Command::Plugins(PluginsCmd::Gc) => app.plugins_gc(),
+        Command::Hooks(HooksCmd::DeadLetters { hook }) => {
+            app.hooks_dead_letters(hook.as_deref()).await
+        }
+        Command::Hooks(HooksCmd::Redeliver { hook, ids, all }) => {
+            app.hooks_redeliver(hook.as_deref(), &ids, all).await
+        }
         Command::Plugins(PluginsCmd::Inspect { plugin }) => app.plugins_inspect(&plugin).await,
         Command::Plugins(PluginsCmd::Upload {
             file,
@@ -540,6 +658,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             app.plugins_upload(&name, &version, bytes).await
         }
         Command::Migrate => app.migrate().await,
+        Command::Prune {
+            older_than,
+            state,
+            dry_run,
+            batch,
+        } => {
+            let args = commands::PruneArgs {
+                older_than,
+                states: state,
+                dry_run,
+                batch,
+            };
+            app.prune(&args).await
+        }
+        Command::Export { task } => app.export(task).await,
     }
 }
 
@@ -555,7 +688,18 @@ async fn through_server(
             context,
             identity_key,
             wait,
-        } => remote::submit(api, template, context, identity_key.clone(), *wait).await?,
+            allow_missing_handlers,
+        } => {
+            remote::submit(
+                api,
+                template,
+                context,
+                identity_key.clone(),
+                *wait,
+                *allow_missing_handlers,
+            )
+            .await?
+        }
         Command::Status {
             task,
             attempts,
@@ -597,9 +741,10 @@ async fn through_server(
             };
             remote::tasks_list(api, &args).await?
         }
-        Command::Templates(TemplatesCmd::Register { file }) => {
-            remote::templates_register(api, file).await?
-        }
+        Command::Templates(TemplatesCmd::Register {
+            file,
+            allow_missing_handlers,
+        }) => remote::templates_register(api, file, *allow_missing_handlers).await?,
         Command::Templates(TemplatesCmd::List) => remote::templates_list(api).await?,
         Command::Templates(TemplatesCmd::Show { template, graph })
             if !std::path::Path::new(template).is_file() =>
@@ -607,6 +752,12 @@ async fn through_server(
             remote::templates_show(api, template, graph.map(GraphFormat::to_graph)).await?
         }
         Command::Plugins(PluginsCmd::List) => remote::plugins_list(api).await?,
+        Command::Hooks(HooksCmd::DeadLetters { hook }) => {
+            remote::hooks_dead_letters(api, hook.as_deref()).await?
+        }
+        Command::Hooks(HooksCmd::Redeliver { hook, ids, all }) => {
+            remote::hooks_redeliver(api, hook.as_deref(), ids, *all).await?
+        }
         Command::Plugins(PluginsCmd::Inspect { plugin }) => {
             remote::plugins_inspect(api, plugin).await?
         }
@@ -621,4 +772,77 @@ async fn through_server(
         }
         _ => return Ok(None),
     }))
+}
+
+/// The help text walks the whole command tree: every command and argument says what it is,
+/// defaults are shown, and `-h` lists what `--help` lists.
+#[cfg(test)]
+mod help {
+    use clap::CommandFactory;
+
+    /// Every command of the tree, built (with clap's own `help` and `--version`), with its
+    /// path (`tasker templates register`).
+    fn commands() -> Vec<(String, clap::Command)> {
+        fn walk(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+            out.push((path.clone(), cmd.clone()));
+            for sub in cmd.get_subcommands() {
+                // clap's `help` subcommand mirrors the tree; the tree itself is checked.
+                if sub.get_name() != "help" {
+                    walk(sub, format!("{path} {}", sub.get_name()), out);
+                }
+            }
+        }
+        let mut root = super::Cli::command();
+        root.build();
+        let mut out = Vec::new();
+        walk(&root, "tasker".into(), &mut out);
+        out
+    }
+
+    #[test]
+    fn every_argument_has_help() {
+        let mut missing = Vec::new();
+        for (path, cmd) in commands() {
+            if cmd.get_about().is_none() {
+                missing.push(format!("{path}: no description"));
+            }
+            for a in cmd.get_arguments() {
+                let id = a.get_id();
+                let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                if help.trim().is_empty() {
+                    missing.push(format!("{path} {id}: no help"));
+                }
+                if !a.get_default_values().is_empty() && a.is_hide_default_value_set() {
+                    missing.push(format!("{path} {id}: its default is hidden"));
+                }
+                // A default said in words is in the summary `-h` prints, not only in `--help`.
+                let long = a
+                    .get_long_help()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                if long.contains("[default:") && !help.contains("[default:") {
+                    missing.push(format!("{path} {id}: its default is only in --help"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+
+    /// The arguments and subcommands a help text lists: its two-space-indented entries.
+    fn entries(text: &str) -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+            .map(|l| l.trim().split("  ").next().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn short_and_long_help_list_the_same_arguments() {
+        for (path, mut cmd) in commands() {
+            let short = entries(&cmd.render_help().to_string());
+            let long = entries(&cmd.render_long_help().to_string());
+            assert!(!short.is_empty(), "{path}: -h lists nothing");
+            assert_eq!(short, long, "{path}: -h and --help list different entries");
+        }
+    }
 }

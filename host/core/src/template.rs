@@ -17,6 +17,7 @@ use crate::backoff::{Backoff, DEFAULT_MAX_RETRY_AFTER_MS, MAX_DELAY_MS};
 use crate::dag::{Dag, DagError};
 use crate::error_kind::ErrorKind;
 use crate::http_grant::{HttpPolicy, HttpRule};
+use crate::retention::{Retention, Span};
 
 /// Default attempts per step (first run plus retries).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -41,6 +42,9 @@ pub struct Template {
     /// The template-wide retry policy component (steps may override it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_policy: Option<HandlerRef>,
+    /// How long its finished tasks are kept, per state, over `tasker.toml`'s `[retention]`.
+    #[serde(default, skip_serializing_if = "Retention::is_empty")]
+    pub retention: Retention,
 }
 
 /// Default deliveries of one event to one hook before it is parked as dead.
@@ -204,7 +208,8 @@ pub struct Grants {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirGrant {
-    /// Host path; relative paths are relative to the template file.
+    /// Host path, kept as written: a relative one is resolved by each worker against its
+    /// grants base (so a template's identity does not depend on where its file was).
     pub host: String,
     /// Absolute path the guest sees.
     pub guest: String,
@@ -461,6 +466,21 @@ struct RawTemplate {
     hooks: Vec<RawHook>,
     #[serde(default)]
     retry_policy: Option<String>,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+/// `retention:` as written; each span is checked in `resolve`, so a bad one is listed with
+/// the template's other problems.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    #[serde(default)]
+    complete: Option<String>,
+    #[serde(default)]
+    cancelled: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -666,6 +686,20 @@ impl RawTemplate {
             .retry_policy
             .as_deref()
             .and_then(|p| parse_policy(&mut c, "retry_policy", p));
+        let mut span = |state: &str, raw: &Option<String>| {
+            raw.as_deref().and_then(|text| match text.parse::<Span>() {
+                Ok(span) => Some(span),
+                Err(m) => {
+                    c.push(format!("retention.{state}"), m);
+                    None
+                }
+            })
+        };
+        let retention = Retention {
+            complete: span("complete", &self.retention.complete),
+            cancelled: span("cancelled", &self.retention.cancelled),
+            error: span("error", &self.retention.error),
+        };
         let mut hooks = Vec::with_capacity(self.hooks.len());
         for (i, raw) in self.hooks.into_iter().enumerate() {
             if let Some(h) = resolve_hook(&mut c, &format!("hooks[{i}]"), raw) {
@@ -733,6 +767,7 @@ impl RawTemplate {
                 steps,
                 hooks,
                 retry_policy,
+                retention,
             }),
             _ => Err(c.0),
         }

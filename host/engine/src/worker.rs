@@ -20,7 +20,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use tasker_store::{ClaimedStep, Lease, StepCompletion, StepFailure, StepId, Store, StoreError};
+use tasker_store::{
+    ClaimedStep, Lease, StepCompletion, StepFailure, StepId, Store, StoreError, TaskId,
+};
 
 use crate::event::{Event, EventBus};
 use crate::executor::{Execution, Executor, Outcome};
@@ -50,6 +52,9 @@ pub struct WorkerConfig {
     pub poll_every: Duration,
     /// On shutdown, how long running steps may take before their leases are released.
     pub shutdown_grace: Duration,
+    /// Claim only this task's steps (`tasker run` on a shared database leaves every other
+    /// task to other workers); `None`: any ready step.
+    pub only_task: Option<TaskId>,
 }
 
 impl Default for WorkerConfig {
@@ -64,6 +69,7 @@ impl Default for WorkerConfig {
             sweep_every: Duration::from_secs(5),
             poll_every: Duration::from_millis(500),
             shutdown_grace: Duration::from_secs(30),
+            only_task: None,
         }
     }
 }
@@ -330,11 +336,19 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
             let want = permits.num_permits();
             let now = self.clock.now();
             let limit = u32::try_from(want).unwrap_or(u32::MAX);
-            let jobs = match self
-                .store
-                .claim(&self.cfg.id, limit, self.cfg.lease, now)
-                .await
-            {
+            let claimed = match self.cfg.only_task {
+                None => {
+                    self.store
+                        .claim(&self.cfg.id, limit, self.cfg.lease, now)
+                        .await
+                }
+                Some(task) => {
+                    self.store
+                        .claim_of_task(task, &self.cfg.id, limit, self.cfg.lease, now)
+                        .await
+                }
+            };
+            let jobs = match claimed {
                 Ok(jobs) => {
                     failures = 0;
                     jobs
@@ -354,11 +368,14 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
             let got = jobs.len();
             self.start_jobs(jobs, &mut permits, tx, now);
             drop(permits);
-            if got == 0 {
-                // Idle: a retry another worker scheduled may fall due before the next poll.
-                if let Ok(Some(t)) = self.store.next_ready_at().await {
-                    self.note_due(t);
-                }
+            // Idle: a retry another worker scheduled may fall due before the next poll. (Not
+            // for a worker scoped to its task: the instant may be another task's, and its own
+            // retries it learns when it records them.)
+            if got == 0
+                && self.cfg.only_task.is_none()
+                && let Ok(Some(t)) = self.store.next_ready_at().await
+            {
+                self.note_due(t);
             }
             if got < want {
                 // The queue looked empty: sleep until woken, a retry falls due, or the poll.
@@ -563,18 +580,35 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                     slots.merge(more);
                 }
                 let limit = slots.num_permits();
-                match self
-                    .store
-                    .complete_and_claim(
-                        &items,
-                        &events,
-                        &self.cfg.id,
-                        u32::try_from(limit).unwrap_or(u32::MAX),
-                        self.cfg.lease,
-                        now,
-                    )
-                    .await
-                {
+                let claim_limit = u32::try_from(limit).unwrap_or(u32::MAX);
+                let hop = match self.cfg.only_task {
+                    None => {
+                        self.store
+                            .complete_and_claim(
+                                &items,
+                                &events,
+                                &self.cfg.id,
+                                claim_limit,
+                                self.cfg.lease,
+                                now,
+                            )
+                            .await
+                    }
+                    Some(task) => {
+                        self.store
+                            .complete_and_claim_of_task(
+                                &items,
+                                &events,
+                                task,
+                                &self.cfg.id,
+                                claim_limit,
+                                self.cfg.lease,
+                                now,
+                            )
+                            .await
+                    }
+                };
+                match hop {
                     Ok((outcomes, jobs)) => {
                         recs = Some(outcomes);
                         claim_full = Some(jobs.len() >= limit);

@@ -5,6 +5,7 @@
 //! from the template (`retry.by_kind`) and [`ErrorKind::default_retryable`].
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde_json::Value;
 use tasker_core::error_kind::ErrorKind;
@@ -71,15 +72,16 @@ pub fn limits(l: &template::Limits) -> AttemptLimits {
     }
 }
 
-/// The template's grants in the sandbox's terms. Host paths were made absolute when the
-/// template was loaded.
-pub fn grants(g: &template::Grants) -> AttemptGrants {
+/// The template's grants in the sandbox's terms. Templates keep host paths as written, so
+/// a relative one is resolved here, against this host's grants base (see
+/// [`Sandbox::grants_base`]).
+pub fn grants(g: &template::Grants, base: &Path) -> AttemptGrants {
     AttemptGrants {
         dirs: g
             .dirs
             .iter()
             .map(|d| HostDir {
-                host: d.host.clone().into(),
+                host: base.join(&d.host),
                 guest: d.guest.clone(),
                 writable: d.mode == template::DirMode::ReadWrite,
             })
@@ -178,7 +180,7 @@ impl Executor for WasmExecutor {
                 config: step.config.clone(),
             },
             limits: limits(&step.limits),
-            grants: grants(&step.grants),
+            grants: grants(&step.grants, self.sandbox.grants_base()),
         };
         match self.sandbox.run(req).await {
             Ok(mut out) => Execution {
@@ -274,22 +276,35 @@ mod tests {
             ),
             (Some(3), Some(2), Some(10), Some(11), Some(12))
         );
-        let g = grants(&template::Grants {
-            dirs: vec![template::DirGrant {
-                host: "/data".into(),
-                guest: "/in".into(),
-                mode: template::DirMode::ReadWrite,
-            }],
-            env: vec!["A".into()],
-            net: vec!["h:1".into()],
-            http: vec![tasker_core::http_grant::HttpRule {
-                url: "https://x.test".into(),
-                methods: vec![],
-                paths: vec![],
-            }],
-            secrets: [("K".to_string(), "env:K".to_string())].into(),
-        });
-        assert!(g.dirs[0].writable);
+        let g = grants(
+            &template::Grants {
+                dirs: vec![
+                    template::DirGrant {
+                        host: "/data".into(),
+                        guest: "/in".into(),
+                        mode: template::DirMode::ReadWrite,
+                    },
+                    template::DirGrant {
+                        host: "shared/out".into(),
+                        guest: "/out".into(),
+                        mode: template::DirMode::ReadOnly,
+                    },
+                ],
+                env: vec!["A".into()],
+                net: vec!["h:1".into()],
+                http: vec![tasker_core::http_grant::HttpRule {
+                    url: "https://x.test".into(),
+                    methods: vec![],
+                    paths: vec![],
+                }],
+                secrets: [("K".to_string(), "env:K".to_string())].into(),
+            },
+            Path::new("/srv/tasker"),
+        );
+        assert!(g.dirs[0].writable && !g.dirs[1].writable);
+        // An absolute path stays; a relative one is the host's base joined with it.
+        assert_eq!(g.dirs[0].host, Path::new("/data"));
+        assert_eq!(g.dirs[1].host, Path::new("/srv/tasker/shared/out"));
         assert_eq!((g.env.len(), g.net.len()), (1, 1));
         assert_eq!(
             (g.http[0].url.as_str(), g.secrets["K"].as_str()),

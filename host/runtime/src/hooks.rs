@@ -51,7 +51,7 @@ impl WasmHookRunner {
                 payload: job.payload.clone(),
             },
             limits: limits(&job.limits),
-            grants: grants(&job.grants),
+            grants: grants(&job.grants, self.sandbox.grants_base()),
         };
         self.sandbox
             .run_hook(req)

@@ -5,8 +5,10 @@ pub mod executor;
 pub mod hooks;
 pub mod node;
 pub mod policy;
+pub mod prune;
 
 pub use executor::WasmExecutor;
 pub use hooks::WasmHookRunner;
 pub use node::{Node, RunningNode, spawn_deliverer};
 pub use policy::{WasmPolicyRunner, policies};
+pub use prune::{PrunerConfig, PrunerStats, PrunerTotals, spawn_pruner};

@@ -1,5 +1,5 @@
-//! One node: a worker with its hook deliverer, retry policies and (on PostgreSQL) its
-//! LISTEN wake-up, started and stopped together.
+//! One node: a worker with its hook deliverer, retry policies, (on PostgreSQL) its LISTEN
+//! wake-up and optionally the retention pruner, started and stopped together.
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::prune::{PrunerConfig, PrunerStats, spawn_pruner};
 use crate::{WasmExecutor, WasmHookRunner, policies};
 
 /// What a node runs, before it starts. Built with [`Node::wasm`] (production) or
@@ -29,6 +30,7 @@ pub struct Node<S: Store, E: Executor> {
     policies: Policies,
     hooks: Option<Arc<dyn HookRunner>>,
     listen: Option<PgPool>,
+    pruner: Option<PrunerConfig>,
 }
 
 impl Node<AnyStore, WasmExecutor> {
@@ -58,6 +60,7 @@ impl<S: Store + 'static, E: Executor> Node<S, E> {
             policies: Policies::default(),
             hooks: None,
             listen: None,
+            pruner: None,
         }
     }
 
@@ -95,6 +98,12 @@ impl<S: Store + 'static, E: Executor> Node<S, E> {
         self
     }
 
+    /// Run the retention pruner beside the worker, on the node's clock (None: none).
+    pub fn with_pruner(mut self, cfg: Option<PrunerConfig>) -> Self {
+        self.pruner = cfg;
+        self
+    }
+
     pub fn worker_config(&self) -> &WorkerConfig {
         &self.worker
     }
@@ -110,6 +119,12 @@ impl<S: Store + 'static, E: Executor> Node<S, E> {
                 stop.clone(),
             ));
         }
+        let pruner = self.pruner.map(|cfg| {
+            let (handle, stats) =
+                spawn_pruner(self.store.clone(), cfg, self.clock.clone(), stop.clone());
+            others.push(handle);
+            stats
+        });
         let worker = Worker::with_policies(
             self.store,
             self.executor,
@@ -130,6 +145,7 @@ impl<S: Store + 'static, E: Executor> Node<S, E> {
             wake: worker.wake_handle(),
             worker: tokio::spawn(worker.run(stop.clone())),
             others,
+            pruner,
             stop,
         }
     }
@@ -141,6 +157,7 @@ pub struct RunningNode {
     wake: Arc<Notify>,
     worker: JoinHandle<WorkerTotals>,
     others: Vec<JoinHandle<()>>,
+    pruner: Option<Arc<PrunerStats>>,
     stop: CancellationToken,
 }
 
@@ -148,6 +165,11 @@ impl RunningNode {
     /// The worker's live counters.
     pub fn stats(&self) -> &Arc<WorkerStats> {
         &self.stats
+    }
+
+    /// What the pruner has done (None: this node runs none).
+    pub fn pruner_stats(&self) -> Option<&Arc<PrunerStats>> {
+        self.pruner.as_ref()
     }
 
     /// Notify this to make the worker claim at once.

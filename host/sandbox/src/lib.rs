@@ -10,6 +10,7 @@ mod attempt;
 mod bindings;
 mod bounds;
 mod caps;
+mod components;
 mod engine;
 mod error;
 mod fs_guard;
@@ -37,11 +38,13 @@ pub use attempt::{
     Usage,
 };
 pub use caps::{AttemptGrants, Denial, HostDir};
+pub use components::{MissingComponent, MissingComponents, check_components};
 pub use engine::{AllocatorChoice, AllocatorInUse, EngineConfig, SandboxEngine};
 pub use error::SandboxError;
 pub use host::{EmittedEvent, LogRecord};
 pub use http::{HttpConfig, HttpRecord};
 pub use limits::{AttemptLimits, ENTRY_COST, MAX_OUTPUT_DEPTH, ResolvedLimits};
+pub use registry::{CacheEntry, CacheReport, cache_bytes, cache_gc, evict, parse_size};
 pub use registry::{
     Plugin, PluginHash, PluginRef, Registry, RegistryEvent, RegistryStats, ScanReport, UploadError,
     World,
@@ -58,6 +61,10 @@ pub struct SandboxConfig {
     /// Precompiled cache; `None` compiles every load.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// Bound on the precompiled cache's `*.cwasm` bytes: least recently used files no
+    /// process holds are evicted after each write (`None`: unbounded).
+    #[serde(default)]
+    pub cache_max_bytes: Option<u64>,
     /// Hot-reload the plugin directory (needs a tokio runtime when created).
     #[serde(default)]
     pub watch: bool,
@@ -69,6 +76,11 @@ pub struct SandboxConfig {
     /// Outbound HTTP: trusted roots for guests' HTTPS.
     #[serde(default)]
     pub http: HttpConfig,
+    /// What relative host paths of directory grants are relative to (templates keep them
+    /// as written, so a template's identity does not depend on where its file was); `None`:
+    /// the working directory when the sandbox starts.
+    #[serde(default)]
+    pub grants_base: Option<PathBuf>,
 }
 
 impl SandboxConfig {
@@ -76,10 +88,12 @@ impl SandboxConfig {
         Self {
             plugin_dir: plugin_dir.into(),
             cache_dir: None,
+            cache_max_bytes: None,
             watch: false,
             engine: EngineConfig::default(),
             defaults: ResolvedLimits::default(),
             http: HttpConfig::default(),
+            grants_base: None,
         }
     }
 }
@@ -96,6 +110,7 @@ struct Inner {
     defaults: ResolvedLimits,
     slots: Semaphore,
     tls: Arc<http::TlsRoots>,
+    grants_base: PathBuf,
 }
 
 impl Sandbox {
@@ -122,11 +137,22 @@ impl Sandbox {
             Arc::new(linker),
             config.plugin_dir,
             config.cache_dir,
+            config.cache_max_bytes,
         ));
         let report = registry.first_scan().await?;
         if config.watch {
             registry.watch()?;
         }
+        // Fixed at start: a later change of the working directory moves no grant.
+        let grants_base = match config.grants_base {
+            Some(b) if b.is_absolute() => b,
+            b => {
+                let cwd = std::env::current_dir().map_err(|e| {
+                    SandboxError::internal(format!("cannot read the working directory: {e}"))
+                })?;
+                b.map_or_else(|| cwd.clone(), |b| cwd.join(b))
+            }
+        };
         let slots = Semaphore::new(config.engine.max_concurrent_attempts.max(1) as usize);
         Ok((
             Self {
@@ -136,6 +162,7 @@ impl Sandbox {
                     defaults: config.defaults,
                     slots,
                     tls,
+                    grants_base,
                 }),
             },
             report,
@@ -144,6 +171,11 @@ impl Sandbox {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.inner.registry
+    }
+
+    /// The directory relative host paths of directory grants are resolved against.
+    pub fn grants_base(&self) -> &std::path::Path {
+        &self.inner.grants_base
     }
 
     pub fn engine(&self) -> &Arc<SandboxEngine> {

@@ -130,11 +130,18 @@ impl From<StoreError> for Problem {
                 Problem::invalid(e.to_string())
             }
             StoreError::InvalidState(_) => Problem::conflict(e.to_string()),
-            StoreError::Unavailable(_) | StoreError::Conflict { .. } => {
+            StoreError::Unavailable(_)
+            | StoreError::Conflict { .. }
+            | StoreError::Connect { .. }
+            | StoreError::DatabaseMissing { .. } => {
                 tracing::warn!(error = %e, "store unavailable");
                 Problem::unavailable(e.to_string())
             }
-            StoreError::Decode { .. } | StoreError::Migrate(_) | StoreError::Database(_) => {
+            StoreError::Decode { .. }
+            | StoreError::Migrate(_)
+            | StoreError::Database(_)
+            | StoreError::SchemaOlder { .. }
+            | StoreError::SchemaNewer { .. } => {
                 tracing::error!(error = %e, "store error");
                 Problem::internal(e.to_string())
             }

@@ -125,6 +125,8 @@ CREATE UNIQUE INDEX tasks_identity_key ON tasks (namespace_id, identity_key)
 CREATE INDEX tasks_template ON tasks (template_id);
 -- Listing tasks in some states, by descending id (host/store/src/listing.rs).
 CREATE INDEX tasks_state ON tasks (state, id);
+-- The pruner: finished tasks per state, oldest first (migration 0018).
+CREATE INDEX tasks_retention ON tasks (state, finished_at) WHERE finished_at IS NOT NULL;
 
 CREATE TABLE steps (
     id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -336,6 +338,8 @@ CREATE INDEX hook_outbox_head ON hook_outbox (hook_id, task_id, id) WHERE state 
 CREATE INDEX hook_outbox_task ON hook_outbox (task_id, id);
 -- Dead letters in id order: listing and redelivering them (migration 0013).
 CREATE INDEX hook_outbox_dead ON hook_outbox (id) WHERE state = 'dead';
+-- The pruner: delivered rows, oldest first (migration 0018).
+CREATE INDEX hook_outbox_delivered ON hook_outbox (finished_at) WHERE state = 'delivered';
 ALTER TABLE hook_outbox SET (autovacuum_vacuum_scale_factor = 0.02);
 
 -- API tokens (host/store/src/listing.rs): only the hash of a token's secret is kept. A name is

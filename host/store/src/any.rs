@@ -314,6 +314,30 @@ impl Store for AnyStore {
         delegate!(self, s => s.complete_and_claim(items, events, worker, claim_limit, lease, now))
     }
 
+    async fn claim_of_task(
+        &self,
+        task: TaskId,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedStep>> {
+        delegate!(self, s => s.claim_of_task(task, worker, limit, lease, now))
+    }
+
+    async fn complete_and_claim_of_task(
+        &self,
+        items: &[StepCompletion],
+        events: &[CustomEventRecord],
+        task: TaskId,
+        worker: &str,
+        claim_limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)> {
+        delegate!(self, s => s.complete_and_claim_of_task(items, events, task, worker, claim_limit, lease, now))
+    }
+
     async fn list_templates(
         &self,
         after: Option<&str>,
@@ -379,6 +403,14 @@ impl Store for AnyStore {
         limit: u32,
     ) -> Result<Vec<StoredEvent>> {
         delegate!(self, s => s.events_after(filter, after, limit))
+    }
+
+    async fn prune(
+        &self,
+        req: &crate::prune::PruneRequest,
+        now: DateTime<Utc>,
+    ) -> Result<crate::prune::PruneReport> {
+        delegate!(self, s => s.prune(req, now))
     }
 
     async fn latest_event_cursor(&self, filter: &EventFilter) -> Result<Option<String>> {

@@ -46,6 +46,67 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+
+    /// The database (PostgreSQL) or the embedded store's file does not exist; only
+    /// `tasker migrate` creates one (and `run`/`dev` an embedded store).
+    #[error("{what} does not exist: `tasker migrate` creates it")]
+    DatabaseMissing { what: String },
+
+    /// The database has applied fewer migrations than this build knows (0: none at all).
+    #[error("{}", schema_older(*found, *expected, *missing))]
+    SchemaOlder {
+        found: i64,
+        expected: i64,
+        missing: usize,
+    },
+
+    /// The database was migrated by a newer build (a rolling upgrade that moved ahead): this
+    /// one refuses to use a schema it does not know.
+    #[error(
+        "the database schema is at version {found}, newer than this tasker's {known}: \
+         upgrade this tasker (it does not run on a schema it does not know)"
+    )]
+    SchemaNewer { found: i64, known: i64 },
+
+    /// Connecting failed, and why in words; `detail` is the server's or the driver's own
+    /// message.
+    #[error("cannot connect to {target}: {failure}: {detail}")]
+    Connect {
+        target: String,
+        failure: ConnectFailure,
+        detail: String,
+    },
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ConnectFailure {
+    #[error("connection refused (is PostgreSQL running there?)")]
+    Refused,
+    #[error("unreachable")]
+    Unreachable,
+    #[error("the role is unknown or not allowed")]
+    UnknownRole,
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("TLS failed")]
+    Tls,
+    #[error("the server refused")]
+    Refusal,
+}
+
+fn schema_older(found: i64, expected: i64, missing: usize) -> String {
+    if found == 0 {
+        format!(
+            "the database has no tasker schema (this tasker's is version {expected}): run `tasker migrate`"
+        )
+    } else {
+        format!(
+            "the database schema is at version {found}, older than this tasker's {expected} \
+             ({missing} migration{} to apply): run `tasker migrate`",
+            if missing == 1 { "" } else { "s" }
+        )
+    }
 }
 
 /// Errors are equal when they are the same variant with the same text. Every field is in the
@@ -62,7 +123,12 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable(_) | StoreError::Conflict { .. }
+            StoreError::Unavailable(_)
+                | StoreError::Conflict { .. }
+                | StoreError::Connect {
+                    failure: ConnectFailure::Refused | ConnectFailure::Unreachable,
+                    ..
+                }
         )
     }
 

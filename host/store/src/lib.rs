@@ -17,7 +17,9 @@ mod pg;
 mod pg_events;
 mod pg_hooks;
 mod pg_listing;
+mod prune;
 pub mod rules;
+mod schema;
 mod sqlite;
 mod store;
 mod types;
@@ -25,13 +27,15 @@ mod wire;
 
 pub use any::AnyStore;
 pub use attempt_log::{AttemptLog, AttemptLogRow, HttpRecord, LogDropped, LogLevel, LogLine};
-pub use error::StoreError;
+pub use error::{ConnectFailure, StoreError};
 pub use events::{EventFilter, STEP_TRANSITION, StoredEvent, TASK_TRANSITION, is_task_transition};
 pub use listing::{
     MAX_PAGE, NewToken, OutboxFilter, Page, TaskCounts, TaskFilter, TaskPageRequest,
     TemplateSummary, TokenRow,
 };
 pub use pg::{DEFAULT_MAX_LEASE_LOSSES, DUE_CHANNEL, MIGRATOR, PgStore, READY_CHANNEL};
+pub use prune::{DEFAULT_IDLE_RATIO, DEFAULT_PRUNE_BATCH, PruneCounts, PruneReport, PruneRequest};
+pub use schema::AppliedMigration;
 pub use sqlite::{SQLITE_MIGRATOR, SqliteStore};
 pub use store::{Result, Store};
 pub use types::*;

@@ -73,10 +73,195 @@ impl PgStore {
         Ok(l)
     }
 
+    /// Opens a database this process will not migrate (every command but `tasker migrate`):
+    /// the URL must name a database, the database must exist ([`StoreError::DatabaseMissing`],
+    /// nothing is created), and its schema must be this build's ([`StoreError::SchemaOlder`],
+    /// [`StoreError::SchemaNewer`]). A failed connection says why ([`StoreError::Connect`]).
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self> {
+        let opts = connect_options(url)?;
+        // One connection first: it fails at once and with the server's reason, where the
+        // pool would retry a refused connection until its acquire timeout.
+        let mut conn = connect_one(&opts).await?;
+        let applied = applied_versions(&mut conn).await?;
+        let _ = sqlx::Connection::close(conn).await;
+        crate::schema::check(&applied, &MIGRATOR)?;
+        let pool = Self::pool_options(max_connections)
+            .connect_with(opts.clone())
+            .await
+            .map_err(|e| connect_error(&opts, e))?;
+        Ok(PgStore { pool })
+    }
+
+    /// `tasker migrate`: creates the database if it is missing (`created`), then applies
+    /// the pending migrations and returns them, oldest first. A database a newer build
+    /// migrated is refused ([`StoreError::SchemaNewer`]) before anything is applied.
+    pub async fn create_and_migrate(
+        url: &str,
+        max_connections: u32,
+    ) -> Result<(Self, bool, Vec<crate::AppliedMigration>)> {
+        use sqlx::migrate::MigrateDatabase;
+        let opts = connect_options(url)?;
+        let created = match connect_one(&opts).await {
+            Ok(conn) => {
+                let _ = sqlx::Connection::close(conn).await;
+                false
+            }
+            Err(StoreError::DatabaseMissing { .. }) => {
+                match sqlx::Postgres::create_database(url).await {
+                    Ok(()) => true,
+                    // Another `tasker migrate` created it meanwhile.
+                    Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {
+                        false
+                    }
+                    Err(e) => return Err(connect_error(&opts, e)),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let pool = Self::pool_options(max_connections)
+            .connect_with(opts.clone())
+            .await
+            .map_err(|e| connect_error(&opts, e))?;
+        let store = PgStore { pool };
+        let applied = store.apply_migrations().await?;
+        Ok((store, created, applied))
+    }
+
     /// Apply pending migrations.
     pub async fn migrate(&self) -> Result<()> {
+        self.apply_migrations().await.map(drop)
+    }
+
+    /// Apply pending migrations and return those applied, oldest first; refuses a schema a
+    /// newer build migrated.
+    pub async fn apply_migrations(&self) -> Result<Vec<crate::AppliedMigration>> {
+        let mut conn = self.pool.acquire().await?;
+        let before = applied_versions(&mut conn).await?;
+        drop(conn);
+        crate::schema::check_not_newer(&before, &MIGRATOR)?;
         MIGRATOR.run(&self.pool).await?;
-        Ok(())
+        Ok(crate::schema::newly_applied(&before, &MIGRATOR))
+    }
+
+    /// Whether the schema is this build's ([`StoreError::SchemaOlder`],
+    /// [`StoreError::SchemaNewer`] otherwise).
+    pub async fn check_schema(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        crate::schema::check(&applied_versions(&mut conn).await?, &MIGRATOR)
+    }
+}
+
+/// The versions of the migrations a database applied successfully (none without sqlx's
+/// table).
+async fn applied_versions(conn: &mut sqlx::PgConnection) -> Result<Vec<i64>> {
+    let has_table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    Ok(
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await?,
+    )
+}
+
+/// A URL's connect options; refused when it does not name a database (PostgreSQL would take
+/// the role's name, and the tables would land in a database nobody chose).
+fn connect_options(url: &str) -> Result<sqlx::postgres::PgConnectOptions> {
+    let opts: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e| {
+        StoreError::InvalidInput(format!(
+            "database URL {} is not a PostgreSQL URL: {e}",
+            redact_url(url)
+        ))
+    })?;
+    if !names_a_database(url) {
+        return Err(StoreError::InvalidInput(format!(
+            "database URL {} names no database: add one, as in postgres://user@host:5432/tasker",
+            redact_url(url)
+        )));
+    }
+    Ok(opts)
+}
+
+/// Whether the URL itself names a database: a path, or a `dbname` parameter (not the
+/// environment's PGDATABASE, which sqlx would fall back on).
+fn names_a_database(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
+    let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let path = main.split_once('/').map_or("", |(_, p)| p);
+    !path.trim_matches('/').is_empty()
+        || query
+            .split('&')
+            .any(|kv| kv.strip_prefix("dbname=").is_some_and(|v| !v.is_empty()))
+}
+
+/// Hides a URL's password in messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+/// One connection, its failure said in words.
+async fn connect_one(opts: &sqlx::postgres::PgConnectOptions) -> Result<sqlx::PgConnection> {
+    use sqlx::ConnectOptions;
+    opts.clone()
+        .disable_statement_logging()
+        .connect()
+        .await
+        .map_err(|e| connect_error(opts, e))
+}
+
+/// Where a connection went, without its password.
+fn target(opts: &sqlx::postgres::PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        opts.get_username(),
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or("")
+    )
+}
+
+/// What a failed connection means: refused, unreachable, an unknown role, a wrong password,
+/// a missing database or TLS, from the driver's error and the server's SQLSTATE, with the
+/// server's own words (never a guess).
+fn connect_error(opts: &sqlx::postgres::PgConnectOptions, e: sqlx::Error) -> StoreError {
+    use crate::error::ConnectFailure as F;
+    let (failure, detail) = match &e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            (F::Refused, io.to_string())
+        }
+        sqlx::Error::Io(io) => (F::Unreachable, io.to_string()),
+        sqlx::Error::Tls(t) => (F::Tls, t.to_string()),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("3D000") => {
+                return StoreError::DatabaseMissing {
+                    what: format!(
+                        "database {} on {}:{}",
+                        opts.get_database().unwrap_or(""),
+                        opts.get_host(),
+                        opts.get_port()
+                    ),
+                };
+            }
+            Some("28000") => (F::UnknownRole, db.message().to_owned()),
+            Some("28P01") => (F::WrongPassword, db.message().to_owned()),
+            _ => (F::Refusal, db.message().to_owned()),
+        },
+        _ => return StoreError::from(e),
+    };
+    StoreError::Connect {
+        target: target(opts),
+        failure,
+        detail,
     }
 }
 
@@ -394,6 +579,53 @@ impl Store for PgStore {
         rows.iter().map(claimed_step).collect()
     }
 
+    async fn claim_of_task(
+        &self,
+        task: TaskId,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedStep>> {
+        let limit = i32::try_from(limit)
+            .map_err(|_| StoreError::InvalidInput(format!("claim limit {limit} is too large")))?;
+        let rows = sqlx::query("SELECT * FROM claim_ready_steps($1, $2, $3, $4, $5)")
+            .bind(worker)
+            .bind(limit)
+            .bind(interval(lease, "lease")?)
+            .bind(now)
+            .bind(task)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(claimed_step).collect()
+    }
+
+    async fn complete_and_claim_of_task(
+        &self,
+        items: &[StepCompletion],
+        events: &[CustomEventRecord],
+        task: TaskId,
+        worker: &str,
+        claim_limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)> {
+        let claim = ClaimOf {
+            worker,
+            limit: claim_limit,
+            lease,
+            task: Some(task),
+        };
+        if events.is_empty() {
+            return complete_and_claim_on(&self.pool, items, claim, now).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        let out = complete_and_claim_on(&mut *tx, items, claim, now).await?;
+        crate::pg_hooks::enqueue_custom(&mut *tx, events, now).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
     async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>> {
         Ok(sqlx::query_scalar("SELECT next_ready_at()")
             .fetch_one(&self.pool)
@@ -433,11 +665,17 @@ impl Store for PgStore {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)> {
+        let claim = ClaimOf {
+            worker,
+            limit: claim_limit,
+            lease,
+            task: None,
+        };
         if events.is_empty() {
-            return complete_and_claim_on(&self.pool, items, worker, claim_limit, lease, now).await;
+            return complete_and_claim_on(&self.pool, items, claim, now).await;
         }
         let mut tx = self.pool.begin().await?;
-        let out = complete_and_claim_on(&mut *tx, items, worker, claim_limit, lease, now).await?;
+        let out = complete_and_claim_on(&mut *tx, items, claim, now).await?;
         crate::pg_hooks::enqueue_custom(&mut *tx, events, now).await?;
         tx.commit().await?;
         Ok(out)
@@ -899,6 +1137,14 @@ impl Store for PgStore {
     async fn latest_event_cursor(&self, filter: &EventFilter) -> Result<Option<String>> {
         crate::pg_events::latest_event_cursor(&self.pool, filter).await
     }
+
+    async fn prune(
+        &self,
+        req: &crate::prune::PruneRequest,
+        now: DateTime<Utc>,
+    ) -> Result<crate::prune::PruneReport> {
+        crate::prune::pg_prune(&self.pool, req, now).await
+    }
 }
 
 /// complete_steps' array arguments, one element per item.
@@ -976,29 +1222,47 @@ async fn complete_on<'c, E: sqlx::PgExecutor<'c>>(
     rows.iter().map(completion_outcome).collect()
 }
 
+/// The claim half of a hop: for `worker`, up to `limit` steps under `lease`, of `task` only
+/// when given.
+#[derive(Clone, Copy)]
+struct ClaimOf<'a> {
+    worker: &'a str,
+    limit: u32,
+    lease: Duration,
+    task: Option<TaskId>,
+}
+
 /// complete_and_claim_steps: completion outcomes (input order), then the claimed steps.
 async fn complete_and_claim_on<'c, E: sqlx::PgExecutor<'c>>(
     db: E,
     items: &[StepCompletion],
-    worker: &str,
-    claim_limit: u32,
-    lease: Duration,
+    claim: ClaimOf<'_>,
     now: DateTime<Utc>,
 ) -> Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)> {
+    let claim_limit = claim.limit;
     let limit = i32::try_from(claim_limit)
         .map_err(|_| StoreError::InvalidInput(format!("claim limit {claim_limit} is too large")))?;
     let args = CompletionArgs::new(items)?;
-    let rows = args
-        .bind(sqlx::query(
-            "SELECT * FROM complete_and_claim_steps($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        ))
-        .bind(worker)
+    // The unscoped hop keeps its statement (and its plan) as it was.
+    let sql = match claim.task {
+        None => {
+            "SELECT * FROM complete_and_claim_steps($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        }
+        Some(_) => {
+            "SELECT * FROM complete_and_claim_steps($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        }
+    };
+    let mut query = args
+        .bind(sqlx::query(sql))
+        .bind(claim.worker)
         .bind(limit)
-        .bind(interval(lease, "lease")?)
+        .bind(interval(claim.lease, "lease")?)
         .bind(now)
-        .bind(&args.logs)
-        .fetch_all(db)
-        .await?;
+        .bind(&args.logs);
+    if let Some(task) = claim.task {
+        query = query.bind(task);
+    }
+    let rows = query.fetch_all(db).await?;
     let mut outcomes = Vec::with_capacity(items.len());
     let mut claimed = Vec::new();
     for row in &rows {
@@ -1100,4 +1364,124 @@ async fn fail_on<'c, E: sqlx::PgExecutor<'c>>(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod connect_tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    /// A server's refusal with this SQLSTATE.
+    #[derive(Debug)]
+    struct Refused(&'static str, &'static str);
+
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.1)
+        }
+    }
+
+    impl std::error::Error for Refused {}
+
+    impl sqlx::error::DatabaseError for Refused {
+        fn message(&self) -> &str {
+            self.1
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    /// Each SQLSTATE of a refused login is said in words, with the server's message; the
+    /// password never appears (trust authentication on the test server cannot refuse one).
+    #[test]
+    fn connection_failures_are_named_by_their_sqlstate() {
+        let opts = connect_options("postgres://bob:secret@db.example:6543/tasker").unwrap();
+        let said =
+            |code, msg| connect_error(&opts, sqlx::Error::Database(Box::new(Refused(code, msg))));
+        let e = said("28P01", "password authentication failed for user \"bob\"");
+        assert!(
+            matches!(
+                e,
+                StoreError::Connect {
+                    failure: crate::ConnectFailure::WrongPassword,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot connect to postgres://bob@db.example:6543/tasker: wrong password: \
+             password authentication failed for user \"bob\""
+        );
+        assert!(!e.is_retryable());
+        let e = said("28000", "role \"bob\" does not exist");
+        assert!(
+            e.to_string()
+                .contains("the role is unknown or not allowed: role"),
+            "{e}"
+        );
+        let e = said("3D000", "database \"tasker\" does not exist");
+        assert_eq!(
+            e.to_string(),
+            "database tasker on db.example:6543 does not exist: `tasker migrate` creates it"
+        );
+        let e = connect_error(
+            &opts,
+            sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
+        );
+        assert!(e.to_string().contains(": connection refused"), "{e}");
+        assert!(e.is_retryable());
+        let e = connect_error(&opts, sqlx::Error::Tls("bad certificate".into()));
+        assert!(
+            e.to_string().ends_with(": TLS failed: bad certificate"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn a_url_must_name_its_database() {
+        for url in [
+            "postgres://u@h:5432/tasker",
+            "postgresql://u:p@h/tasker?sslmode=disable",
+            "postgres:///tasker",
+            "postgres://u@h/?dbname=tasker",
+        ] {
+            assert!(names_a_database(url), "{url}");
+            assert!(connect_options(url).is_ok(), "{url}");
+        }
+        for url in [
+            "postgres://u@h:5432",
+            "postgres://u@h:5432/",
+            "postgres://u:secret@h/?sslmode=disable",
+            "postgres://u@h/?dbname=",
+        ] {
+            assert!(!names_a_database(url), "{url}");
+            let e = connect_options(url).unwrap_err().to_string();
+            assert!(e.contains("names no database"), "{e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
 }

@@ -105,6 +105,31 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)>> + Send;
 
+    /// [`Store::claim`] of one task's steps only, in `(ready_at, id)` order from the head (no
+    /// claim cursor): a worker scoped to its task (`tasker run`) leaves every other task's
+    /// ready steps to other workers.
+    fn claim_of_task(
+        &self,
+        task: TaskId,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<ClaimedStep>>> + Send;
+
+    /// [`Store::complete_and_claim`] whose claim takes only `task`'s steps (any completions).
+    #[allow(clippy::too_many_arguments)]
+    fn complete_and_claim_of_task(
+        &self,
+        items: &[StepCompletion],
+        events: &[CustomEventRecord],
+        task: TaskId,
+        worker: &str,
+        claim_limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)>> + Send;
+
     /// Claim up to `limit` hook deliveries (each the oldest undelivered event of its hook
     /// and task) under a lease.
     fn claim_hook_deliveries(
@@ -360,4 +385,18 @@ pub trait Store: Send + Sync {
         &self,
         filter: &EventFilter,
     ) -> impl Future<Output = Result<Option<String>>> + Send;
+
+    /// Retention (docs/store.md, "Retention"): delete finished tasks whose span has passed
+    /// since they finished (`now - span`, per state; a template's own `retention:` wins when
+    /// `template_overrides`), with their steps, edges, attempts and logs, transitions, custom
+    /// events and outbox rows, then delivered outbox rows past `delivered`; `batch` tasks per
+    /// transaction. A task that is not finished, has a step in progress or claimable, or an
+    /// undelivered hook event, is never touched. `dry_run` counts the same rows and deletes
+    /// nothing. On PostgreSQL one pruner runs at a time (an advisory lock): another one
+    /// returns at once with `busy`.
+    fn prune(
+        &self,
+        req: &crate::prune::PruneRequest,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<crate::prune::PruneReport>> + Send;
 }

@@ -50,28 +50,33 @@ impl App {
         if !listen.ip().is_loopback() {
             bail!("tasker dev runs without auth: it listens on loopback only, not {listen}");
         }
-        if examples {
-            // Every file is checked before any is registered: a bad one writes nothing.
-            let files = example_templates(Path::new("examples"))?;
-            let templates = files
-                .iter()
-                .map(|f| load_template(f))
-                .collect::<Result<Vec<_>>>()?;
-            let store = self.store(2).await?;
-            for (t, f) in templates.iter().zip(&files) {
-                let reg = store.register_template(t).await?;
-                eprintln!(
-                    "{} {} ({})",
-                    if reg.created {
-                        "registered"
-                    } else {
-                        "already registered"
-                    },
-                    reg.key,
-                    f.display()
-                );
-            }
+        // Every example is checked before anything is written: a bad one writes nothing.
+        let files = if examples {
+            example_templates(Path::new("examples"))?
+        } else {
+            Vec::new()
+        };
+        let templates = files
+            .iter()
+            .map(|f| load_template(f))
+            .collect::<Result<Vec<_>>>()?;
+        // The embedded store is created and migrated here if need be: `tasker serve` only
+        // opens one.
+        let store = self.store_creating_embedded(2).await?;
+        for (t, f) in templates.iter().zip(&files) {
+            let reg = store.register_template(t).await?;
+            eprintln!(
+                "{} {} ({})",
+                if reg.created {
+                    "registered"
+                } else {
+                    "already registered"
+                },
+                reg.key,
+                f.display()
+            );
         }
+        drop(store);
         self.serve(ServeOptions {
             listen,
             workers,

@@ -1,68 +1,79 @@
-//! `tasker migrate`: create the database if missing, apply the migrations, and say which
-//! ones this run applied.
+//! `tasker migrate`: create the database (or the embedded store's file) if missing, apply the
+//! pending migrations, and say which ones this run applied. The only command that creates or
+//! migrates a PostgreSQL database.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
-use sqlx::ConnectOptions;
+use tasker_store::{AppliedMigration, PgStore, SqliteStore};
 
 use crate::app::App;
 use crate::config::StoreLocation;
 
-/// The migrations a database has applied: (version, description), oldest first. A database
-/// or file that does not exist yet, or has no migration table, has applied none.
-async fn applied(location: &StoreLocation) -> Vec<(i64, String)> {
-    const SQL: &str =
-        "SELECT version, description FROM _sqlx_migrations WHERE success ORDER BY version";
-    match location {
-        StoreLocation::Postgres(url) => {
-            let Ok(opts) = url.parse::<sqlx::postgres::PgConnectOptions>() else {
-                return Vec::new();
-            };
-            let Ok(mut conn) = opts.disable_statement_logging().connect().await else {
-                return Vec::new();
-            };
-            sqlx::query_as(SQL)
-                .fetch_all(&mut conn)
-                .await
-                .unwrap_or_default()
-        }
-        StoreLocation::Sqlite { path, .. } => {
-            if !path.exists() {
-                return Vec::new();
-            }
-            let opts = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(path)
-                .read_only(true);
-            let Ok(mut conn) = opts.connect().await else {
-                return Vec::new();
-            };
-            sqlx::query_as(SQL)
-                .fetch_all(&mut conn)
-                .await
-                .unwrap_or_default()
-        }
-    }
-}
-
 impl App {
     /// `tasker migrate`.
     pub async fn migrate(&self) -> Result<ExitCode> {
-        let location = self.settings.store_location()?;
-        let before = applied(&location).await;
-        self.store(1).await?;
-        let after = applied(&location).await;
-        let new: Vec<_> = after.iter().filter(|m| !before.contains(m)).collect();
-        for (version, description) in &new {
-            println!("applied {version:04} {description}");
-        }
-        match new.len() {
-            0 => println!(
-                "already up to date: {} migrations applied before",
-                after.len()
-            ),
-            n => println!("{n} migrations applied; {} in all", after.len()),
-        }
+        let (created, applied, total) = match self.settings.store_location()? {
+            StoreLocation::Postgres(url) => {
+                let (_store, created, applied) = PgStore::create_and_migrate(&url, 1).await?;
+                let created = created.then(|| "created the database".to_owned());
+                (created, applied, tasker_store::MIGRATOR.iter().count())
+            }
+            StoreLocation::Sqlite { path, .. } => {
+                let existed = path.is_file();
+                let (_store, applied) = SqliteStore::open_and_migrate(&path, 1).await?;
+                let created =
+                    (!existed).then(|| format!("created the embedded store {}", path.display()));
+                (
+                    created,
+                    applied,
+                    tasker_store::SQLITE_MIGRATOR.iter().count(),
+                )
+            }
+        };
+        print!("{}", report(created.as_deref(), &applied, total));
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// What `tasker migrate` says: what it created, each migration it applied, and "up to date"
+/// only when it applied none.
+fn report(created: Option<&str>, applied: &[AppliedMigration], total: usize) -> String {
+    let mut out = String::new();
+    if let Some(c) = created {
+        out.push_str(&format!("{c}\n"));
+    }
+    for m in applied {
+        out.push_str(&format!("applied {:04} {}\n", m.version, m.description));
+    }
+    match applied.len() {
+        0 => out.push_str(&format!(
+            "already up to date: {total} migrations applied before\n"
+        )),
+        n => out.push_str(&format!("{n} migrations applied; {total} in all\n")),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_to_date_only_when_nothing_was_applied() {
+        let applied = [AppliedMigration {
+            version: 1,
+            description: "schema".into(),
+        }];
+        let r = report(Some("created the database"), &applied, 1);
+        assert_eq!(
+            r,
+            "created the database\napplied 0001 schema\n1 migrations applied; 1 in all\n"
+        );
+        assert!(!r.contains("up to date"));
+        assert_eq!(
+            report(None, &[], 19),
+            "already up to date: 19 migrations applied before\n"
+        );
     }
 }

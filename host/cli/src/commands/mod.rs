@@ -3,10 +3,12 @@
 
 mod cancel;
 mod dev;
+mod export;
 pub mod logs;
 pub mod metrics;
 mod migrate;
 mod plugins;
+mod prune;
 pub mod remote;
 mod resolve;
 mod retry;
@@ -19,7 +21,9 @@ mod templates;
 mod tokens;
 mod worker;
 
+pub use export::EXPORT_FORMAT;
 pub use plugins::{upload_args, uploaded};
+pub use prune::{FinalState, PRUNE_BATCH, PruneArgs};
 pub use run::RunTask;
 pub use serve::ServeOptions;
 pub use tasks::TaskListArgs;

@@ -1,4 +1,4 @@
-//! `tasker plugins list | inspect | upload`.
+//! `tasker plugins list | inspect | upload | gc`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -30,6 +30,16 @@ impl App {
         Ok(ExitCode::SUCCESS)
     }
 
+    /// `tasker plugins gc`: every precompiled file no process holds goes (a running worker's
+    /// loaded plugins stay), and leftover temporary files.
+    pub fn plugins_gc(&self) -> Result<ExitCode> {
+        let dir = &self.settings.cache_dir;
+        let r = tasker_sandbox::cache_gc(dir)
+            .with_context(|| format!("cannot clean the cache directory {}", dir.display()))?;
+        println!("{}", gc_summary(dir, &r));
+        Ok(ExitCode::SUCCESS)
+    }
+
     /// `tasker plugins upload`: checked and installed as the server's upload does.
     pub async fn plugins_upload(
         &self,
@@ -45,6 +55,26 @@ impl App {
         );
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// What `plugins gc` says: each file removed, then the totals.
+pub fn gc_summary(dir: &Path, r: &tasker_sandbox::CacheReport) -> String {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    let mut out = String::new();
+    for e in r.removed.iter().chain(&r.stale_temps) {
+        let name = e.path.file_name().unwrap_or_default().to_string_lossy();
+        out.push_str(&format!("removed {name} ({})\n", mib(e.bytes)));
+    }
+    out.push_str(&format!(
+        "removed {} precompiled files and {} leftover temporary files ({}) from {}; kept {} in use ({})",
+        r.removed.len(),
+        r.stale_temps.len(),
+        mib(r.removed_bytes()),
+        dir.display(),
+        r.in_use.len(),
+        mib(r.remaining_bytes()),
+    ));
+    out
 }
 
 /// What an upload says: installed, or already there (under the name it has).

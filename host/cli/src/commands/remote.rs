@@ -30,17 +30,40 @@ fn instant(v: &Value) -> String {
         .unwrap_or_else(|| text(v))
 }
 
-/// A template file is registered (as JSON, its relative grants made absolute here, as for
-/// the local commands); anything else is taken for a registered key.
-async fn template_key(api: &Api, template: &str) -> Result<String> {
+/// A template file is registered (as JSON, its grants as written: the workers resolve
+/// relative ones against their grants base); anything else is taken for a registered key.
+async fn template_key(api: &Api, template: &str, allow_missing: bool) -> Result<String> {
     let path = Path::new(template);
     if !path.is_file() {
         return Ok(template.to_owned());
     }
     let t = load_template(path)?;
-    api.post("/v1/templates", Some(Body::Json(serde_json::to_value(&t)?)))
-        .await?;
+    post_template(api, &t, allow_missing).await?;
     Ok(t.key())
+}
+
+/// `POST /v1/templates` (the server checks its components against its plugin directory);
+/// the warnings of a registration ahead of a deploy go to stderr.
+async fn post_template(
+    api: &Api,
+    t: &tasker_core::template::Template,
+    allow_missing: bool,
+) -> Result<(StatusCode, Value)> {
+    let path = if allow_missing {
+        "/v1/templates?allow_missing_handlers=true"
+    } else {
+        "/v1/templates"
+    };
+    let (status, out) = api
+        .post(path, Some(Body::Json(serde_json::to_value(t)?)))
+        .await?;
+    for w in out["warnings"].as_array().into_iter().flatten() {
+        eprintln!(
+            "warning: {}",
+            report::guest_text(w.as_str().unwrap_or_default(), 4000)
+        );
+    }
+    Ok((status, out))
 }
 
 pub async fn submit(
@@ -49,8 +72,9 @@ pub async fn submit(
     context: &str,
     identity_key: Option<String>,
     wait: bool,
+    allow_missing: bool,
 ) -> Result<ExitCode> {
-    let key = template_key(api, template).await?;
+    let key = template_key(api, template, allow_missing).await?;
     let context = read_json_arg(context, "context")?;
     let (status, task) = api
         .post(
@@ -281,11 +305,9 @@ pub async fn resolve(api: &Api, step: i64, result: Option<&str>) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn templates_register(api: &Api, file: &Path) -> Result<ExitCode> {
+pub async fn templates_register(api: &Api, file: &Path, allow_missing: bool) -> Result<ExitCode> {
     let t = load_template(file)?;
-    let (status, out) = api
-        .post("/v1/templates", Some(Body::Json(serde_json::to_value(&t)?)))
-        .await?;
+    let (status, out) = post_template(api, &t, allow_missing).await?;
     println!(
         "{} {} ({} steps)",
         if status == StatusCode::CREATED {
@@ -409,5 +431,123 @@ pub async fn plugins_upload(
             hex
         )
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The server's hooks, by id.
+async fn hook_names(api: &Api) -> Result<Vec<crate::hooks::HookName>> {
+    let all = api.get("/v1/hooks").await?;
+    let mut hooks: Vec<crate::hooks::HookName> = all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| {
+            Some(crate::hooks::HookName {
+                id: h["hook_id"].as_i64()?,
+                component: h["component"].as_str()?.to_owned(),
+            })
+        })
+        .collect();
+    hooks.sort_by_key(|h| h.id);
+    Ok(hooks)
+}
+
+/// The dead letters of these hooks, every page.
+async fn dead_letters_of(
+    api: &Api,
+    hooks: &[crate::hooks::HookName],
+) -> Result<Vec<crate::hooks::DeadLetter>> {
+    let mut rows = Vec::new();
+    for h in hooks {
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/hooks/{}/deliveries?state=dead&limit=500", h.id);
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={}", encode(c)));
+            }
+            let page = api.get(&path).await?;
+            for d in page["items"].as_array().into_iter().flatten() {
+                rows.push(crate::hooks::DeadLetter {
+                    id: d["id"].as_i64().unwrap_or_default(),
+                    hook_id: h.id,
+                    hook: h.component.clone(),
+                    event: text(&d["event"]),
+                    task: text(&d["task_id"]),
+                    step: d["step_name"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| d["step_id"].as_i64().map(|s| s.to_string())),
+                    attempts: d["attempts"].as_i64().unwrap_or_default(),
+                    last_error: d["last_error"].as_str().unwrap_or_default().to_owned(),
+                    when: if d["finished_at"].is_null() {
+                        instant(&d["next_attempt_at"])
+                    } else {
+                        instant(&d["finished_at"])
+                    },
+                });
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+    }
+    rows.sort_by_key(|d| d.id);
+    Ok(rows)
+}
+
+/// `hooks dead-letters --server`.
+pub async fn hooks_dead_letters(api: &Api, hook: Option<&str>) -> Result<ExitCode> {
+    let hooks = crate::hooks::select_hooks(hook_names(api).await?, hook)?;
+    crate::hooks::print_dead_letters(dead_letters_of(api, &hooks).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hooks redeliver --server`: the API redelivers per hook, so ids are grouped by the hook
+/// whose dead letters they are; an id that is none of them is refused before anything is
+/// sent.
+pub async fn hooks_redeliver(
+    api: &Api,
+    hook: Option<&str>,
+    ids: &[i64],
+    all: bool,
+) -> Result<ExitCode> {
+    let hooks = crate::hooks::select_hooks(hook_names(api).await?, hook)?;
+    let mut batches: Vec<(i64, Option<Vec<i64>>)> = Vec::new();
+    if all {
+        batches.extend(hooks.iter().map(|h| (h.id, None)));
+    } else {
+        let dead = dead_letters_of(api, &hooks).await?;
+        for id in ids {
+            let Some(d) = dead.iter().find(|d| d.id == *id) else {
+                anyhow::bail!(
+                    "{id} is not a dead letter{}: `tasker hooks dead-letters` lists them",
+                    hook.map(|h| format!(" of hook {h}")).unwrap_or_default()
+                );
+            };
+            let hook_id = d.hook_id;
+            match batches.iter_mut().find(|(h, _)| *h == hook_id) {
+                Some((_, Some(v))) => v.push(*id),
+                _ => batches.push((hook_id, Some(vec![*id]))),
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (hook_id, ids) in batches {
+        let (_, out) = api
+            .post(
+                &format!("/v1/hooks/{hook_id}/redeliver"),
+                Some(Body::Json(json!({ "ids": ids }))),
+            )
+            .await?;
+        for r in out.as_array().into_iter().flatten() {
+            rows.push((
+                r["old_id"].as_i64().unwrap_or_default(),
+                r["new_id"].as_i64().unwrap_or_default(),
+                text(&r["task_id"]),
+            ));
+        }
+    }
+    crate::hooks::print_redelivered(&rows);
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use tasker_core::state::TaskState;
 use tasker_engine::{EventBus, WorkerConfig};
 use tasker_runtime::Node;
-use tasker_store::{AnyStore, Store, TaskId};
+use tasker_store::{AnyStore, Store, TaskFilter, TaskId};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, exit_for, load_template, shutdown_signal};
@@ -45,7 +45,13 @@ impl App {
         };
         // A taken metrics address is refused before anything is written.
         let listener = super::metrics::bind(metrics_listen).await?;
-        let store = Arc::new(self.store(8).await?);
+        // What the template runs and grants must be here, or its steps only burn attempts.
+        let sandbox = self.sandbox(false).await?;
+        if let Ok((template, _)) = &what {
+            super::templates::refuse_missing(&sandbox, template)?;
+        }
+        // The embedded store is created if need be; a PostgreSQL database must exist.
+        let store = Arc::new(self.store_creating_embedded(8).await?);
         let bus = EventBus::default();
         let (template, task_id) = match what {
             Ok((template, context)) => {
@@ -62,15 +68,18 @@ impl App {
                     .template(&row.template_key)
                     .await?
                     .with_context(|| format!("task {task_id}: no template {}", row.template_key))?;
+                super::templates::refuse_missing(&sandbox, &template)?;
                 (template, task_id)
             }
         };
-        let sandbox = self.sandbox(false).await?;
         eprintln!(
             "task {task_id}: {} ({} steps)",
             template.key(),
             template.steps.len()
         );
+        if let Some(line) = others_waiting(&store, task_id).await? {
+            eprintln!("{line}");
+        }
 
         let names: Vec<String> = template.steps.iter().map(|s| s.name.clone()).collect();
         let progress = Progress::start(&bus, task_id, &names, plain);
@@ -80,6 +89,9 @@ impl App {
             poll_every: Duration::from_millis(100),
             // Ctrl-C: a step about to finish is recorded, the others are released at once.
             shutdown_grace: RUN_SHUTDOWN_GRACE,
+            // This task's steps alone: others on a shared store are not ours to run (with
+            // this plugin directory) and then abandon when this process exits.
+            only_task: Some(task_id),
             ..self.worker_config(None, None)
         };
         let scrape = match listener {
@@ -117,6 +129,8 @@ impl App {
         };
         stop.cancel();
         node.join().await;
+        // No step is in hand any more: a closed stdout (`| head`) may end the summary.
+        crate::output::end_quietly_on_broken_pipe();
         if let Some(s) = scrape {
             let _ = s.await;
         }
@@ -149,6 +163,29 @@ impl App {
             }
         }
     }
+}
+
+/// On a shared store, how many other tasks are unfinished: this run leaves them to workers.
+async fn others_waiting(store: &AnyStore, task: TaskId) -> Result<Option<String>> {
+    let open = store
+        .count_tasks(&TaskFilter {
+            states: vec![TaskState::Pending, TaskState::InProgress],
+            ..TaskFilter::default()
+        })
+        .await?;
+    let ours = store
+        .task(task)
+        .await?
+        .is_some_and(|t| matches!(t.state, TaskState::Pending | TaskState::InProgress));
+    let others = open.total().saturating_sub(u64::from(ours));
+    Ok((others > 0).then(|| {
+        format!(
+            "{others} other unfinished task{} on this store wait{} for a worker: this run \
+             runs only task {task} (`tasker worker` runs the others)",
+            if others == 1 { "" } else { "s" },
+            if others == 1 { "s" } else { "" },
+        )
+    }))
 }
 
 /// Waits for the task's end event; a periodic check covers events missed by a slow reader.

@@ -66,6 +66,7 @@ impl App {
             let cfg = self.worker_config(Some(opts.workers), None);
             Node::wasm(store, &sandbox, cfg)
                 .with_bus(bus)
+                .with_pruner(self.pruner_config())
                 .start(stop.clone())
         });
         // Scripts (and the tests) read the address from this line: keep its form.

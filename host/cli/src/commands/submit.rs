@@ -1,11 +1,14 @@
 //! `tasker submit`: enqueue a task, optionally following it to its end.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use tasker_engine::EventBus;
+use tasker_store::Store;
 
-use crate::app::{App, exit_for};
+use super::templates::Checking;
+use crate::app::{App, exit_for, load_template};
 use crate::progress::{self, Progress};
 use crate::report;
 
@@ -17,9 +20,24 @@ impl App {
         context: &str,
         identity_key: Option<String>,
         wait: bool,
+        allow_missing: bool,
     ) -> Result<ExitCode> {
-        let store = self.store(2).await?;
-        let t = self.template_for(&store, template).await?;
+        // A file is checked before anything is opened or written; a key once it is read.
+        let (store, t) = if Path::new(template).is_file() {
+            let t = load_template(Path::new(template))?;
+            self.check_components(&t, allow_missing, Checking::Submit)
+                .await?;
+            self.warn_missing_grants(&t)?;
+            let store = self.store(2).await?;
+            store.register_template(&t).await?;
+            (store, t)
+        } else {
+            let store = self.store(2).await?;
+            let t = self.template_for(&store, template).await?;
+            self.check_components(&t, allow_missing, Checking::Submit)
+                .await?;
+            (store, t)
+        };
         let task_id = self
             .create(&store, &EventBus::default(), &t, context, identity_key)
             .await?;

@@ -44,7 +44,9 @@ impl App {
             cfg.concurrency,
             self.settings.plugin_dir.display()
         );
-        let node = Node::wasm(store, &sandbox, cfg).start(stop.clone());
+        let node = Node::wasm(store, &sandbox, cfg)
+            .with_pruner(self.pruner_config())
+            .start(stop.clone());
         let signals = tokio::spawn({
             let stop = stop.clone();
             let signal = shutdown_signal();

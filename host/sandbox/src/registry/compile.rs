@@ -11,6 +11,7 @@ use tokio::sync::OnceCell;
 use wasmtime::component::{Component, Linker};
 
 use super::Counters;
+use super::cache;
 use super::files::MAX_PLUGIN_BYTES;
 use super::ids::{PluginHash, World};
 use crate::attempt::AttemptState;
@@ -33,6 +34,8 @@ pub(crate) enum Pre {
 pub(crate) struct Compiled {
     pub pre: Pre,
     pub from_cache: bool,
+    /// The shared lock on this code's cache file: no process evicts it while this lives.
+    pub(super) _pin: Option<cache::Pin>,
 }
 
 /// The outcome of loading a hash's code. Errors are the deterministic ones (not a
@@ -60,6 +63,7 @@ impl Deref for Code {
         static NOT_LOADED: Compiled = Compiled {
             pre: Pre::NotLoaded,
             from_cache: false,
+            _pin: None,
         };
         match self.0.get() {
             Some(Ok(c)) => c,
@@ -85,6 +89,8 @@ pub(super) struct Job<'a> {
     pub hash: PluginHash,
     pub world: World,
     pub cache: Option<&'a Path>,
+    /// The cache's bound in bytes, enforced after each write.
+    pub cache_max_bytes: Option<u64>,
     pub source: Option<&'a Path>,
     pub counters: &'a Counters,
 }
@@ -96,18 +102,23 @@ pub(super) fn load(job: Job<'_>) -> Attempt {
     let engine = job.engine.engine();
     let mut from_cache = false;
     let mut component = None;
+    let mut pin = None;
     if let Some(path) = job.cache
-        && path.exists()
+        && let Some((locked, mapped)) = cache::pin(path)
     {
         // SAFETY: the cache directory is written only by this host (see docs/sandbox.md);
-        // its files are keyed by content hash and engine compatibility hash.
-        match unsafe { Component::deserialize_file(engine, path) } {
+        // its files are keyed by content hash and engine compatibility hash, written by
+        // rename and never changed in place, and `mapped` is the file we hold locked.
+        match unsafe { Component::deserialize_file(engine, &mapped) } {
             Ok(c) => {
                 component = Some(c);
                 from_cache = true;
+                pin = Some(locked);
+                cache::touch(path);
             }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "discarding unusable precompiled file");
+                drop(locked);
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -129,15 +140,27 @@ pub(super) fn load(job: Job<'_>) -> Attempt {
                     ))));
                 }
             };
-            if let Some(path) = job.cache
-                && let Err(e) = write_cache(&c, path)
-            {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write precompiled cache");
+            if let Some(path) = job.cache {
+                match write_cache(&c, path) {
+                    Ok(()) => {
+                        pin = cache::pin(path).map(|(p, _)| p);
+                        if let Some(max) = job.cache_max_bytes {
+                            bound(path, max);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot write precompiled cache")
+                    }
+                }
             }
             c
         }
     };
-    let res = check(job.linker, &component, job.world).map(|pre| Compiled { pre, from_cache });
+    let res = check(job.linker, &component, job.world).map(|pre| Compiled {
+        pre,
+        from_cache,
+        _pin: pin,
+    });
     if from_cache && res.is_ok() {
         job.counters.cache_loads.fetch_add(1, Ordering::Relaxed);
     }
@@ -154,6 +177,41 @@ pub(super) fn load(job: Job<'_>) -> Attempt {
         "component loaded"
     );
     Attempt::Done(res)
+}
+
+/// Evict least recently used cache files (never one in use) until the directory of `written`
+/// is within `max` bytes.
+pub(super) fn bound(written: &Path, max: u64) {
+    if let Some(dir) = written.parent() {
+        bound_dir(dir, max);
+    }
+}
+
+/// Evict least recently used cache files of `dir` (never one in use) down to `max` bytes.
+pub(super) fn bound_dir(dir: &Path, max: u64) {
+    match cache::evict(dir, max) {
+        Ok(r) => {
+            if !r.removed.is_empty() {
+                tracing::debug!(
+                    files = r.removed.len(),
+                    bytes = r.removed_bytes(),
+                    "evicted precompiled files"
+                );
+            }
+            if r.remaining_bytes() > max {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    bytes = r.remaining_bytes(),
+                    max,
+                    in_use = r.in_use.len(),
+                    "precompiled cache above its bound: the files left are in use"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot bound the precompiled cache")
+        }
+    }
 }
 
 /// The file's bytes, if they still hash to what the scan saw.

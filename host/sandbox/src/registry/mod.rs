@@ -21,6 +21,7 @@
 //! stay resolvable by hash (so a retry pinned to a hash runs the same code) until their
 //! file is removed.
 
+mod cache;
 mod compile;
 mod files;
 mod ids;
@@ -37,6 +38,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 use wasmtime::component::Linker;
 
+pub use cache::{CacheEntry, CacheReport, cache_bytes, evict, gc as cache_gc, parse_size};
 pub(crate) use compile::Pre;
 pub use ids::{PluginHash, PluginRef, World};
 pub use upload::UploadError;
@@ -175,6 +177,7 @@ pub struct Registry {
     linker: Arc<Linker<AttemptState>>,
     dir: PathBuf,
     cache_dir: Option<PathBuf>,
+    cache_max_bytes: Option<u64>,
     table: ArcSwap<Table>,
     /// Every version seen by this process whose file is still there, for pinned-hash
     /// attempts.
@@ -211,12 +214,14 @@ impl Registry {
         linker: Arc<Linker<AttemptState>>,
         dir: PathBuf,
         cache_dir: Option<PathBuf>,
+        cache_max_bytes: Option<u64>,
     ) -> Self {
         Self {
             engine,
             linker,
             dir,
             cache_dir,
+            cache_max_bytes,
             table: ArcSwap::from_pointee(Table::default()),
             by_hash: Mutex::default(),
             cells: Mutex::default(),
@@ -407,6 +412,7 @@ impl Registry {
                 .map(|d| d.join(format!("{hash}-{}.cwasm", engine.compat_key())));
             let source = (need != Need::CacheOnly).then(|| path.to_path_buf());
             let counters = self.counters.clone();
+            let cache_max_bytes = self.cache_max_bytes;
             let attempt = tokio::task::spawn_blocking(move || {
                 compile::load(Job {
                     engine: &engine,
@@ -414,6 +420,7 @@ impl Registry {
                     hash,
                     world,
                     cache: cache.as_deref(),
+                    cache_max_bytes,
                     source: source.as_deref(),
                     counters: &counters,
                 })
@@ -598,6 +605,14 @@ impl Registry {
                 }
             }
             let _ = self.events.send(ev);
+        }
+        // Retired versions no longer hold their cache files (once calls in flight end):
+        // bound the cache again now rather than at the next write.
+        drop(old);
+        if !report.retired.is_empty()
+            && let (Some(dir), Some(max)) = (self.cache_dir.clone(), self.cache_max_bytes)
+        {
+            let _ = tokio::task::spawn_blocking(move || compile::bound_dir(&dir, max)).await;
         }
         Ok(report)
     }

@@ -93,15 +93,23 @@ impl Registry {
             .as_ref()
             .map(|d| d.join(format!("{hash}-{}.cwasm", engine.compat_key())));
         let checked = bytes.clone();
+        let max = self.cache_max_bytes;
         tokio::task::spawn_blocking(move || {
             let c = Component::new(engine.engine(), &checked).map_err(|e| {
                 SandboxError::load(format!("not a valid WebAssembly component: {e:#}"))
             })?;
             compile::check(&linker, &c, world)?;
-            if let Some(path) = cache
-                && let Err(e) = compile::write_cache(&c, &path)
-            {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write precompiled cache");
+            if let Some(path) = cache {
+                match compile::write_cache(&c, &path) {
+                    Ok(()) => {
+                        if let Some(max) = max {
+                            compile::bound(&path, max);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot write precompiled cache")
+                    }
+                }
             }
             Ok::<_, SandboxError>(())
         })

@@ -11,10 +11,9 @@ use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tasker_core::state::TaskState;
-use tasker_core::template::{HandlerRef, Template};
+use tasker_core::template::Template;
 use tasker_core::trace::{METADATA_KEY, TraceParent};
 use tasker_engine::ops;
-use tasker_sandbox::{PluginRef, World};
 use tasker_store::{NewTask, Store, TaskFilter, TaskId, TaskPageRequest, TaskRow};
 use utoipa::{IntoParams, ToSchema};
 
@@ -227,73 +226,10 @@ pub async fn create(
 
 /// Every component the template runs must be in this server's plugin directory, with the
 /// right world: refused at submit, naming the step and what is available, rather than
-/// failing attempts later.
+/// failing attempts later (the check of `tasker_sandbox::check_components`, as at register).
 fn check_components(state: &AppState, t: &Template) -> Result<(), Problem> {
-    let registry = state.sandbox().registry();
-    let mut wanted: Vec<(String, &HandlerRef, World)> = Vec::new();
-    for (i, s) in t.steps.iter().enumerate() {
-        wanted.push((
-            format!("steps[{i}] ({}).handler", s.name),
-            &s.handler,
-            World::StepHandler,
-        ));
-        if let Some(p) = &s.retry_policy {
-            wanted.push((
-                format!("steps[{i}] ({}).retry_policy", s.name),
-                p,
-                World::RetryPolicy,
-            ));
-        }
-    }
-    for (i, h) in t.hooks.iter().enumerate() {
-        wanted.push((
-            format!("hooks[{i}].component"),
-            &h.component,
-            World::EventHook,
-        ));
-    }
-    if let Some(p) = &t.retry_policy {
-        wanted.push(("retry_policy".into(), p, World::RetryPolicy));
-    }
-    let mut problem = Problem::invalid(format!(
-        "template {} runs components that this server's plugin directory does not provide",
-        t.key()
-    ));
-    for (at, r, world) in wanted {
-        let pref = match r {
-            HandlerRef::Named { name, version } => PluginRef::Name {
-                name: name.clone(),
-                version: Some(version.clone()),
-            },
-            HandlerRef::Hash(h) => match format!("blake3:{h}").parse() {
-                Ok(p) => p,
-                Err(e) => {
-                    problem = problem.field(at, e);
-                    continue;
-                }
-            },
-        };
-        match registry.resolve(&pref) {
-            Ok(p) if p.world() == world => {}
-            Ok(p) => {
-                problem = problem.field(
-                    at,
-                    format!("{r} is a {} component, not a {world}", p.world()),
-                )
-            }
-            Err(e) => problem = problem.field(at, format!("{r}: {e}")),
-        }
-    }
-    if problem.errors.is_empty() {
-        return Ok(());
-    }
-    let mut available: Vec<String> = registry
-        .plugins()
-        .iter()
-        .map(|p| format!("{}@{} ({})", p.name, p.version, p.world()))
-        .collect();
-    available.sort();
-    Err(problem.with("available", json!(available)))
+    tasker_sandbox::check_components(state.sandbox().registry(), t)
+        .map_err(|m| super::templates::missing_components_problem(&m, ""))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

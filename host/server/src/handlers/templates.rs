@@ -2,10 +2,12 @@
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tasker_core::template::{Grants, Template};
+use tasker_sandbox::MissingComponents;
 use tasker_store::{Store, StoreError};
 use utoipa::{IntoParams, ToSchema};
 
@@ -26,6 +28,35 @@ pub struct Registered {
     /// False when this exact definition was already registered.
     pub created: bool,
     pub graph: GraphView,
+    /// What a registration with `?allow_missing_handlers=true` went ahead despite: each
+    /// component the plugin directory lacks, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RegisterQuery {
+    /// `true`: register even if this server's plugin directory lacks components the
+    /// template names (ahead of a deploy); the answer's `warnings` name them.
+    #[param(value_type = Option<bool>)]
+    allow_missing_handlers: Option<String>,
+}
+
+/// The problem of a template naming components the plugin directory lacks: each one at its
+/// template path, and what the directory offers (closest first) as `available`.
+pub(crate) fn missing_components_problem(m: &MissingComponents, hint: &str) -> Problem {
+    let problem = Problem::invalid(format!(
+        "template {} runs components that this server's plugin directory does not provide{hint}",
+        m.template
+    ));
+    m.missing
+        .iter()
+        .fold(problem, |p, c| {
+            p.field(&c.at, format!("{}: {}", c.reference, c.why))
+        })
+        .with("available", json!(m.available))
 }
 
 /// `POST /v1/templates`: 201 when registered, 200 when this exact definition already was.
@@ -34,6 +65,7 @@ pub struct Registered {
     path = "/v1/templates",
     operation_id = "register_template",
     tag = "templates",
+    params(RegisterQuery),
     request_body(
         description = "The template, as YAML (the default without a content type) or JSON",
         content(
@@ -54,7 +86,23 @@ pub struct Registered {
         (status = 422, response = Invalid),
     )
 )]
-pub async fn register(State(state): State<AppState>, req: Request) -> Result<Response, Problem> {
+pub async fn register(
+    State(state): State<AppState>,
+    uri: Uri,
+    req: Request,
+) -> Result<Response, Problem> {
+    let q: RegisterQuery = query(&uri)?;
+    let allow_missing = match q.allow_missing_handlers.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            let msg = format!("'{other}' is not true or false");
+            return Err(
+                Problem::bad_request(format!("?allow_missing_handlers: {msg}"))
+                    .field("?allow_missing_handlers", msg),
+            );
+        }
+    };
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -73,7 +121,28 @@ pub async fn register(State(state): State<AppState>, req: Request) -> Result<Res
         .map_err(|e| Problem::bad_request(format!("the body is not UTF-8: {e}")))?;
     // JSON is YAML: one parser reports every problem with its location.
     let template = Template::from_yaml_named(text, "request body")?;
-    check_grant_paths(&template)?;
+    check_grant_paths(&template, state.sandbox().grants_base())?;
+    // A template naming a component this server cannot run is refused before it is
+    // written, unless it is registered ahead of a deploy on purpose.
+    let mut warnings = Vec::new();
+    if let Err(m) = tasker_sandbox::check_components(state.sandbox().registry(), &template) {
+        if !allow_missing {
+            return Err(missing_components_problem(
+                &m,
+                " (register it ahead of a deploy with ?allow_missing_handlers=true)",
+            ));
+        }
+        warnings = m
+            .missing
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}: {}: {}; registered anyway (?allow_missing_handlers)",
+                    c.at, c.reference, c.why
+                )
+            })
+            .collect();
+    }
     let reg = state
         .store()
         .register_template(&template)
@@ -94,6 +163,7 @@ pub async fn register(State(state): State<AppState>, req: Request) -> Result<Res
         key: reg.key,
         created: reg.created,
         graph: GraphView::of(&template),
+        warnings,
     };
     let location = format!(
         "/v1/templates/{}/{}/{}",
@@ -110,22 +180,24 @@ fn is_yaml(ct: &str) -> bool {
     )
 }
 
-/// Over the API there is no template file to resolve relative paths against: granted
-/// directories must be absolute and exist on the workers (checked here on this host).
-fn check_grant_paths(t: &Template) -> Result<(), Problem> {
+/// Granted directories are kept as written; each worker resolves a relative one against
+/// its grants base. Checked here against this server's base (its own workers'), so a
+/// missing directory is refused before any attempt needs it.
+fn check_grant_paths(t: &Template, base: &std::path::Path) -> Result<(), Problem> {
     let mut bad: Vec<(String, String)> = Vec::new();
     let mut check = |at: String, grants: &Grants| {
         for (i, d) in grants.dirs.iter().enumerate() {
-            let host = std::path::Path::new(&d.host);
-            let problem = if !host.is_absolute() {
-                format!(
-                    "'{}' is relative: over the API give an absolute path",
-                    d.host
-                )
-            } else if !host.is_dir() {
+            let full = base.join(&d.host);
+            let problem = if full.is_dir() {
+                continue;
+            } else if std::path::Path::new(&d.host).is_absolute() {
                 format!("'{}' is not a directory on the server", d.host)
             } else {
-                continue;
+                format!(
+                    "'{}' is not a directory on the server ({} resolved against its grants base)",
+                    d.host,
+                    full.display()
+                )
             };
             bad.push((format!("{at}.grants.dirs[{i}].host"), problem));
         }
@@ -140,7 +212,7 @@ fn check_grant_paths(t: &Template) -> Result<(), Problem> {
         return Ok(());
     }
     Err(bad.into_iter().fold(
-        Problem::invalid("granted directories must be absolute paths that exist"),
+        Problem::invalid("granted directories must exist (relative ones under the grants base)"),
         |p, (at, m)| p.field(at, m),
     ))
 }

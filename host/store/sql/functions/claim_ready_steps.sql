@@ -5,8 +5,12 @@
 -- the plugin hash of its first attempt since the last task retry.
 -- Writes its own transition rows (tasker.audited), commits durably, scans on from a
 -- per-session cursor, and runs with generic plans: docs/store.md ("claim_ready_steps").
+-- With p_task_id, only that task's steps, from the head (a worker scoped to its task, as
+-- `tasker run` starts): its own statement, so the unscoped claim's plan is unchanged, and
+-- the cursor is neither read nor moved.
 CREATE OR REPLACE FUNCTION claim_ready_steps(
-    p_worker text, p_limit int, p_lease interval, p_now timestamptz DEFAULT now()
+    p_worker text, p_limit int, p_lease interval, p_now timestamptz DEFAULT now(),
+    p_task_id bigint DEFAULT NULL
 ) RETURNS TABLE (
     step_id bigint,
     task_id bigint,
@@ -69,7 +73,7 @@ BEGIN
     v_after_at := nullif(current_setting('tasker.claim_after_at', true), '')::timestamptz;
     v_after_id := nullif(current_setting('tasker.claim_after_id', true), '')::bigint;
     v_claims := coalesce(nullif(current_setting('tasker.claim_scans', true), '')::int, 0);
-    IF v_after_at IS NULL OR v_claims >= 64 OR v_after_at > p_now THEN
+    IF v_after_at IS NULL OR v_claims >= 64 OR v_after_at > p_now OR p_task_id IS NOT NULL THEN
         v_after_at := '-infinity';
         v_after_id := 0;
         v_claims := 0;
@@ -83,15 +87,28 @@ BEGIN
         -- A generic plan of the one-statement form of 0003 (LIMIT unknown) hashes the whole
         -- steps table.
         -- In the subquery's order: the last one taken is where this scan ended.
-        SELECT array_agg(c.id), array_agg(c.ready_at), array_agg(c.ctid), array_agg(c.state)
-        INTO v_batch, v_batch_at, v_batch_tids, v_batch_states
-        FROM (SELECT s.id, s.ready_at, s.ctid, s.state
-              FROM steps s
-              WHERE s.ready_at IS NOT NULL AND s.ready_at <= p_now
-                AND (s.ready_at, s.id) > (v_after_at, v_after_id)
-              ORDER BY s.ready_at, s.id
-              LIMIT p_limit - cardinality(v_ids)
-              FOR UPDATE SKIP LOCKED) c;
+        IF p_task_id IS NULL THEN
+            SELECT array_agg(c.id), array_agg(c.ready_at), array_agg(c.ctid), array_agg(c.state)
+            INTO v_batch, v_batch_at, v_batch_tids, v_batch_states
+            FROM (SELECT s.id, s.ready_at, s.ctid, s.state
+                  FROM steps s
+                  WHERE s.ready_at IS NOT NULL AND s.ready_at <= p_now
+                    AND (s.ready_at, s.id) > (v_after_at, v_after_id)
+                  ORDER BY s.ready_at, s.id
+                  LIMIT p_limit - cardinality(v_ids)
+                  FOR UPDATE SKIP LOCKED) c;
+        ELSE
+            -- The task's steps through its (task_id, name) index.
+            SELECT array_agg(c.id), array_agg(c.ready_at), array_agg(c.ctid), array_agg(c.state)
+            INTO v_batch, v_batch_at, v_batch_tids, v_batch_states
+            FROM (SELECT s.id, s.ready_at, s.ctid, s.state
+                  FROM steps s
+                  WHERE s.task_id = p_task_id
+                    AND s.ready_at IS NOT NULL AND s.ready_at <= p_now
+                  ORDER BY s.ready_at, s.id
+                  LIMIT p_limit
+                  FOR UPDATE SKIP LOCKED) c;
+        END IF;
         IF v_batch IS NOT NULL THEN
             WITH u AS (
                 UPDATE steps s
@@ -141,7 +158,9 @@ BEGIN
         v_claims := 0;
     END LOOP;
 
-    IF cardinality(v_ids) < p_limit THEN
+    IF p_task_id IS NOT NULL THEN
+        NULL;
+    ELSIF cardinality(v_ids) < p_limit THEN
         v_set := set_config('tasker.claim_after_at', '', false);
     ELSE
         v_set := set_config('tasker.claim_after_at', v_last_at::text, false);

@@ -5,7 +5,8 @@
 -- them. Rows: the completion outcomes in input order (claimed = false), then the claimed
 -- steps by id (claimed = true). NOTIFY tasker_ready only for released steps this call may
 -- have left behind. Writes its own transition rows; why it looks the way it does:
--- docs/store.md ("complete_and_claim_steps").
+-- docs/store.md ("complete_and_claim_steps"). With p_task_id the claim takes only that
+-- task's steps (claim_ready_steps' p_task_id).
 CREATE OR REPLACE FUNCTION complete_and_claim_steps(
     p_step_ids bigint[],
     p_tokens bigint[],
@@ -19,7 +20,8 @@ CREATE OR REPLACE FUNCTION complete_and_claim_steps(
     p_lease interval,
     p_now timestamptz DEFAULT now(),
     -- What each attempt said (attempts.logs); NULL, or a NULL element, for nothing.
-    p_logs jsonb[] DEFAULT NULL
+    p_logs jsonb[] DEFAULT NULL,
+    p_task_id bigint DEFAULT NULL
 ) RETURNS TABLE (
     claimed boolean,
     step_id bigint,
@@ -243,7 +245,7 @@ BEGIN
                c.attempt, c.max_attempts, c.step_name, c.handler, c.config, c.limits, c.grants,
                c.context, c.parent_results, c.template_key, c.lease_expires_at, c.task_started,
                c.pinned_hash
-        FROM claim_ready_steps(p_worker, p_claim_limit, p_lease, p_now) c;
+        FROM claim_ready_steps(p_worker, p_claim_limit, p_lease, p_now, p_task_id) c;
         GET DIAGNOSTICS v_claimed = ROW_COUNT;
     END IF;
     -- Other workers are woken only for released steps left behind. The released steps are

@@ -749,10 +749,23 @@ struct ClaimArgs {
     limit: i32,
     now: i64,
     expires: i64,
+    /// Only this task's steps (a worker scoped to its task).
+    task: Option<TaskId>,
+}
+
+/// The claim half of a hop: for `worker`, up to `limit` steps under `lease`, of `task` only
+/// when given.
+#[derive(Clone, Copy)]
+pub(super) struct ClaimOf<'a> {
+    pub task: Option<TaskId>,
+    pub worker: &'a str,
+    pub limit: u32,
+    pub lease: Duration,
 }
 
 fn claim_args(
     fname: &str,
+    task: Option<TaskId>,
     worker: &str,
     limit: u32,
     lease: Duration,
@@ -776,11 +789,13 @@ fn claim_args(
         limit,
         now,
         expires: plus_us(now, lease)?,
+        task,
     })
 }
 
 pub(super) async fn claim(
     s: &SqliteStore,
+    task: Option<TaskId>,
     worker: &str,
     limit: u32,
     lease: Duration,
@@ -791,16 +806,29 @@ pub(super) async fn claim(
             "claim_ready_steps: limit must be >= 1, got {limit}"
         )));
     }
-    let args = claim_args("claim_ready_steps", worker, limit, lease, now)?;
+    let args = claim_args("claim_ready_steps", task, worker, limit, lease, now)?;
 
     // Idle workers poll: answer "nothing ready" from a reader, without the write lock. A
     // step that becomes ready after this look is found by the next claim, as on PostgreSQL.
-    let any: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM steps WHERE ready_at IS NOT NULL AND ready_at <= ?)",
-    )
-    .bind(args.now)
-    .fetch_one(s.reader())
-    .await?;
+    let any: bool =
+        match task {
+            None => sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM steps WHERE ready_at IS NOT NULL AND ready_at <= ?)",
+            )
+            .bind(args.now)
+            .fetch_one(s.reader())
+            .await?,
+            Some(task) => {
+                sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM steps WHERE task_id = ? AND ready_at IS NOT NULL \
+                 AND ready_at <= ?)",
+                )
+                .bind(task)
+                .bind(args.now)
+                .fetch_one(s.reader())
+                .await?
+            }
+        };
     if !any {
         return Ok(Vec::new());
     }
@@ -822,17 +850,17 @@ pub(super) async fn complete_and_claim(
     s: &SqliteStore,
     items: &[StepCompletion],
     events: &[CustomEventRecord],
-    worker: &str,
-    claim_limit: u32,
-    lease: Duration,
+    claim: ClaimOf<'_>,
     now: DateTime<Utc>,
 ) -> Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)> {
-    let args = if claim_limit > 0 {
+    let worker = claim.worker;
+    let args = if claim.limit > 0 {
         Some(claim_args(
             "complete_and_claim_steps",
-            worker,
-            claim_limit,
-            lease,
+            claim.task,
+            claim.worker,
+            claim.limit,
+            claim.lease,
             now,
         )?)
     } else {
@@ -856,16 +884,34 @@ async fn claim_in(tx: &mut Tx, worker: &str, args: &ClaimArgs) -> Result<Vec<Cla
         limit,
         now,
         expires,
+        task,
     } = *args;
-    // The claim queue, oldest first: the partial index steps_claim_queue.
-    let ids: Vec<StepId> = sqlx::query_scalar(
-        "SELECT id FROM steps WHERE ready_at IS NOT NULL AND ready_at <= ? \
-         ORDER BY ready_at, id LIMIT ?",
-    )
-    .bind(now)
-    .bind(limit)
-    .fetch_all(&mut **tx)
-    .await?;
+    let ids: Vec<StepId> = match task {
+        // The claim queue, oldest first: the partial index steps_claim_queue.
+        None => {
+            sqlx::query_scalar(
+                "SELECT id FROM steps WHERE ready_at IS NOT NULL AND ready_at <= ? \
+                 ORDER BY ready_at, id LIMIT ?",
+            )
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?
+        }
+        // One task's steps, through its index steps_task.
+        Some(task) => {
+            sqlx::query_scalar(
+                "SELECT id FROM steps INDEXED BY steps_task \
+                 WHERE task_id = ? AND ready_at IS NOT NULL AND ready_at <= ? \
+                 ORDER BY ready_at, id LIMIT ?",
+            )
+            .bind(task)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?
+        }
+    };
     if ids.is_empty() {
         return Ok(Vec::new());
     }

@@ -11,6 +11,7 @@ mod hooks;
 mod hot;
 mod listing;
 mod ops;
+mod prune;
 mod readiness;
 mod rows;
 
@@ -57,11 +58,43 @@ pub struct SqliteStore {
     _temp: Option<Arc<tempfile::TempDir>>,
 }
 
+/// How a process opens the file: creating and migrating it (`tasker migrate`, `run`, `dev`,
+/// tests), or only if it exists with this build's schema (every other command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    Migrate,
+    Existing,
+}
+
 impl SqliteStore {
     /// Open (creating it and its directory if missing) the database file at `path`, apply
-    /// pending migrations, and keep up to `readers` read connections.
+    /// pending migrations, and keep up to `readers` read connections. A file a newer build
+    /// migrated is refused ([`StoreError::SchemaNewer`]).
     pub async fn open(path: impl AsRef<Path>, readers: u32) -> Result<Self> {
-        Self::open_inner(path.as_ref(), readers, None).await
+        Ok(
+            Self::open_inner(path.as_ref(), readers, None, Opening::Migrate)
+                .await?
+                .0,
+        )
+    }
+
+    /// [`SqliteStore::open`], returning also the migrations this call applied, oldest first.
+    pub async fn open_and_migrate(
+        path: impl AsRef<Path>,
+        readers: u32,
+    ) -> Result<(Self, Vec<crate::AppliedMigration>)> {
+        Self::open_inner(path.as_ref(), readers, None, Opening::Migrate).await
+    }
+
+    /// Open an existing file without creating or migrating anything: a missing file is
+    /// [`StoreError::DatabaseMissing`], a schema other than this build's
+    /// [`StoreError::SchemaOlder`] or [`StoreError::SchemaNewer`].
+    pub async fn open_existing(path: impl AsRef<Path>, readers: u32) -> Result<Self> {
+        Ok(
+            Self::open_inner(path.as_ref(), readers, None, Opening::Existing)
+                .await?
+                .0,
+        )
     }
 
     /// A store in a fresh temporary directory, removed when the last clone is dropped.
@@ -71,20 +104,25 @@ impl SqliteStore {
             .tempdir()
             .map_err(|e| StoreError::InvalidInput(format!("temporary directory: {e}")))?;
         let path = dir.path().join("tasker.db");
-        Self::open_inner(&path, 4, Some(Arc::new(dir))).await
+        Ok(
+            Self::open_inner(&path, 4, Some(Arc::new(dir)), Opening::Migrate)
+                .await?
+                .0,
+        )
     }
 
     async fn open_inner(
         path: &Path,
         readers: u32,
         temp: Option<Arc<tempfile::TempDir>>,
-    ) -> Result<Self> {
+        opening: Opening,
+    ) -> Result<(Self, Vec<crate::AppliedMigration>)> {
         // A conflict at open is another process holding a lock SQLite would not wait for (one
         // that opened the file without `init_lock`, e.g. an older tasker): wait it out.
         let deadline = tokio::time::Instant::now() + OPEN_PATIENCE;
         let mut pause = Duration::from_millis(20);
         loop {
-            match Self::open_once(path, readers, temp.clone()).await {
+            match Self::open_once(path, readers, temp.clone(), opening).await {
                 Err(StoreError::Conflict { .. }) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(500));
@@ -98,7 +136,14 @@ impl SqliteStore {
         path: &Path,
         readers: u32,
         temp: Option<Arc<tempfile::TempDir>>,
-    ) -> Result<Self> {
+        opening: Opening,
+    ) -> Result<(Self, Vec<crate::AppliedMigration>)> {
+        if opening == Opening::Existing && !path.is_file() {
+            // Nothing is created: not the file, its directory or its lock.
+            return Err(StoreError::DatabaseMissing {
+                what: format!("the embedded store {}", path.display()),
+            });
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::InvalidInput(format!("database directory {}: {e}", dir.display()))
@@ -113,25 +158,38 @@ impl SqliteStore {
         // Creating the file, switching it to WAL and migrating happen one opener at a time:
         // a worker and a `submit` starting together on a new file would otherwise race for
         // the exclusive lock the WAL switch needs, and SQLite refuses the loser at once
-        // ("database is locked") instead of waiting.
+        // ("database is locked") instead of waiting. An opener that only checks the schema
+        // waits here too, for a migration in progress to end.
         let init = init_lock(path).await?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(base.clone().create_if_missing(true))
+            .connect_with(base.clone().create_if_missing(opening == Opening::Migrate))
             .await?;
-        SQLITE_MIGRATOR.run(&writer).await?;
+        let before = applied_versions(&writer).await?;
+        let applied = match opening {
+            Opening::Existing => {
+                crate::schema::check(&before, &SQLITE_MIGRATOR)?;
+                Vec::new()
+            }
+            Opening::Migrate => {
+                crate::schema::check_not_newer(&before, &SQLITE_MIGRATOR)?;
+                SQLITE_MIGRATOR.run(&writer).await?;
+                crate::schema::newly_applied(&before, &SQLITE_MIGRATOR)
+            }
+        };
         drop(init);
         let reader = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
             .connect_with(base.read_only(true))
             .await?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             writer,
             reader,
             path: path.to_path_buf(),
             _temp: temp,
-        })
+        };
+        Ok((store, applied))
     }
 
     /// Open the store named by a `sqlite:` URL (`sqlite:path/to/file.db` or
@@ -173,6 +231,24 @@ impl SqliteStore {
             .await?;
         Ok(tx)
     }
+}
+
+/// The versions of the migrations the file applied successfully (none without sqlx's
+/// table).
+async fn applied_versions(pool: &SqlitePool) -> Result<Vec<i64>> {
+    let has_table: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    Ok(
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await?,
+    )
 }
 
 /// An exclusive lock on `<file>.lock`, held while a process opens and migrates the file.
@@ -251,7 +327,37 @@ impl Store for SqliteStore {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<ClaimedStep>> {
-        hot::claim(self, worker, limit, lease, now).await
+        hot::claim(self, None, worker, limit, lease, now).await
+    }
+
+    async fn claim_of_task(
+        &self,
+        task: TaskId,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedStep>> {
+        hot::claim(self, Some(task), worker, limit, lease, now).await
+    }
+
+    async fn complete_and_claim_of_task(
+        &self,
+        items: &[StepCompletion],
+        events: &[CustomEventRecord],
+        task: TaskId,
+        worker: &str,
+        claim_limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)> {
+        let claim = hot::ClaimOf {
+            task: Some(task),
+            worker,
+            limit: claim_limit,
+            lease,
+        };
+        hot::complete_and_claim(self, items, events, claim, now).await
     }
 
     async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>> {
@@ -298,7 +404,13 @@ impl Store for SqliteStore {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<(Vec<CompletionOutcome>, Vec<ClaimedStep>)> {
-        hot::complete_and_claim(self, items, events, worker, claim_limit, lease, now).await
+        let claim = hot::ClaimOf {
+            task: None,
+            worker,
+            limit: claim_limit,
+            lease,
+        };
+        hot::complete_and_claim(self, items, events, claim, now).await
     }
 
     async fn claim_hook_deliveries(
@@ -519,5 +631,13 @@ impl Store for SqliteStore {
 
     async fn latest_event_cursor(&self, filter: &EventFilter) -> Result<Option<String>> {
         events::latest_event_cursor(self, filter).await
+    }
+
+    async fn prune(
+        &self,
+        req: &crate::prune::PruneRequest,
+        now: DateTime<Utc>,
+    ) -> Result<crate::prune::PruneReport> {
+        prune::prune(self, req, now).await
     }
 }
