@@ -6,6 +6,7 @@
 mod crash;
 mod dead_letters;
 mod examples;
+mod flow;
 mod hooks;
 mod logs;
 mod metrics;

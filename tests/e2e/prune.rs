@@ -1,7 +1,8 @@
 //! `tasker prune` and `tasker export` (retention, docs/store.md): a dry run says what would go
 //! and removes nothing, a run removes the finished task with every row it owns and says so
 //! per table, `--state` narrows it, bad spans are refused naming the flag, and the export
-//! holds the task, its transitions and each step's attempts, logs and transitions.
+//! holds the task, its transitions and each step's attempts, logs and transitions; a server
+//! without workers prunes too.
 
 use serde_json::Value;
 use tasker_tests::cli::*;
@@ -142,7 +143,54 @@ async fn prune_refuses_a_bad_span_naming_the_flag(db: Db) {
     assert!(stderr(&out).contains("--state"), "{}", stderr(&out));
 }
 
+/// `tasker serve --workers 0` (the API alone) still runs the pruner when `[retention]` sets
+/// an interval: a finished task past its span goes without any worker running.
+async fn serve_without_workers_still_prunes(db: Db) {
+    let dir = scratch("prune-serve");
+    std::fs::write(dir.join("t.yaml"), TEMPLATE).unwrap();
+    let config = dir.join("tasker.toml");
+    std::fs::write(
+        &config,
+        "[retention]\ncomplete = \"1s\"\ninterval = \"1s\"\n",
+    )
+    .unwrap();
+    let out = tasker_in(&db, &["migrate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = tasker_in(
+        &db,
+        &["run", dir.join("t.yaml").to_str().unwrap(), "--plain"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(count(&db, "SELECT count(*) FROM tasks").await, 1);
+
+    let mut c = tasker(&db, &plugin_dir());
+    c.arg("--config")
+        .arg(&config)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-auth",
+            "--workers",
+            "0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    let mut server = KillOnDrop(c.spawn().expect("tasker serve starts"));
+    wait_for(
+        &db,
+        "SELECT CAST(CASE WHEN count(*) = 0 THEN 1 ELSE 0 END AS BIGINT) FROM tasks",
+        1,
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    stop_gracefully(&mut server.0);
+    assert_eq!(count(&db, "SELECT count(*) FROM steps").await, 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM attempts").await, 0);
+}
+
 tasker_tests::cli_on_both_backends!(
     prune_dry_run_removes_nothing_then_prune_removes_the_task,
     prune_refuses_a_bad_span_naming_the_flag,
+    serve_without_workers_still_prunes,
 );

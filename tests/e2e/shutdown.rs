@@ -2,7 +2,7 @@
 //! tasker.toml: on SIGTERM it stops claiming and a running step finishes within the grace
 //! and is recorded complete; with a grace shorter than the step, the step's lease is
 //! released at once, so another worker claims it without waiting for the lease to expire;
-//! `tasker serve --workers N` does the same with the same setting.
+//! `tasker serve --workers N` and `tasker run` do the same with the same setting.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -221,8 +221,56 @@ async fn serve_with_workers_uses_the_grace_setting(db: Db) {
     );
 }
 
+/// Ctrl-C of `tasker run` waits the same setting (not its own 2 s default when it is set): a
+/// 4 s step finishes, is recorded complete, and the run ends as the task did.
+async fn ctrl_c_of_run_uses_the_grace_setting(db: Db) {
+    let dir = scratch("shutdown-run");
+    let template = slow_template(&dir, 4000);
+    let long = config(&dir, "long.toml", "60s");
+    drop(db.store().await);
+    let mut c = tasker(&db, &plugin_dir());
+    c.arg("--config")
+        .arg(&long)
+        .arg("run")
+        .arg(&template)
+        .arg("--plain")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    let mut child = KillOnDrop(c.spawn().expect("tasker run starts"));
+    wait_for(
+        &db,
+        "SELECT count(*) FROM steps WHERE state = 'in_progress'",
+        1,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Exits 0: the task completed within the grace (130 if the step had been released).
+    exit_within(&mut child.0, Duration::from_secs(120)).await;
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM tasks WHERE state = 'complete'").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM attempts WHERE outcome <> 'completed'"
+        )
+        .await,
+        0,
+        "nothing was released"
+    );
+}
+
 tasker_tests::cli_on_both_backends!(
     sigterm_lets_a_running_step_finish_within_the_grace,
     a_grace_shorter_than_the_step_releases_its_lease_at_once,
     serve_with_workers_uses_the_grace_setting,
+    ctrl_c_of_run_uses_the_grace_setting,
 );

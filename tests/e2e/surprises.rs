@@ -2,7 +2,8 @@
 //!
 //! Databases are never created or migrated by surprise: only `tasker migrate` does it (and
 //! `run`/`dev` on the embedded store); a schema other than this build's is refused; a failed
-//! connection says why; `tasker run` runs only its own task.
+//! connection says why (a wrong password against a stand-in server that refuses it, TLS
+//! against the test server's certificate); `tasker run` runs only its own task.
 //!
 //! Tests that need a database that does not exist yet use a throwaway PostgreSQL database
 //! of their own (dropped at the end) or a SQLite path under target/tmp, never the shared
@@ -418,14 +419,181 @@ async fn a_refused_connection_is_named() {
     assert!(t.elapsed() < std::time::Duration::from_secs(20), "{t:?}");
 }
 
-/// A URL that asks for TLS says TLS is what failed.
+/// Whether the test server offers TLS (`ssl = on`; Debian's snakeoil certificate here).
+async fn server_has_tls() -> bool {
+    let mut admin = base_url()
+        .parse::<PgConnectOptions>()
+        .unwrap()
+        .connect()
+        .await
+        .expect("the test server");
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    ssl == "on"
+}
+
+/// `sslmode=require` connects over TLS (sqlx is built with rustls): `migrate` and `status`
+/// work, and the server sees the session encrypted.
+#[tokio::test]
+async fn sslmode_require_connects_over_tls() {
+    if !server_has_tls().await {
+        eprintln!("skipped: the test server has ssl = off");
+        return;
+    }
+    let fresh = Fresh::postgres("tls_require").await;
+    let Fresh::Postgres(name) = &fresh else {
+        unreachable!()
+    };
+    let url = format!("{}?sslmode=require", pg_url(name));
+    let tasker = |args: &[&str]| {
+        let mut c = fresh.tasker(args);
+        c.env("DATABASE_URL", &url);
+        c
+    };
+    let out = run(tasker(&["migrate"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("created the database"),
+        "{}",
+        stdout(&out)
+    );
+    // Status of a task that does not exist: the store answered, over TLS.
+    let out = run(tasker(&["status", "1"]));
+    assert!(stderr(&out).contains("no task 1"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .expect("connects with sslmode=require");
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(ssl, "the session is encrypted");
+    pool.close().await;
+}
+
+/// A certificate that does not verify (the snakeoil certificate is for `localhost`, not
+/// 127.0.0.1) is a TLS failure, said so with the certificate's fault, not "unreachable".
 #[tokio::test]
 async fn a_tls_failure_is_named() {
+    if !server_has_tls().await {
+        eprintln!("skipped: the test server has ssl = off");
+        return;
+    }
+    let port = server_part()
+        .rsplit_once(':')
+        .map_or("5432".to_owned(), |(_, p)| p.to_owned());
     let err = status_with_url(&format!(
-        "postgres://postgres@{}/postgres?sslmode=require",
-        server_part()
+        "postgres://postgres@127.0.0.1:{port}/postgres?sslmode=verify-full"
     ));
     assert!(err.contains(": TLS failed: "), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains("unreachable"), "{err}");
+    assert!(!err.contains("is PostgreSQL running"), "{err}");
+}
+
+/// A stand-in PostgreSQL server on 127.0.0.1:0 that refuses every login as a wrong password
+/// (the test server trusts every local login, so it cannot): it declines TLS, asks for a
+/// cleartext password, and answers it with SQLSTATE 28P01. Returns its port and the
+/// passwords it was sent.
+fn password_refusing_server() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let read_u32 = |s: &mut std::net::TcpStream| -> std::io::Result<u32> {
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b)?;
+        Ok(u32::from_be_bytes(b))
+    };
+    let session = move |mut s: std::net::TcpStream| -> std::io::Result<String> {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        // SSLRequest (80877103) first, unless sslmode=disable; then the startup message.
+        let mut len = read_u32(&mut s)?;
+        let mut code = read_u32(&mut s)?;
+        if len == 8 && code == 80877103 {
+            s.write_all(b"N")?;
+            len = read_u32(&mut s)?;
+            code = read_u32(&mut s)?;
+        }
+        assert_eq!(code, 196608, "protocol 3.0");
+        let mut rest = vec![0u8; len as usize - 8];
+        s.read_exact(&mut rest)?;
+        // AuthenticationCleartextPassword.
+        s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3])?;
+        let mut tag = [0u8; 1];
+        s.read_exact(&mut tag)?;
+        assert_eq!(tag[0], b'p', "a password message");
+        let mut pw = vec![0u8; read_u32(&mut s)? as usize - 4];
+        s.read_exact(&mut pw)?;
+        let password = String::from_utf8_lossy(pw.strip_suffix(&[0]).unwrap_or(&pw)).into_owned();
+        let mut fields = Vec::new();
+        for (k, v) in [
+            (b'S', "FATAL"),
+            (b'V', "FATAL"),
+            (b'C', "28P01"),
+            (b'M', "password authentication failed for user \"someone\""),
+        ] {
+            fields.push(k);
+            fields.extend_from_slice(v.as_bytes());
+            fields.push(0);
+        }
+        fields.push(0);
+        let mut msg = vec![b'E'];
+        msg.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+        msg.extend_from_slice(&fields);
+        s.write_all(&msg)?;
+        s.flush()?;
+        Ok(password)
+    };
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { break };
+            match session(conn) {
+                Ok(pw) => {
+                    if tx.send(pw).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => eprintln!("fake server: {e}"),
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// A wrong password is named as such, with the user the server refused, not "is
+/// PostgreSQL running?", and the password itself is never printed.
+#[tokio::test]
+async fn a_wrong_password_is_named() {
+    let (port, passwords) = password_refusing_server();
+    let url = format!("postgres://someone:not-my-pw@127.0.0.1:{port}/db");
+    let mut c = Command::new(tasker_bin());
+    c.current_dir(root())
+        .env_remove("DATABASE_URL")
+        .env_remove("TASKER_CONFIG")
+        .arg("--database-url")
+        .arg(&url)
+        .args(["status", "1"]);
+    let err = refused(c);
+    assert!(
+        err.contains(&format!(
+            "cannot connect to postgres://someone@127.0.0.1:{port}/db: wrong password: \
+             password authentication failed for user \"someone\""
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("is PostgreSQL running"), "{err}");
+    assert!(!err.contains("not-my-pw"), "{err}");
+    // The server did ask, and got the URL's password.
+    let sent = passwords
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the fake server was asked");
+    assert_eq!(sent, "not-my-pw");
 }
 
 tasker_tests::cli_on_both_backends!(run_claims_only_its_own_task);

@@ -14,6 +14,7 @@ on_both_backends!(
     tasks_are_listed_by_filter_and_page,
     a_task_shows_its_steps_readiness_and_history,
     a_traceparent_header_is_kept_with_the_task_or_refused_by_name,
+    a_task_starts_later_with_its_priority_or_is_refused_by_field,
 );
 
 fn task(customer: i64) -> Value {
@@ -242,4 +243,37 @@ async fn a_traceparent_header_is_kept_with_the_task_or_refused_by_name<S: Backen
     // Nothing was written for the refused one.
     let list = srv.get("/v1/tasks").await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 1, "{list:?}");
+}
+
+async fn a_task_starts_later_with_its_priority_or_is_refused_by_field<S: Backend>(store: S) {
+    let srv = TestServer::start(store.any(), With::ApiOnly).await;
+    srv.register(crate::CHAIN).await;
+    let mut body = task(7);
+    body["priority"] = json!(5);
+    body["run_at"] = json!("2999-01-01T00:00:00Z");
+    let a = srv.post("/v1/tasks", &body).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{a:?}");
+    let id = a.body["id"].as_i64().unwrap();
+    let a = srv.get(&format!("/v1/tasks/{id}")).await;
+    let root = &a.body["steps"][0]["readiness"];
+    assert_eq!(root["ready"], false, "{a:?}");
+    assert_eq!(root["priority"], 5);
+    assert_eq!(root["not_before"], "2999-01-01T00:00:00Z");
+    assert_eq!(root["reason"], "scheduled for 2999-01-01 00:00:00.000 UTC");
+
+    // Out of range, or not an instant: refused by field, and nothing is written.
+    for (field, value, pointer) in [
+        ("priority", json!(9), "/priority"),
+        ("priority", json!(0), "/priority"),
+        ("run_at", json!("tomorrow"), "/run_at"),
+    ] {
+        let mut bad = task(8);
+        bad[field] = value.clone();
+        let a = srv.post("/v1/tasks", &bad).await;
+        assert!(a.status.is_client_error(), "{field}={value}: {a:?}");
+        assert_eq!(a.pointers(), [pointer], "{field}={value}: {a:?}");
+    }
+    let a = srv.get("/v1/tasks").await;
+    assert_eq!(a.body["items"].as_array().unwrap().len(), 1, "{a:?}");
+    srv.stop().await;
 }

@@ -778,6 +778,14 @@ impl Model {
                 && total == done
                 && retry_eligible
                 && next_retry_at.is_none_or(|t| t <= now),
+            // The model's tasks all have the default priority and start at creation.
+            priority: tasker_core::priority::Priority::DEFAULT,
+            not_before: None,
+            ahead: (waiting
+                && total == done
+                && retry_eligible
+                && next_retry_at.is_none_or(|t| t <= now))
+            .then_some(0),
         }
     }
 

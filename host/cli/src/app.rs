@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
+use tasker_core::priority::Priority;
+use tasker_core::retention::Span;
 use tasker_core::state::TaskState;
 use tasker_core::template::Template;
 use tasker_engine::{EventBus, WorkerConfig, ops};
@@ -219,9 +221,26 @@ impl App {
         context: &str,
         identity_key: Option<String>,
     ) -> Result<TaskId> {
+        let start = Start {
+            identity_key,
+            ..Start::default()
+        };
+        self.create_with(store, bus, template, context, start).await
+    }
+
+    pub(crate) async fn create_with(
+        &self,
+        store: &AnyStore,
+        bus: &EventBus,
+        template: &Template,
+        context: &str,
+        start: Start,
+    ) -> Result<TaskId> {
         let context = read_json_arg(context, "context")?;
         let mut req = NewTask::new(template.key(), context);
-        req.identity_key = identity_key;
+        req.identity_key = start.identity_key;
+        req.priority = start.priority;
+        req.run_at = start.run_at;
         if let (Some(tp), Value::Object(m)) = (&self.traceparent, &mut req.metadata) {
             m.insert(
                 tasker_core::trace::METADATA_KEY.into(),
@@ -236,6 +255,38 @@ impl App {
             );
         }
         Ok(created.task_id)
+    }
+}
+
+/// How a submitted task starts: its identity key, priority and start time.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    pub identity_key: Option<String>,
+    pub priority: Option<Priority>,
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+impl Start {
+    /// From `submit`'s flags; `--delay` counts from now.
+    pub fn new(
+        identity_key: Option<String>,
+        priority: Option<Priority>,
+        run_at: Option<DateTime<Utc>>,
+        delay: Option<Span>,
+    ) -> Result<Start> {
+        let run_at = match delay {
+            None => run_at,
+            Some(d) => {
+                let d = chrono::Duration::from_std(d.duration())
+                    .map_err(|_| anyhow::anyhow!("--delay {d} is too long"))?;
+                Some(Utc::now() + d)
+            }
+        };
+        Ok(Start {
+            identity_key,
+            priority,
+            run_at,
+        })
     }
 }
 

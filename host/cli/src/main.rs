@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tasker_cli::app::{self, App};
+use tasker_cli::app::{self, App, Start};
 use tasker_cli::commands::{self, RunTask};
 use tasker_cli::config::{FileConfig, Settings};
 use tasker_store::{StepId, TaskId};
@@ -93,8 +93,9 @@ enum Command {
     /// Register a template, submit a task and run it to its end in this process, with live
     /// progress and a summary. Exits non-zero when the task fails.
     ///
-    /// Ctrl-C stops claiming, gives running steps a moment to finish, releases the rest
-    /// (their leases are given back at once) and prints how to resume: `run --task <id>`.
+    /// Ctrl-C stops claiming, lets running steps finish within `[worker] shutdown_grace`
+    /// (default 2s here), releases the rest (their leases are given back at once) and prints
+    /// how to resume: `run --task <id>`.
     Run {
         /// The template (YAML). Not with --task.
         #[arg(required_unless_present = "task", conflicts_with = "task")]
@@ -183,6 +184,16 @@ enum Command {
         /// Idempotency key: submitting again with it returns the same task.
         #[arg(long)]
         identity_key: Option<String>,
+        /// The task's priority, 1 (lowest) to 5 (highest) [default: the template's, else 3].
+        /// Claims take higher priorities first; a lower one gains a level per 30 s of waiting.
+        #[arg(long)]
+        priority: Option<tasker_core::priority::Priority>,
+        /// Start no earlier than this instant (RFC 3339, like 2026-12-24T18:00:00Z).
+        #[arg(long, conflicts_with = "delay")]
+        run_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// Start after this span (like 45s, 10m, 2h or 1d).
+        #[arg(long)]
+        delay: Option<tasker_core::retention::Span>,
         /// Follow the task to its end with live progress (as `run` shows it, from the store's
         /// event log: a worker elsewhere runs it), then print its steps; exit non-zero if it
         /// fails.
@@ -597,17 +608,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             template,
             context,
             identity_key,
+            priority,
+            run_at,
+            delay,
             wait,
             allow_missing_handlers,
         } => {
-            app.submit(
-                &template,
-                &context,
-                identity_key,
-                wait,
-                allow_missing_handlers,
-            )
-            .await
+            let start = Start::new(identity_key, priority, run_at, delay)?;
+            app.submit(&template, &context, start, wait, allow_missing_handlers)
+                .await
         }
         Command::Status {
             task,
@@ -687,14 +696,18 @@ async fn through_server(
             template,
             context,
             identity_key,
+            priority,
+            run_at,
+            delay,
             wait,
             allow_missing_handlers,
         } => {
+            let start = Start::new(identity_key.clone(), *priority, *run_at, *delay)?;
             remote::submit(
                 api,
                 template,
                 context,
-                identity_key.clone(),
+                start,
                 *wait,
                 *allow_missing_handlers,
             )

@@ -12,6 +12,7 @@ pub mod fixtures;
 pub mod http_grant;
 pub mod http_record;
 pub mod metrics;
+pub mod priority;
 pub mod retention;
 pub mod state;
 pub mod template;

@@ -17,6 +17,7 @@ use crate::backoff::{Backoff, DEFAULT_MAX_RETRY_AFTER_MS, MAX_DELAY_MS};
 use crate::dag::{Dag, DagError};
 use crate::error_kind::ErrorKind;
 use crate::http_grant::{HttpPolicy, HttpRule};
+use crate::priority::Priority;
 use crate::retention::{Retention, Span};
 
 /// Default attempts per step (first run plus retries).
@@ -45,6 +46,9 @@ pub struct Template {
     /// How long its finished tasks are kept, per state, over `tasker.toml`'s `[retention]`.
     #[serde(default, skip_serializing_if = "Retention::is_empty")]
     pub retention: Retention,
+    /// Its tasks' priority when the caller gives none (else 3, `priority.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
 }
 
 /// Default deliveries of one event to one hook before it is parked as dead.
@@ -113,6 +117,9 @@ pub struct StepTemplate {
     /// template's); `None`: the built-in exponential policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_policy: Option<HandlerRef>,
+    /// Overrides the task's priority for this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
 }
 
 /// Which plugin a step runs.
@@ -468,6 +475,8 @@ struct RawTemplate {
     retry_policy: Option<String>,
     #[serde(default)]
     retention: RawRetention,
+    #[serde(default)]
+    priority: Option<i64>,
 }
 
 /// `retention:` as written; each span is checked in `resolve`, so a bad one is listed with
@@ -535,6 +544,8 @@ struct RawStep {
     config: Option<Value>,
     #[serde(default)]
     retry_policy: Option<String>,
+    #[serde(default)]
+    priority: Option<i64>,
 }
 
 /// `depends_on: a` or `depends_on: [a, b]`.
@@ -700,6 +711,9 @@ impl RawTemplate {
             cancelled: span("cancelled", &self.retention.cancelled),
             error: span("error", &self.retention.error),
         };
+        let priority = self
+            .priority
+            .and_then(|v| check_priority(&mut c, "priority", v));
         let mut hooks = Vec::with_capacity(self.hooks.len());
         for (i, raw) in self.hooks.into_iter().enumerate() {
             if let Some(h) = resolve_hook(&mut c, &format!("hooks[{i}]"), raw) {
@@ -768,6 +782,7 @@ impl RawTemplate {
                 hooks,
                 retry_policy,
                 retention,
+                priority,
             }),
             _ => Err(c.0),
         }
@@ -869,6 +884,9 @@ fn resolve_step(
     check_limits(c, at, &limits);
     check_grants(c, at, &raw.grants);
 
+    let priority = raw
+        .priority
+        .and_then(|v| check_priority(c, &format!("{at}.priority"), v));
     let depends_on = raw.depends_on.into_vec();
     Some(StepTemplate {
         name: raw.name,
@@ -881,7 +899,21 @@ fn resolve_step(
         grants: raw.grants,
         config: raw.config.unwrap_or(Value::Object(Default::default())),
         retry_policy: None,
+        priority,
     })
+}
+
+fn check_priority(c: &mut Collector, at: &str, v: i64) -> Option<Priority> {
+    let p = Priority::new(v);
+    if p.is_none() {
+        c.push(
+            at,
+            format!(
+                "{v} is not a priority: expected a whole number from 1 (lowest) to 5 (highest)"
+            ),
+        );
+    }
+    p
 }
 
 /// `retry_policy: name@version` (or `blake3:<hash>`); `builtin` means the built-in policy.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tasker_core::clock::{Clock, SystemClock};
-use tasker_store::{DeliveryState, HookDeliveryJob, HookDeliveryResult, Store};
+use tasker_store::{DeliveryState, HookDeliveryJob, HookDeliveryResult, Store, TaskId};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,9 @@ pub struct DeliveryConfig {
     pub poll_every: Duration,
     /// Backstop on one hook call beyond its sandbox limits.
     pub call_timeout: Duration,
+    /// Deliver only this task's events (the deliverer of a worker scoped to its task, as
+    /// `tasker run` starts): other tasks' hooks are left to other deliverers.
+    pub only_task: Option<TaskId>,
 }
 
 impl Default for DeliveryConfig {
@@ -58,6 +61,7 @@ impl Default for DeliveryConfig {
             lease: Duration::from_secs(60),
             poll_every: Duration::from_millis(100),
             call_timeout: Duration::from_secs(30),
+            only_task: None,
         }
     }
 }
@@ -123,10 +127,18 @@ impl<S: Store + 'static> HookDeliverer<S> {
     pub async fn deliver_once(&self) -> Result<usize, tasker_store::StoreError> {
         let now = self.clock.now();
         let limit = u32::try_from(self.cfg.batch.max(1)).unwrap_or(u32::MAX);
-        let jobs = self
-            .store
-            .claim_hook_deliveries(&self.cfg.id, limit, self.cfg.lease, now)
-            .await?;
+        let jobs = match self.cfg.only_task {
+            None => {
+                self.store
+                    .claim_hook_deliveries(&self.cfg.id, limit, self.cfg.lease, now)
+                    .await?
+            }
+            Some(task) => {
+                self.store
+                    .claim_hook_deliveries_of_task(task, &self.cfg.id, limit, self.cfg.lease, now)
+                    .await?
+            }
+        };
         if jobs.is_empty() {
             return Ok(0);
         }

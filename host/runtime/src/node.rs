@@ -195,8 +195,9 @@ impl RunningNode {
 }
 
 /// A hook delivery loop beside a worker (its own tasks and concurrency). It takes the
-/// worker's id (suffixed `-hooks`) and lease: a crashed worker's deliveries are retried once
-/// that lease expires.
+/// worker's id (suffixed `-hooks`), lease and task scope (`only_task`): a crashed worker's
+/// deliveries are retried once that lease expires, and a worker scoped to its task delivers
+/// that task's events alone.
 pub fn spawn_deliverer<S: Store + 'static>(
     store: Arc<S>,
     runner: Arc<dyn HookRunner>,
@@ -206,6 +207,7 @@ pub fn spawn_deliverer<S: Store + 'static>(
     let cfg = DeliveryConfig {
         id: format!("{}-hooks", worker.id),
         lease: worker.lease,
+        only_task: worker.only_task,
         ..DeliveryConfig::default()
     };
     tokio::spawn(HookDeliverer::new(store, runner, cfg).run(stop))

@@ -234,9 +234,16 @@ pub struct StepSummary {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadinessView {
     pub ready: bool,
-    /// In words: "ready", "waiting for parents (1 of 2 done)", "retry at …", "failed (…)";
+    /// In words: "ready", "ready: priority 1 behind 300 ready steps of higher priority",
+    /// "waiting for parents (1 of 2 done)", "scheduled for …", "retry at …", "failed (…)";
     /// empty while the step runs or after it ended.
     pub reason: String,
+    /// The step's priority in effect, 1 (lowest) to 5 (highest).
+    pub priority: u8,
+    /// A delayed start: when the step becomes ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub not_before: Option<DateTime<Utc>>,
     pub dependencies_satisfied: bool,
     pub total_parents: u32,
     pub completed_parents: u32,
@@ -251,6 +258,8 @@ impl ReadinessView {
         ReadinessView {
             ready: r.ready_for_execution,
             reason: r.reason(now),
+            priority: r.priority.get(),
+            not_before: r.not_before,
             dependencies_satisfied: r.dependencies_satisfied,
             total_parents: r.total_parents,
             completed_parents: r.completed_parents,

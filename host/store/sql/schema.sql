@@ -71,6 +71,8 @@ CREATE TABLE templates (
     definition      jsonb NOT NULL,
     step_count      int NOT NULL CHECK (step_count > 0),
     created_at      timestamptz NOT NULL DEFAULT now(),
+    -- Its tasks' priority when the caller gives none (NULL: 3).
+    priority        int CHECK (priority BETWEEN 1 AND 5),
     UNIQUE (namespace_id, name, version)
 );
 
@@ -95,6 +97,8 @@ CREATE TABLE template_steps (
     max_lease_losses    int NOT NULL CHECK (max_lease_losses >= 1),
     -- sticky: a retry runs the plugin hash of the step's first attempt; latest: resolve again.
     pin                 text NOT NULL DEFAULT 'sticky' CHECK (pin IN ('sticky', 'latest')),
+    -- The step's own priority (NULL: its task's).
+    priority            int CHECK (priority BETWEEN 1 AND 5),
     PRIMARY KEY (template_id, position),
     UNIQUE (template_id, name)
 );
@@ -118,7 +122,11 @@ CREATE TABLE tasks (
     created_at        timestamptz NOT NULL,
     updated_at        timestamptz NOT NULL,
     started_at        timestamptz,
-    finished_at       timestamptz
+    finished_at       timestamptz,
+    -- 1 (lowest) to 5 (highest): tasker_core::priority.
+    priority          int NOT NULL DEFAULT 3 CHECK (priority BETWEEN 1 AND 5),
+    -- Its first steps are ready at this instant, not before (NULL: at creation).
+    run_at            timestamptz
 );
 CREATE UNIQUE INDEX tasks_identity_key ON tasks (namespace_id, identity_key)
     WHERE identity_key IS NOT NULL;
@@ -166,6 +174,8 @@ CREATE TABLE steps (
     created_at          timestamptz NOT NULL,
     updated_at          timestamptz NOT NULL,
     finished_at         timestamptz,
+    -- In effect: the template step's own, else the task's.
+    priority            int NOT NULL DEFAULT 3 CHECK (priority BETWEEN 1 AND 5),
     UNIQUE (task_id, name),
     CONSTRAINT steps_ready_at CHECK (
         (ready_at IS NOT NULL) = (state IN ('pending', 'waiting_for_retry') AND unfinished_parents = 0)),
@@ -182,8 +192,9 @@ ALTER TABLE steps SET (
     autovacuum_analyze_scale_factor = 0.02,
     autovacuum_vacuum_cost_delay = 0
 );
--- The claim queue: matches claim_ready_steps' ORDER BY; holds only claimable steps.
-CREATE INDEX steps_claim_queue ON steps (ready_at, id) WHERE ready_at IS NOT NULL;
+-- The claim queue: holds only claimable steps, each priority's in ready order (claims merge
+-- the priorities' heads by tasker_claim_key).
+CREATE INDEX steps_claim_queue ON steps (priority, ready_at, id) WHERE ready_at IS NOT NULL;
 -- The lease sweeper: holds only in_progress steps.
 CREATE INDEX steps_lease_expiry ON steps (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
 

@@ -166,6 +166,17 @@ impl Store for AnyStore {
         delegate!(self, s => s.claim_hook_deliveries(worker, limit, lease, now))
     }
 
+    async fn claim_hook_deliveries_of_task(
+        &self,
+        task: TaskId,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<HookDeliveryJob>> {
+        delegate!(self, s => s.claim_hook_deliveries_of_task(task, worker, limit, lease, now))
+    }
+
     async fn finish_hook_deliveries(
         &self,
         results: &[HookDeliveryResult],

@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row};
 use tasker_core::error_kind::ErrorKind;
+use tasker_core::priority::Priority;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
@@ -239,6 +240,14 @@ fn connect_error(opts: &sqlx::postgres::PgConnectOptions, e: sqlx::Error) -> Sto
         sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             (F::Refused, io.to_string())
         }
+        // A refused handshake (e.g. a certificate that does not verify) comes as I/O.
+        sqlx::Error::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+        {
+            (F::Tls, io.to_string())
+        }
         sqlx::Error::Io(io) => (F::Unreachable, io.to_string()),
         sqlx::Error::Tls(t) => (F::Tls, t.to_string()),
         sqlx::Error::Database(db) => match db.code().as_deref() {
@@ -344,7 +353,16 @@ fn readiness_row(row: &PgRow) -> Result<ReadinessRow> {
         last_failure_at: col(row, "last_failure_at")?,
         backoff_request_ms: col(row, "backoff_request_ms")?,
         ready_for_execution: col(row, "ready_for_execution")?,
+        priority: priority_col(row, "priority")?,
+        not_before: col(row, "not_before")?,
+        ahead: col::<Option<i32>>(row, "ahead")?.map(|n| n.max(0) as u32),
     })
+}
+
+fn priority_col(row: &PgRow, name: &str) -> Result<Priority> {
+    let v: i32 = col(row, name)?;
+    Priority::new(i64::from(v))
+        .ok_or_else(|| StoreError::decode(format!("column {name}"), format!("priority {v}")))
 }
 
 fn context_row(row: &PgRow) -> Result<ExecutionContext> {
@@ -546,12 +564,14 @@ impl Store for PgStore {
     }
 
     async fn create_task(&self, task: &NewTask, now: DateTime<Utc>) -> Result<CreatedTask> {
-        let row = sqlx::query("SELECT * FROM create_task($1, $2, $3, $4, $5)")
+        let row = sqlx::query("SELECT * FROM create_task($1, $2, $3, $4, $5, $6, $7)")
             .bind(&task.template_key)
             .bind(&task.context)
             .bind(&task.identity_key)
             .bind(&task.metadata)
             .bind(now)
+            .bind(task.priority.map(|p| i32::from(p.get())))
+            .bind(task.run_at)
             .fetch_one(&self.pool)
             .await?;
         Ok(CreatedTask {
@@ -709,7 +729,18 @@ impl Store for PgStore {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<HookDeliveryJob>> {
-        crate::pg_hooks::claim(&self.pool, worker, limit, lease, now).await
+        crate::pg_hooks::claim(&self.pool, None, worker, limit, lease, now).await
+    }
+
+    async fn claim_hook_deliveries_of_task(
+        &self,
+        task: TaskId,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<HookDeliveryJob>> {
+        crate::pg_hooks::claim(&self.pool, Some(task), worker, limit, lease, now).await
     }
 
     async fn finish_hook_deliveries(
@@ -1458,6 +1489,21 @@ mod connect_tests {
             e.to_string().ends_with(": TLS failed: bad certificate"),
             "{e}"
         );
+        // As a refused handshake reaches sqlx: an I/O error around rustls's.
+        let bad_cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let e = connect_error(
+            &opts,
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                bad_cert,
+            )),
+        );
+        assert!(
+            e.to_string()
+                .contains(": TLS failed: invalid peer certificate: UnknownIssuer"),
+            "{e}"
+        );
+        assert!(!e.is_retryable());
         assert!(!e.to_string().contains("secret"));
     }
 

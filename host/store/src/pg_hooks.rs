@@ -64,19 +64,22 @@ fn job(row: &PgRow) -> Result<HookDeliveryJob> {
     })
 }
 
+/// claim_hook_deliveries; with `task`, only that task's rows.
 pub(crate) async fn claim(
     db: &sqlx::PgPool,
+    task: Option<TaskId>,
     worker: &str,
     limit: u32,
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<Vec<HookDeliveryJob>> {
     let lease = crate::pg::interval(lease, "lease")?;
-    let rows = sqlx::query("SELECT * FROM claim_hook_deliveries($1, $2, $3, $4)")
+    let rows = sqlx::query("SELECT * FROM claim_hook_deliveries($1, $2, $3, $4, $5)")
         .bind(worker)
         .bind(i32::try_from(limit).unwrap_or(i32::MAX))
         .bind(lease)
         .bind(now)
+        .bind(task)
         .fetch_all(db)
         .await?;
     rows.iter().map(job).collect()

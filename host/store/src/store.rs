@@ -140,6 +140,17 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<HookDeliveryJob>>> + Send;
 
+    /// [`Store::claim_hook_deliveries`] of one task's outbox rows only: the deliverer of a
+    /// worker scoped to its task (`tasker run`) runs no other task's hooks.
+    fn claim_hook_deliveries_of_task(
+        &self,
+        task: TaskId,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<HookDeliveryJob>>> + Send;
+
     /// Record delivery outcomes (fenced by the lease token).
     fn finish_hook_deliveries(
         &self,

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tasker_core::error_kind::ErrorKind;
+use tasker_core::priority::Priority;
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::{Grants, HandlerRef, Limits};
 
@@ -31,6 +32,11 @@ pub struct NewTask {
     pub identity_key: Option<String>,
     /// Initiator, source system, reason, tags...
     pub metadata: Value,
+    /// `None`: the template's, else 3 (`tasker_core::priority`).
+    pub priority: Option<Priority>,
+    /// Its first steps become ready at this instant, not before (`None`, or a past instant:
+    /// at creation).
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 impl NewTask {
@@ -40,7 +46,19 @@ impl NewTask {
             context,
             identity_key: None,
             metadata: Value::Object(Default::default()),
+            priority: None,
+            run_at: None,
         }
+    }
+
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    pub fn with_run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
     }
 
     pub fn with_identity_key(mut self, key: impl Into<String>) -> Self {
@@ -295,6 +313,13 @@ pub struct ReadinessRow {
     pub last_failure_at: Option<DateTime<Utc>>,
     pub backoff_request_ms: Option<i64>,
     pub ready_for_execution: bool,
+    /// The step's priority in effect.
+    pub priority: Priority,
+    /// A delayed start: the instant a pending step becomes ready, while it is ahead.
+    pub not_before: Option<DateTime<Utc>>,
+    /// For a ready step: how many ready steps of higher priority claims take before it
+    /// (counted up to 1,000 per priority).
+    pub ahead: Option<u32>,
 }
 
 impl ReadinessRow {
@@ -305,7 +330,14 @@ impl ReadinessRow {
             return String::new();
         }
         if self.ready_for_execution {
-            return "ready".into();
+            return match self.ahead {
+                Some(n) if n > 0 => format!(
+                    "ready: priority {} behind {n}{} ready steps of higher priority",
+                    self.priority,
+                    if n >= 1000 { "+" } else { "" }
+                ),
+                _ => "ready".into(),
+            };
         }
         if !self.dependencies_satisfied {
             return format!(
@@ -322,6 +354,9 @@ impl ReadinessRow {
             } else {
                 format!("not retryable ({} attempts)", self.attempts)
             };
+        }
+        if let Some(t) = self.not_before.filter(|t| *t > now) {
+            return format!("scheduled for {}", t.format("%Y-%m-%d %H:%M:%S%.3f UTC"));
         }
         match self.next_retry_at {
             Some(t) if t > now => format!("retry at {}", t.format("%H:%M:%S%.3f")),

@@ -39,6 +39,7 @@ pub(crate) fn steps_json(t: &Template) -> Result<Vec<Value>> {
             "max_retry_after_ms": to_i64(s.retry.max_retry_after_ms, &what("max_retry_after_ms"))?,
             "max_lease_losses": DEFAULT_MAX_LEASE_LOSSES,
             "pin": s.pin,
+            "priority": s.priority,
         }));
     }
     Ok(out)

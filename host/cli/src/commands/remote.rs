@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::api::{Api, Body};
-use crate::app::{load_template, read_json_arg};
+use crate::app::{Start, load_template, read_json_arg};
 use crate::commands::{Graph, TaskListArgs};
 use crate::report;
 
@@ -70,20 +70,22 @@ pub async fn submit(
     api: &Api,
     template: &str,
     context: &str,
-    identity_key: Option<String>,
+    start: Start,
     wait: bool,
     allow_missing: bool,
 ) -> Result<ExitCode> {
     let key = template_key(api, template, allow_missing).await?;
     let context = read_json_arg(context, "context")?;
-    let (status, task) = api
-        .post(
-            "/v1/tasks",
-            Some(Body::Json(json!({
-                "template": key, "context": context, "identity_key": identity_key,
-            }))),
-        )
-        .await?;
+    let mut body = json!({
+        "template": key, "context": context, "identity_key": start.identity_key,
+    });
+    if let Some(p) = start.priority {
+        body["priority"] = json!(p.get());
+    }
+    if let Some(at) = start.run_at {
+        body["run_at"] = json!(at);
+    }
+    let (status, task) = api.post("/v1/tasks", Some(Body::Json(body))).await?;
     let id = task["id"]
         .as_i64()
         .context("the server answered no task id")?;

@@ -26,7 +26,8 @@ pub enum RunTask {
 }
 
 /// How long running steps of an interrupted `tasker run` may take before their leases are
-/// released.
+/// released, when `[worker] shutdown_grace` is not set: shorter than a worker's, as someone
+/// is waiting at the terminal.
 const RUN_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 impl App {
@@ -84,11 +85,17 @@ impl App {
         let names: Vec<String> = template.steps.iter().map(|s| s.name.clone()).collect();
         let progress = Progress::start(&bus, task_id, &names, plain);
         let stop = CancellationToken::new();
+        let grace = self
+            .settings
+            .worker
+            .shutdown_grace
+            .unwrap_or(RUN_SHUTDOWN_GRACE);
         let cfg = WorkerConfig {
             concurrency: concurrency.max(1),
             poll_every: Duration::from_millis(100),
-            // Ctrl-C: a step about to finish is recorded, the others are released at once.
-            shutdown_grace: RUN_SHUTDOWN_GRACE,
+            // Ctrl-C: a step finishing within the grace is recorded, the others are released
+            // at once.
+            shutdown_grace: grace,
             // This task's steps alone: others on a shared store are not ours to run (with
             // this plugin directory) and then abandon when this process exits.
             only_task: Some(task_id),
@@ -121,8 +128,8 @@ impl App {
             Some(_) => crate::hooks::drain(&store, task_id, Duration::from_secs(30)).await?,
             None => {
                 eprintln!(
-                    "interrupted: no new steps; running steps have {} s to finish, the rest are released",
-                    RUN_SHUTDOWN_GRACE.as_secs()
+                    "interrupted: no new steps; running steps have {grace:?} to finish \
+                     ([worker] shutdown_grace), the rest are released"
                 );
                 true
             }

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use tasker_core::clock::SystemClock;
 use tasker_engine::EventBus;
-use tasker_runtime::Node;
+use tasker_runtime::{Node, spawn_pruner};
 use tasker_server::{AppState, AuthMode, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -62,13 +63,21 @@ impl App {
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
+        let pruner = self.pruner_config();
         let node = (opts.workers > 0).then(|| {
             let cfg = self.worker_config(Some(opts.workers), None);
-            Node::wasm(store, &sandbox, cfg)
+            Node::wasm(store.clone(), &sandbox, cfg)
                 .with_bus(bus)
-                .with_pruner(self.pruner_config())
+                .with_pruner(pruner.clone())
                 .start(stop.clone())
         });
+        // Without workers the server still prunes: retention must not depend on where steps run.
+        let lone_pruner = match (&node, pruner) {
+            (None, Some(cfg)) => {
+                Some(spawn_pruner(store, cfg, Arc::new(SystemClock), stop.clone()).0)
+            }
+            _ => None,
+        };
         // Scripts (and the tests) read the address from this line: keep its form.
         eprintln!(
             "serving http://{addr} ({}, {} workers, auth {})",
@@ -93,6 +102,9 @@ impl App {
         stop.cancel();
         if let Some(node) = node {
             node.join().await;
+        }
+        if let Some(p) = lone_pruner {
+            let _ = p.await;
         }
         eprintln!("server stopped");
         Ok(ExitCode::SUCCESS)

@@ -8,7 +8,7 @@ use tasker_engine::EventBus;
 use tasker_store::Store;
 
 use super::templates::Checking;
-use crate::app::{App, exit_for, load_template};
+use crate::app::{App, Start, exit_for, load_template};
 use crate::progress::{self, Progress};
 use crate::report;
 
@@ -18,7 +18,7 @@ impl App {
         &self,
         template: &str,
         context: &str,
-        identity_key: Option<String>,
+        start: Start,
         wait: bool,
         allow_missing: bool,
     ) -> Result<ExitCode> {
@@ -39,7 +39,7 @@ impl App {
             (store, t)
         };
         let task_id = self
-            .create(&store, &EventBus::default(), &t, context, identity_key)
+            .create_with(&store, &EventBus::default(), &t, context, start)
             .await?;
         println!("{task_id}");
         if !wait {

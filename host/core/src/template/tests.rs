@@ -420,3 +420,44 @@ fn http_grants_secrets_and_limits_are_checked_where_they_are() {
     ));
     assert_eq!(e.problems[0].location, "steps[0] (a).grants.secrets");
 }
+
+#[test]
+fn priorities_are_one_to_five_at_their_place() {
+    let ok = Template::from_yaml(&format!(
+        "priority: 2\n{}",
+        minimal(
+            "  - { name: a, handler: x@1.0.0, priority: 5 }\n  - { name: b, handler: x@1.0.0 }\n"
+        )
+    ))
+    .unwrap();
+    assert_eq!(ok.priority.map(|p| p.get()), Some(2));
+    assert_eq!(ok.steps[0].priority.map(|p| p.get()), Some(5));
+    assert_eq!(ok.steps[1].priority, None);
+    // Unset, nothing is serialized: a template's identity is what it was before priorities.
+    let plain = Template::from_yaml(&minimal("  - { name: a, handler: x@1.0.0 }\n")).unwrap();
+    let json = serde_json::to_string(&plain).unwrap();
+    assert!(!json.contains("priority"), "{json}");
+
+    let e = err(&format!(
+        "priority: 0\n{}",
+        minimal("  - { name: a, handler: x@1.0.0, priority: 9 }\n")
+    ));
+    let found: Vec<(&str, &str)> = e
+        .problems
+        .iter()
+        .map(|p| (p.location.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (
+                "priority",
+                "0 is not a priority: expected a whole number from 1 (lowest) to 5 (highest)"
+            ),
+            (
+                "steps[0] (a).priority",
+                "9 is not a priority: expected a whole number from 1 (lowest) to 5 (highest)"
+            ),
+        ]
+    );
+}

@@ -7,9 +7,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use tasker_core::priority::Priority;
 use tasker_core::state::TaskState;
 use tasker_core::template::Template;
 use tasker_core::trace::{METADATA_KEY, TraceParent};
@@ -54,6 +55,13 @@ pub struct CreateTask {
     pub source_system: Option<String>,
     #[schema(nullable = false)]
     pub reason: Option<String>,
+    /// 1 (lowest) to 5 (highest); default: the template's, else 3. A step's own priority in
+    /// the template wins. Claims take higher priorities first, with aging (30 s per level).
+    #[schema(nullable = false, minimum = 1, maximum = 5)]
+    pub priority: Option<i64>,
+    /// RFC 3339: the task's first steps become ready at this instant, not before.
+    #[schema(nullable = false, value_type = String, format = DateTime)]
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 fn empty_object() -> Value {
@@ -146,6 +154,15 @@ pub async fn create(
                 .field(format!("/tags/{i}"), format!("{} bytes", t.len())));
         }
     }
+    let priority = req
+        .priority
+        .map(|p| {
+            Priority::new(p).ok_or_else(|| {
+                let msg = format!("{p} is not from 1 (lowest) to 5 (highest)");
+                Problem::invalid(format!("priority: {msg}")).field("/priority", msg)
+            })
+        })
+        .transpose()?;
     let store = state.store();
     let template = state.template(&req.template).await?.ok_or_else(|| {
         Problem::invalid(format!("no template {} is registered", req.template))
@@ -171,6 +188,8 @@ pub async fn create(
         context: req.context,
         identity_key: req.identity_key,
         metadata: Value::Object(metadata),
+        priority,
+        run_at: req.run_at,
     };
     // Stored instants are microseconds: the answer shows what a read will.
     let now = state.now();

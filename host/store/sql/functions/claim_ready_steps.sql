@@ -1,10 +1,15 @@
--- Claim up to p_limit ready steps (the head of steps_claim_queue, SKIP LOCKED) for p_worker
+-- Claim up to p_limit ready steps (the heads of steps_claim_queue, SKIP LOCKED) for p_worker
 -- under a lease of p_lease: pending | waiting_for_retry -> in_progress, claim_count + 1 (the
 -- fencing token), ready_at cleared. Each row carries everything a worker needs. task_started:
 -- this claim moved the task from pending to in_progress. pinned_hash: for a `sticky` step,
 -- the plugin hash of its first attempt since the last task retry.
+-- Order: smallest tasker_claim_key first (priority with aging, tasker_core::priority). The
+-- queue holds each priority's steps in ready order, so one statement takes up to p_limit
+-- from the head of each priority (an empty one costs one index probe) and keeps the best
+-- p_limit by key; the others stay ready (locked until this transaction ends).
 -- Writes its own transition rows (tasker.audited), commits durably, scans on from a
--- per-session cursor, and runs with generic plans: docs/store.md ("claim_ready_steps").
+-- per-session cursor per priority, and runs with generic plans: docs/store.md
+-- ("claim_ready_steps").
 -- With p_task_id, only that task's steps, from the head (a worker scoped to its task, as
 -- `tasker run` starts): its own statement, so the unscoped claim's plan is unchanged, and
 -- the cursor is neither read nor moved.
@@ -39,16 +44,21 @@ DECLARE
     v_batch_at timestamptz[];
     v_batch_tids tid[];
     v_batch_states text[];
+    v_batch_prio int[];
     v_audited text;
     -- Where the claimed rows are now (their new versions), for the result.
     v_tids tid[];
     v_pending bigint[];
     v_started bigint[];
-    v_after_at timestamptz;
-    v_after_id bigint;
+    -- The cursor, per priority (index 1..5).
+    v_after_at timestamptz[];
+    v_after_id bigint[];
+    v_fresh boolean;
     v_claims int;
-    v_last_at timestamptz;
-    v_last_id bigint;
+    -- The last scan's steps (priority, ready_at, id): where the cursor goes.
+    v_taken_prio int[];
+    v_taken_at timestamptz[];
+    v_taken_ids bigint[];
     v_set text;
 BEGIN
     IF p_worker IS NULL OR p_worker = '' THEN
@@ -69,43 +79,57 @@ BEGIN
     v_audited := current_setting('tasker.audited', true);
     v_set := set_config('tasker.audited', 'on', true);
 
-    -- The per-session cursor of 0003 (see there).
-    v_after_at := nullif(current_setting('tasker.claim_after_at', true), '')::timestamptz;
-    v_after_id := nullif(current_setting('tasker.claim_after_id', true), '')::bigint;
+    -- The per-session cursor of 0003 (see there), one per priority since 0020.
+    v_after_at := nullif(current_setting('tasker.claim_after_ats', true), '')::timestamptz[];
+    v_after_id := nullif(current_setting('tasker.claim_after_ids', true), '')::bigint[];
     v_claims := coalesce(nullif(current_setting('tasker.claim_scans', true), '')::int, 0);
-    IF v_after_at IS NULL OR v_claims >= 64 OR v_after_at > p_now OR p_task_id IS NOT NULL THEN
-        v_after_at := '-infinity';
-        v_after_id := 0;
+    v_fresh := v_after_at IS NULL OR v_claims >= 64 OR p_task_id IS NOT NULL
+               OR (SELECT max(a) FROM unnest(v_after_at) a) > p_now;
+    IF v_fresh THEN
+        v_after_at := array_fill('-infinity'::timestamptz, ARRAY[5]);
+        v_after_id := array_fill(0::bigint, ARRAY[5]);
         v_claims := 0;
     END IF;
 
     v_ids := '{}';
     v_pending := '{}';
     v_tids := '{}';
+    v_taken_prio := '{}';
+    v_taken_at := '{}';
+    v_taken_ids := '{}';
     LOOP
         -- Pick, then update the rows picked (locked: their ctid cannot change meanwhile).
         -- A generic plan of the one-statement form of 0003 (LIMIT unknown) hashes the whole
         -- steps table.
-        -- In the subquery's order: the last one taken is where this scan ended.
         IF p_task_id IS NULL THEN
-            SELECT array_agg(c.id), array_agg(c.ready_at), array_agg(c.ctid), array_agg(c.state)
-            INTO v_batch, v_batch_at, v_batch_tids, v_batch_states
-            FROM (SELECT s.id, s.ready_at, s.ctid, s.state
-                  FROM steps s
-                  WHERE s.ready_at IS NOT NULL AND s.ready_at <= p_now
-                    AND (s.ready_at, s.id) > (v_after_at, v_after_id)
-                  ORDER BY s.ready_at, s.id
-                  LIMIT p_limit - cardinality(v_ids)
-                  FOR UPDATE SKIP LOCKED) c;
+            -- The head of each priority (from its cursor), merged by claim key.
+            SELECT array_agg(c.id ORDER BY c.k, c.id), array_agg(c.ready_at ORDER BY c.k, c.id),
+                   array_agg(c.ctid ORDER BY c.k, c.id), array_agg(c.state ORDER BY c.k, c.id),
+                   array_agg(c.priority ORDER BY c.k, c.id)
+            INTO v_batch, v_batch_at, v_batch_tids, v_batch_states, v_batch_prio
+            FROM (SELECT h.*, tasker_claim_key(h.ready_at, h.priority) AS k
+                  FROM unnest('{5,4,3,2,1}'::int[]) AS lane(p)
+                  CROSS JOIN LATERAL (
+                      SELECT s.id, s.ready_at, s.ctid, s.state, s.priority
+                      FROM steps s
+                      WHERE s.priority = lane.p
+                        AND s.ready_at IS NOT NULL AND s.ready_at <= p_now
+                        AND (s.ready_at, s.id) > (v_after_at[lane.p], v_after_id[lane.p])
+                      ORDER BY s.ready_at, s.id
+                      LIMIT p_limit - cardinality(v_ids)
+                      FOR UPDATE SKIP LOCKED) h
+                  ORDER BY k, h.id
+                  LIMIT p_limit - cardinality(v_ids)) c;
         ELSE
             -- The task's steps through its (task_id, name) index.
-            SELECT array_agg(c.id), array_agg(c.ready_at), array_agg(c.ctid), array_agg(c.state)
-            INTO v_batch, v_batch_at, v_batch_tids, v_batch_states
-            FROM (SELECT s.id, s.ready_at, s.ctid, s.state
+            SELECT array_agg(c.id), array_agg(c.ready_at), array_agg(c.ctid), array_agg(c.state),
+                   array_agg(c.priority)
+            INTO v_batch, v_batch_at, v_batch_tids, v_batch_states, v_batch_prio
+            FROM (SELECT s.id, s.ready_at, s.ctid, s.state, s.priority
                   FROM steps s
                   WHERE s.task_id = p_task_id
                     AND s.ready_at IS NOT NULL AND s.ready_at <= p_now
-                  ORDER BY s.ready_at, s.id
+                  ORDER BY tasker_claim_key(s.ready_at, s.priority), s.id
                   LIMIT p_limit
                   FOR UPDATE SKIP LOCKED) c;
         END IF;
@@ -147,24 +171,34 @@ BEGIN
             INTO v_pending, v_tids
             FROM u;
             v_ids := v_ids || v_batch;
-            -- Where this scan ended: the greatest (ready_at, id) it took.
-            v_last_at := v_batch_at[cardinality(v_batch_at)];
-            v_last_id := v_batch[cardinality(v_batch)];
+            v_taken_prio := v_batch_prio;
+            v_taken_at := v_batch_at;
+            v_taken_ids := v_batch;
         END IF;
         -- Short from the cursor: look again from the head for the rest.
-        EXIT WHEN cardinality(v_ids) >= p_limit OR v_after_at = '-infinity';
-        v_after_at := '-infinity';
-        v_after_id := 0;
+        EXIT WHEN cardinality(v_ids) >= p_limit OR v_fresh;
+        v_fresh := true;
+        v_after_at := array_fill('-infinity'::timestamptz, ARRAY[5]);
+        v_after_id := array_fill(0::bigint, ARRAY[5]);
         v_claims := 0;
     END LOOP;
 
     IF p_task_id IS NOT NULL THEN
         NULL;
     ELSIF cardinality(v_ids) < p_limit THEN
-        v_set := set_config('tasker.claim_after_at', '', false);
+        v_set := set_config('tasker.claim_after_ats', '', false);
     ELSE
-        v_set := set_config('tasker.claim_after_at', v_last_at::text, false);
-        v_set := set_config('tasker.claim_after_id', v_last_id::text, false);
+        -- Where each priority's last scan ended: the greatest (ready_at, id) it took there
+        -- (a priority it took nothing from keeps its place).
+        SELECT array_agg(coalesce(m.at, v_after_at[lane.p]) ORDER BY lane.p),
+               array_agg(coalesce(m.id, v_after_id[lane.p]) ORDER BY lane.p)
+        INTO v_after_at, v_after_id
+        FROM unnest('{1,2,3,4,5}'::int[]) AS lane(p)
+        LEFT JOIN LATERAL (
+            SELECT t.at, t.id FROM unnest(v_taken_prio, v_taken_at, v_taken_ids) AS t(p, at, id)
+            WHERE t.p = lane.p ORDER BY t.at DESC, t.id DESC LIMIT 1) m ON true;
+        v_set := set_config('tasker.claim_after_ats', v_after_at::text, false);
+        v_set := set_config('tasker.claim_after_ids', v_after_id::text, false);
         v_set := set_config('tasker.claim_scans', (v_claims + 1)::text, false);
     END IF;
 

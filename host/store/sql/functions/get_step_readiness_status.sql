@@ -17,7 +17,10 @@ CREATE OR REPLACE FUNCTION get_step_readiness_status(
     last_attempted_at timestamptz,
     last_failure_at timestamptz,
     backoff_request_ms bigint,
-    ready_for_execution boolean
+    ready_for_execution boolean,
+    priority int,
+    not_before timestamptz,
+    ahead int
 )
 LANGUAGE sql STABLE AS $$
     SELECT r.*

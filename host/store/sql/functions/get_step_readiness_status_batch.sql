@@ -7,6 +7,11 @@
 -- seq-scanned them once per step, 1.2 ms for 100 steps). PL/pgSQL with a forced generic plan,
 -- made once per session; seq scans, nested loops and merge joins off so that plan stays linear
 -- whatever the tables' sizes and row estimates when it was made (docs/performance.md).
+-- Since 0020: priority; not_before, a pending step's start time while it is ahead (a delayed
+-- start); ahead, for a ready step, how many ready steps of higher priority a claim takes
+-- before it (counted up to 1,000 per priority: tasker_claim_key, through the queue's index).
+-- That count is a nested loop, which the settings above price so high that JIT would compile
+-- the statement on every call (0.6 s): jit off.
 CREATE OR REPLACE FUNCTION get_step_readiness_status_batch(
     p_task_ids bigint[], p_now timestamptz DEFAULT now()
 ) RETURNS TABLE (
@@ -25,18 +30,22 @@ CREATE OR REPLACE FUNCTION get_step_readiness_status_batch(
     last_attempted_at timestamptz,
     last_failure_at timestamptz,
     backoff_request_ms bigint,
-    ready_for_execution boolean
+    ready_for_execution boolean,
+    priority int,
+    not_before timestamptz,
+    ahead int
 )
 LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off
-SET enable_nestloop = off SET enable_mergejoin = off AS $$
+SET enable_nestloop = off SET enable_mergejoin = off SET jit = off AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
     WITH s AS MATERIALIZED (
         SELECT s.id, s.task_id, s.name, s.state, s.attempts, s.max_attempts, s.retryable,
                s.last_attempted_at, s.last_failure_at, s.backoff_request_ms,
-               s.backoff_base_ms, s.backoff_multiplier, s.backoff_cap_ms, s.backoff_jitter
+               s.backoff_base_ms, s.backoff_multiplier, s.backoff_cap_ms, s.backoff_jitter,
+               s.priority, s.ready_at
         FROM steps s
         WHERE s.task_id = ANY (p_task_ids)
     ), p AS (
@@ -64,17 +73,36 @@ BEGIN
                                          s.backoff_jitter, s.id, s.attempts)))
                END AS next_retry_at
         FROM s LEFT JOIN p ON p.child_id = s.id
+    ), q AS (
+        SELECT r.*,
+               CASE WHEN r.state = 'pending' AND r.ready_at > p_now THEN r.ready_at END
+                   AS not_before,
+               r.state IN ('pending', 'waiting_for_retry')
+                   AND r.total = r.done
+                   AND r.eligible
+                   AND (r.next_retry_at IS NULL OR r.next_retry_at <= p_now)
+                   AND NOT (r.state = 'pending' AND r.ready_at > p_now) AS ready
+        FROM r
     )
-    SELECT r.id, r.task_id, r.name, r.state,
-           r.total = r.done,
-           r.total, r.done,
-           r.eligible,
-           coalesce(r.attempts, 0), r.max_attempts, r.retryable,
-           r.next_retry_at, r.last_attempted_at, r.last_failure_at, r.backoff_request_ms,
-           r.state IN ('pending', 'waiting_for_retry')
-               AND r.total = r.done
-               AND r.eligible
-               AND (r.next_retry_at IS NULL OR r.next_retry_at <= p_now)
-    FROM r;
+    SELECT q.id, q.task_id, q.name, q.state,
+           q.total = q.done,
+           q.total, q.done,
+           q.eligible,
+           coalesce(q.attempts, 0), q.max_attempts, q.retryable,
+           q.next_retry_at, q.last_attempted_at, q.last_failure_at, q.backoff_request_ms,
+           q.ready, q.priority, q.not_before,
+           CASE WHEN q.ready AND q.ready_at IS NOT NULL THEN
+               (SELECT coalesce(sum(n.c), 0)::int
+                FROM generate_series(q.priority + 1, 5) AS lane(p)
+                CROSS JOIN LATERAL (
+                    SELECT count(*) AS c FROM (
+                        SELECT 1 FROM steps o
+                        WHERE o.priority = lane.p
+                          AND o.ready_at IS NOT NULL
+                          AND o.ready_at <= least(p_now,
+                                                  q.ready_at + interval '30 seconds' * (lane.p - q.priority))
+                        LIMIT 1000) x) n)
+           END
+    FROM q;
 END
 $$;

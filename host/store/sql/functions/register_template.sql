@@ -1,7 +1,8 @@
 -- Register a validated template. p_steps is a JSON array of objects with the keys
 -- name, handler, depends_on (names), config, limits, grants, max_attempts, retryable,
 -- backoff_base_ms, backoff_multiplier, backoff_cap_ms, backoff_jitter, max_retry_after_ms,
--- max_lease_losses. Re-registering the same key with the same definition returns the
+-- max_lease_losses, priority (NULL: the task's). The template's own default priority is
+-- p_definition's `priority`. Re-registering the same key with the same definition returns the
 -- existing id; with a different definition it is refused (versions are immutable).
 CREATE OR REPLACE FUNCTION register_template(
     p_namespace text, p_name text, p_version text, p_description text,
@@ -88,8 +89,9 @@ BEGIN
     SELECT count(*) INTO v_n FROM tasker_tpl_steps;
 
     INSERT INTO templates (namespace_id, name, version, template_key, description, context_schema,
-                           definition, step_count)
-    VALUES (v_ns, p_name, p_version, v_key, p_description, p_context_schema, p_definition, v_n)
+                           definition, step_count, priority)
+    VALUES (v_ns, p_name, p_version, v_key, p_description, p_context_schema, p_definition, v_n,
+            (p_definition ->> 'priority')::int)
     ON CONFLICT (template_key) DO NOTHING
     RETURNING id INTO v_id;
     IF v_id IS NULL THEN
@@ -107,7 +109,8 @@ BEGIN
         INSERT INTO template_steps (template_id, position, name, handler, config, limits, grants,
                                     parent_positions, level, max_attempts, retryable,
                                     backoff_base_ms, backoff_multiplier, backoff_cap_ms,
-                                    backoff_jitter, max_retry_after_ms, max_lease_losses, pin)
+                                    backoff_jitter, max_retry_after_ms, max_lease_losses, pin,
+                                    priority)
         SELECT v_id, s.position, s.name, s.spec ->> 'handler',
                coalesce(s.spec -> 'config', '{}'), coalesce(s.spec -> 'limits', '{}'),
                coalesce(s.spec -> 'grants', '{}'),
@@ -122,7 +125,8 @@ BEGIN
                coalesce((s.spec ->> 'backoff_jitter')::float8, 0.1),
                coalesce((s.spec ->> 'max_retry_after_ms')::bigint, 3600000),
                coalesce((s.spec ->> 'max_lease_losses')::int, 5),
-               coalesce(s.spec ->> 'pin', 'sticky')
+               coalesce(s.spec ->> 'pin', 'sticky'),
+               (s.spec ->> 'priority')::int
         FROM tasker_tpl_steps s;
     EXCEPTION WHEN check_violation OR invalid_text_representation OR numeric_value_out_of_range THEN
         RAISE EXCEPTION 'template %: bad retry settings: %', v_key, SQLERRM

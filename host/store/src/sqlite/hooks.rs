@@ -151,9 +151,10 @@ fn job(row: &SqliteRow) -> Result<HookDeliveryJob> {
 }
 
 /// claim_hook_deliveries: up to `limit` due, unleased (or lease expired) heads, oldest due
-/// first, leased to `worker`; returned by id.
+/// first, leased to `worker`; returned by id. With `task`, only that task's rows.
 pub(super) async fn claim_deliveries(
     s: &SqliteStore,
+    task: Option<TaskId>,
     worker: &str,
     limit: u32,
     lease: Duration,
@@ -161,9 +162,8 @@ pub(super) async fn claim_deliveries(
 ) -> Result<Vec<HookDeliveryJob>> {
     let lease = crate::rules::micros("lease", lease)?;
     let now = us(now);
-    let mut tx = s.write().await?;
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "UPDATE hook_outbox \
+    // The scoped claim is its own statement, as on PostgreSQL.
+    const ALL: &str = "UPDATE hook_outbox \
          SET claims = claims + 1, lease_owner = ?1, lease_expires_at = ?2 + ?3 \
          WHERE id IN (\
              SELECT o.id FROM hook_outbox o \
@@ -171,14 +171,28 @@ pub(super) async fn claim_deliveries(
                AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= ?2) \
              ORDER BY o.next_attempt_at, o.id \
              LIMIT ?4) \
-         RETURNING id",
-    )
-    .bind(worker)
-    .bind(now)
-    .bind(lease)
-    .bind(i64::from(i32::try_from(limit).unwrap_or(i32::MAX)))
-    .fetch_all(&mut *tx)
-    .await?;
+         RETURNING id";
+    const OF_TASK: &str = "UPDATE hook_outbox \
+         SET claims = claims + 1, lease_owner = ?1, lease_expires_at = ?2 + ?3 \
+         WHERE id IN (\
+             SELECT o.id FROM hook_outbox o \
+             WHERE o.task_id = ?5 \
+               AND o.state = 'pending' AND o.head AND o.next_attempt_at <= ?2 \
+               AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= ?2) \
+             ORDER BY o.next_attempt_at, o.id \
+             LIMIT ?4) \
+         RETURNING id";
+    let mut tx = s.write().await?;
+    let q = sqlx::query_scalar(if task.is_some() { OF_TASK } else { ALL })
+        .bind(worker)
+        .bind(now)
+        .bind(lease)
+        .bind(i64::from(i32::try_from(limit).unwrap_or(i32::MAX)));
+    let q = match task {
+        Some(t) => q.bind(t.get()),
+        None => q,
+    };
+    let ids: Vec<i64> = q.fetch_all(&mut *tx).await?;
     if ids.is_empty() {
         tx.commit().await?;
         return Ok(Vec::new());

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, Transaction};
 use tasker_core::backoff::Backoff;
+use tasker_core::priority::{self, Priority};
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
@@ -86,6 +87,7 @@ struct StepSettings {
     max_retry_after_ms: i64,
     max_lease_losses: i64,
     pin: String,
+    priority: Option<i64>,
 }
 
 fn step_settings(spec: &Value) -> std::result::Result<StepSettings, String> {
@@ -119,6 +121,12 @@ fn step_settings(spec: &Value) -> std::result::Result<StepSettings, String> {
         max_retry_after_ms: int("max_retry_after_ms", 3_600_000, i64::MAX)?,
         max_lease_losses: int("max_lease_losses", 5, i64::from(i32::MAX))?,
         pin: spec_text(spec, "pin").unwrap_or_else(|| "sticky".to_owned()),
+        priority: spec_text(spec, "priority")
+            .map(|t| {
+                t.parse::<i64>()
+                    .map_err(|_| format!("priority is {t}, not an integer"))
+            })
+            .transpose()?,
     };
     let s = &settings;
     // PostgreSQL's float order: NaN is above every number.
@@ -138,6 +146,10 @@ fn step_settings(spec: &Value) -> std::result::Result<StepSettings, String> {
         ("max_lease_losses_check", s.max_lease_losses >= 1),
         ("max_retry_after_ms_check", s.max_retry_after_ms >= 0),
         ("pin_check", matches!(s.pin.as_str(), "sticky" | "latest")),
+        (
+            "priority_check",
+            s.priority.is_none_or(|p| (1..=5).contains(&p)),
+        ),
     ];
     if let Some((name, _)) = checks.iter().find(|(_, ok)| !ok) {
         return Err(format!(
@@ -309,8 +321,8 @@ pub(super) async fn register_template(s: &SqliteStore, t: &Template) -> Result<R
     let context_schema = t.context_schema.as_ref().map(Value::to_string);
     let template_id: i64 = sqlx::query_scalar(
         "INSERT INTO templates (namespace_id, name, version, template_key, description, \
-                                context_schema, definition, step_count, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                                context_schema, definition, step_count, created_at, priority) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(ns)
     .bind(&t.name)
@@ -321,6 +333,7 @@ pub(super) async fn register_template(s: &SqliteStore, t: &Template) -> Result<R
     .bind(&def_text)
     .bind(i64::try_from(steps.len()).unwrap_or(i64::MAX))
     .bind(now)
+    .bind(t.priority.map(|p| i64::from(p.get())))
     .fetch_one(&mut *tx)
     .await?;
 
@@ -340,8 +353,8 @@ pub(super) async fn register_template(s: &SqliteStore, t: &Template) -> Result<R
             "INSERT INTO template_steps (template_id, position, name, handler, config, limits, \
                  grants, parent_positions, level, max_attempts, retryable, backoff_base_ms, \
                  backoff_multiplier, backoff_cap_ms, backoff_jitter, max_retry_after_ms, \
-                 max_lease_losses, pin) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 max_lease_losses, pin, priority) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(template_id)
         .bind(i as i64)
@@ -361,6 +374,7 @@ pub(super) async fn register_template(s: &SqliteStore, t: &Template) -> Result<R
         .bind(settings.max_retry_after_ms)
         .bind(settings.max_lease_losses)
         .bind(&settings.pin)
+        .bind(settings.priority)
         .execute(&mut *tx)
         .await?;
     }
@@ -394,12 +408,13 @@ pub(super) async fn create_task(
 ) -> Result<CreatedTask> {
     let now = us(now);
     let mut tx = s.write().await?;
-    let tpl: Option<(i64, i64, i64)> =
-        sqlx::query_as("SELECT id, namespace_id, step_count FROM templates WHERE template_key = ?")
-            .bind(&task.template_key)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((template_id, namespace_id, step_count)) = tpl else {
+    let tpl: Option<(i64, i64, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT id, namespace_id, step_count, priority FROM templates WHERE template_key = ?",
+    )
+    .bind(&task.template_key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((template_id, namespace_id, step_count, template_priority)) = tpl else {
         return Err(StoreError::NotFound(format!(
             "unknown template {}",
             task.template_key
@@ -427,10 +442,17 @@ pub(super) async fn create_task(
         }
     }
 
+    let priority = task
+        .priority
+        .map(|p| i64::from(p.get()))
+        .or(template_priority)
+        .unwrap_or(i64::from(Priority::DEFAULT.get()));
+    let run_at = task.run_at.map(us);
     let task_id: TaskId = sqlx::query_scalar(
         "INSERT INTO tasks (namespace_id, template_id, state, context, identity_key, metadata, \
-                            step_count, unfinished_steps, created_at, updated_at) \
-         VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?6, ?7, ?7) RETURNING id",
+                            step_count, unfinished_steps, created_at, updated_at, priority, \
+                            run_at) \
+         VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?6, ?7, ?7, ?8, ?9) RETURNING id",
     )
     .bind(namespace_id)
     .bind(template_id)
@@ -439,6 +461,8 @@ pub(super) async fn create_task(
     .bind(task.metadata.to_string())
     .bind(step_count)
     .bind(now)
+    .bind(priority)
+    .bind(run_at)
     .fetch_one(&mut *tx)
     .await?;
     // Steps in level order, so a parent's id is always below its children's.
@@ -446,18 +470,20 @@ pub(super) async fn create_task(
         "INSERT INTO steps (task_id, position, name, state, unfinished_parents, ready_at, \
                             max_attempts, retryable, backoff_base_ms, backoff_multiplier, \
                             backoff_cap_ms, backoff_jitter, max_retry_after_ms, max_lease_losses, \
-                            created_at, updated_at) \
+                            created_at, updated_at, priority) \
          SELECT ?1, ts.position, ts.name, 'pending', json_array_length(ts.parent_positions), \
-                CASE WHEN json_array_length(ts.parent_positions) = 0 THEN ?2 END, \
+                CASE WHEN json_array_length(ts.parent_positions) = 0 THEN ?4 END, \
                 ts.max_attempts, ts.retryable, ts.backoff_base_ms, ts.backoff_multiplier, \
                 ts.backoff_cap_ms, ts.backoff_jitter, ts.max_retry_after_ms, ts.max_lease_losses, \
-                ?2, ?2 \
+                ?2, ?2, coalesce(ts.priority, ?5) \
          FROM template_steps ts WHERE ts.template_id = ?3 \
          ORDER BY ts.level, ts.position",
     )
     .bind(task_id)
     .bind(now)
     .bind(template_id)
+    .bind(run_at.map_or(now, |at| at.max(now)))
+    .bind(priority)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -810,25 +836,29 @@ pub(super) async fn claim(
 
     // Idle workers poll: answer "nothing ready" from a reader, without the write lock. A
     // step that becomes ready after this look is found by the next claim, as on PostgreSQL.
-    let any: bool =
-        match task {
-            None => sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM steps WHERE ready_at IS NOT NULL AND ready_at <= ?)",
+    let any: bool = match task {
+        // One range of the queue per priority (its leading column).
+        None => {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM json_each('[5,4,3,2,1]') p WHERE EXISTS (\
+                     SELECT 1 FROM steps WHERE priority = p.value AND ready_at IS NOT NULL \
+                     AND ready_at <= ?))",
             )
             .bind(args.now)
             .fetch_one(s.reader())
-            .await?,
-            Some(task) => {
-                sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM steps WHERE task_id = ? AND ready_at IS NOT NULL \
+            .await?
+        }
+        Some(task) => {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM steps WHERE task_id = ? AND ready_at IS NOT NULL \
                  AND ready_at <= ?)",
-                )
-                .bind(task)
-                .bind(args.now)
-                .fetch_one(s.reader())
-                .await?
-            }
-        };
+            )
+            .bind(task)
+            .bind(args.now)
+            .fetch_one(s.reader())
+            .await?
+        }
+    };
     if !any {
         return Ok(Vec::new());
     }
@@ -878,6 +908,43 @@ pub(super) async fn complete_and_claim(
     Ok((out, claimed))
 }
 
+/// Up to `limit` (?2) ready steps (ready_at <= ?1) from the head of each priority.
+const CLAIM_HEADS_SQL: &str = "\
+    SELECT * FROM (SELECT id, ready_at, priority FROM steps \
+                   WHERE priority = 5 AND ready_at IS NOT NULL AND ready_at <= ?1 \
+                   ORDER BY ready_at, id LIMIT ?2) \
+    UNION ALL SELECT * FROM (SELECT id, ready_at, priority FROM steps \
+                   WHERE priority = 4 AND ready_at IS NOT NULL AND ready_at <= ?1 \
+                   ORDER BY ready_at, id LIMIT ?2) \
+    UNION ALL SELECT * FROM (SELECT id, ready_at, priority FROM steps \
+                   WHERE priority = 3 AND ready_at IS NOT NULL AND ready_at <= ?1 \
+                   ORDER BY ready_at, id LIMIT ?2) \
+    UNION ALL SELECT * FROM (SELECT id, ready_at, priority FROM steps \
+                   WHERE priority = 2 AND ready_at IS NOT NULL AND ready_at <= ?1 \
+                   ORDER BY ready_at, id LIMIT ?2) \
+    UNION ALL SELECT * FROM (SELECT id, ready_at, priority FROM steps \
+                   WHERE priority = 1 AND ready_at IS NOT NULL AND ready_at <= ?1 \
+                   ORDER BY ready_at, id LIMIT ?2)";
+
+/// The first `limit` of the candidates `(id, ready_at µs, priority)` in the claim order
+/// (`tasker_core::priority::claim_order`, the rule PostgreSQL's tasker_claim_key follows).
+fn claim_choice(rows: Vec<(StepId, i64, i64)>, limit: i32) -> Result<Vec<StepId>> {
+    let mut keyed = rows
+        .into_iter()
+        .map(|(id, at, p)| {
+            let p = Priority::new(p)
+                .ok_or_else(|| StoreError::decode("steps.priority", format!("priority {p}")))?;
+            Ok((id.get(), at, p))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    priority::claim_order(&mut keyed);
+    keyed.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(keyed
+        .into_iter()
+        .map(|(id, _, _)| StepId::new(id))
+        .collect())
+}
+
 /// The claim itself, inside the caller's write transaction.
 async fn claim_in(tx: &mut Tx, worker: &str, args: &ClaimArgs) -> Result<Vec<ClaimedStep>> {
     let ClaimArgs {
@@ -886,32 +953,28 @@ async fn claim_in(tx: &mut Tx, worker: &str, args: &ClaimArgs) -> Result<Vec<Cla
         expires,
         task,
     } = *args;
-    let ids: Vec<StepId> = match task {
-        // The claim queue, oldest first: the partial index steps_claim_queue.
+    let rows: Vec<(StepId, i64, i64)> = match task {
+        // The claim queue (steps_claim_queue): the head of each priority, in ready order.
         None => {
-            sqlx::query_scalar(
-                "SELECT id FROM steps WHERE ready_at IS NOT NULL AND ready_at <= ? \
-                 ORDER BY ready_at, id LIMIT ?",
-            )
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut **tx)
-            .await?
+            sqlx::query_as(CLAIM_HEADS_SQL)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut **tx)
+                .await?
         }
         // One task's steps, through its index steps_task.
         Some(task) => {
-            sqlx::query_scalar(
-                "SELECT id FROM steps INDEXED BY steps_task \
-                 WHERE task_id = ? AND ready_at IS NOT NULL AND ready_at <= ? \
-                 ORDER BY ready_at, id LIMIT ?",
+            sqlx::query_as(
+                "SELECT id, ready_at, priority FROM steps INDEXED BY steps_task \
+                 WHERE task_id = ? AND ready_at IS NOT NULL AND ready_at <= ?",
             )
             .bind(task)
             .bind(now)
-            .bind(limit)
             .fetch_all(&mut **tx)
             .await?
         }
     };
+    let ids = claim_choice(rows, limit)?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -959,10 +1022,15 @@ async fn claim_in(tx: &mut Tx, worker: &str, args: &ClaimArgs) -> Result<Vec<Cla
 
 /// `next_ready_at()`: the earliest ready_at in the claim queue.
 pub(super) async fn next_ready_at(s: &SqliteStore) -> Result<Option<DateTime<Utc>>> {
+    // The least of each priority's head, as PostgreSQL's next_ready_at().
+    // One row always (min of nothing is NULL), so fetch_one into an Option.
     let at: Option<i64> = sqlx::query_scalar(
-        "SELECT ready_at FROM steps WHERE ready_at IS NOT NULL ORDER BY ready_at, id LIMIT 1",
+        "SELECT min(ready_at) FROM (\
+             SELECT (SELECT ready_at FROM steps WHERE priority = p.value AND ready_at IS NOT NULL \
+                     ORDER BY ready_at, id LIMIT 1) AS ready_at \
+             FROM json_each('[1,2,3,4,5]') p)",
     )
-    .fetch_optional(s.reader())
+    .fetch_one(s.reader())
     .await?;
     at.map(ts).transpose()
 }

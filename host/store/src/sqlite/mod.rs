@@ -420,7 +420,18 @@ impl Store for SqliteStore {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> Result<Vec<HookDeliveryJob>> {
-        hooks::claim_deliveries(self, worker, limit, lease, now).await
+        hooks::claim_deliveries(self, None, worker, limit, lease, now).await
+    }
+
+    async fn claim_hook_deliveries_of_task(
+        &self,
+        task: TaskId,
+        worker: &str,
+        limit: u32,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<HookDeliveryJob>> {
+        hooks::claim_deliveries(self, Some(task), worker, limit, lease, now).await
     }
 
     async fn finish_hook_deliveries(

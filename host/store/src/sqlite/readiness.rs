@@ -9,10 +9,11 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, SqliteConnection};
 use tasker_core::backoff::Backoff;
+use tasker_core::priority::{AGING_PER_LEVEL_US, Priority};
 use tasker_core::state::StepState;
 
-use super::SqliteStore;
 use super::rows::{col, id_list, opt_ts_col, step_state, task_state, u32_col};
+use super::{SqliteStore, ts};
 use crate::error::StoreError;
 use crate::store::Result;
 use crate::types::*;
@@ -22,7 +23,7 @@ use crate::types::*;
 const READINESS_SQL: &str = "\
     SELECT s.id, s.task_id, s.name, s.state, s.attempts, s.max_attempts, s.retryable, \
            s.last_attempted_at, s.last_failure_at, s.backoff_request_ms, s.backoff_base_ms, \
-           s.backoff_multiplier, s.backoff_cap_ms, s.backoff_jitter, \
+           s.backoff_multiplier, s.backoff_cap_ms, s.backoff_jitter, s.priority, s.ready_at, \
            (SELECT count(*) FROM edges e JOIN steps ps ON ps.id = e.parent_id \
             WHERE e.child_id = s.id) AS total_parents, \
            (SELECT count(*) FROM edges e JOIN steps ps ON ps.id = e.parent_id \
@@ -59,10 +60,20 @@ fn readiness_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<ReadinessRow> {
         }
         _ => None,
     };
+    let ready_at: Option<i64> = col(row, "ready_at")?;
+    // A delayed start: pending, and its ready time still ahead.
+    let not_before = match (state, ready_at) {
+        (StepState::Pending, Some(at)) if at > now.timestamp_micros() => Some(ts(at)?),
+        _ => None,
+    };
     let ready_for_execution = waiting
         && dependencies_satisfied
         && retry_eligible
-        && next_retry_at.is_none_or(|at| at <= now);
+        && next_retry_at.is_none_or(|at| at <= now)
+        && not_before.is_none();
+    let p: i64 = col(row, "priority")?;
+    let priority = Priority::new(p)
+        .ok_or_else(|| StoreError::decode("steps.priority", format!("priority {p}")))?;
 
     Ok(ReadinessRow {
         step_id,
@@ -81,7 +92,44 @@ fn readiness_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<ReadinessRow> {
         last_failure_at,
         backoff_request_ms,
         ready_for_execution,
+        priority,
+        not_before,
+        // Counted by `ahead_of` for the ready ones.
+        ahead: None,
     })
+}
+
+/// For each ready step, the ready steps of higher priority that claims take before it
+/// (claim key below its own), counted up to 1,000 per priority, as PostgreSQL's
+/// get_step_readiness_status_batch counts them.
+async fn ahead_of(
+    db: &mut SqliteConnection,
+    rows: &mut [ReadinessRow],
+    ready_at: &[Option<i64>],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let now = now.timestamp_micros();
+    for (r, at) in rows.iter_mut().zip(ready_at) {
+        let Some(at) = *at else { continue };
+        if !r.ready_for_execution {
+            continue;
+        }
+        let mut n = 0i64;
+        for q in i64::from(r.priority.get()) + 1..=5 {
+            let bound = now.min(at + AGING_PER_LEVEL_US * (q - i64::from(r.priority.get())));
+            let c: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT 1 FROM steps \
+                 WHERE priority = ? AND ready_at IS NOT NULL AND ready_at <= ? LIMIT 1000)",
+            )
+            .bind(q)
+            .bind(bound)
+            .fetch_one(&mut *db)
+            .await?;
+            n += c;
+        }
+        r.ahead = Some(n as u32);
+    }
+    Ok(())
 }
 
 /// `tasker_backoff_ms(base, multiplier, cap, jitter, step id, failure)`, through the Rust
@@ -131,7 +179,16 @@ async fn readiness_on(
         .bind(id_list(task_ids))
         .fetch_all(&mut *db)
         .await?;
-    rows.iter().map(|r| readiness_row(r, now)).collect()
+    let ready_at = rows
+        .iter()
+        .map(|r| col::<Option<i64>>(r, "ready_at"))
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = rows
+        .iter()
+        .map(|r| readiness_row(r, now))
+        .collect::<Result<Vec<_>>>()?;
+    ahead_of(db, &mut out, &ready_at, now).await?;
+    Ok(out)
 }
 
 pub(super) async fn readiness(
