@@ -758,6 +758,8 @@ impl Model {
             }
             _ => None,
         };
+        let ready =
+            waiting && total == done && retry_eligible && next_retry_at.is_none_or(|t| t <= now);
         ReadinessRow {
             step_id: id,
             task_id: s.task_id,
@@ -774,18 +776,12 @@ impl Model {
             last_attempted_at: s.last_attempted_at,
             last_failure_at: s.last_failure_at,
             backoff_request_ms: s.backoff_request_ms,
-            ready_for_execution: waiting
-                && total == done
-                && retry_eligible
-                && next_retry_at.is_none_or(|t| t <= now),
-            // The model's tasks all have the default priority and start at creation.
+            ready_for_execution: ready,
+            // The model's tasks all have the default priority and start at creation, so no
+            // ready step has one of higher priority ahead of it.
             priority: tasker_core::priority::Priority::DEFAULT,
             not_before: None,
-            ahead: (waiting
-                && total == done
-                && retry_eligible
-                && next_retry_at.is_none_or(|t| t <= now))
-            .then_some(0),
+            ahead: ready.then_some(0),
         }
     }
 
