@@ -5,6 +5,7 @@
 mod attempt_logs;
 mod claim_cursor;
 mod complete_and_claim;
+mod concurrency;
 mod coordinator;
 mod events;
 mod fencing;

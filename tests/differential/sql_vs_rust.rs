@@ -370,3 +370,92 @@ async fn finalize_decision_matches_rust_on_random_inputs(pool: PgPool) {
     // The inputs reach every answer: complete, error, no change.
     assert_eq!(seen.len(), 3, "{seen:?}");
 }
+
+/// `tasker_concurrency_key` (PL/pgSQL) and `tasker_core::concurrency::resolve_key` give the
+/// same key, or refuse with the same message, on random contexts and pointers: escapes
+/// (`~0`, `~1`), array indexes, every JSON type, integers at and past the i64/u64 edges.
+#[sqlx::test(migrator = "tasker_store::MIGRATOR")]
+async fn concurrency_key_matches_rust_on_random_inputs(pool: PgPool) {
+    use rand::{Rng, SeedableRng};
+    use serde_json::{Value, json};
+    use tasker_core::concurrency::resolve_key;
+
+    const CASES: usize = 3000;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x00c0_4c01);
+    let names = ["a", "b", "customer_id", "a/b", "~x", "", "0", "ü"];
+    let leaf = |rng: &mut rand::rngs::StdRng| -> Value {
+        match rng.random_range(0..11) {
+            0 => Value::Null,
+            1 => json!(rng.random_bool(0.5)),
+            2 => json!(rng.random_range(-1000i64..1000)),
+            3 => json!(i64::MIN),
+            4 => json!(u64::MAX),
+            5 => json!(u64::MAX as f64 * 4.0),
+            6 => json!(rng.random_range(-10.0f64..10.0)),
+            7 => json!(["x", 1]),
+            8 => json!({}),
+            9 => json!(format!("v{}", rng.random_range(0..5))),
+            _ => json!(""),
+        }
+    };
+    let (mut specs, mut contexts) = (Vec::new(), Vec::new());
+    for _ in 0..CASES {
+        // A two-level context, a pointer of one to three segments into it (or a constant).
+        let mut ctx = serde_json::Map::new();
+        for n in names {
+            if rng.random_bool(0.5) {
+                let v = if rng.random_bool(0.3) {
+                    let mut inner = serde_json::Map::new();
+                    for m in names.iter().take(3) {
+                        inner.insert((*m).to_owned(), leaf(&mut rng));
+                    }
+                    Value::Object(inner)
+                } else if rng.random_bool(0.1) {
+                    json!([leaf(&mut rng), leaf(&mut rng)])
+                } else {
+                    leaf(&mut rng)
+                };
+                ctx.insert(n.to_owned(), v);
+            }
+        }
+        let spec = if rng.random_bool(0.05) {
+            "stripe".to_owned()
+        } else {
+            let mut p = String::new();
+            for _ in 0..rng.random_range(1..=3) {
+                let seg = match rng.random_range(0..4) {
+                    0 => "1".to_owned(),
+                    _ => names[rng.random_range(0..names.len())]
+                        .replace('~', "~0")
+                        .replace('/', "~1"),
+                };
+                p.push('/');
+                p.push_str(&seg);
+            }
+            p
+        };
+        specs.push(spec);
+        contexts.push(Value::Object(ctx));
+    }
+    let mut agreed = (0, 0);
+    for (spec, ctx) in specs.iter().zip(&contexts) {
+        let sql: Result<String, String> =
+            sqlx::query_scalar("SELECT tasker_concurrency_key($1, $2)")
+                .bind(spec)
+                .bind(ctx)
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(d) => d.message().to_owned(),
+                    other => panic!("{other}"),
+                });
+        let rust = resolve_key(spec, ctx).map_err(|e| e.to_string());
+        assert_eq!(sql, rust, "spec {spec:?} in {ctx}");
+        match rust {
+            Ok(_) => agreed.0 += 1,
+            Err(_) => agreed.1 += 1,
+        }
+    }
+    // Both outcomes occur often enough for the comparison to mean something.
+    assert!(agreed.0 > CASES / 10 && agreed.1 > CASES / 10, "{agreed:?}");
+}

@@ -69,6 +69,40 @@ async fn a_granted_get_and_post_reach_the_server_and_are_recorded() {
     assert_eq!(s.count(), 2);
 }
 
+/// Hyper drops a request body once its declared length is sent; a guest that flushes and
+/// finishes it after that (a busy host can deschedule a guest between its write and its
+/// flush) must not see a closed stream. This broke a real POST to a `Connection: close` API.
+#[tokio::test]
+async fn a_body_finished_after_the_response_arrived_is_not_an_error() {
+    let s = TestHttp::start().await;
+    let g = grants(vec![rule(&s.http_url(""), &["POST"], &["/echo*"])]);
+    for bytes in [9, 100_000] {
+        let out = run_ok(
+            sandbox(),
+            request(
+                "http_probe",
+                json!({
+                    "method": "POST",
+                    "url": s.http_url("/echo"),
+                    "body_bytes": bytes,
+                    "finish_after_response": true,
+                }),
+                AttemptLimits::default(),
+                g.clone(),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (&out.output["status"], &out.output["finish"]),
+            (&json!(200), &json!("ok")),
+            "{bytes} bytes: {}",
+            out.output
+        );
+        let r = out.report.http.last().expect("a record");
+        assert_eq!((r.status, r.request_bytes), (Some(200), bytes), "{r:?}");
+    }
+}
+
 #[tokio::test]
 async fn https_with_the_extra_ca_works_and_without_it_fails() {
     let s = TestHttp::start().await;

@@ -15,6 +15,7 @@ on_both_backends!(
     a_task_shows_its_steps_readiness_and_history,
     a_traceparent_header_is_kept_with_the_task_or_refused_by_name,
     a_task_starts_later_with_its_priority_or_is_refused_by_field,
+    a_keyed_task_waits_for_its_slot_or_is_refused,
 );
 
 fn task(customer: i64) -> Value {
@@ -275,5 +276,64 @@ async fn a_task_starts_later_with_its_priority_or_is_refused_by_field<S: Backend
     }
     let a = srv.get("/v1/tasks").await;
     assert_eq!(a.body["items"].as_array().unwrap().len(), 1, "{a:?}");
+    srv.stop().await;
+}
+
+const KEYED: &str = "namespace: api\nname: keyed\nversion: 1.0.0\n\
+    concurrency: { key: /customer_id, limit: 1, strategy: queue }\n\
+    steps:\n  - name: only\n    handler: echo@0.1.0\n";
+
+const ONCE: &str = "namespace: api\nname: once\nversion: 1.0.0\n\
+    concurrency: { key: /customer_id, limit: 1, strategy: cancel_newest }\n\
+    steps:\n  - name: only\n    handler: echo@0.1.0\n";
+
+async fn a_keyed_task_waits_for_its_slot_or_is_refused<S: Backend>(store: S) {
+    let srv = TestServer::start(store.any(), With::ApiOnly).await;
+    srv.register(KEYED).await;
+    srv.register(ONCE).await;
+    let keyed = |customer: Value| json!({"template": "api/keyed@1.0.0", "context": {"customer_id": customer}});
+    let first = srv.post("/v1/tasks", &keyed(json!(42))).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let second = srv.post("/v1/tasks", &keyed(json!(42))).await;
+    let id = second.body["id"].as_i64().unwrap();
+    let a = srv.get(&format!("/v1/tasks/{id}")).await;
+    let r = &a.body["steps"][0]["readiness"];
+    assert_eq!(r["ready"], false, "{a:?}");
+    assert_eq!(
+        r["reason"],
+        "concurrency key /customer_id=42 at limit (1/1)"
+    );
+    assert_eq!(
+        r["concurrency"],
+        json!({"key": "/customer_id=42", "holding": 1, "limit": 1})
+    );
+
+    // A context without a usable key: 422 naming the pointer; the key at its limit under
+    // cancel_newest: 409. Neither writes anything.
+    let bad = srv.post("/v1/tasks", &keyed(json!({"id": 1}))).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+    assert!(
+        bad.body["detail"].as_str().unwrap().contains(
+            "concurrency key /customer_id: the context's value there is an object, expected a \
+             string, an integer or a boolean"
+        ),
+        "{bad:?}"
+    );
+    let once = json!({"template": "api/once@1.0.0", "context": {"customer_id": 1}});
+    assert_eq!(
+        srv.post("/v1/tasks", &once).await.status,
+        StatusCode::CREATED
+    );
+    let refused = srv.post("/v1/tasks", &once).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{refused:?}");
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("concurrency key /customer_id=1 is at its limit (1/1): template api/once@1.0.0 refuses new tasks (strategy cancel_newest)"),
+        "{refused:?}"
+    );
+    let a = srv.get("/v1/tasks").await;
+    assert_eq!(a.body["items"].as_array().unwrap().len(), 3, "{a:?}");
     srv.stop().await;
 }

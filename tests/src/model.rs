@@ -782,6 +782,8 @@ impl Model {
             priority: tasker_core::priority::Priority::DEFAULT,
             not_before: None,
             ahead: ready.then_some(0),
+            // The model's templates have no concurrency key.
+            concurrency: None,
         }
     }
 

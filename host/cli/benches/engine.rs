@@ -17,7 +17,10 @@
 //!      ratio against the same workflow without hooks, both measured in this run;
 //!  (f) the throughput cost of observability: WASM no-op steps through `AnyStore` (as the
 //!      binary runs them) with the Prometheus recorder and OTLP trace export (to a loopback
-//!      receiver) on, against both off, in alternating rounds (`telemetry.rs`; goal ≥ 0.95x).
+//!      receiver) on, against both off, in alternating rounds (`telemetry.rs`; goal ≥ 0.95x);
+//!  (g) single-step no-op tasks over 1,000 concurrency keys with a limit of 1 (each task
+//!      admitted when the one before it in its key ends) against the same tasks without a
+//!      key (goal ≥ 0.8x).
 //!
 //! Each of (a), (c), (d) and (e) is then measured on SQLite (a fresh file under
 //! `target/tmp/bench-sqlite/`, WAL, synchronous NORMAL, one writer connection) with the same
@@ -59,6 +62,19 @@ const WASM_NOOP: &str = "noop@0.1.0";
 
 /// Read connections of the SQLite store (writes always go through its one writer).
 const SQLITE_READERS: u32 = 4;
+
+/// One no-op step per task; with `keyed`, a limit of 1 per concurrency key `/k`.
+fn single(keyed: bool) -> Template {
+    let (name, conc) = if keyed {
+        ("keyed", "concurrency: { key: /k, limit: 1 }\n")
+    } else {
+        ("single", "")
+    };
+    Template::from_yaml(&format!(
+        "namespace: bench\nname: {name}\nversion: 1.0.0\n{conc}steps:\n  - {{name: only, handler: {WASM_NOOP}}}\n"
+    ))
+    .expect("valid")
+}
 
 fn fan(width: usize) -> Template {
     let mut yaml = format!("namespace: bench\nname: fan_{width}\nversion: 1.0.0\nsteps:\n");
@@ -161,8 +177,15 @@ trait BenchBackend {
     /// The store one worker uses (PostgreSQL: its own pool; SQLite: the shared store).
     async fn worker_store(&self, setup: &Self::S) -> Result<Arc<Self::S>>;
 
-    /// `tasks` new tasks of `template`, all ready to run. Returns the newest task's id.
-    async fn backlog(&self, setup: &Self::S, template: &Template, tasks: usize) -> Result<TaskId>;
+    /// `tasks` new tasks of `template`, all ready to run (or, with `keys`, in the lines of
+    /// that many concurrency keys: context `{"k": i % keys}`). Returns the newest task's id.
+    async fn backlog(
+        &self,
+        setup: &Self::S,
+        template: &Template,
+        tasks: usize,
+        keys: Option<usize>,
+    ) -> Result<TaskId>;
 
     /// Whether hook deliveries are still pending, cheaply where the backend can tell (the
     /// drain wait polls it; `Store::hook_counts` reads the whole outbox). `None`: ask
@@ -251,17 +274,27 @@ impl BenchBackend for Pg {
     }
 
     /// One `create_task` statement per 1,000 tasks, then VACUUM ANALYZE.
-    async fn backlog(&self, setup: &PgStore, template: &Template, tasks: usize) -> Result<TaskId> {
+    async fn backlog(
+        &self,
+        setup: &PgStore,
+        template: &Template,
+        tasks: usize,
+        keys: Option<usize>,
+    ) -> Result<TaskId> {
         setup.register_template(template).await?;
         let pool = setup.pool();
         let mut left = tasks;
         while left > 0 {
             let n = left.min(1_000);
-            sqlx::query("SELECT create_task($1, '{}'::jsonb) FROM generate_series(1, $2)")
-                .bind(template.key())
-                .bind(n as i32)
-                .execute(pool)
-                .await?;
+            sqlx::query(
+                "SELECT create_task($1, CASE WHEN $3 > 0 THEN jsonb_build_object('k', g % $3) \
+                 ELSE '{}'::jsonb END) FROM generate_series(1, $2) g",
+            )
+            .bind(template.key())
+            .bind(n as i32)
+            .bind(keys.unwrap_or(0) as i32)
+            .execute(pool)
+            .await?;
             left -= n;
         }
         sqlx::query("VACUUM ANALYZE").execute(pool).await?;
@@ -435,11 +468,15 @@ impl BenchBackend for Lite {
         setup: &SqliteStore,
         template: &Template,
         tasks: usize,
+        keys: Option<usize>,
     ) -> Result<TaskId> {
         setup.register_template(template).await?;
-        let req = NewTask::new(template.key(), json!({}));
+        let req = |i: usize| {
+            let ctx = keys.map_or_else(|| json!({}), |k| json!({"k": i % k}));
+            NewTask::new(template.key(), ctx)
+        };
         let newest = futures::stream::iter(0..tasks)
-            .map(|_| setup.create_task(&req, Utc::now()))
+            .map(|i| async move { setup.create_task(&req(i), Utc::now()).await })
             .buffered(4)
             .try_fold(TaskId::new(0), |m, c| async move { Ok(m.max(c.task_id)) })
             .await?;
@@ -508,8 +545,36 @@ async fn throughput<B: BenchBackend>(
     through_any: bool,
 ) -> Result<f64> {
     let width = 50;
+    let label = if through_any { "f" } else { "a" };
+    drain(
+        b,
+        &fan(width),
+        steps / width,
+        None,
+        exec,
+        pg,
+        through_any,
+        label,
+    )
+    .await
+}
+
+/// Two workers drain `tasks` tasks of `template` (of `keys` concurrency keys, if set).
+/// Returns steps/s; `label` names the section in the printed line.
+#[allow(clippy::too_many_arguments)]
+async fn drain<B: BenchBackend>(
+    b: &B,
+    template: &Template,
+    tasks: usize,
+    keys: Option<usize>,
+    exec: &Exec,
+    pg: Option<f64>,
+    through_any: bool,
+    label: &str,
+) -> Result<f64> {
+    let steps = tasks * template.steps.len();
     let setup = b.fresh().await?;
-    b.backlog(&setup, &fan(width), steps / width).await?;
+    b.backlog(&setup, template, tasks, keys).await?;
     let before = b.counters(&setup).await?;
 
     let stop = CancellationToken::new();
@@ -561,9 +626,9 @@ async fn throughput<B: BenchBackend>(
     );
     b.close(setup).await;
     let per_s = steps as f64 / elapsed.as_secs_f64();
+    let keyed = keys.map(|k| format!(", {k} keys")).unwrap_or_default();
     println!(
-        "({}) throughput, {:<8} {:<10} {steps:>7} ready steps, 2 workers: {per_s:>9.0} steps/s ({:.2} s){}",
-        if through_any { "f" } else { "a" },
+        "({label}) throughput, {:<8} {:<10} {steps:>7} steps{keyed}, 2 workers: {per_s:>9.0} steps/s ({:.2} s){}",
         B::NAME,
         exec.label(),
         elapsed.as_secs_f64(),
@@ -602,7 +667,7 @@ async fn hook_cost<B: BenchBackend>(
     }
     let template = Template::from_yaml(&yaml).expect("valid");
     let setup = b.fresh().await?;
-    b.backlog(&setup, &template, steps / width).await?;
+    b.backlog(&setup, &template, steps / width, None).await?;
     tokio::time::sleep(Duration::from_millis(600)).await;
 
     let stop = CancellationToken::new();
@@ -839,7 +904,9 @@ async fn readiness<B: BenchBackend>(b: &B, big: usize, pg: Option<&[f64]>) -> Re
     let mut server_first: Option<f64> = None;
     let mut out: Vec<f64> = Vec::new();
     for (i, target) in [10_000usize, big].into_iter().enumerate() {
-        let task_id = b.backlog(&setup, &template, (target - rows) / 10).await?;
+        let task_id = b
+            .backlog(&setup, &template, (target - rows) / 10, None)
+            .await?;
         rows = target;
         if let Some((server, client)) = b.server_readiness(&setup, task_id, 2_000).await? {
             let ratio = server_first.map(|f| format!("  ({:.2}x the 10k figure)", server / f));
@@ -873,9 +940,9 @@ fn main() -> Result<()> {
         std::env::args().find_map(|a| a.strip_prefix("--only=").map(str::to_owned));
     if let Some(bad) = only
         .as_deref()
-        .and_then(|o| o.chars().find(|c| !"acdef".contains(*c)))
+        .and_then(|o| o.chars().find(|c| !"acdefg".contains(*c)))
     {
-        anyhow::bail!("--only: unknown section '{bad}' (sections are a, c, d, e, f)");
+        anyhow::bail!("--only: unknown section '{bad}' (sections are a, c, d, e, f, g)");
     }
     let run = move |section: char| only.as_deref().is_none_or(|o| o.contains(section));
     // Global, and needed before the runtime starts: installed (switched off) only for (f).
@@ -993,6 +1060,36 @@ fn main() -> Result<()> {
                 "    observability on / off: {:.3}x on postgres, {:.3}x on sqlite (goal >= 0.95x)",
                 pg_on / pg_off,
                 lite_on / lite_off
+            );
+        }
+
+        if run('g') {
+            // 1,000 keys, limit 1: every task waits in its key's line and is admitted when
+            // the one before it ends, against the same single-step tasks without a key.
+            let tasks = small;
+            let mut fig = [[0.0; 2]; 2];
+            for (i, keyed) in [false, true].into_iter().enumerate() {
+                let t = single(keyed);
+                let k = keyed.then_some(1_000);
+                let p = drain(&pg, &t, tasks, k, &Exec::InProcess, None, false, "g").await?;
+                let l = drain(&lite, &t, tasks, k, &Exec::InProcess, Some(p), false, "g").await?;
+                fig[i] = [p, l];
+                let what = if keyed {
+                    "1000 keys, limit 1"
+                } else {
+                    "no keys"
+                };
+                sum.add(
+                    format!("(g) in-process, {tasks} tasks, {what}"),
+                    p,
+                    l,
+                    "steps/s",
+                );
+            }
+            println!(
+                "    keys / no keys: {:.2}x on postgres, {:.2}x on sqlite (goal >= 0.8x)",
+                fig[1][0] / fig[0][0],
+                fig[1][1] / fig[0][1]
             );
         }
 

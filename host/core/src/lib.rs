@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod clock;
+pub mod concurrency;
 pub mod dag;
 pub mod error_kind;
 pub mod events;

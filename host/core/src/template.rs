@@ -14,6 +14,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::backoff::{Backoff, DEFAULT_MAX_RETRY_AFTER_MS, MAX_DELAY_MS};
+use crate::concurrency::{Concurrency, MAX_LIMIT as MAX_CONCURRENCY_LIMIT, Strategy};
 use crate::dag::{Dag, DagError};
 use crate::error_kind::ErrorKind;
 use crate::http_grant::{HttpPolicy, HttpRule};
@@ -49,6 +50,9 @@ pub struct Template {
     /// Its tasks' priority when the caller gives none (else 3, `priority.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
+    /// At most `limit` of its tasks per key run at once (`concurrency.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
 }
 
 /// Default deliveries of one event to one hook before it is parked as dead.
@@ -477,6 +481,18 @@ struct RawTemplate {
     retention: RawRetention,
     #[serde(default)]
     priority: Option<i64>,
+    #[serde(default)]
+    concurrency: Option<RawConcurrency>,
+}
+
+/// `concurrency:` as written; checked in `resolve`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConcurrency {
+    key: String,
+    limit: i64,
+    #[serde(default)]
+    strategy: Option<String>,
 }
 
 /// `retention:` as written; each span is checked in `resolve`, so a bad one is listed with
@@ -714,6 +730,9 @@ impl RawTemplate {
         let priority = self
             .priority
             .and_then(|v| check_priority(&mut c, "priority", v));
+        let concurrency = self
+            .concurrency
+            .and_then(|raw| check_concurrency(&mut c, "concurrency", raw));
         let mut hooks = Vec::with_capacity(self.hooks.len());
         for (i, raw) in self.hooks.into_iter().enumerate() {
             if let Some(h) = resolve_hook(&mut c, &format!("hooks[{i}]"), raw) {
@@ -783,6 +802,7 @@ impl RawTemplate {
                 retry_policy,
                 retention,
                 priority,
+                concurrency,
             }),
             _ => Err(c.0),
         }
@@ -901,6 +921,40 @@ fn resolve_step(
         retry_policy: None,
         priority,
     })
+}
+
+fn check_concurrency(c: &mut Collector, at: &str, raw: RawConcurrency) -> Option<Concurrency> {
+    let strategy = match raw.strategy.as_deref() {
+        None => Some(Strategy::default()),
+        Some(s) => Strategy::parse(s).or_else(|| {
+            let all: Vec<_> = Strategy::ALL.iter().map(|s| s.as_str()).collect();
+            c.push(
+                format!("{at}.strategy"),
+                format!("unknown strategy '{s}': expected one of {}", all.join(", ")),
+            );
+            None
+        }),
+    };
+    let limit = u32::try_from(raw.limit).unwrap_or(0);
+    let spec = Concurrency {
+        key: raw.key,
+        limit,
+        strategy: strategy.unwrap_or_default(),
+    };
+    let problems = spec.problems();
+    let ok = problems.is_empty() && strategy.is_some();
+    for (field, m) in problems {
+        let m = if field == "limit" {
+            format!(
+                "{} is not a limit: expected 1 to {MAX_CONCURRENCY_LIMIT}",
+                raw.limit
+            )
+        } else {
+            m
+        };
+        c.push(format!("{at}.{field}"), m);
+    }
+    ok.then_some(spec)
 }
 
 fn check_priority(c: &mut Collector, at: &str, v: i64) -> Option<Priority> {

@@ -810,6 +810,12 @@ impl<S: Store + 'static, E: Executor> Worker<S, E> {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
             }
+            // Concurrency lines: delayed tasks whose time has come (`tasker_core::concurrency`).
+            match self.store.admit_waiting(now).await {
+                Ok(0) => {}
+                Ok(_) => self.wake.notify_one(),
+                Err(e) => tracing::warn!(error = %e, "concurrency admission failed"),
+            }
         }
     }
 }

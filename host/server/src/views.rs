@@ -251,6 +251,21 @@ pub struct ReadinessView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub next_retry_at: Option<DateTime<Utc>>,
+    /// Set while the step's task waits for a slot of its concurrency key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub concurrency: Option<ConcurrencyWaitView>,
+}
+
+/// A task waiting in its concurrency key's line.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConcurrencyWaitView {
+    /// The resolved key, e.g. `/customer_id=42`.
+    pub key: String,
+    /// Slots the key's tasks hold now.
+    pub holding: u32,
+    /// The waiting task's limit for the key.
+    pub limit: u32,
 }
 
 impl ReadinessView {
@@ -265,6 +280,11 @@ impl ReadinessView {
             completed_parents: r.completed_parents,
             retry_eligible: r.retry_eligible,
             next_retry_at: r.next_retry_at,
+            concurrency: r.concurrency.as_ref().map(|w| ConcurrencyWaitView {
+                key: w.key.clone(),
+                holding: w.holding,
+                limit: w.limit,
+            }),
         }
     }
 }

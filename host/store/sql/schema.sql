@@ -73,6 +73,8 @@ CREATE TABLE templates (
     created_at      timestamptz NOT NULL DEFAULT now(),
     -- Its tasks' priority when the caller gives none (NULL: 3).
     priority        int CHECK (priority BETWEEN 1 AND 5),
+    -- {key, limit, strategy} (tasker_core::concurrency), or NULL.
+    concurrency     jsonb,
     UNIQUE (namespace_id, name, version)
 );
 
@@ -126,7 +128,13 @@ CREATE TABLE tasks (
     -- 1 (lowest) to 5 (highest): tasker_core::priority.
     priority          int NOT NULL DEFAULT 3 CHECK (priority BETWEEN 1 AND 5),
     -- Its first steps are ready at this instant, not before (NULL: at creation).
-    run_at            timestamptz
+    run_at            timestamptz,
+    -- Its concurrency key (tasker_concurrency_key) and that key's limit for it.
+    concurrency_key   text,
+    concurrency_limit int CHECK (concurrency_limit >= 1),
+    -- waiting: in its key's line; holding: holds a slot; NULL: neither (no key, finished).
+    concurrency_state text CHECK (concurrency_state IN ('waiting', 'holding')),
+    CONSTRAINT tasks_concurrency CHECK (concurrency_state IS NULL OR concurrency_key IS NOT NULL)
 );
 CREATE UNIQUE INDEX tasks_identity_key ON tasks (namespace_id, identity_key)
     WHERE identity_key IS NOT NULL;
@@ -135,6 +143,17 @@ CREATE INDEX tasks_template ON tasks (template_id);
 CREATE INDEX tasks_state ON tasks (state, id);
 -- The pruner: finished tasks per state, oldest first (migration 0018).
 CREATE INDEX tasks_retention ON tasks (state, finished_at) WHERE finished_at IS NOT NULL;
+-- Each key's line and its slot holders (migration 0022).
+CREATE INDEX tasks_concurrency_waiting ON tasks (concurrency_key, id)
+    WHERE concurrency_state = 'waiting';
+CREATE INDEX tasks_concurrency_holding ON tasks (concurrency_key, id)
+    WHERE concurrency_state = 'holding';
+
+-- How many slots each concurrency key's tasks hold; its row lock serializes admissions.
+CREATE TABLE concurrency_keys (
+    key      text PRIMARY KEY,
+    holding  int NOT NULL DEFAULT 0 CHECK (holding >= 0)
+);
 
 CREATE TABLE steps (
     id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -37,3 +37,15 @@ CREATE OR REPLACE TRIGGER tasks_hooks AFTER INSERT ON tasks
 CREATE OR REPLACE TRIGGER step_transitions_hooks AFTER INSERT ON step_transitions
     FOR EACH ROW WHEN (NEW.to_state = 'resolved_manually')
     EXECUTE FUNCTION tasker_hooks_from_step_transitions();
+
+-- Concurrency keys (tasker_core::concurrency): a finishing task leaves its key's line or
+-- gives up its slot; the slot is released, and the next task admitted, after the row is
+-- written. Row triggers with WHEN clauses: tasks without a key never call them.
+CREATE OR REPLACE TRIGGER tasks_concurrency_finish BEFORE UPDATE OF state ON tasks
+    FOR EACH ROW WHEN (OLD.concurrency_state IS NOT NULL AND OLD.state IS DISTINCT FROM NEW.state
+                       AND NEW.state IN ('complete', 'error', 'cancelled'))
+    EXECUTE FUNCTION tasker_concurrency_finish();
+
+CREATE OR REPLACE TRIGGER tasks_concurrency_release AFTER UPDATE OF state ON tasks
+    FOR EACH ROW WHEN (OLD.concurrency_state = 'holding' AND NEW.concurrency_state IS NULL)
+    EXECUTE FUNCTION tasker_concurrency_release();

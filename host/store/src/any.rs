@@ -121,6 +121,10 @@ impl Store for AnyStore {
         delegate!(self, s => s.claim(worker, limit, lease, now))
     }
 
+    async fn admit_waiting(&self, now: DateTime<Utc>) -> Result<u32> {
+        delegate!(self, s => s.admit_waiting(now))
+    }
+
     async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>> {
         delegate!(self, s => s.next_ready_at())
     }

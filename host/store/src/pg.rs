@@ -356,6 +356,14 @@ fn readiness_row(row: &PgRow) -> Result<ReadinessRow> {
         priority: priority_col(row, "priority")?,
         not_before: col(row, "not_before")?,
         ahead: col::<Option<i32>>(row, "ahead")?.map(|n| n.max(0) as u32),
+        concurrency: match col::<Option<String>>(row, "concurrency_key")? {
+            Some(key) => Some(ConcurrencyWait {
+                key,
+                holding: u32_col(row, "concurrency_holding")?,
+                limit: u32_col(row, "concurrency_limit")?,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -385,7 +393,9 @@ fn context_row(row: &PgRow) -> Result<ExecutionContext> {
     })
 }
 
-const STEP_COLUMNS: &str = "id, task_id, position, name, state, unfinished_parents, ready_at, \
+/// `ready_at` 'infinity' (its task waits for a concurrency slot) reads as not ready.
+const STEP_COLUMNS: &str = "id, task_id, position, name, state, unfinished_parents, \
+    nullif(ready_at, 'infinity') AS ready_at, \
     attempts, max_attempts, retryable, claim_count, lease_losses, max_lease_losses, worker, \
     lease_expires_at, last_attempted_at, last_failure_at, backoff_request_ms, last_error_kind, \
     result, finished_at";
@@ -644,6 +654,14 @@ impl Store for PgStore {
         crate::pg_hooks::enqueue_custom(&mut *tx, events, now).await?;
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn admit_waiting(&self, now: DateTime<Utc>) -> Result<u32> {
+        let n: i32 = sqlx::query_scalar("SELECT admit_waiting_tasks($1)")
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.max(0) as u32)
     }
 
     async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>> {

@@ -186,6 +186,11 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<HeartbeatOutcome>>> + Send;
 
+    /// Admit the tasks that wait in a concurrency key's line and may start now (a delayed
+    /// task whose run_at has passed; a head a release could not admit). Returns how many.
+    /// The lease sweeper calls it (`tasker_core::concurrency`).
+    fn admit_waiting(&self, now: DateTime<Utc>) -> impl Future<Output = Result<u32>> + Send;
+
     /// Take back steps whose lease expired before `now` (at most `limit`).
     fn expire_leases(
         &self,

@@ -320,6 +320,18 @@ pub struct ReadinessRow {
     /// For a ready step: how many ready steps of higher priority claims take before it
     /// (counted up to 1,000 per priority).
     pub ahead: Option<u32>,
+    /// Set while the step's task waits in its concurrency key's line.
+    pub concurrency: Option<ConcurrencyWait>,
+}
+
+/// A task waiting for a slot of its concurrency key (`tasker_core::concurrency`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcurrencyWait {
+    pub key: String,
+    /// Slots the key's tasks hold now.
+    pub holding: u32,
+    /// The waiting task's limit for the key.
+    pub limit: u32,
 }
 
 impl ReadinessRow {
@@ -357,6 +369,19 @@ impl ReadinessRow {
         }
         if let Some(t) = self.not_before.filter(|t| *t > now) {
             return format!("scheduled for {}", t.format("%Y-%m-%d %H:%M:%S%.3f UTC"));
+        }
+        if let Some(w) = &self.concurrency {
+            return if w.holding >= w.limit {
+                format!(
+                    "concurrency key {} at limit ({}/{})",
+                    w.key, w.holding, w.limit
+                )
+            } else {
+                format!(
+                    "concurrency key {}: waiting behind earlier tasks ({}/{})",
+                    w.key, w.holding, w.limit
+                )
+            };
         }
         match self.next_retry_at {
             Some(t) if t > now => format!("retry at {}", t.format("%H:%M:%S%.3f")),

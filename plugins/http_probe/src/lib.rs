@@ -6,7 +6,10 @@
 //! another, each of `parallel` requests in flight at once; `follow_redirects` follows up to
 //! that many 3xx `Location`s per request (each a new request the host checks);
 //! `check_status` maps 4xx/5xx with the SDK's `error_for_status`; `keep_going` collects
-//! errors instead of failing on the first.
+//! errors instead of failing on the first. `"finish_after_response": true` instead sends
+//! one request through the raw bindings, writing its body but flushing and finishing it only
+//! once the response has arrived (as a guest on a busy host may); output `{"status",
+//! "finish"}`, where `finish` is what flushing and finishing gave.
 //!
 //! Output: `{"status", "statuses" (one per request, after redirects), "bytes" (response
 //! bodies, redirects included), "body" (first 4096 chars of the last body), "headers" (of
@@ -41,6 +44,8 @@ struct Config {
     timeout_ms: Option<u64>,
     #[serde(default)]
     keep_going: bool,
+    #[serde(default)]
+    finish_after_response: bool,
 }
 
 fn get() -> String {
@@ -151,6 +156,9 @@ struct HttpProbe;
 impl Handler for HttpProbe {
     fn handle(ctx: Context) -> Result<impl serde::Serialize, StepError> {
         let cfg: Config = ctx.config_as()?;
+        if cfg.finish_after_response {
+            return finish_after_response(&cfg);
+        }
         let mut tally = Tally::default();
         for _ in 0..cfg.repeat {
             let batch = (0..cfg.parallel.max(1))
@@ -194,6 +202,56 @@ impl Handler for HttpProbe {
             "errors": tally.errors,
         }))
     }
+}
+
+/// A POST whose body is written at once but flushed and finished only after the response:
+/// by then the host has sent every declared byte.
+fn finish_after_response(cfg: &Config) -> Result<Value, StepError> {
+    use tasker_guest_sdk::bindings::wasi::http::outgoing_handler;
+    use tasker_guest_sdk::bindings::wasi::http::types::{
+        Fields, Method, OutgoingBody, OutgoingRequest, Scheme,
+    };
+    let fail = |what: &str, e: &dyn std::fmt::Debug| StepError::permanent(format!("{what}: {e:?}"));
+    let body = cfg.body().unwrap_or_default();
+    let rest = cfg
+        .url
+        .strip_prefix("http://")
+        .ok_or_else(|| fail("url", &cfg.url))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let length = body.len().to_string().into_bytes();
+    let fields =
+        Fields::from_list(&[("content-length".into(), length)]).map_err(|e| fail("headers", &e))?;
+    let request = OutgoingRequest::new(fields);
+    let _ = request.set_method(&Method::Post);
+    let _ = request.set_scheme(Some(&Scheme::Http));
+    let _ = request.set_authority(Some(authority));
+    let _ = request.set_path_with_query(Some(path));
+    let out = request.body().map_err(|e| fail("body", &e))?;
+    let future = outgoing_handler::handle(request, None).map_err(|e| fail("handle", &e))?;
+    let stream = out.write().map_err(|e| fail("write", &e))?;
+    let mut rest = &body[..];
+    while !rest.is_empty() {
+        stream.subscribe().block();
+        let permit = stream.check_write().map_err(|e| fail("check_write", &e))?;
+        let n = rest
+            .len()
+            .min(usize::try_from(permit).unwrap_or(usize::MAX));
+        stream.write(&rest[..n]).map_err(|e| fail("write", &e))?;
+        rest = &rest[n..];
+    }
+    future.subscribe().block();
+    let response = match future.get() {
+        Some(Ok(Ok(r))) => r,
+        other => return Err(fail("response", &other)),
+    };
+    let flushed = stream.flush().and_then(|()| stream.check_write().map(drop));
+    drop(stream);
+    let finish = match (flushed, OutgoingBody::finish(out, None)) {
+        (Ok(()), Ok(())) => "ok".to_string(),
+        (Err(e), _) => format!("flush: {e:?}"),
+        (_, Err(e)) => format!("finish: {e:?}"),
+    };
+    Ok(json!({ "status": response.status(), "finish": finish }))
 }
 
 export_handler!(HttpProbe);

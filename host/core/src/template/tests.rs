@@ -461,3 +461,69 @@ fn priorities_are_one_to_five_at_their_place() {
         ]
     );
 }
+
+#[test]
+fn concurrency_is_checked_at_its_place() {
+    use crate::concurrency::{Concurrency, Strategy};
+    let ok = Template::from_yaml(&format!(
+        "concurrency: {{ key: /customer_id, limit: 2, strategy: cancel_newest }}\n{}",
+        minimal("  - { name: a, handler: x@1.0.0 }\n")
+    ))
+    .unwrap();
+    assert_eq!(
+        ok.concurrency,
+        Some(Concurrency {
+            key: "/customer_id".into(),
+            limit: 2,
+            strategy: Strategy::CancelNewest
+        })
+    );
+    let queued = Template::from_yaml(&format!(
+        "concurrency: {{ key: stripe, limit: 1 }}\n{}",
+        minimal("  - { name: a, handler: x@1.0.0 }\n")
+    ))
+    .unwrap();
+    assert_eq!(queued.concurrency.unwrap().strategy, Strategy::Queue);
+    // Unset, nothing is serialized: a template's identity is what it was before keys.
+    let plain = Template::from_yaml(&minimal("  - { name: a, handler: x@1.0.0 }\n")).unwrap();
+    assert!(
+        !serde_json::to_string(&plain)
+            .unwrap()
+            .contains("concurrency")
+    );
+
+    let e = err(&format!(
+        "concurrency: {{ key: /, limit: 0, strategy: fifo }}\n{}",
+        minimal("  - { name: a, handler: x@1.0.0 }\n")
+    ));
+    let found: Vec<(&str, &str)> = e
+        .problems
+        .iter()
+        .map(|p| (p.location.as_str(), p.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (
+                "concurrency.strategy",
+                "unknown strategy 'fifo': expected one of queue, cancel_in_progress, cancel_newest"
+            ),
+            ("concurrency.key", "the pointer / names no field"),
+            ("concurrency.limit", "0 is not a limit: expected 1 to 10000"),
+        ]
+    );
+    let e = err(&format!(
+        "concurrency: {{ key: '', limit: -1 }}\n{}",
+        minimal("  - { name: a, handler: x@1.0.0 }\n")
+    ));
+    assert_eq!(e.problems.len(), 2, "{e}");
+    assert_eq!(
+        e.problems[1].message,
+        "-1 is not a limit: expected 1 to 10000"
+    );
+    let e = err(&format!(
+        "concurrency: {{ key: a, limit: 1, extra: 1 }}\n{}",
+        minimal("  - { name: a, handler: x@1.0.0 }\n")
+    ));
+    assert!(e.to_string().contains("extra"), "{e}");
+}

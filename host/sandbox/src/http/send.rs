@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -182,11 +182,15 @@ impl Job {
             .path_and_query(path)
             .build()
             .map_err(|_| Error::HttpRequestUriInvalid)?;
+        let declared = declared_length(request.headers());
         let (parts, body) = request.into_parts();
+        let kept = Arc::new(Mutex::new(None));
         let body = CountedRequest {
-            inner: body,
+            inner: Some(body),
             sent: 0,
             cap: limits.http_request_bytes,
+            declared,
+            kept: kept.clone(),
             shared: shared.clone(),
             record,
             what: what.clone(),
@@ -240,6 +244,7 @@ impl Job {
             between,
             idle: between.map(|d| Box::pin(tokio::time::sleep(d))),
             _permit: permit,
+            _request_body: kept,
             done: false,
         };
         let io = OnIo(io_runtime().spawn(async move {
@@ -359,12 +364,30 @@ fn duration_us(since: Instant) -> u64 {
 
 /// The guest's request body, counted and capped.
 struct CountedRequest {
-    inner: WasiBody,
+    /// Taken on drop when the body was sent whole (see `kept`).
+    inner: Option<WasiBody>,
     sent: u64,
     cap: u64,
+    /// The `content-length` the guest declared.
+    declared: Option<u64>,
+    /// Hyper drops a body as soon as its declared length is written, which closes the
+    /// guest's stream while the guest may still flush and finish it: a body sent whole is
+    /// kept here, as long as the response, so those calls succeed.
+    kept: Arc<Mutex<Option<WasiBody>>>,
     shared: Arc<Shared>,
     record: Option<usize>,
     what: String,
+}
+
+impl Drop for CountedRequest {
+    fn drop(&mut self) {
+        if self.declared == Some(self.sent)
+            && let Some(body) = self.inner.take()
+            && let Ok(mut kept) = self.kept.lock()
+        {
+            *kept = Some(body);
+        }
+    }
 }
 
 impl Body for CountedRequest {
@@ -376,7 +399,10 @@ impl Body for CountedRequest {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
-        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => f,
             other => return other,
         };
@@ -393,11 +419,13 @@ impl Body for CountedRequest {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 
@@ -416,6 +444,8 @@ struct CountedResponse {
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The concurrency slot, held until the body is read or dropped.
     _permit: OwnedSemaphorePermit,
+    /// The request body, if it was sent whole: the guest's stream stays open meanwhile.
+    _request_body: Arc<Mutex<Option<WasiBody>>>,
     done: bool,
 }
 

@@ -20,7 +20,10 @@ CREATE OR REPLACE FUNCTION get_step_readiness_status(
     ready_for_execution boolean,
     priority int,
     not_before timestamptz,
-    ahead int
+    ahead int,
+    concurrency_key text,
+    concurrency_holding int,
+    concurrency_limit int
 )
 LANGUAGE sql STABLE AS $$
     SELECT r.*

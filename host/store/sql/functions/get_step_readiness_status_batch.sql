@@ -10,6 +10,8 @@
 -- Since 0020: priority; not_before, a pending step's start time while it is ahead (a delayed
 -- start); ahead, for a ready step, how many ready steps of higher priority a claim takes
 -- before it (counted up to 1,000 per priority: tasker_claim_key, through the queue's index).
+-- Since 0022: concurrency_key, _holding, _limit: set while the step's task waits in its
+-- key's line (then no step of it is ready; not_before is its run_at while that is ahead).
 -- That count is a nested loop, which the settings above price so high that JIT would compile
 -- the statement on every call (0.6 s): jit off.
 CREATE OR REPLACE FUNCTION get_step_readiness_status_batch(
@@ -33,7 +35,10 @@ CREATE OR REPLACE FUNCTION get_step_readiness_status_batch(
     ready_for_execution boolean,
     priority int,
     not_before timestamptz,
-    ahead int
+    ahead int,
+    concurrency_key text,
+    concurrency_holding int,
+    concurrency_limit int
 )
 LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off
@@ -48,6 +53,11 @@ BEGIN
                s.priority, s.ready_at
         FROM steps s
         WHERE s.task_id = ANY (p_task_ids)
+    ), w AS (
+        -- The tasks among them that wait for a concurrency slot.
+        SELECT t.id, t.concurrency_key, t.concurrency_limit, t.run_at, k.holding
+        FROM tasks t JOIN concurrency_keys k ON k.key = t.concurrency_key
+        WHERE t.id = ANY (p_task_ids) AND t.concurrency_state = 'waiting'
     ), p AS (
         -- An edge joins two steps of one task, so a parent of these steps is one of them.
         SELECT e.child_id,
@@ -75,14 +85,20 @@ BEGIN
         FROM s LEFT JOIN p ON p.child_id = s.id
     ), q AS (
         SELECT r.*,
-               CASE WHEN r.state = 'pending' AND r.ready_at > p_now THEN r.ready_at END
+               CASE WHEN w.id IS NOT NULL THEN
+                        CASE WHEN w.run_at > p_now AND r.state = 'pending' AND r.total = r.done
+                             THEN w.run_at END
+                    WHEN r.state = 'pending' AND r.ready_at > p_now THEN r.ready_at END
                    AS not_before,
                r.state IN ('pending', 'waiting_for_retry')
                    AND r.total = r.done
                    AND r.eligible
                    AND (r.next_retry_at IS NULL OR r.next_retry_at <= p_now)
-                   AND NOT (r.state = 'pending' AND r.ready_at > p_now) AS ready
-        FROM r
+                   AND NOT (r.state = 'pending' AND r.ready_at > p_now)
+                   AND w.id IS NULL AS ready,
+               w.concurrency_key AS w_key, w.holding AS w_holding,
+               w.concurrency_limit AS w_limit
+        FROM r LEFT JOIN w ON w.id = r.task_id
     )
     SELECT q.id, q.task_id, q.name, q.state,
            q.total = q.done,
@@ -102,7 +118,8 @@ BEGIN
                           AND o.ready_at <= least(p_now,
                                                   q.ready_at + interval '30 seconds' * (lane.p - q.priority))
                         LIMIT 1000) x) n)
-           END
+           END,
+           q.w_key, q.w_holding, q.w_limit
     FROM q;
 END
 $$;

@@ -2,7 +2,8 @@
 -- name, handler, depends_on (names), config, limits, grants, max_attempts, retryable,
 -- backoff_base_ms, backoff_multiplier, backoff_cap_ms, backoff_jitter, max_retry_after_ms,
 -- max_lease_losses, priority (NULL: the task's). The template's own default priority is
--- p_definition's `priority`. Re-registering the same key with the same definition returns the
+-- p_definition's `priority`, its concurrency spec p_definition's `concurrency` ({key, limit,
+-- strategy}, tasker_core::concurrency). Re-registering the same key with the same definition returns the
 -- existing id; with a different definition it is refused (versions are immutable).
 CREATE OR REPLACE FUNCTION register_template(
     p_namespace text, p_name text, p_version text, p_description text,
@@ -89,9 +90,9 @@ BEGIN
     SELECT count(*) INTO v_n FROM tasker_tpl_steps;
 
     INSERT INTO templates (namespace_id, name, version, template_key, description, context_schema,
-                           definition, step_count, priority)
+                           definition, step_count, priority, concurrency)
     VALUES (v_ns, p_name, p_version, v_key, p_description, p_context_schema, p_definition, v_n,
-            (p_definition ->> 'priority')::int)
+            (p_definition ->> 'priority')::int, p_definition -> 'concurrency')
     ON CONFLICT (template_key) DO NOTHING
     RETURNING id INTO v_id;
     IF v_id IS NULL THEN

@@ -18,10 +18,12 @@ use serde_json::{Value, json};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, Transaction};
 use tasker_core::backoff::Backoff;
+use tasker_core::concurrency::Concurrency;
 use tasker_core::priority::{self, Priority};
 use tasker_core::state::{StepState, TaskState};
 use tasker_core::template::Template;
 
+use super::concurrency;
 use super::rows::{col, id_list, json_col, step_state, task_state, ts_col, u32_col};
 use super::{SqliteStore, set_reason, ts, us};
 use crate::attempt_log::AttemptLog;
@@ -321,8 +323,9 @@ pub(super) async fn register_template(s: &SqliteStore, t: &Template) -> Result<R
     let context_schema = t.context_schema.as_ref().map(Value::to_string);
     let template_id: i64 = sqlx::query_scalar(
         "INSERT INTO templates (namespace_id, name, version, template_key, description, \
-                                context_schema, definition, step_count, created_at, priority) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                                context_schema, definition, step_count, created_at, priority, \
+                                concurrency) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(ns)
     .bind(&t.name)
@@ -334,6 +337,7 @@ pub(super) async fn register_template(s: &SqliteStore, t: &Template) -> Result<R
     .bind(i64::try_from(steps.len()).unwrap_or(i64::MAX))
     .bind(now)
     .bind(t.priority.map(|p| i64::from(p.get())))
+    .bind(t.concurrency.as_ref().map(|c| json!(c).to_string()))
     .fetch_one(&mut *tx)
     .await?;
 
@@ -401,6 +405,10 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
+/// A template's row as a task's creation reads it: id, namespace, step count, priority and
+/// concurrency (JSON).
+type TemplateHead = (i64, i64, i64, Option<i64>, Option<String>);
+
 pub(super) async fn create_task(
     s: &SqliteStore,
     task: &NewTask,
@@ -408,13 +416,14 @@ pub(super) async fn create_task(
 ) -> Result<CreatedTask> {
     let now = us(now);
     let mut tx = s.write().await?;
-    let tpl: Option<(i64, i64, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT id, namespace_id, step_count, priority FROM templates WHERE template_key = ?",
+    let tpl: Option<TemplateHead> = sqlx::query_as(
+        "SELECT id, namespace_id, step_count, priority, concurrency FROM templates \
+         WHERE template_key = ?",
     )
     .bind(&task.template_key)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((template_id, namespace_id, step_count, template_priority)) = tpl else {
+    let Some((template_id, namespace_id, step_count, template_priority, concurrency)) = tpl else {
         return Err(StoreError::NotFound(format!(
             "unknown template {}",
             task.template_key
@@ -448,11 +457,26 @@ pub(super) async fn create_task(
         .or(template_priority)
         .unwrap_or(i64::from(Priority::DEFAULT.get()));
     let run_at = task.run_at.map(us);
+    let admission = match concurrency {
+        None => None,
+        Some(text) => {
+            let spec: Concurrency = serde_json::from_str(&text)
+                .map_err(|e| StoreError::decode("templates.concurrency", e))?;
+            let key = spec
+                .resolve(&task.context)
+                .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+            let a = concurrency::admit_new(&mut tx, &spec, key, &task.template_key, run_at, now)
+                .await?;
+            Some(a)
+        }
+    };
+    let admitted = admission.as_ref().is_none_or(|a| a.admitted);
     let task_id: TaskId = sqlx::query_scalar(
         "INSERT INTO tasks (namespace_id, template_id, state, context, identity_key, metadata, \
                             step_count, unfinished_steps, created_at, updated_at, priority, \
-                            run_at) \
-         VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?6, ?7, ?7, ?8, ?9) RETURNING id",
+                            run_at, concurrency_key, concurrency_limit, concurrency_state) \
+         VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12) \
+         RETURNING id",
     )
     .bind(namespace_id)
     .bind(template_id)
@@ -463,6 +487,13 @@ pub(super) async fn create_task(
     .bind(now)
     .bind(priority)
     .bind(run_at)
+    .bind(admission.as_ref().map(|a| a.key.as_str()))
+    .bind(admission.as_ref().map(|a| i64::from(a.limit)))
+    .bind(
+        admission
+            .as_ref()
+            .map(|a| if a.admitted { "holding" } else { "waiting" }),
+    )
     .fetch_one(&mut *tx)
     .await?;
     // Steps in level order, so a parent's id is always below its children's.
@@ -482,7 +513,11 @@ pub(super) async fn create_task(
     .bind(task_id)
     .bind(now)
     .bind(template_id)
-    .bind(run_at.map_or(now, |at| at.max(now)))
+    .bind(if admitted {
+        run_at.map_or(now, |at| at.max(now))
+    } else {
+        concurrency::WAITING
+    })
     .bind(priority)
     .execute(&mut *tx)
     .await?;
@@ -1022,11 +1057,13 @@ async fn claim_in(tx: &mut Tx, worker: &str, args: &ClaimArgs) -> Result<Vec<Cla
 
 /// `next_ready_at()`: the earliest ready_at in the claim queue.
 pub(super) async fn next_ready_at(s: &SqliteStore) -> Result<Option<DateTime<Utc>>> {
-    // The least of each priority's head, as PostgreSQL's next_ready_at().
+    // The least of each priority's head, as PostgreSQL's next_ready_at(); a waiting task's
+    // steps (concurrency::WAITING) are never due.
     // One row always (min of nothing is NULL), so fetch_one into an Option.
     let at: Option<i64> = sqlx::query_scalar(
         "SELECT min(ready_at) FROM (\
-             SELECT (SELECT ready_at FROM steps WHERE priority = p.value AND ready_at IS NOT NULL \
+             SELECT (SELECT ready_at FROM steps \
+                     WHERE priority = p.value AND ready_at < 9223372036854775807 \
                      ORDER BY ready_at, id LIMIT 1) AS ready_at \
              FROM json_each('[1,2,3,4,5]') p)",
     )

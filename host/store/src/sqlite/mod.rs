@@ -6,6 +6,7 @@
 //! waits instead of failing mid-transaction); reads use a separate pool of read-only
 //! connections, which WAL mode lets run beside the writer.
 
+mod concurrency;
 mod events;
 mod hooks;
 mod hot;
@@ -358,6 +359,13 @@ impl Store for SqliteStore {
             lease,
         };
         hot::complete_and_claim(self, items, events, claim, now).await
+    }
+
+    async fn admit_waiting(&self, now: DateTime<Utc>) -> Result<u32> {
+        let mut tx = self.write().await?;
+        let n = concurrency::admit_waiting(&mut tx, us(now)).await?;
+        hot::commit(tx).await?;
+        Ok(n)
     }
 
     async fn next_ready_at(&self) -> Result<Option<DateTime<Utc>>> {

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::concurrency;
 use super::hot::{Tx, commit, finalize_tasks, release_children};
 use super::rows::{step_state, task_state};
 use super::{SqliteStore, set_reason, us};
@@ -28,9 +29,17 @@ pub(super) async fn cancel_task(
     task_id: TaskId,
     now: DateTime<Utc>,
 ) -> Result<CancelOutcome> {
-    let now = us(now);
     let mut tx = s.write().await?;
-    let state = task_state_of(&mut tx, task_id)
+    let outcome = cancel_in(&mut tx, task_id, us(now)).await?;
+    if outcome.cancelled {
+        commit(tx).await?;
+    }
+    Ok(outcome)
+}
+
+/// `cancel_task` inside a write transaction (also `create_task`'s cancel_in_progress).
+pub(super) async fn cancel_in(tx: &mut Tx, task_id: TaskId, now: i64) -> Result<CancelOutcome> {
+    let state = task_state_of(tx, task_id)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("unknown task {task_id}")))?;
     if state == TaskState::Cancelled {
@@ -45,7 +54,7 @@ pub(super) async fn cancel_task(
             "task {task_id} is complete and cannot be cancelled"
         )));
     }
-    set_reason(&mut tx, Some("cancelled")).await?;
+    set_reason(tx, Some("cancelled")).await?;
 
     // The in-flight claims, before their state changes: each gets a cancelled attempt.
     let running: Vec<(i64, i64, Option<String>, Option<i64>)> = sqlx::query_as(
@@ -53,7 +62,7 @@ pub(super) async fn cancel_task(
          WHERE task_id = ? AND state = 'in_progress' ORDER BY id",
     )
     .bind(task_id)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     let cancelled = sqlx::query(
         "UPDATE steps \
@@ -63,7 +72,7 @@ pub(super) async fn cancel_task(
     )
     .bind(now)
     .bind(task_id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     for (step_id, claim_count, worker, started_at) in running {
@@ -79,7 +88,7 @@ pub(super) async fn cancel_task(
         .bind(worker)
         .bind(started_at)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
 
@@ -89,20 +98,19 @@ pub(super) async fn cancel_task(
     )
     .bind(now)
     .bind(task_id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     if done == 0 {
         // PostgreSQL's guard against a task finishing between its read and its lock; the
         // single writer makes it unreachable here, but the answer stays the same.
-        let state = task_state_of(&mut tx, task_id)
+        let state = task_state_of(tx, task_id)
             .await?
             .map_or("", TaskState::as_str);
         return Err(StoreError::InvalidState(format!(
             "task {task_id} is {state} and cannot be cancelled"
         )));
     }
-    commit(tx).await?;
     Ok(CancelOutcome {
         task_id,
         cancelled: true,
@@ -126,26 +134,36 @@ pub(super) async fn retry_task(
         )));
     }
     set_reason(&mut tx, Some("task_retry")).await?;
+    // A task with a concurrency key joins its key's line again (as PostgreSQL's retry_task).
+    let key: Option<String> = sqlx::query_scalar("SELECT concurrency_key FROM tasks WHERE id = ?")
+        .bind(task_id)
+        .fetch_one(&mut *tx)
+        .await?;
 
     let reset = sqlx::query(
         "UPDATE steps \
          SET state = 'pending', attempts = 0, lease_losses = 0, \
-             ready_at = CASE WHEN unfinished_parents = 0 THEN ?1 END, \
+             ready_at = CASE WHEN unfinished_parents > 0 THEN NULL \
+                             WHEN ?3 THEN ?4 ELSE ?1 END, \
              backoff_request_ms = NULL, finished_at = NULL, updated_at = ?1 \
          WHERE task_id = ?2 AND state = 'error'",
     )
     .bind(now)
     .bind(task_id)
+    .bind(key.is_some())
+    .bind(concurrency::WAITING)
     .execute(&mut *tx)
     .await?
     .rows_affected();
 
     let done = sqlx::query(
-        "UPDATE tasks SET state = 'pending', error_steps = 0, finished_at = NULL, updated_at = ?1 \
+        "UPDATE tasks SET state = 'pending', error_steps = 0, finished_at = NULL, updated_at = ?1, \
+                          concurrency_state = CASE WHEN ?3 THEN 'waiting' END \
          WHERE id = ?2 AND state = 'error'",
     )
     .bind(now)
     .bind(task_id)
+    .bind(key.is_some())
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -153,6 +171,9 @@ pub(super) async fn retry_task(
         return Err(StoreError::InvalidState(format!(
             "task {task_id} left the error state during the retry"
         )));
+    }
+    if let Some(key) = &key {
+        concurrency::admit(&mut tx, key, now).await?;
     }
     commit(tx).await?;
     Ok(RetryOutcome {

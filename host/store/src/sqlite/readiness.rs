@@ -28,8 +28,12 @@ const READINESS_SQL: &str = "\
             WHERE e.child_id = s.id) AS total_parents, \
            (SELECT count(*) FROM edges e JOIN steps ps ON ps.id = e.parent_id \
             WHERE e.child_id = s.id AND ps.state IN ('complete', 'resolved_manually')) \
-               AS completed_parents \
+               AS completed_parents, \
+           w.concurrency_key AS w_key, w.concurrency_limit AS w_limit, w.run_at AS w_run_at, \
+           (SELECT k.holding FROM concurrency_keys k WHERE k.key = w.concurrency_key) \
+               AS w_holding \
     FROM steps s \
+    LEFT JOIN tasks w ON w.id = s.task_id AND w.concurrency_state = 'waiting' \
     WHERE s.task_id IN (SELECT value FROM json_each(?)) \
     ORDER BY s.task_id, s.id";
 
@@ -61,16 +65,33 @@ fn readiness_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<ReadinessRow> {
         _ => None,
     };
     let ready_at: Option<i64> = col(row, "ready_at")?;
-    // A delayed start: pending, and its ready time still ahead.
+    let concurrency = match col::<Option<String>>(row, "w_key")? {
+        Some(key) => Some(ConcurrencyWait {
+            key,
+            holding: u32_col(row, "w_holding")?,
+            limit: u32_col(row, "w_limit")?,
+        }),
+        None => None,
+    };
+    let now_us = now.timestamp_micros();
+    // A delayed start: pending, and its ready time (its task's run_at while the task waits
+    // for a concurrency slot) still ahead.
     let not_before = match (state, ready_at) {
-        (StepState::Pending, Some(at)) if at > now.timestamp_micros() => Some(ts(at)?),
+        _ if concurrency.is_some() => match col::<Option<i64>>(row, "w_run_at")? {
+            Some(at) if at > now_us && state == StepState::Pending && dependencies_satisfied => {
+                Some(ts(at)?)
+            }
+            _ => None,
+        },
+        (StepState::Pending, Some(at)) if at > now_us => Some(ts(at)?),
         _ => None,
     };
     let ready_for_execution = waiting
         && dependencies_satisfied
         && retry_eligible
         && next_retry_at.is_none_or(|at| at <= now)
-        && not_before.is_none();
+        && not_before.is_none()
+        && concurrency.is_none();
     let p: i64 = col(row, "priority")?;
     let priority = Priority::new(p)
         .ok_or_else(|| StoreError::decode("steps.priority", format!("priority {p}")))?;
@@ -96,6 +117,7 @@ fn readiness_row(row: &SqliteRow, now: DateTime<Utc>) -> Result<ReadinessRow> {
         not_before,
         // Counted by `ahead_of` for the ready ones.
         ahead: None,
+        concurrency,
     })
 }
 

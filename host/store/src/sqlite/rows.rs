@@ -102,7 +102,10 @@ pub(super) async fn first_attempt_at(
         .collect()
 }
 
-const STEP_COLUMNS: &str = "id, task_id, position, name, state, unfinished_parents, ready_at, \
+/// `ready_at` of a task waiting for a concurrency slot (`concurrency::WAITING`) reads as not
+/// ready.
+const STEP_COLUMNS: &str = "id, task_id, position, name, state, unfinished_parents, \
+    nullif(ready_at, 9223372036854775807) AS ready_at, \
     attempts, max_attempts, retryable, claim_count, lease_losses, max_lease_losses, worker, \
     lease_expires_at, last_attempted_at, last_failure_at, backoff_request_ms, last_error_kind, \
     result, finished_at";
