@@ -20,6 +20,7 @@ mod priorities;
 mod random_dags;
 mod readiness;
 mod retention;
+mod schedules;
 mod scoped_claim;
 mod scoped_hooks;
 mod sqlite_schema;

@@ -45,7 +45,7 @@ fn cli(db: &Db, args: &[&str]) -> (bool, String, String) {
 }
 
 /// A `tasker serve` without auth or workers on a free loopback port, and its URL.
-fn serve(db: &Db) -> (KillOnDrop, String) {
+pub(crate) fn serve(db: &Db) -> (KillOnDrop, String) {
     let mut c = tasker(db, &plugin_dir());
     c.args(["serve", "--listen", "127.0.0.1:0", "--no-auth"])
         .stdout(Stdio::null())

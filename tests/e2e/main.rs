@@ -13,6 +13,7 @@ mod metrics;
 mod plugins_gc;
 mod polyglot;
 mod prune;
+mod schedules;
 mod serve;
 mod shutdown;
 mod surprises;

@@ -186,6 +186,17 @@ fn request_for(
         }
         ("get" | "delete", "/ui/session") => (path.into(), Req::None),
         ("post", "/ui/session") => (path.into(), Req::Json(json!({ "token": sign_in }))),
+        ("post", "/v1/schedules") => (
+            path.into(),
+            Req::Json(json!({"name": "made", "template": "api/chain@1.0.0",
+                             "cron": "0 * * * *", "context": {"customer_id": 1}})),
+        ),
+        ("get", "/v1/schedules") => (path.into(), Req::None),
+        // Made by the route above (the table lists create first, delete last).
+        ("get" | "delete", "/v1/schedules/{name}") => ("/v1/schedules/made".into(), Req::None),
+        ("post", "/v1/schedules/{name}/pause" | "/v1/schedules/{name}/resume") => {
+            (path.replace("{name}", "made"), Req::None)
+        }
         ("get", "/v1/tokens") => (path.into(), Req::None),
         ("post", "/v1/tokens") => (
             path.into(),

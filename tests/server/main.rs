@@ -11,6 +11,7 @@ mod openapi;
 mod page;
 mod plugins;
 mod runs;
+mod schedules;
 mod tasks;
 mod templates;
 mod tokens;

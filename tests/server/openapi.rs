@@ -614,6 +614,36 @@ async fn real_answers_match_the_documented_schemas<S: Backend>(store: S) {
     let a = srv.get("/v1/tokens").await;
     assert!(a.body.to_string().contains("revoked_at"), "{a:?}");
     check("get", "/v1/tokens", &a);
+    // Schedules: created (201), replaced (200), listed, shown, paused, resumed, deleted.
+    let sched = json!({"name": "openapi", "template": "api/chain@1.0.0", "cron": "0 * * * *",
+                       "tz": "Europe/Paris", "context": {"customer_id": 3}, "missed": "run_once",
+                       "priority": 4});
+    for status in [StatusCode::CREATED, StatusCode::OK] {
+        let a = srv.post("/v1/schedules", &sched).await;
+        assert_eq!(a.status, status, "{a:?}");
+        check("post", "/v1/schedules", &a);
+    }
+    let a = srv.get("/v1/schedules").await;
+    check("get", "/v1/schedules", &a);
+    let a = srv.get("/v1/schedules/openapi").await;
+    check("get", "/v1/schedules/{name}", &a);
+    for verb in ["pause", "resume"] {
+        let a = srv
+            .call(
+                Method::POST,
+                &format!("/v1/schedules/openapi/{verb}"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{a:?}");
+        check("post", &format!("/v1/schedules/{{name}}/{verb}"), &a);
+    }
+    let a = srv
+        .call(Method::DELETE, "/v1/schedules/openapi", Some(&admin), None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    check("delete", "/v1/schedules/{name}", &a);
     for path in ["/health/live", "/health/ready", "/health/status"] {
         let a = srv.get(path).await;
         assert_eq!(a.status, StatusCode::OK, "{path}: {a:?}");

@@ -49,6 +49,10 @@ pub trait Backend: Store + Clone + 'static {
 
     /// The same store as the binaries hold it (the server takes an [`AnyStore`]).
     fn any(&self) -> AnyStore;
+
+    /// The database opened again, as a restarted process opens it: PostgreSQL a new pool,
+    /// SQLite the file with pools of its own.
+    fn reopen(&self) -> impl Future<Output = Result<Self>> + Send;
 }
 
 impl Backend for PgStore {
@@ -71,6 +75,10 @@ impl Backend for PgStore {
     fn any(&self) -> AnyStore {
         self.clone().into()
     }
+
+    async fn reopen(&self) -> Result<Self> {
+        self.sibling(2).await
+    }
 }
 
 impl Backend for SqliteStore {
@@ -88,5 +96,9 @@ impl Backend for SqliteStore {
 
     fn any(&self) -> AnyStore {
         self.clone().into()
+    }
+
+    async fn reopen(&self) -> Result<Self> {
+        SqliteStore::reopen(self).await
     }
 }

@@ -51,6 +51,10 @@ impl Api {
         self.call(Method::POST, path, body).await
     }
 
+    pub async fn delete(&self, path: &str) -> Result<(StatusCode, Value)> {
+        self.call(Method::DELETE, path, None).await
+    }
+
     /// `GET path` as a server-sent event stream.
     pub async fn events(&self, path: &str) -> Result<EventStream> {
         let mut req = self

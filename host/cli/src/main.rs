@@ -54,7 +54,7 @@ struct Cli {
     config: Option<PathBuf>,
 
     /// A `tasker serve` URL: submit, status, logs, tasks, cancel, retry, resolve, templates,
-    /// plugins and hooks go through its API instead of the database (other commands ignore it).
+    /// plugins, hooks and schedules go through its API instead of the database (other commands ignore it).
     #[arg(long, env = "TASKER_SERVER", global = true)]
     server: Option<String>,
 
@@ -168,6 +168,10 @@ enum Command {
         #[arg(long)]
         examples: bool,
     },
+    /// Schedules: create a template's task on each instant of a cron pattern in a time zone
+    /// (docs/schedules.md). Workers, `serve` and `dev` fire them, each instant once.
+    #[command(subcommand)]
+    Schedules(SchedulesCmd),
     /// API tokens for `tasker serve`.
     #[command(subcommand)]
     Tokens(TokensCmd),
@@ -322,6 +326,90 @@ enum TemplatesCmd {
         #[arg(long, value_enum)]
         graph: Option<GraphFormat>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchedulesCmd {
+    /// Create a schedule, or replace the one of that name (keeping whether it is paused).
+    Create {
+        /// Its name: letters, digits, '_', '-' or '.' (up to 64).
+        name: String,
+        /// Five-field cron pattern: minute hour day-of-month month day-of-week, e.g.
+        /// '0 * * * *' (hourly) or '30 2 * * MON-FRI'.
+        #[arg(long)]
+        cron: String,
+        /// The IANA time zone the pattern is read in (a wall-clock time skipped by DST fires
+        /// at the end of the gap, a repeated one once, at its first occurrence).
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// The registered template each instant runs: namespace/name@version.
+        #[arg(long)]
+        template: String,
+        /// The context of every task it creates: JSON text, or @file.
+        #[arg(long, short, default_value = "{}")]
+        context: String,
+        /// What instants missed while nothing ran (or more than a minute late) do: skip
+        /// drops them, run_once fires the latest of them once.
+        #[arg(long, value_enum, default_value_t = MissedArg::Skip)]
+        missed: MissedArg,
+    },
+    /// List schedules with their next fire times (UTC and local).
+    List,
+    /// Pause a schedule: nothing fires until it is resumed.
+    Pause {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Resume a schedule from its next instant (what passed while paused does not fire).
+    Resume {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Delete a schedule (the tasks it created stay).
+    Delete {
+        /// The schedule's name.
+        name: String,
+    },
+}
+
+/// `--missed`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum MissedArg {
+    /// Drop missed instants: resume at the next one.
+    Skip,
+    /// Fire the latest missed instant once, late.
+    #[value(name = "run_once")]
+    RunOnce,
+}
+
+impl MissedArg {
+    fn policy(self) -> tasker_core::schedule::Missed {
+        match self {
+            MissedArg::Skip => tasker_core::schedule::Missed::Skip,
+            MissedArg::RunOnce => tasker_core::schedule::Missed::RunOnce,
+        }
+    }
+}
+
+fn schedule_args(cmd: &SchedulesCmd) -> Option<commands::schedules::ScheduleArgs> {
+    match cmd {
+        SchedulesCmd::Create {
+            name,
+            cron,
+            tz,
+            template,
+            context,
+            missed,
+        } => Some(commands::schedules::ScheduleArgs {
+            name: name.clone(),
+            cron: cron.clone(),
+            tz: tz.clone(),
+            template: template.clone(),
+            context: context.clone(),
+            missed: missed.policy(),
+        }),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -584,6 +672,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             app.tokens_create(&name, &permissions, expires.as_deref())
                 .await
         }
+        Command::Schedules(cmd) => {
+            let args = schedule_args(&cmd);
+            match (cmd, args) {
+                (_, Some(args)) => app.schedules_create(&args).await,
+                (SchedulesCmd::List, _) => app.schedules_list().await,
+                (SchedulesCmd::Pause { name }, _) => app.schedules_pause(&name, true).await,
+                (SchedulesCmd::Resume { name }, _) => app.schedules_pause(&name, false).await,
+                (SchedulesCmd::Delete { name }, _) => app.schedules_delete(&name).await,
+                (SchedulesCmd::Create { .. }, None) => unreachable!("create has its arguments"),
+            }
+        }
         Command::Tokens(TokensCmd::List) => app.tokens_list().await,
         Command::Tokens(TokensCmd::Revoke { name }) => app.tokens_revoke(&name).await,
         Command::Tasks(TasksCmd::List {
@@ -763,6 +862,17 @@ async fn through_server(
             if !std::path::Path::new(template).is_file() =>
         {
             remote::templates_show(api, template, graph.map(GraphFormat::to_graph)).await?
+        }
+        Command::Schedules(cmd) => {
+            use commands::schedules as sched;
+            match (cmd, schedule_args(cmd)) {
+                (_, Some(args)) => sched::create_remote(api, &args).await?,
+                (SchedulesCmd::List, _) => sched::list_remote(api).await?,
+                (SchedulesCmd::Pause { name }, _) => sched::pause_remote(api, name, true).await?,
+                (SchedulesCmd::Resume { name }, _) => sched::pause_remote(api, name, false).await?,
+                (SchedulesCmd::Delete { name }, _) => sched::delete_remote(api, name).await?,
+                (SchedulesCmd::Create { .. }, None) => unreachable!("create has its arguments"),
+            }
         }
         Command::Plugins(PluginsCmd::List) => remote::plugins_list(api).await?,
         Command::Hooks(HooksCmd::DeadLetters { hook }) => {

@@ -15,6 +15,7 @@ pub mod http_record;
 pub mod metrics;
 pub mod priority;
 pub mod retention;
+pub mod schedule;
 pub mod state;
 pub mod template;
 pub mod text;

@@ -53,6 +53,9 @@ pub struct Template {
     /// At most `limit` of its tasks per key run at once (`concurrency.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Concurrency>,
+    /// Schedules that create its tasks, registered with it (`schedule.rs`, docs/schedules.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<crate::schedule::ScheduleTemplate>,
 }
 
 /// Default deliveries of one event to one hook before it is parked as dead.
@@ -483,6 +486,8 @@ struct RawTemplate {
     priority: Option<i64>,
     #[serde(default)]
     concurrency: Option<RawConcurrency>,
+    #[serde(default)]
+    schedules: Vec<crate::schedule::RawSchedule>,
 }
 
 /// `concurrency:` as written; checked in `resolve`.
@@ -733,6 +738,25 @@ impl RawTemplate {
         let concurrency = self
             .concurrency
             .and_then(|raw| check_concurrency(&mut c, "concurrency", raw));
+        let mut schedules = Vec::with_capacity(self.schedules.len());
+        let mut schedule_names = HashSet::new();
+        for (i, raw) in self.schedules.into_iter().enumerate() {
+            let at = format!("schedules[{i}] ({})", raw.name());
+            if !schedule_names.insert(raw.name().to_owned()) {
+                c.push(
+                    format!("{at}.name"),
+                    format!("schedule '{}' is defined more than once", raw.name()),
+                );
+            }
+            match raw.resolve(&at, self.context_schema.as_ref()) {
+                Ok(s) => schedules.push(s),
+                Err(problems) => {
+                    for (location, message) in problems {
+                        c.push(location, message);
+                    }
+                }
+            }
+        }
         let mut hooks = Vec::with_capacity(self.hooks.len());
         for (i, raw) in self.hooks.into_iter().enumerate() {
             if let Some(h) = resolve_hook(&mut c, &format!("hooks[{i}]"), raw) {
@@ -803,6 +827,7 @@ impl RawTemplate {
                 retention,
                 priority,
                 concurrency,
+                schedules,
             }),
             _ => Err(c.0),
         }

@@ -6,9 +6,11 @@ pub mod hooks;
 pub mod node;
 pub mod policy;
 pub mod prune;
+pub mod scheduler;
 
 pub use executor::WasmExecutor;
 pub use hooks::WasmHookRunner;
 pub use node::{Node, RunningNode, spawn_deliverer};
 pub use policy::{WasmPolicyRunner, policies};
 pub use prune::{PrunerConfig, PrunerStats, PrunerTotals, spawn_pruner};
+pub use scheduler::{SchedulerConfig, SchedulerStats, SchedulerTotals, spawn_scheduler};

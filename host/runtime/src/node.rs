@@ -1,5 +1,6 @@
 //! One node: a worker with its hook deliverer, retry policies, (on PostgreSQL) its LISTEN
-//! wake-up and optionally the retention pruner, started and stopped together.
+//! wake-up and optionally the retention pruner and the scheduler loop, started and stopped
+//! together.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::prune::{PrunerConfig, PrunerStats, spawn_pruner};
+use crate::scheduler::{SchedulerConfig, SchedulerStats, spawn_scheduler};
 use crate::{WasmExecutor, WasmHookRunner, policies};
 
 /// What a node runs, before it starts. Built with [`Node::wasm`] (production) or
@@ -31,6 +33,7 @@ pub struct Node<S: Store, E: Executor> {
     hooks: Option<Arc<dyn HookRunner>>,
     listen: Option<PgPool>,
     pruner: Option<PrunerConfig>,
+    scheduler: Option<SchedulerConfig>,
 }
 
 impl Node<AnyStore, WasmExecutor> {
@@ -61,6 +64,7 @@ impl<S: Store + 'static, E: Executor> Node<S, E> {
             hooks: None,
             listen: None,
             pruner: None,
+            scheduler: None,
         }
     }
 
@@ -104,6 +108,12 @@ impl<S: Store + 'static, E: Executor> Node<S, E> {
         self
     }
 
+    /// Run the scheduler loop beside the worker, on the node's clock (None: none).
+    pub fn with_scheduler(mut self, cfg: Option<SchedulerConfig>) -> Self {
+        self.scheduler = cfg;
+        self
+    }
+
     pub fn worker_config(&self) -> &WorkerConfig {
         &self.worker
     }
@@ -122,6 +132,12 @@ impl<S: Store + 'static, E: Executor> Node<S, E> {
         let pruner = self.pruner.map(|cfg| {
             let (handle, stats) =
                 spawn_pruner(self.store.clone(), cfg, self.clock.clone(), stop.clone());
+            others.push(handle);
+            stats
+        });
+        let scheduler = self.scheduler.map(|cfg| {
+            let (handle, stats) =
+                spawn_scheduler(self.store.clone(), cfg, self.clock.clone(), stop.clone());
             others.push(handle);
             stats
         });
@@ -146,6 +162,7 @@ impl<S: Store + 'static, E: Executor> Node<S, E> {
             worker: tokio::spawn(worker.run(stop.clone())),
             others,
             pruner,
+            scheduler,
             stop,
         }
     }
@@ -158,6 +175,7 @@ pub struct RunningNode {
     worker: JoinHandle<WorkerTotals>,
     others: Vec<JoinHandle<()>>,
     pruner: Option<Arc<PrunerStats>>,
+    scheduler: Option<Arc<SchedulerStats>>,
     stop: CancellationToken,
 }
 
@@ -170,6 +188,11 @@ impl RunningNode {
     /// What the pruner has done (None: this node runs none).
     pub fn pruner_stats(&self) -> Option<&Arc<PrunerStats>> {
         self.pruner.as_ref()
+    }
+
+    /// What the scheduler loop has done (None: this node runs none).
+    pub fn scheduler_stats(&self) -> Option<&Arc<SchedulerStats>> {
+        self.scheduler.as_ref()
     }
 
     /// Notify this to make the worker claim at once.

@@ -35,10 +35,12 @@ pub enum Permission {
     HooksRedeliver,
     MetricsRead,
     TokensAdmin,
+    SchedulesRead,
+    SchedulesWrite,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 16] = [
         Permission::TemplatesRead,
         Permission::TemplatesWrite,
         Permission::TasksRead,
@@ -53,6 +55,8 @@ impl Permission {
         Permission::HooksRedeliver,
         Permission::MetricsRead,
         Permission::TokensAdmin,
+        Permission::SchedulesRead,
+        Permission::SchedulesWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +75,8 @@ impl Permission {
             Permission::HooksRedeliver => "hooks:redeliver",
             Permission::MetricsRead => "metrics:read",
             Permission::TokensAdmin => "tokens:admin",
+            Permission::SchedulesRead => "schedules:read",
+            Permission::SchedulesWrite => "schedules:write",
         }
     }
 

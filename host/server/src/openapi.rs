@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
-use crate::handlers::{events, health, hooks, plugins, steps, tasks, templates, tokens};
+use crate::handlers::{events, health, hooks, plugins, schedules, steps, tasks, templates, tokens};
 use crate::problem::{FieldError, Problem};
 use crate::routes::{Access, ROUTES};
 
@@ -28,7 +28,7 @@ pub const BEARER: &str = "bearer";
     info(
         title = "Tasker API",
         version = env!("CARGO_PKG_VERSION"),
-        description = "Tasker's HTTP API: templates, tasks and their steps, plugins and tokens. \
+        description = "Tasker's HTTP API: templates, tasks and their steps, plugins, schedules and tokens. \
             Every error is an RFC 9457 problem (`application/problem+json`); every route but \
             the health probes and this description needs `Authorization: Bearer <token>`."
     ),
@@ -60,6 +60,12 @@ pub const BEARER: &str = "bearer";
         hooks::list,
         hooks::deliveries,
         hooks::redeliver,
+        schedules::create,
+        schedules::list,
+        schedules::show,
+        schedules::delete,
+        schedules::pause,
+        schedules::resume,
         crate::session::show,
         crate::session::sign_in,
         crate::session::sign_out,
@@ -90,6 +96,7 @@ pub const BEARER: &str = "bearer";
         (name = "steps", description = "The steps of a task"),
         (name = "plugins", description = "The components of the server's plugin directory"),
         (name = "hooks", description = "Event hooks, their deliveries and dead letters"),
+        (name = "schedules", description = "Cron schedules that create tasks"),
         (name = "session", description = "The web page's sign-in (a cookie holding a token)"),
         (name = "tokens", description = "Bearer tokens"),
     )

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::http::Method;
 
 use crate::auth::Permission;
-use crate::handlers::{events, health, hooks, plugins, steps, tasks, templates, tokens};
+use crate::handlers::{events, health, hooks, plugins, schedules, steps, tasks, templates, tokens};
 use crate::openapi;
 use crate::state::AppState;
 
@@ -79,6 +79,13 @@ route_table! {
     get "/v1/hooks" => hooks::list, Need(HooksRead);
     get "/v1/hooks/{id}/deliveries" => hooks::deliveries, Need(HooksRead);
     post "/v1/hooks/{id}/redeliver" => hooks::redeliver, Need(HooksRedeliver);
+
+    post "/v1/schedules" => schedules::create, Need(SchedulesWrite);
+    get "/v1/schedules" => schedules::list, Need(SchedulesRead);
+    get "/v1/schedules/{name}" => schedules::show, Need(SchedulesRead);
+    post "/v1/schedules/{name}/pause" => schedules::pause, Need(SchedulesWrite);
+    post "/v1/schedules/{name}/resume" => schedules::resume, Need(SchedulesWrite);
+    delete "/v1/schedules/{name}" => schedules::delete, Need(SchedulesWrite);
 
     get "/ui/session" => crate::session::show, Public;
     post "/ui/session" => crate::session::sign_in, Public;

@@ -428,6 +428,58 @@ impl Store for AnyStore {
         delegate!(self, s => s.prune(req, now))
     }
 
+    async fn register_template_at(
+        &self,
+        template: &Template,
+        now: DateTime<Utc>,
+    ) -> Result<RegisteredTemplate> {
+        delegate!(self, s => s.register_template_at(template, now))
+    }
+
+    async fn create_schedule(
+        &self,
+        schedule: &crate::schedules::NewSchedule,
+        now: DateTime<Utc>,
+    ) -> Result<crate::schedules::ScheduleRow> {
+        delegate!(self, s => s.create_schedule(schedule, now))
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<crate::schedules::ScheduleRow>> {
+        delegate!(self, s => s.list_schedules())
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Option<crate::schedules::ScheduleRow>> {
+        delegate!(self, s => s.schedule(name))
+    }
+
+    async fn pause_schedule(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::schedules::ScheduleRow> {
+        delegate!(self, s => s.pause_schedule(name, now))
+    }
+
+    async fn resume_schedule(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::schedules::ScheduleRow> {
+        delegate!(self, s => s.resume_schedule(name, now))
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        delegate!(self, s => s.delete_schedule(name))
+    }
+
+    async fn fire_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::schedules::FiredSchedule>> {
+        delegate!(self, s => s.fire_due(now, limit))
+    }
+
     async fn latest_event_cursor(&self, filter: &EventFilter) -> Result<Option<String>> {
         delegate!(self, s => s.latest_event_cursor(filter))
     }

@@ -17,8 +17,10 @@ mod pg;
 mod pg_events;
 mod pg_hooks;
 mod pg_listing;
+mod pg_schedules;
 mod prune;
 pub mod rules;
+mod schedules;
 mod schema;
 mod sqlite;
 mod store;
@@ -35,6 +37,10 @@ pub use listing::{
 };
 pub use pg::{DEFAULT_MAX_LEASE_LOSSES, DUE_CHANNEL, MIGRATOR, PgStore, READY_CHANNEL};
 pub use prune::{DEFAULT_IDLE_RATIO, DEFAULT_PRUNE_BATCH, PruneCounts, PruneReport, PruneRequest};
+pub use schedules::{
+    FiredSchedule, MAX_FIRE_BATCH, NewSchedule, ScheduleProblem, ScheduleRow, ScheduleSource,
+    check_schedule,
+};
 pub use schema::AppliedMigration;
 pub use sqlite::{SQLITE_MIGRATOR, SqliteStore};
 pub use store::{Result, Store};

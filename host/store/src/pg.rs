@@ -542,8 +542,17 @@ fn completion_outcome(row: &PgRow) -> Result<CompletionOutcome> {
 
 impl Store for PgStore {
     async fn register_template(&self, template: &Template) -> Result<RegisteredTemplate> {
+        self.register_template_at(template, Utc::now()).await
+    }
+
+    async fn register_template_at(
+        &self,
+        template: &Template,
+        now: DateTime<Utc>,
+    ) -> Result<RegisteredTemplate> {
         let definition = serde_json::to_value(template)
             .map_err(|e| StoreError::InvalidInput(format!("template {}: {e}", template.key())))?;
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT * FROM register_template($1, $2, $3, $4, $5, $6, $7)")
             .bind(&template.namespace)
             .bind(&template.name)
@@ -552,8 +561,10 @@ impl Store for PgStore {
             .bind(&template.context_schema)
             .bind(&definition)
             .bind(Value::Array(crate::wire::steps_json(template)?))
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
+        crate::pg_schedules::upsert_of_template(&mut tx, template, now).await?;
+        tx.commit().await?;
         Ok(RegisteredTemplate {
             template_id: col(&row, "template_id")?,
             key: col(&row, "template_key")?,
@@ -1193,6 +1204,49 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<crate::prune::PruneReport> {
         crate::prune::pg_prune(&self.pool, req, now).await
+    }
+    async fn create_schedule(
+        &self,
+        schedule: &crate::schedules::NewSchedule,
+        now: DateTime<Utc>,
+    ) -> Result<crate::schedules::ScheduleRow> {
+        crate::pg_schedules::create_schedule(&self.pool, schedule, now).await
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<crate::schedules::ScheduleRow>> {
+        crate::pg_schedules::list_schedules(&self.pool).await
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Option<crate::schedules::ScheduleRow>> {
+        crate::pg_schedules::schedule(&self.pool, name).await
+    }
+
+    async fn pause_schedule(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::schedules::ScheduleRow> {
+        crate::pg_schedules::set_paused(&self.pool, name, true, now).await
+    }
+
+    async fn resume_schedule(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::schedules::ScheduleRow> {
+        crate::pg_schedules::set_paused(&self.pool, name, false, now).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        crate::pg_schedules::delete_schedule(&self.pool, name).await
+    }
+
+    async fn fire_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::schedules::FiredSchedule>> {
+        crate::pg_schedules::fire_due(&self.pool, now, limit).await
     }
 }
 

@@ -28,6 +28,17 @@ pub trait Store: Send + Sync {
         template: &Template,
     ) -> impl Future<Output = Result<RegisteredTemplate>> + Send;
 
+    /// [`Store::register_template`] at `now`: a template's `schedules:` are upserted with it
+    /// (source `template`, named `namespace/name:schedule`, in the same transaction), their
+    /// next instants counted from `now`; a re-registration keeps their pause state and, where
+    /// the pattern did not change, their next instant. `register_template` is this at the
+    /// wall clock.
+    fn register_template_at(
+        &self,
+        template: &Template,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<RegisteredTemplate>> + Send;
+
     /// The registered template with this `namespace/name@version` key.
     fn template(&self, key: &str) -> impl Future<Output = Result<Option<Template>>> + Send;
 
@@ -415,4 +426,60 @@ pub trait Store: Send + Sync {
         req: &crate::prune::PruneRequest,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<crate::prune::PruneReport>> + Send;
+
+    /// Create or replace the schedule of this name (docs/schedules.md), made by hand (source
+    /// `api`). Refused as [`StoreError::InvalidInput`] naming each field at fault (`name`,
+    /// `template` when not registered, `cron`, `tz`, `context` and the pointer into it when the
+    /// template's context schema refuses it), writing nothing. Replacing keeps the pause
+    /// state and, where the pattern and zone did not change, the next instant; otherwise the
+    /// next instant is the first after `now`.
+    fn create_schedule(
+        &self,
+        schedule: &crate::schedules::NewSchedule,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<crate::schedules::ScheduleRow>> + Send;
+
+    /// Every schedule, by name (byte order).
+    fn list_schedules(
+        &self,
+    ) -> impl Future<Output = Result<Vec<crate::schedules::ScheduleRow>>> + Send;
+
+    /// The schedule of this name.
+    fn schedule(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<crate::schedules::ScheduleRow>>> + Send;
+
+    /// Pause a schedule: nothing fires until it is resumed (its next instant is cleared).
+    /// [`StoreError::NotFound`] for an unknown name; pausing a paused one changes nothing.
+    fn pause_schedule(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<crate::schedules::ScheduleRow>> + Send;
+
+    /// Resume a schedule from its first instant after `now` (instants that passed while it
+    /// was paused never fire). Resuming a running one changes nothing.
+    fn resume_schedule(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<crate::schedules::ScheduleRow>> + Send;
+
+    /// Delete a schedule (its tasks stay); false when there was none of that name.
+    fn delete_schedule(&self, name: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Fire up to `limit` (1..=1,000) due schedules (not paused, next instant at or before
+    /// `now`), earliest first, in one transaction: each one's tick is
+    /// `tasker_core::schedule::plan` (grace `DEFAULT_GRACE`); an instant it fires creates the
+    /// template's task with identity key `schedule::identity_key(name, instant)` (so an
+    /// instant makes one task however many schedulers race: PostgreSQL skips the rows another
+    /// transaction holds, `FOR UPDATE SKIP LOCKED`), and its next instant moves past `now`.
+    /// A task that cannot be created is reported in [`crate::schedules::FiredSchedule::error`]
+    /// and its instant passed over.
+    fn fire_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<crate::schedules::FiredSchedule>>> + Send;
 }

@@ -13,6 +13,7 @@ pub mod remote;
 mod resolve;
 mod retry;
 mod run;
+pub mod schedules;
 mod serve;
 mod status;
 mod submit;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use tasker_core::clock::SystemClock;
 use tasker_engine::EventBus;
-use tasker_runtime::{Node, spawn_pruner};
+use tasker_runtime::{Node, SchedulerConfig, spawn_pruner, spawn_scheduler};
 use tasker_server::{AppState, AuthMode, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -69,7 +69,18 @@ impl App {
             Node::wasm(store.clone(), &sandbox, cfg)
                 .with_bus(bus)
                 .with_pruner(pruner.clone())
+                .with_scheduler(Some(SchedulerConfig::default()))
                 .start(stop.clone())
+        });
+        // Nor does firing schedules: a server without workers runs the scheduler alone.
+        let lone_scheduler = node.is_none().then(|| {
+            spawn_scheduler(
+                store.clone(),
+                SchedulerConfig::default(),
+                Arc::new(SystemClock),
+                stop.clone(),
+            )
+            .0
         });
         // Without workers the server still prunes: retention must not depend on where steps run.
         let lone_pruner = match (&node, pruner) {
@@ -104,6 +115,9 @@ impl App {
             node.join().await;
         }
         if let Some(p) = lone_pruner {
+            let _ = p.await;
+        }
+        if let Some(p) = lone_scheduler {
             let _ = p.await;
         }
         eprintln!("server stopped");

@@ -46,6 +46,7 @@ impl App {
         );
         let node = Node::wasm(store, &sandbox, cfg)
             .with_pruner(self.pruner_config())
+            .with_scheduler(Some(tasker_runtime::SchedulerConfig::default()))
             .start(stop.clone());
         let signals = tokio::spawn({
             let stop = stop.clone();

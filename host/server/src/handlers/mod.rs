@@ -5,6 +5,7 @@ pub mod events;
 pub mod health;
 pub mod hooks;
 pub mod plugins;
+pub mod schedules;
 pub mod steps;
 pub mod tasks;
 pub mod templates;

@@ -145,7 +145,7 @@ pub async fn register(
     }
     let reg = state
         .store()
-        .register_template(&template)
+        .register_template_at(&template, state.now())
         .await
         .map_err(|e| match e {
             StoreError::Constraint { .. } => Problem::conflict(format!(

@@ -271,7 +271,11 @@ fn same_definition(stored: &str, new_text: &str, new: &Value) -> bool {
     stored == new_text || serde_json::from_str::<Value>(stored).is_ok_and(|v| v == *new)
 }
 
-pub(super) async fn register_template(s: &SqliteStore, t: &Template) -> Result<RegisteredTemplate> {
+pub(super) async fn register_template(
+    s: &SqliteStore,
+    t: &Template,
+    at: DateTime<Utc>,
+) -> Result<RegisteredTemplate> {
     let definition = serde_json::to_value(t)
         .map_err(|e| StoreError::InvalidInput(format!("template {}: {e}", t.key())))?;
     let specs = crate::wire::steps_json(t)?;
@@ -296,19 +300,21 @@ pub(super) async fn register_template(s: &SqliteStore, t: &Template) -> Result<R
             .fetch_optional(&mut *tx)
             .await?;
     if let Some((id, stored)) = existing {
-        tx.rollback().await?;
         if same_definition(&stored, &def_text, &definition) {
+            super::schedules::upsert_of_template(&mut tx, t, at).await?;
+            tx.commit().await?;
             return Ok(RegisteredTemplate {
                 template_id: id,
                 key,
                 created: false,
             });
         }
+        tx.rollback().await?;
         return Err(definition_conflict(&key));
     }
 
     let steps = plan_steps(&key, &specs)?;
-    let now = us(Utc::now());
+    let now = us(at);
     sqlx::query(
         "INSERT INTO namespaces (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
     )
@@ -382,6 +388,7 @@ pub(super) async fn register_template(s: &SqliteStore, t: &Template) -> Result<R
         .execute(&mut *tx)
         .await?;
     }
+    super::schedules::upsert_of_template(&mut tx, t, at).await?;
     tx.commit().await?;
     Ok(RegisteredTemplate {
         template_id,
@@ -405,23 +412,37 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-/// A template's row as a task's creation reads it: id, namespace, step count, priority and
-/// concurrency (JSON).
-type TemplateHead = (i64, i64, i64, Option<i64>, Option<String>);
-
 pub(super) async fn create_task(
     s: &SqliteStore,
     task: &NewTask,
     now: DateTime<Utc>,
 ) -> Result<CreatedTask> {
-    let now = us(now);
     let mut tx = s.write().await?;
+    let out = create_task_in(&mut tx, task, now).await?;
+    if out.created {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(out)
+}
+
+/// A template's id, namespace, step count, priority and concurrency spec.
+type TemplateHead = (i64, i64, i64, Option<i64>, Option<String>);
+
+/// [`create_task`] in the caller's write transaction (which it leaves open).
+pub(super) async fn create_task_in(
+    tx: &mut Tx,
+    task: &NewTask,
+    now: DateTime<Utc>,
+) -> Result<CreatedTask> {
+    let now = us(now);
     let tpl: Option<TemplateHead> = sqlx::query_as(
         "SELECT id, namespace_id, step_count, priority, concurrency FROM templates \
          WHERE template_key = ?",
     )
     .bind(&task.template_key)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     let Some((template_id, namespace_id, step_count, template_priority, concurrency)) = tpl else {
         return Err(StoreError::NotFound(format!(
@@ -440,10 +461,9 @@ pub(super) async fn create_task(
             sqlx::query_scalar("SELECT id FROM tasks WHERE namespace_id = ? AND identity_key = ?")
                 .bind(namespace_id)
                 .bind(identity)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
         if let Some(task_id) = existing {
-            tx.rollback().await?;
             return Ok(CreatedTask {
                 task_id,
                 created: false,
@@ -465,8 +485,7 @@ pub(super) async fn create_task(
             let key = spec
                 .resolve(&task.context)
                 .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
-            let a = concurrency::admit_new(&mut tx, &spec, key, &task.template_key, run_at, now)
-                .await?;
+            let a = concurrency::admit_new(tx, &spec, key, &task.template_key, run_at, now).await?;
             Some(a)
         }
     };
@@ -494,7 +513,7 @@ pub(super) async fn create_task(
             .as_ref()
             .map(|a| if a.admitted { "holding" } else { "waiting" }),
     )
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     // Steps in level order, so a parent's id is always below its children's.
     sqlx::query(
@@ -519,7 +538,7 @@ pub(super) async fn create_task(
         concurrency::WAITING
     })
     .bind(priority)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     sqlx::query(
         "INSERT INTO edges (task_id, parent_id, child_id) \
@@ -531,9 +550,8 @@ pub(super) async fn create_task(
     )
     .bind(task_id)
     .bind(template_id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
-    tx.commit().await?;
     Ok(CreatedTask {
         task_id,
         created: true,

@@ -15,6 +15,7 @@ mod ops;
 mod prune;
 mod readiness;
 mod rows;
+mod schedules;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -96,6 +97,14 @@ impl SqliteStore {
                 .await?
                 .0,
         )
+    }
+
+    /// The same file opened again, with pools of its own, as a restarted process opens it
+    /// (a temporary store's directory lives on while either is alive).
+    pub async fn reopen(&self) -> Result<Self> {
+        let mut again = Self::open_existing(&self.path, 2).await?;
+        again._temp = self._temp.clone();
+        Ok(again)
     }
 
     /// A store in a fresh temporary directory, removed when the last clone is dropped.
@@ -310,7 +319,15 @@ pub(crate) fn json(v: &str, what: &str) -> Result<Value> {
 
 impl Store for SqliteStore {
     async fn register_template(&self, template: &Template) -> Result<RegisteredTemplate> {
-        hot::register_template(self, template).await
+        hot::register_template(self, template, Utc::now()).await
+    }
+
+    async fn register_template_at(
+        &self,
+        template: &Template,
+        now: DateTime<Utc>,
+    ) -> Result<RegisteredTemplate> {
+        hot::register_template(self, template, now).await
     }
 
     async fn template(&self, key: &str) -> Result<Option<Template>> {
@@ -658,5 +675,48 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<crate::prune::PruneReport> {
         prune::prune(self, req, now).await
+    }
+    async fn create_schedule(
+        &self,
+        schedule: &crate::schedules::NewSchedule,
+        now: DateTime<Utc>,
+    ) -> Result<crate::schedules::ScheduleRow> {
+        schedules::create_schedule(self, schedule, now).await
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<crate::schedules::ScheduleRow>> {
+        schedules::list_schedules(self).await
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Option<crate::schedules::ScheduleRow>> {
+        schedules::schedule(self, name).await
+    }
+
+    async fn pause_schedule(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::schedules::ScheduleRow> {
+        schedules::set_paused(self, name, true, now).await
+    }
+
+    async fn resume_schedule(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<crate::schedules::ScheduleRow> {
+        schedules::set_paused(self, name, false, now).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        schedules::delete_schedule(self, name).await
+    }
+
+    async fn fire_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::schedules::FiredSchedule>> {
+        schedules::fire_due(self, now, limit).await
     }
 }
