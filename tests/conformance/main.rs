@@ -7,6 +7,7 @@ mod claim_cursor;
 mod complete_and_claim;
 mod concurrency;
 mod coordinator;
+mod dropped_calls;
 mod events;
 mod fencing;
 mod guest_data;

@@ -234,8 +234,16 @@ impl SqliteStore {
     /// commit order (docs/store.md, "The event log"). Bumping per `set_reason` instead would
     /// split one transaction's events over several values (an operation sets its reason
     /// several times), and so order them unlike PostgreSQL's single xid.
+    ///
+    /// The `BEGIN` runs in a task of its own: sqlx's SQLite begin is not drop-safe
+    /// (transact-rs/sqlx#3932), and a caller dropped inside it (a client gone, a `select!`)
+    /// left the one write connection in a transaction that nothing owned, so every later
+    /// write failed. Run to its end, it yields a `Transaction`, whose drop rolls back.
     pub(crate) async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let writer = self.writer.clone();
+        let mut tx = tokio::spawn(async move { writer.begin_with("BEGIN IMMEDIATE").await })
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::WorkerCrashed))??;
         sqlx::query("UPDATE tasker_ctx SET tx_seq = tx_seq + 1 WHERE id = 1")
             .execute(&mut *tx)
             .await?;
