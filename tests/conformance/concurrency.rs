@@ -187,6 +187,9 @@ async fn a_waiting_task_is_not_claimed_and_readiness_says_why<S: Backend>(s: S) 
     let ra = s.readiness(a, None, at(3)).await.unwrap().remove(0);
     assert!(ra.ready_for_execution && ra.concurrency.is_none());
     assert_eq!(s.next_ready_at().await.unwrap(), Some(at(0)));
+    // A waiting step is neither ready nor a retry backlog.
+    let h = s.health_counts(at(3)).await.unwrap();
+    assert_eq!((h.ready_steps, h.retry_backlog), (2, 0), "{h:?}");
 
     let claimed = claimed_tasks(&s, 3).await;
     let tasks: Vec<TaskId> = claimed.iter().map(|(t, _)| *t).collect();

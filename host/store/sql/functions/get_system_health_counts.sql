@@ -26,7 +26,8 @@ LANGUAGE sql STABLE AS $$
            s.total, s.pending, s.in_progress, s.waiting, s.complete, s.error, s.cancelled,
            s.resolved,
            (SELECT count(*) FROM steps x WHERE x.ready_at IS NOT NULL AND x.ready_at <= p_now),
-           (SELECT count(*) FROM steps x WHERE x.ready_at IS NOT NULL AND x.ready_at > p_now),
+           -- Not a task waiting for its concurrency key's slot (ready_at 'infinity').
+           (SELECT count(*) FROM steps x WHERE x.ready_at > p_now AND x.ready_at < 'infinity'),
            (SELECT count(*) FROM steps x
             WHERE x.lease_expires_at IS NOT NULL AND x.lease_expires_at < p_now),
            (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = current_database()),

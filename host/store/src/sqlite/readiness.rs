@@ -322,7 +322,7 @@ pub(super) async fn health_counts(s: &SqliteStore, now: DateTime<Utc>) -> Result
                 s.cancelled AS cancelled_steps, s.resolved AS resolved_steps, \
                 (SELECT count(*) FROM steps x WHERE x.ready_at IS NOT NULL AND x.ready_at <= ?1) \
                     AS ready_steps, \
-                (SELECT count(*) FROM steps x WHERE x.ready_at IS NOT NULL AND x.ready_at > ?1) \
+                (SELECT count(*) FROM steps x WHERE x.ready_at > ?1 AND x.ready_at < ?2) \
                     AS retry_backlog, \
                 (SELECT count(*) FROM steps x \
                  WHERE x.lease_expires_at IS NOT NULL AND x.lease_expires_at < ?1) \
@@ -348,6 +348,8 @@ pub(super) async fn health_counts(s: &SqliteStore, now: DateTime<Utc>) -> Result
          ) s",
     )
     .bind(now)
+    // Not a task waiting for its concurrency key's slot.
+    .bind(super::concurrency::WAITING)
     .fetch_one(s.reader())
     .await?;
     let pools = [s.writer(), s.reader()];
