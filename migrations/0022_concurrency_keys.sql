@@ -80,10 +80,13 @@ $$;
 -- the line's head by claim key (priority with aging over its creation), once its run_at has
 -- passed, while the key holds fewer slots than the head's limit. An admitted task holds a
 -- slot and its steps whose parents are done (ready_at 'infinity' while it waited) are ready
--- now. Returns how many were
--- admitted. Holds the key's row lock until the transaction ends, as every change of
--- `holding` does: that lock is what makes a limit exact across workers.
-CREATE OR REPLACE FUNCTION tasker_concurrency_admit(p_key text, p_now timestamptz)
+-- now. `p_freed`: slots the caller has just given up (the release trigger's 1), counted
+-- here so that a release that admits a head leaves the key's row as it was (one write less
+-- per finished task). Returns how many were admitted. Holds the key's row lock until the
+-- transaction ends, as every change of `holding` does: that lock is what makes a limit
+-- exact across workers.
+CREATE OR REPLACE FUNCTION tasker_concurrency_admit(p_key text, p_now timestamptz,
+                                                    p_freed int DEFAULT 0)
 RETURNS int
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -93,9 +96,12 @@ DECLARE
     v_ready int := 0;
     v_r int;
 BEGIN
+    SELECT k.holding INTO v_holding FROM concurrency_keys k WHERE k.key = p_key FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    v_holding := v_holding - p_freed;
     LOOP
-        SELECT k.holding INTO v_holding FROM concurrency_keys k WHERE k.key = p_key FOR UPDATE;
-        EXIT WHEN NOT FOUND;
         SELECT t.id, t.concurrency_limit INTO v_next
         FROM tasks t
         WHERE t.concurrency_key = p_key AND t.concurrency_state = 'waiting'
@@ -105,13 +111,16 @@ BEGIN
         FOR UPDATE;
         EXIT WHEN NOT FOUND OR v_holding >= v_next.concurrency_limit;
         UPDATE tasks t SET concurrency_state = 'holding' WHERE t.id = v_next.id;
-        UPDATE concurrency_keys k SET holding = k.holding + 1 WHERE k.key = p_key;
         UPDATE steps s SET ready_at = p_now, updated_at = p_now
         WHERE s.task_id = v_next.id AND s.ready_at = 'infinity';
         GET DIAGNOSTICS v_r = ROW_COUNT;
         v_ready := v_ready + v_r;
+        v_holding := v_holding + 1;
         v_n := v_n + 1;
     END LOOP;
+    IF v_n <> p_freed THEN
+        UPDATE concurrency_keys k SET holding = k.holding + v_n - p_freed WHERE k.key = p_key;
+    END IF;
     IF v_ready > 0 THEN
         PERFORM pg_notify('tasker_ready', v_ready::text);
     END IF;
@@ -132,12 +141,12 @@ END
 $$;
 
 -- AFTER a task holding a slot finished: the slot is free, and the key's line moves on
--- (tasker_concurrency_admit). NEW.updated_at is the finishing call's now.
+-- (tasker_concurrency_admit, which counts the freed slot). NEW.updated_at is the finishing
+-- call's now.
 CREATE OR REPLACE FUNCTION tasker_concurrency_release() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE concurrency_keys k SET holding = k.holding - 1 WHERE k.key = NEW.concurrency_key;
-    PERFORM tasker_concurrency_admit(NEW.concurrency_key, NEW.updated_at);
+    PERFORM tasker_concurrency_admit(NEW.concurrency_key, NEW.updated_at, 1);
     RETURN NULL;
 END
 $$;
